@@ -1,0 +1,132 @@
+//! Activities: the side-effecting functions an orchestration calls, at least once.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::Persistable;
+use crate::codec;
+use crate::op::ActivityFailure;
+
+/// What an activity invocation is told about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityContext {
+    pub(crate) instance_id: String,
+    pub(crate) idempotency_key: String,
+    pub(crate) attempt: u32,
+    pub(crate) name: &'static str,
+}
+
+impl ActivityContext {
+    /// A context for calling an activity directly, outside any runtime (tests, tools).
+    pub fn detached(name: &'static str, instance_id: &str, idempotency_key: &str) -> Self {
+        Self {
+            instance_id: instance_id.to_owned(),
+            idempotency_key: idempotency_key.to_owned(),
+            attempt: 1,
+            name,
+        }
+    }
+
+    /// The instance that made the call.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Stable across every attempt and every re-dispatch after a crash of this one call:
+    /// `<instance id>:<step>`. Use it to make the side effect idempotent.
+    pub fn idempotency_key(&self) -> &str {
+        &self.idempotency_key
+    }
+
+    /// 1 for the first attempt; grows with each recorded failed attempt.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The activity's stable name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// An activity, implemented by `#[activity]`; not meant to be implemented by hand.
+pub trait Activity: Send + Sync + 'static {
+    /// The input: the single parameter, or a tuple of the parameters.
+    type Input: Persistable + Send;
+    /// The `Ok` type of the function's `Result`.
+    type Ok: Persistable + Send;
+    /// The `Err` type of the function's `Result`.
+    type Err: Persistable + fmt::Display + Send;
+    /// The name the activity is stored and dispatched under.
+    const NAME: &'static str;
+    /// Runs the activity body.
+    fn run(
+        &self,
+        ctx: ActivityContext,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Self::Ok, Self::Err>> + Send + 'static;
+}
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// An activity behind a name, taking and giving bytes.
+pub(crate) trait ErasedActivity: Send + Sync {
+    fn invoke(
+        &self,
+        ctx: ActivityContext,
+        input: &[u8],
+    ) -> BoxFuture<Result<Vec<u8>, ActivityFailure>>;
+}
+
+struct Erased<A>(A);
+
+impl<A: Activity> ErasedActivity for Erased<A> {
+    fn invoke(
+        &self,
+        ctx: ActivityContext,
+        input: &[u8],
+    ) -> BoxFuture<Result<Vec<u8>, ActivityFailure>> {
+        let input: A::Input = match codec::decode(input) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = format!(
+                    "recorded input of activity `{}` does not decode: {e}",
+                    A::NAME
+                );
+                return Box::pin(async move { Err(ActivityFailure::Panicked(message)) });
+            }
+        };
+        let fut = self.0.run(ctx, input);
+        Box::pin(async move {
+            match fut.await {
+                Ok(v) => codec::encode(&v).map_err(|e| ActivityFailure::Panicked(e.to_string())),
+                Err(e) => Err(ActivityFailure::Error {
+                    message: e.to_string(),
+                    payload: codec::encode(&e)
+                        .map_err(|e| ActivityFailure::Panicked(e.to_string()))?,
+                }),
+            }
+        })
+    }
+}
+
+/// The activities known to a runtime, by name.
+#[derive(Default, Clone)]
+pub struct ActivityRegistry {
+    pub(crate) by_name: std::collections::HashMap<&'static str, Arc<dyn ErasedActivity>>,
+}
+
+impl fmt::Debug for ActivityRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.by_name.keys()).finish()
+    }
+}
+
+impl ActivityRegistry {
+    /// Registers `activity` under its name; a second registration of a name replaces the first.
+    pub fn add<A: Activity>(&mut self, activity: A) {
+        self.by_name.insert(A::NAME, Arc::new(Erased(activity)));
+    }
+}

@@ -1,0 +1,119 @@
+//! The one place that knows the byte format of stored values.
+//!
+//! Everything durable writes goes through [`encode`] and comes back through [`decode`]: bincode 2
+//! with serde, positional and little-endian with variable-length integers. Every decode has a size
+//! limit, so a corrupt length prefix is an error and never an allocation of gigabytes.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The largest value, in bytes, that [`decode`] accepts (64 MiB).
+pub const DECODE_LIMIT: usize = 64 << 20;
+
+/// A value could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// Serialization failed (for example `#[serde(flatten)]`, which bincode cannot write).
+    #[error("cannot encode value: {0}")]
+    Encode(String),
+    /// The bytes do not decode as the expected type, or exceed the size limit.
+    #[error("cannot decode value: {0}")]
+    Decode(String),
+    /// The bytes decode, but not to the same value: the type does not round-trip through the codec.
+    #[error(
+        "value does not round-trip through the codec (untagged or internally tagged enums, \
+         `#[serde(flatten)]` and `skip_serializing_if` are not supported): {0}"
+    )]
+    NoRoundTrip(String),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// Encodes `value` to bytes.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes a `T` from `bytes`; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(CodecError::Decode(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - read
+        )));
+    }
+    Ok(value)
+}
+
+/// Encodes `value`, decodes the bytes again and re-encodes the result: the value round-trips when
+/// both encodings are equal. Returns the encoding.
+pub fn encode_checked<T: Serialize + DeserializeOwned>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let bytes = encode(value)?;
+    let back: T = decode(&bytes).map_err(|e| CodecError::NoRoundTrip(e.to_string()))?;
+    let again = encode(&back)?;
+    if again != bytes {
+        return Err(CodecError::NoRoundTrip(
+            "decoding and encoding again gives different bytes".into(),
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[test]
+    fn round_trips_plain_values() {
+        let v = (7u64, String::from("x"), vec![1i32, -2]);
+        let b = encode(&v).unwrap();
+        assert_eq!(decode::<(u64, String, Vec<i32>)>(&b).unwrap(), v);
+    }
+
+    #[test]
+    fn corrupt_length_prefix_is_an_error_not_an_abort() {
+        // A Vec<u8> whose varint length claims 2^60 elements.
+        let bytes = [0xFFu8, 0, 0, 0, 0, 0, 0, 0x10, 0];
+        assert!(matches!(
+            decode::<Vec<u8>>(&bytes),
+            Err(CodecError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut b = encode(&1u8).unwrap();
+        b.push(0);
+        assert!(decode::<u8>(&b).is_err());
+    }
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    #[serde(untagged)]
+    enum Untagged {
+        A(u32),
+        B(String),
+    }
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Skips {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        a: Option<u32>,
+        b: u32,
+    }
+
+    #[test]
+    fn values_that_do_not_round_trip_are_caught() {
+        assert!(matches!(
+            encode_checked(&Untagged::A(1)),
+            Err(CodecError::NoRoundTrip(_))
+        ));
+        assert!(encode_checked(&Skips { a: None, b: 5 }).is_err());
+        assert!(encode_checked(&Skips { a: Some(1), b: 5 }).is_ok());
+    }
+}
