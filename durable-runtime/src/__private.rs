@@ -5,16 +5,18 @@ pub use serde;
 
 pub use crate::Persistable;
 pub use crate::activity::{Activity, ActivityContext, ActivityRegistry};
-pub use crate::op::{DurableOp, Failure};
+pub use crate::op::{Completion, DurableOp, Failure};
 pub use crate::orchestration::{
-    Ctx, Fault, Orchestration, OrchestrationOutput, PointInfo, Resume, StepResult,
+    ActivityOutput, Ctx, Fault, Orchestration, OrchestrationOutput, PointInfo, Resume, StepResult,
 };
 pub use crate::record::Frame;
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec;
-use crate::op::Completion;
 
 /// Where the state machine goes after a block.
 #[must_use]
@@ -74,6 +76,10 @@ impl<O: DurableOp> Default for Marker<O> {
     }
 }
 
+/// Asserts at the user's parameter type that an input can be stored.
+#[inline(always)]
+pub fn assert_input<T: Persistable>() {}
+
 /// Asserts at the user's binding that a local kept across an `.await` can be stored.
 #[inline(always)]
 pub fn assert_persistable<T: Persistable>(_: &T) {}
@@ -100,54 +106,151 @@ pub fn fingerprint(identity: &str, layout: &[(&str, &str)]) -> u64 {
     h
 }
 
-/// Checks once per process and point that every stored local round-trips through the codec,
-/// naming the first that does not.
-pub fn check_round_trip<T: Persistable>(value: &T, local: &str, point: &str) -> Result<(), Fault> {
-    codec::encode_checked(value).map(drop).map_err(|e| {
-        Fault::Codec(format!(
-            "local `{local}` stored at suspension point `{point}`: {e}"
-        ))
-    })
+/// Writes the locals of a suspension point into a frame, one after the other.
+pub struct FrameWriter {
+    bytes: Vec<u8>,
+    layout: Vec<(&'static str, &'static str)>,
+    check: &'static AtomicBool,
+    error: Option<Fault>,
 }
 
-/// Builds the frame of a suspension point.
-pub fn frame<L: serde::Serialize>(
-    identity: &'static str,
-    line: u32,
-    layout: &[(&'static str, &'static str)],
-    locals: &L,
-) -> Result<Frame, Fault> {
-    let bytes = codec::encode(locals)
-        .map_err(|e| Fault::Codec(format!("locals at suspension point `{identity}`: {e}")))?;
-    Ok(Frame {
-        point: identity.to_owned(),
-        line,
-        fingerprint: fingerprint(identity, layout),
-        layout: layout
-            .iter()
-            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
-            .collect(),
-        locals: bytes,
-    })
-}
-
-/// Decodes a frame's locals after checking its fingerprint against this build's layout.
-pub fn open_frame<L: serde::de::DeserializeOwned>(
-    frame: &Frame,
-    line: u32,
-    layout: &[(&'static str, &'static str)],
-) -> Result<L, Fault> {
-    if fingerprint(&frame.point, layout) != frame.fingerprint {
-        return Err(Fault::Incompatible(describe_layout_change(
-            frame, line, layout,
-        )));
+impl FrameWriter {
+    /// A writer for one checkpoint; `checked` remembers whether this point's locals were already
+    /// checked for a faithful round trip in this process.
+    pub fn new(checked: &'static AtomicBool) -> Self {
+        Self {
+            bytes: Vec::new(),
+            layout: Vec::new(),
+            check: checked,
+            error: None,
+        }
     }
-    codec::decode(&frame.locals).map_err(|e| {
+
+    /// Appends local `name`.
+    pub fn write<T: Persistable>(&mut self, name: &'static str, value: &T) {
+        if self.error.is_some() {
+            return;
+        }
+        self.layout.push((name, std::any::type_name::<T>()));
+        let encoded = if self.check.load(Ordering::Relaxed) {
+            codec::encode(value)
+        } else {
+            codec::encode_checked(value)
+        };
+        match encoded {
+            Ok(b) => self.bytes.extend_from_slice(&b),
+            Err(e) => self.error = Some(Fault::Codec(format!("local `{name}`: {e}"))),
+        }
+    }
+
+    /// The frame of point `identity` at source line `line`.
+    pub fn finish(self, identity: &'static str, line: u32) -> Result<Frame, Fault> {
+        if let Some(Fault::Codec(m)) = self.error {
+            return Err(Fault::Codec(format!(
+                "at suspension point `{identity}` (line {line}): {m}"
+            )));
+        }
+        self.check.store(true, Ordering::Relaxed);
+        Ok(Frame {
+            point: identity.to_owned(),
+            line,
+            fingerprint: fingerprint(identity, &self.layout),
+            layout: self
+                .layout
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+                .collect(),
+            locals: self.bytes,
+        })
+    }
+}
+
+/// Reads the locals of a frame back, after checking its layout against this build's.
+pub struct FrameReader<'a> {
+    frame: &'a Frame,
+    pos: usize,
+}
+
+impl<'a> FrameReader<'a> {
+    /// Checks the frame's fingerprint against `layout` (names and type names of this build).
+    /// Nothing is decoded from a frame whose layout differs.
+    pub fn open(
+        frame: &'a Frame,
+        line: u32,
+        layout: &[(&'static str, &'static str)],
+    ) -> Result<Self, Fault> {
+        if fingerprint(&frame.point, layout) != frame.fingerprint {
+            return Err(Fault::Incompatible(describe_layout_change(
+                frame, line, layout,
+            )));
+        }
+        Ok(Self { frame, pos: 0 })
+    }
+}
+
+/// The type name of the type a `PhantomData` stands for.
+pub fn type_name_of<T>(_: &PhantomData<T>) -> &'static str {
+    std::any::type_name::<T>()
+}
+
+/// Reads the next local.
+pub fn read<T: Persistable>(reader: &mut FrameReader<'_>, _: PhantomData<T>) -> Result<T, Fault> {
+    let rest = reader.frame.locals.get(reader.pos..).unwrap_or_default();
+    let (value, used) = codec::decode_prefix::<T>(rest).map_err(|e| {
         Fault::Corrupt(format!(
             "locals at suspension point `{}` (line {}): {e}",
-            frame.point, frame.line
+            reader.frame.point, reader.frame.line
         ))
-    })
+    })?;
+    reader.pos += used;
+    Ok(value)
+}
+
+/// The persisted iterator of a `for` loop whose body awaits.
+pub trait ForIter {
+    /// The loop variable's type.
+    type Item;
+    /// The next item.
+    fn next_item(&mut self) -> Option<Self::Item>;
+}
+
+/// The remaining items of a `for` loop over any iterable.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ForItems<T>(VecDeque<T>);
+
+impl<T> ForItems<T> {
+    /// Collects the items.
+    pub fn new(iterable: impl IntoIterator<Item = T>) -> Self {
+        ForItems(iterable.into_iter().collect())
+    }
+}
+
+impl<T> ForIter for ForItems<T> {
+    type Item = T;
+    fn next_item(&mut self) -> Option<T> {
+        self.0.pop_front()
+    }
+}
+
+/// The remaining part of a `for` loop over a half-open range: two numbers whatever its length.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ForRange<T>(Range<T>);
+
+impl<T> ForRange<T> {
+    /// Keeps the range.
+    pub fn new(range: Range<T>) -> Self {
+        ForRange(range)
+    }
+}
+
+impl<T> ForIter for ForRange<T>
+where
+    Range<T>: Iterator<Item = T>,
+{
+    type Item = T;
+    fn next_item(&mut self) -> Option<T> {
+        self.0.next()
+    }
 }
 
 fn describe_layout_change(

@@ -62,7 +62,7 @@ pub trait Activity: Send + Sync + 'static {
     /// The name the activity is stored and dispatched under.
     const NAME: &'static str;
     /// Runs the activity body.
-    fn run(
+    fn invoke(
         &self,
         ctx: ActivityContext,
         input: Self::Input,
@@ -98,7 +98,7 @@ impl<A: Activity> ErasedActivity for Erased<A> {
                 return Box::pin(async move { Err(ActivityFailure::Panicked(message)) });
             }
         };
-        let fut = self.0.run(ctx, input);
+        let fut = self.0.invoke(ctx, input);
         Box::pin(async move {
             match fut.await {
                 Ok(v) => codec::encode(&v).map_err(|e| ActivityFailure::Panicked(e.to_string())),

@@ -62,6 +62,11 @@ impl Ctx {
 }
 
 /// What an orchestration returns: a `Result` whose both sides can be stored.
+#[diagnostic::on_unimplemented(
+    message = "an orchestration must return `Result<T, E>` with storable `T` and `E: Display`, not `{Self}`",
+    label = "the return type must be `Result<T, E>`",
+    note = "`T` and `E` must implement `Serialize` and `DeserializeOwned`; `durable::Failure` is a ready-made `E`"
+)]
 pub trait OrchestrationOutput {
     /// The success value.
     type Ok: Persistable + Send;
@@ -174,5 +179,32 @@ pub(crate) struct ErasedOrch<O>(pub(crate) O);
 impl<O: Orchestration> ErasedOrchestration for ErasedOrch<O> {
     fn step(&self, ctx: &Ctx, resume: Resume<'_>) -> StepResult {
         self.0.step(ctx, resume)
+    }
+}
+
+/// What an activity returns: a `Result` whose both sides can be stored.
+#[diagnostic::on_unimplemented(
+    message = "an activity must return `Result<T, E>` with storable `T` and `E: Display`, not `{Self}`",
+    label = "the return type must be `Result<T, E>`",
+    note = "`T` and `E` must implement `Serialize` and `DeserializeOwned`; the error is recorded and handed to the orchestration"
+)]
+pub trait ActivityOutput {
+    /// The success value.
+    type Ok: Persistable + Send;
+    /// The error value.
+    type Err: Persistable + fmt::Display + Send;
+    /// Splits into the two sides.
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+}
+
+impl<T, E> ActivityOutput for Result<T, E>
+where
+    T: Persistable + Send,
+    E: Persistable + fmt::Display + Send,
+{
+    type Ok = T;
+    type Err = E;
+    fn into_result(self) -> Result<T, E> {
+        self
     }
 }

@@ -1,0 +1,405 @@
+//! Name analysis and liveness.
+//!
+//! Visitor policy: uses are collected everywhere a local can be named, including closures (they
+//! capture), macro invocations (every identifier token counts) and format strings (`"{x}"`).
+//! Nested items are not entered: they cannot name the function's locals. Over-approximating uses
+//! only stores a local that was not needed; missing one would lose it, so every doubt counts as a
+//! use.
+
+use std::collections::{BTreeSet, HashMap};
+
+use proc_macro2::{TokenStream, TokenTree};
+use syn::visit::{self, Visit};
+
+use crate::error::Errors;
+use crate::ir::{BindingId, Machine, Node};
+
+/// Identifiers a piece of code may read or write.
+#[derive(Default)]
+pub(crate) struct Names(BTreeSet<String>);
+
+impl<'ast> Visit<'ast> for Names {
+    fn visit_expr_path(&mut self, p: &'ast syn::ExprPath) {
+        if p.qself.is_none() {
+            if let Some(id) = p.path.get_ident() {
+                self.0.insert(id.to_string());
+            }
+        }
+        visit::visit_expr_path(self, p);
+    }
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        scan_tokens(m.tokens.clone(), &mut self.0);
+    }
+    fn visit_item(&mut self, _: &'ast syn::Item) {}
+}
+
+fn scan_tokens(tokens: TokenStream, out: &mut BTreeSet<String>) {
+    for tt in tokens {
+        match tt {
+            TokenTree::Ident(i) => {
+                out.insert(i.to_string());
+            }
+            TokenTree::Group(g) => scan_tokens(g.stream(), out),
+            TokenTree::Literal(l) => format_captures(&l.to_string(), out),
+            TokenTree::Punct(_) => {}
+        }
+    }
+}
+
+/// Identifiers captured by a format string literal: `"{x}"`, `"{x:?}"`, `"{x:>5}"`.
+fn format_captures(lit: &str, out: &mut BTreeSet<String>) {
+    if !(lit.starts_with('"') || lit.starts_with('r')) {
+        return;
+    }
+    let bytes: Vec<char> = lit.chars().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == '{' {
+            if bytes.get(i + 1) == Some(&'{') {
+                i += 2;
+                continue;
+            }
+            let start = i + 1;
+            let mut j = start;
+            while j < bytes.len() && (bytes[j].is_alphanumeric() || bytes[j] == '_') {
+                j += 1;
+            }
+            if j > start && matches!(bytes.get(j), Some('}') | Some(':')) {
+                let name: String = bytes[start..j].iter().collect();
+                if !name.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+                    out.insert(name);
+                }
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// The names used by an expression, statement or pattern guard.
+pub(crate) fn names_in<T: NameSource + ?Sized>(node: &T) -> BTreeSet<String> {
+    let mut n = Names::default();
+    node.visit_with(&mut n);
+    n.0
+}
+
+/// Syntax nodes whose names can be collected.
+pub(crate) trait NameSource {
+    #[doc(hidden)]
+    fn visit_with(&self, v: &mut Names);
+}
+
+impl NameSource for syn::Expr {
+    fn visit_with(&self, v: &mut Names) {
+        v.visit_expr(self);
+    }
+}
+impl NameSource for syn::Stmt {
+    fn visit_with(&self, v: &mut Names) {
+        v.visit_stmt(self);
+    }
+}
+impl NameSource for syn::Pat {
+    fn visit_with(&self, v: &mut Names) {
+        // Names in patterns are bindings, except those in guards and paths of constants.
+        if let syn::Pat::Guard(g) = self {
+            v.visit_expr(&g.guard);
+        }
+    }
+}
+
+/// A binding introduced by a pattern.
+pub(crate) struct PatBinding {
+    pub ident: syn::Ident,
+    pub mutable: bool,
+    pub by_ref: bool,
+}
+
+/// The bindings a pattern introduces. An identifier starting with an uppercase letter is taken
+/// for a constant or unit variant, as rustc's naming lints assume.
+pub(crate) fn pattern_bindings(pat: &syn::Pat) -> Vec<PatBinding> {
+    struct Collect(Vec<PatBinding>);
+    impl<'ast> Visit<'ast> for Collect {
+        fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
+            let name = p.ident.to_string();
+            let is_const =
+                name.chars().next().is_some_and(char::is_uppercase) && p.subpat.is_none();
+            if !is_const {
+                self.0.push(PatBinding {
+                    ident: p.ident.clone(),
+                    mutable: p.mutability.is_some(),
+                    by_ref: p.by_ref.is_some(),
+                });
+            }
+            visit::visit_pat_ident(self, p);
+        }
+        fn visit_pat_guard(&mut self, g: &'ast syn::PatGuard) {
+            self.visit_pat(&g.pat);
+        }
+        fn visit_expr(&mut self, _: &'ast syn::Expr) {}
+    }
+    let mut c = Collect(Vec::new());
+    c.visit_pat(pat);
+    c.0
+}
+
+/// Whether `expr` contains a durable `.await` the lowering must handle (not counting closures,
+/// async blocks, nested items and macros, which `check_await_positions` rejects).
+pub(crate) fn has_await<T: AwaitSource + ?Sized>(node: &T) -> bool {
+    struct Find(bool);
+    impl<'ast> Visit<'ast> for Find {
+        fn visit_expr_await(&mut self, _: &'ast syn::ExprAwait) {
+            self.0 = true;
+        }
+        fn visit_expr_closure(&mut self, _: &'ast syn::ExprClosure) {}
+        fn visit_expr_async(&mut self, _: &'ast syn::ExprAsync) {}
+        fn visit_item(&mut self, _: &'ast syn::Item) {}
+    }
+    let mut f = Find(false);
+    node.accept(&mut f);
+    f.0
+}
+
+/// Syntax nodes that can contain an `.await`.
+pub(crate) trait AwaitSource {
+    #[doc(hidden)]
+    fn accept<'a, V: Visit<'a>>(&'a self, v: &mut V);
+}
+impl AwaitSource for syn::Expr {
+    fn accept<'a, V: Visit<'a>>(&'a self, v: &mut V) {
+        v.visit_expr(self);
+    }
+}
+impl AwaitSource for syn::Stmt {
+    fn accept<'a, V: Visit<'a>>(&'a self, v: &mut V) {
+        v.visit_stmt(self);
+    }
+}
+impl AwaitSource for syn::Block {
+    fn accept<'a, V: Visit<'a>>(&'a self, v: &mut V) {
+        v.visit_block(self);
+    }
+}
+
+/// Rejects `.await` where no step machine can resume: inside closures, async blocks and macro
+/// invocations.
+pub(crate) fn check_await_positions(body: &syn::Block, errors: &Errors) {
+    struct Check<'e> {
+        errors: &'e Errors,
+        inside: Option<&'static str>,
+    }
+    impl<'ast> Visit<'ast> for Check<'_> {
+        fn visit_expr_await(&mut self, a: &'ast syn::ExprAwait) {
+            if let Some(what) = self.inside {
+                self.errors.at(
+                    a.await_token,
+                    format!(
+                        "`.await` inside {what} cannot be made durable: the step machine can only \
+                         suspend in the orchestration's own body; move the durable call out of {what}"
+                    ),
+                );
+            }
+            visit::visit_expr_await(self, a);
+        }
+        fn visit_expr_closure(&mut self, c: &'ast syn::ExprClosure) {
+            let outer = self.inside.replace("a closure");
+            visit::visit_expr_closure(self, c);
+            self.inside = outer;
+        }
+        fn visit_expr_async(&mut self, c: &'ast syn::ExprAsync) {
+            let outer = self.inside.replace("an async block");
+            visit::visit_expr_async(self, c);
+            self.inside = outer;
+        }
+        fn visit_item(&mut self, _: &'ast syn::Item) {}
+        fn visit_macro(&mut self, m: &'ast syn::Macro) {
+            if let Some(span) = await_in_tokens(m.tokens.clone()) {
+                self.errors.at_span(
+                    span,
+                    "`.await` inside a macro invocation cannot be made durable; bind the awaited \
+                     value to a `let` before the macro and use the local",
+                );
+            }
+        }
+    }
+    Check {
+        errors,
+        inside: None,
+    }
+    .visit_block(body);
+}
+
+fn await_in_tokens(tokens: TokenStream) -> Option<proc_macro2::Span> {
+    let mut prev_dot = false;
+    for tt in tokens {
+        match &tt {
+            TokenTree::Ident(i) if prev_dot && i == "await" => return Some(i.span()),
+            TokenTree::Group(g) => {
+                if let Some(s) = await_in_tokens(g.stream()) {
+                    return Some(s);
+                }
+            }
+            _ => {}
+        }
+        prev_dot = matches!(&tt, TokenTree::Punct(p) if p.as_char() == '.');
+    }
+    None
+}
+
+/// Computes each block's live-in locals (backward dataflow to a fixpoint; loops make it
+/// iterate) and checks that every stored local can be stored and reached by its name.
+pub(crate) fn liveness(m: &mut Machine, errors: &Errors) {
+    let n = m.blocks.len();
+    let mut live_in: Vec<BTreeSet<BindingId>> = vec![BTreeSet::new(); n];
+    loop {
+        let mut changed = false;
+        for b in (0..n).rev() {
+            let mut set = live_nodes(m, &m.blocks[b].body, &live_in);
+            if let crate::ir::BlockKind::Resume(p) = m.blocks[b].kind {
+                set.remove(&m.points[p].value);
+            }
+            if set != live_in[b] {
+                live_in[b] = set;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (b, set) in live_in.into_iter().enumerate() {
+        m.blocks[b].live_in = set.into_iter().collect();
+    }
+    check_transfers(m, errors);
+}
+
+fn live_nodes(m: &Machine, nodes: &[Node], live_in: &[BTreeSet<BindingId>]) -> BTreeSet<BindingId> {
+    let goto_live = |g: usize| -> BTreeSet<BindingId> {
+        let goto = &m.gotos[g];
+        live_in[goto.target]
+            .iter()
+            .copied()
+            .filter(|b| !goto.provides.contains(b))
+            .collect()
+    };
+    let mut live = BTreeSet::new();
+    for node in nodes.iter().rev() {
+        match node {
+            Node::Code {
+                uses, defs, gotos, ..
+            } => {
+                for d in defs {
+                    live.remove(d);
+                }
+                live.extend(uses.iter().copied());
+                for g in gotos {
+                    live.extend(goto_live(*g));
+                }
+            }
+            Node::If {
+                uses,
+                defs,
+                then,
+                els,
+                ..
+            } => {
+                let mut t = live_nodes(m, then, live_in);
+                for d in defs {
+                    t.remove(d);
+                }
+                t.extend(live_nodes(m, els, live_in));
+                t.extend(uses.iter().copied());
+                live = t;
+            }
+            Node::Match { uses, arms, .. } => {
+                let mut all = uses.clone();
+                for arm in arms {
+                    let mut a = live_nodes(m, &arm.body, live_in);
+                    for d in &arm.defs {
+                        a.remove(d);
+                    }
+                    all.extend(a);
+                    all.extend(arm.uses.iter().copied());
+                }
+                live = all;
+            }
+            Node::Goto(g) => live = goto_live(*g),
+            Node::Suspend(p) => {
+                let point = &m.points[*p];
+                live = live_in[point.resume].clone();
+                live.remove(&point.value);
+                live.extend(point.uses.iter().copied());
+            }
+            Node::Return { uses, .. } => live = uses.clone(),
+        }
+    }
+    live
+}
+
+fn check_transfers(m: &Machine, errors: &Errors) {
+    let mut reported = BTreeSet::new();
+    let mut check = |visible: &HashMap<String, BindingId>,
+                     target: usize,
+                     provides: &[BindingId],
+                     stored: bool| {
+        for &b in &m.blocks[target].live_in {
+            let binding = &m.bindings[b];
+            let name = binding.ident.to_string();
+            if stored && !binding.synthetic {
+                if let Some(why) = binding.borrowed {
+                    if reported.insert((b, 0)) {
+                        errors.at(&binding.ident, format!(
+                            "`{name}` {why} and is alive across a durable `.await`: a checkpoint can \
+                             only store owned values; store an owned value (`.to_owned()`, \
+                             `String::from`, `.clone()`) or borrow again after the `.await`"
+                        ));
+                    }
+                }
+            }
+            if !provides.contains(&b) && visible.get(&name) != Some(&b) && reported.insert((b, 1)) {
+                errors.at(&binding.ident, format!(
+                    "`{name}` is needed after a durable `.await` or loop jump, but another local \
+                     named `{name}` shadows it there; rename one of them"
+                ));
+            }
+        }
+    };
+    for g in &m.gotos {
+        check(&g.visible, g.target, &g.provides, false);
+    }
+    for p in &m.points {
+        check(&p.visible, p.resume, &[], true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_captures_are_uses() {
+        let mut out = BTreeSet::new();
+        format_captures("\"{a} {b:?} {{c}} {0} {d:>5} {}\"", &mut out);
+        assert_eq!(out.into_iter().collect::<Vec<_>>(), ["a", "b", "d"]);
+    }
+
+    #[test]
+    fn macro_tokens_and_closures_are_uses() {
+        let e: syn::Expr = syn::parse_quote!(f(|y| x + y, vec![z], format!("{w}")));
+        let n = names_in(&e);
+        for name in ["x", "y", "z", "w", "f"] {
+            assert!(n.contains(name), "{name} missing from {n:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_bind_lowercase_identifiers() {
+        let p: syn::Pat = syn::parse_quote!((mut a, Some(b), None, S { c, d: ref e }, [f, ..]));
+        let names: Vec<_> = pattern_bindings(&p)
+            .iter()
+            .map(|b| b.ident.to_string())
+            .collect();
+        assert_eq!(names, ["a", "b", "c", "e", "f"]);
+    }
+}

@@ -1,0 +1,98 @@
+//! Attribute arguments of `#[orchestration(..)]` and `#[activity(..)]`.
+
+use proc_macro2::{Span, TokenStream};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Expr, Lit, Meta, Token};
+
+use crate::error::Errors;
+
+/// The arguments both attributes accept.
+#[derive(Default)]
+pub(crate) struct Args {
+    /// `name = "..."`: the stable stored name.
+    pub name: Option<(String, Span)>,
+    /// `crate = "path"`: where the `durable` facade is, when renamed.
+    pub krate: Option<syn::Path>,
+}
+
+const VALID: &str = "expected one of: `name = \"...\"`, `crate = \"...\"`";
+
+impl Args {
+    pub(crate) fn parse(tokens: TokenStream, errors: &Errors) -> Args {
+        let mut args = Args::default();
+        let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(syn::Error::new(e.span(), format!("{e}; {VALID}")));
+                return args;
+            }
+        };
+        for meta in metas {
+            let Meta::NameValue(nv) = &meta else {
+                errors.at(&meta, format!("unknown argument; {VALID}"));
+                continue;
+            };
+            let key = nv
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let value = match &nv.value {
+                Expr::Lit(l) => match &l.lit {
+                    Lit::Str(s) => Some(s.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some(value) = value else {
+                errors.at(&nv.value, format!("`{key}` takes a string literal"));
+                continue;
+            };
+            match key.as_str() {
+                "name" => {
+                    if args.name.is_some() {
+                        errors.at(&nv.path, "`name` is given twice");
+                    } else if value.value().trim().is_empty() {
+                        errors.at(&value, "`name` must not be empty");
+                    } else {
+                        args.name = Some((value.value(), value.span()));
+                    }
+                }
+                "crate" => {
+                    if args.krate.is_some() {
+                        errors.at(&nv.path, "`crate` is given twice");
+                    } else {
+                        match value.parse::<syn::Path>() {
+                            Ok(p) => args.krate = Some(p),
+                            Err(e) => errors.at(&value, format!("`crate` must be a path: {e}")),
+                        }
+                    }
+                }
+                _ => errors.at(&nv.path, format!("unknown argument `{key}`; {VALID}")),
+            }
+        }
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    #[test]
+    fn parses_and_reports_every_problem() {
+        let errors = Errors::default();
+        let a = Args::parse(quote!(name = "x", crate = "my::d"), &errors);
+        assert!(errors.is_empty());
+        assert_eq!(a.name.unwrap().0, "x");
+        let errors = Errors::default();
+        Args::parse(quote!(nme = "x", name = 3, name = "a", name = "b"), &errors);
+        let m = errors.messages();
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(m[0].contains("unknown argument `nme`"));
+        assert!(m[1].contains("takes a string literal"));
+        assert!(m[2].contains("given twice"));
+    }
+}

@@ -1,0 +1,167 @@
+//! The signatures the macros accept, checked and taken apart.
+
+use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
+
+use crate::error::Errors;
+
+/// An `#[orchestration]` function.
+pub(crate) struct OrchestrationFn {
+    pub item: ItemFn,
+    /// The context parameter's pattern (usually `ctx`).
+    pub ctx: Pat,
+    /// The other parameters.
+    pub inputs: Vec<(Pat, Type)>,
+    pub output: Type,
+}
+
+/// An `#[activity]` function.
+pub(crate) struct ActivityFn {
+    pub item: ItemFn,
+    /// The `ActivityContext` parameter, if it takes one, and its position.
+    pub ctx: Option<(usize, Pat)>,
+    pub inputs: Vec<(Pat, Type)>,
+    pub output: Type,
+}
+
+fn last_segment_is(ty: &Type, name: &str) -> bool {
+    let ty = match ty {
+        Type::Reference(r) => &*r.elem,
+        t => t,
+    };
+    matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == name))
+}
+
+fn common_checks(item: &ItemFn, what: &str, errors: &Errors) {
+    let sig = &item.sig;
+    if sig.asyncness.is_none() {
+        errors.at(
+            sig.fn_token,
+            format!("{what} must be an `async fn`: add `async` before `fn`"),
+        );
+    }
+    if let Some(c) = &sig.constness {
+        errors.at(c, format!("{what} cannot be `const`"));
+    }
+    if let syn::Safety::Unsafe(u) = &sig.safety {
+        errors.at(u, format!("{what} cannot be `unsafe`"));
+    }
+    if let Some(abi) = &sig.abi {
+        errors.at(abi, format!("{what} cannot have an ABI"));
+    }
+    if let Some(v) = &sig.variadic {
+        errors.at(v, format!("{what} cannot be variadic"));
+    }
+    if let Some(r) = sig.receiver() {
+        errors.at(r, format!(
+            "{what} cannot take `self`: it is stored and resumed by name, without an object; make it \
+             a free function and pass what it needs as input"
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.at(&sig.generics, format!(
+            "{what} cannot be generic yet: each stored instance must name one concrete type; write a \
+             wrapper per type"
+        ));
+    }
+    for arg in &sig.inputs {
+        if let FnArg::Typed(t) = arg {
+            if let Type::ImplTrait(_) = &*t.ty {
+                errors.at(
+                    &t.ty,
+                    format!(
+                        "{what} parameters need a concrete, serializable type, not `impl Trait`"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn output_type(item: &ItemFn, what: &str, errors: &Errors) -> Type {
+    match &item.sig.output {
+        ReturnType::Type(_, ty) => {
+            if let Type::ImplTrait(_) = &**ty {
+                errors.at(
+                    ty,
+                    format!("{what} must return a concrete `Result<T, E>`, not `impl Trait`"),
+                );
+            }
+            (**ty).clone()
+        }
+        ReturnType::Default => {
+            errors.at(
+                &item.sig.ident,
+                format!("{what} must return `Result<T, E>`: add `-> Result<T, E>`"),
+            );
+            syn::parse_quote!(())
+        }
+    }
+}
+
+impl OrchestrationFn {
+    pub(crate) fn parse(item: ItemFn, errors: &Errors) -> Option<Self> {
+        const WHAT: &str = "an orchestration";
+        common_checks(&item, WHAT, errors);
+        let output = output_type(&item, WHAT, errors);
+        let mut args = item.sig.inputs.iter().filter_map(|a| match a {
+            FnArg::Typed(t) => Some(t),
+            FnArg::Receiver(_) => None,
+        });
+        let ctx = match args.next() {
+            Some(first) if last_segment_is(&first.ty, "Ctx") => {
+                if let Type::Reference(r) = &*first.ty {
+                    errors.at(r.and_token, "take the context by value: `ctx: Ctx`");
+                }
+                (*first.pat).clone()
+            }
+            _ => {
+                errors.at(
+                    &item.sig.inputs,
+                    "the first parameter of an orchestration must be its \
+                    context: `ctx: Ctx`",
+                );
+                return None;
+            }
+        };
+        let inputs = args.map(|t| ((*t.pat).clone(), (*t.ty).clone())).collect();
+        Some(Self {
+            item,
+            ctx,
+            inputs,
+            output,
+        })
+    }
+}
+
+impl ActivityFn {
+    pub(crate) fn parse(item: ItemFn, errors: &Errors) -> Option<Self> {
+        const WHAT: &str = "an activity";
+        common_checks(&item, WHAT, errors);
+        let output = output_type(&item, WHAT, errors);
+        let mut ctx = None;
+        let mut inputs = Vec::new();
+        for (i, arg) in item.sig.inputs.iter().enumerate() {
+            let FnArg::Typed(t) = arg else { continue };
+            if last_segment_is(&t.ty, "Ctx") {
+                errors.at(
+                    &t.ty,
+                    "an activity does not take the orchestration context; take \
+                    `ctx: ActivityContext` for its idempotency key and attempt",
+                );
+            } else if last_segment_is(&t.ty, "ActivityContext") {
+                if ctx.is_some() {
+                    errors.at(&t.ty, "the `ActivityContext` parameter is given twice");
+                }
+                ctx = Some((i, (*t.pat).clone()));
+            } else {
+                inputs.push(((*t.pat).clone(), (*t.ty).clone()));
+            }
+        }
+        Some(Self {
+            item,
+            ctx,
+            inputs,
+            output,
+        })
+    }
+}

@@ -1,0 +1,549 @@
+//! Tokens: the unit struct users name, its trait impl, and the step machine.
+//!
+//! The machine, for an orchestration with blocks `B0…Bn`:
+//!
+//! ```text
+//! fn machine(ctx, resume) -> Step<R> {
+//!     enum State<T…> { B0 { input… }, B3 { live locals…, op: Marker<O> }, … }
+//!     let mut state = match resume {
+//!         Start(input)        => State::B0 { decoded input },
+//!         At { frame, .. }    => match frame.point { "id" => State::B3 { checked, decoded locals } },
+//!     };
+//!     'machine: loop { match state { State::B0 {..} => { code; goto/suspend/return } … } }
+//! }
+//! ```
+//! A goto is `{ state = State::Bk { live locals }; continue 'machine }`; a suspension writes the
+//! live locals into a frame, builds the resume variant (so the compiler infers its types) and
+//! returns the frame with the operation's command. Arms are emitted in depth-first order from
+//! the entry, so each variant is built before an arm reads it and every type is inferred.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::visit_mut::VisitMut;
+
+use crate::args::Args;
+use crate::ast::{ActivityFn, OrchestrationFn};
+use crate::ir::{BindingId, BlockKind, Machine, Node};
+
+fn state_ident() -> syn::Ident {
+    format_ident!("__DurableState", span = Span::mixed_site())
+}
+fn var_ident() -> syn::Ident {
+    format_ident!("__durable_state", span = Span::mixed_site())
+}
+fn label() -> syn::Lifetime {
+    syn::Lifetime::new("'__durable_machine", Span::mixed_site())
+}
+fn variant(b: usize) -> syn::Ident {
+    format_ident!("B{}", b)
+}
+fn op_field() -> syn::Ident {
+    format_ident!("__durable_op", span = Span::mixed_site())
+}
+
+struct Ctx<'a> {
+    m: &'a Machine,
+    krate: &'a TokenStream,
+}
+
+impl Ctx<'_> {
+    fn goto(&self, g: usize) -> TokenStream {
+        let goto = &self.m.gotos[g];
+        let (st, var, l) = (state_ident(), var_ident(), label());
+        let v = variant(goto.target);
+        let fields = self.m.blocks[goto.target]
+            .live_in
+            .iter()
+            .map(|b| &self.m.bindings[*b].ident);
+        quote!({ #var = #st::#v { #(#fields),* }; continue #l; })
+    }
+
+    fn nodes(&self, nodes: &[Node]) -> TokenStream {
+        nodes.iter().map(|n| self.node(n)).collect()
+    }
+
+    fn node(&self, node: &Node) -> TokenStream {
+        let krate = self.krate;
+        match node {
+            Node::Code { stmt, .. } => {
+                let mut stmt = stmt.clone();
+                ReplaceGotos(self).visit_stmt_mut(&mut stmt);
+                quote!(#stmt)
+            }
+            Node::If {
+                cond, then, els, ..
+            } => {
+                let mut cond = cond.clone();
+                ReplaceGotos(self).visit_expr_mut(&mut cond);
+                let (t, e) = (self.nodes(then), self.nodes(els));
+                quote!(if #cond { #t } else { #e })
+            }
+            Node::Match {
+                scrutinee, arms, ..
+            } => {
+                let arms = arms.iter().map(|a| {
+                    let pat = &a.pat;
+                    let body = self.nodes(&a.body);
+                    quote!(#pat => { #body })
+                });
+                quote!(match #scrutinee { #(#arms)* })
+            }
+            Node::Goto(g) => self.goto(*g),
+            Node::Return { expr, .. } => quote!(return #krate::__private::Step::Done(#expr);),
+            Node::Suspend(p) => self.suspend(*p),
+        }
+    }
+
+    fn suspend(&self, p: usize) -> TokenStream {
+        let krate = self.krate;
+        let point = &self.m.points[p];
+        let mut op = point.op.clone();
+        ReplaceGotos(self).visit_expr_mut(&mut op);
+        let op_span = first_span(&point.op);
+        let live = &self.m.blocks[point.resume].live_in;
+        let writes = live.iter().map(|b| {
+            let binding = &self.m.bindings[*b];
+            let (ident, name) = (&binding.ident, &binding.name);
+            quote_spanned!(ident.span()=> #krate::__private::FrameWriter::write(&mut __durable_w, #name, &#ident);)
+        });
+        let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
+        let (st, var, v, opf) = (
+            state_ident(),
+            var_ident(),
+            variant(point.resume),
+            op_field(),
+        );
+        let identity = &point.identity;
+        let line = quote_spanned!(point.span=> ::core::line!());
+        let opv = format_ident!("__durable_opv", span = Span::mixed_site());
+        let marker = quote_spanned!(op_span=> #krate::__private::Marker::of(&#opv));
+        let suspend = quote_spanned!(op_span=> #krate::__private::suspend(__durable_frame, #opv));
+        quote!({
+            let #opv = #op;
+            static __DURABLE_CHECKED: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
+            let mut __durable_w = #krate::__private::FrameWriter::new(&__DURABLE_CHECKED);
+            #(#writes)*
+            let __durable_frame = __durable_w.finish(#identity, #line);
+            #var = #st::#v { #(#fields,)* #opf: #marker };
+            return #suspend;
+        })
+    }
+
+    /// The arm that runs block `b`.
+    fn arm(&self, b: usize) -> TokenStream {
+        let krate = self.krate;
+        let block = &self.m.blocks[b];
+        let st = state_ident();
+        let v = variant(b);
+        let fields = block.live_in.iter().map(|id| {
+            let binding = &self.m.bindings[*id];
+            let ident = &binding.ident;
+            if binding.mutable {
+                quote!(mut #ident)
+            } else {
+                quote!(#ident)
+            }
+        });
+        let body = self.nodes(&block.body);
+        match block.kind {
+            BlockKind::Resume(p) => {
+                let point = &self.m.points[p];
+                let value = &self.m.bindings[point.value].ident;
+                let opf = op_field();
+                let unwrap = point.try_op.then(|| {
+                    quote_spanned!(point.span=> let #value = match #value {
+                        ::core::result::Result::Ok(v) => v,
+                        ::core::result::Result::Err(e) => return #krate::__private::Step::Done(
+                            ::core::result::Result::Err(::core::convert::From::from(e))),
+                    };)
+                });
+                quote!(#st::#v { #(#fields,)* #opf } => {
+                    let #value = match #krate::__private::Marker::complete(#opf, &mut __durable_completion) {
+                        ::core::result::Result::Ok(v) => v,
+                        ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+                    };
+                    #unwrap
+                    #body
+                })
+            }
+            _ => quote!(#st::#v { #(#fields),* } => { #body }),
+        }
+    }
+
+    /// The prologue arm that rebuilds the state of point `p` from a frame.
+    fn decode_point(&self, p: usize) -> TokenStream {
+        let krate = self.krate;
+        let point = &self.m.points[p];
+        let live = &self.m.blocks[point.resume].live_in;
+        let markers: Vec<_> = live
+            .iter()
+            .map(|b| format_ident!("__durable_ty{}", b, span = Span::mixed_site()))
+            .collect();
+        let names = live.iter().map(|b| &self.m.bindings[*b].name);
+        let reads = live.iter().zip(&markers).map(|(b, marker)| {
+            let ident = &self.m.bindings[*b].ident;
+            let read =
+                quote_spanned!(ident.span()=> #krate::__private::read(&mut __durable_r, #marker));
+            quote!(let #ident = match #read {
+                ::core::result::Result::Ok(v) => v,
+                ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+            };)
+        });
+        let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
+        let (st, v, opf) = (state_ident(), variant(point.resume), op_field());
+        let identity = &point.identity;
+        let line = quote_spanned!(point.span=> ::core::line!());
+        quote!(#identity => {
+            #(let #markers = ::core::marker::PhantomData;)*
+            let mut __durable_r = match #krate::__private::FrameReader::open(
+                __durable_frame, #line, &[#((#names, #krate::__private::type_name_of(&#markers))),*]
+            ) {
+                ::core::result::Result::Ok(r) => r,
+                ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+            };
+            #(#reads)*
+            #st::#v { #(#fields,)* #opf: #krate::__private::Marker::new() }
+        })
+    }
+}
+
+struct ReplaceGotos<'a, 'b>(&'a Ctx<'b>);
+
+impl VisitMut for ReplaceGotos<'_, '_> {
+    fn visit_expr_mut(&mut self, e: &mut syn::Expr) {
+        if let syn::Expr::Path(p) = e {
+            if let Some(id) = p.path.get_ident() {
+                if let Some(n) = id.to_string().strip_prefix("__durable_goto_") {
+                    if let Ok(g) = n.parse::<usize>() {
+                        let tokens = self.0.goto(g);
+                        *e = syn::Expr::Verbatim(tokens);
+                        return;
+                    }
+                }
+            }
+        }
+        syn::visit_mut::visit_expr_mut(self, e);
+    }
+    fn visit_macro_mut(&mut self, mac: &mut syn::Macro) {
+        use syn::parse::Parser;
+        let parser = syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated;
+        if mac.tokens.to_string().contains("__durable_goto_") {
+            if let Ok(mut args) = parser.parse2(mac.tokens.clone()) {
+                args.iter_mut().for_each(|a| self.visit_expr_mut(a));
+                mac.tokens = quote!(#args);
+            }
+        }
+    }
+}
+
+fn first_span<T: quote::ToTokens>(t: &T) -> Span {
+    t.to_token_stream()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |t| t.span())
+}
+
+/// Blocks in depth-first order from the entry, following jumps in the order they are written.
+fn emission_order(m: &Machine) -> Vec<usize> {
+    fn succ(m: &Machine, nodes: &[Node], out: &mut Vec<usize>) {
+        for n in nodes {
+            match n {
+                Node::Code { gotos, .. } => out.extend(gotos.iter().map(|g| m.gotos[*g].target)),
+                Node::If { then, els, .. } => {
+                    succ(m, then, out);
+                    succ(m, els, out);
+                }
+                Node::Match { arms, .. } => arms.iter().for_each(|a| succ(m, &a.body, out)),
+                Node::Goto(g) => out.push(m.gotos[*g].target),
+                Node::Suspend(p) => out.push(m.points[*p].resume),
+                Node::Return { .. } => {}
+            }
+        }
+    }
+    fn visit(m: &Machine, b: usize, seen: &mut Vec<bool>, order: &mut Vec<usize>) {
+        if std::mem::replace(&mut seen[b], true) {
+            return;
+        }
+        order.push(b);
+        let mut next = Vec::new();
+        succ(m, &m.blocks[b].body, &mut next);
+        for n in next {
+            visit(m, n, seen, order);
+        }
+    }
+    let mut seen = vec![false; m.blocks.len()];
+    let mut order = Vec::new();
+    visit(m, 0, &mut seen, &mut order);
+    order
+}
+
+/// The names of the activities an orchestration calls with `ctx.call(path, ..)`.
+fn called_activities(m: &Machine) -> Vec<syn::Path> {
+    let mut out: Vec<syn::Path> = Vec::new();
+    for (i, p) in m.points.iter().enumerate() {
+        let reachable = m.reachable.get(p.resume).copied().unwrap_or(false);
+        if !reachable {
+            continue;
+        }
+        let _ = i;
+        let mut op = &p.op;
+        while let syn::Expr::MethodCall(mc) = op {
+            if mc.method == "call" {
+                if let Some(syn::Expr::Path(path)) = mc.args.first() {
+                    if !out
+                        .iter()
+                        .any(|o| quote!(#o).to_string() == quote!(#path).to_string())
+                    {
+                        out.push(path.path.clone());
+                    }
+                }
+                break;
+            }
+            op = &mc.receiver;
+        }
+    }
+    out
+}
+
+fn input_type(inputs: &[(syn::Pat, syn::Type)]) -> TokenStream {
+    match inputs {
+        [(_, ty)] => quote!(#ty),
+        _ => {
+            let tys = inputs.iter().map(|(_, t)| t);
+            quote!((#(#tys,)*))
+        }
+    }
+}
+
+fn doc_attrs(attrs: &[syn::Attribute]) -> impl Iterator<Item = &syn::Attribute> {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc") || a.path().is_ident("cfg"))
+}
+
+pub(crate) fn orchestration(
+    f: &OrchestrationFn,
+    m: &Machine,
+    args: &Args,
+    krate: &TokenStream,
+) -> TokenStream {
+    let item = &f.item;
+    let (vis, ident) = (&item.vis, &item.sig.ident);
+    let docs = doc_attrs(&item.attrs);
+    let name = args
+        .name
+        .as_ref()
+        .map_or_else(|| ident.to_string(), |(n, _)| n.clone());
+    let output = &f.output;
+    let input_ty = input_type(&f.inputs);
+    let cx = Ctx { m, krate };
+    let order: Vec<usize> = emission_order(m)
+        .into_iter()
+        .filter(|b| m.blocks[*b].kind != BlockKind::Branch)
+        .collect();
+
+    // The state enum: one type parameter per stored binding and per awaited operation.
+    let mut params: Vec<syn::Ident> = Vec::new();
+    let mut binding_param = std::collections::BTreeMap::<BindingId, syn::Ident>::new();
+    let mut variants = Vec::new();
+    for &b in &order {
+        let block = &m.blocks[b];
+        let mut fields = Vec::new();
+        for id in &block.live_in {
+            let p = binding_param.entry(*id).or_insert_with(|| {
+                let p = format_ident!("__DurableT{}", id);
+                params.push(p.clone());
+                p
+            });
+            let fi = &m.bindings[*id].ident;
+            fields.push(quote!(#fi: #p));
+        }
+        if let BlockKind::Resume(p) = block.kind {
+            let op = format_ident!("__DurableOp{}", p);
+            params.push(op.clone());
+            let opf = op_field();
+            fields.push(quote!(#opf: #krate::__private::Marker<#op>));
+        }
+        let v = variant(b);
+        variants.push(quote!(#v { #(#fields),* }));
+    }
+    let st = state_ident();
+    let var = var_ident();
+    let l = label();
+    let arms = order.iter().map(|b| cx.arm(*b));
+    let decodes = order.iter().filter_map(|b| match m.blocks[*b].kind {
+        BlockKind::Resume(p) => Some(cx.decode_point(p)),
+        _ => None,
+    });
+    let items = &m.items;
+    let ctx_pat = &f.ctx;
+
+    // Inputs: decoded as a whole, then bound by the user's patterns.
+    let input_pats = f.inputs.iter().map(|(p, _)| p);
+    let bind_inputs = match f.inputs.len() {
+        1 => quote!(let #(#input_pats)* : #input_ty = __durable_input;),
+        _ => quote!(let (#(#input_pats,)*) : #input_ty = __durable_input;),
+    };
+    let entry_fields = m.blocks[0].live_in.iter().map(|b| &m.bindings[*b].ident);
+
+    let points = m.points.iter().enumerate().filter(|(_, p)| m.reachable[p.resume]).map(|(_, p)| {
+        let identity = &p.identity;
+        let line = quote_spanned!(p.span=> ::core::line!());
+        let locals = m.blocks[p.resume].live_in.iter().map(|b| &m.bindings[*b].name);
+        quote!(#krate::__private::PointInfo { identity: #identity, line: #line, locals: &[#(#locals),*] })
+    });
+    let activities = called_activities(m);
+    let output_assert = quote_spanned!(first_span(output)=> type Output = #output;);
+    let input_asserts = f
+        .inputs
+        .iter()
+        .map(|(_, ty)| quote_spanned!(first_span(ty)=> #krate::__private::assert_input::<#ty>();));
+
+    quote! {
+        #(#docs)*
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #ident;
+
+        const _: () = {
+            #[allow(dead_code, clippy::all)]
+            fn __durable_assert_inputs() { #(#input_asserts)* }
+
+            impl #krate::__private::Orchestration for #ident {
+                type Input = #input_ty;
+                #output_assert
+                const NAME: &'static str = #name;
+                fn points(&self) -> &'static [#krate::__private::PointInfo] {
+                    &[#(#points),*]
+                }
+                fn register_activities(&self, registry: &mut #krate::__private::ActivityRegistry) {
+                    let _ = &registry;
+                    #(registry.add(#activities);)*
+                }
+                fn step(
+                    &self,
+                    ctx: &#krate::__private::Ctx,
+                    resume: #krate::__private::Resume<'_>,
+                ) -> #krate::__private::StepResult {
+                    #krate::__private::finish(__durable_machine(ctx, resume))
+                }
+            }
+
+            #[allow(
+                unused_mut, unused_variables, unused_assignments, unreachable_code, unused_braces,
+                unused_parens, non_snake_case, non_camel_case_types, dead_code, clippy::all,
+                clippy::pedantic, clippy::nursery
+            )]
+            fn __durable_machine(
+                __durable_ctx: &#krate::__private::Ctx,
+                __durable_resume: #krate::__private::Resume<'_>,
+            ) -> #krate::__private::Step<#output> {
+                #(#items)*
+                enum #st<#(#params),*> { #(#variants),* }
+                let #ctx_pat: #krate::__private::Ctx = ::core::clone::Clone::clone(__durable_ctx);
+                let mut __durable_completion: ::core::option::Option<#krate::__private::Completion> =
+                    ::core::option::Option::None;
+                let mut #var = match __durable_resume {
+                    #krate::__private::Resume::Start(__durable_bytes) => {
+                        let __durable_input: #input_ty = match #krate::__private::decode_input(__durable_bytes) {
+                            ::core::result::Result::Ok(v) => v,
+                            ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+                        };
+                        #bind_inputs
+                        #st::B0 { #(#entry_fields),* }
+                    }
+                    #krate::__private::Resume::At { frame: __durable_frame, completion } => {
+                        __durable_completion = ::core::option::Option::Some(completion);
+                        match __durable_frame.point.as_str() {
+                            #(#decodes)*
+                            _ => return #krate::__private::fault(#krate::__private::unknown_point(__durable_frame)),
+                        }
+                    }
+                    _ => return #krate::__private::fault(#krate::__private::Fault::Corrupt(
+                        ::std::string::String::from("unsupported resume"))),
+                };
+                #l: loop {
+                    match #var {
+                        #(#arms)*
+                    }
+                }
+            }
+        };
+    }
+}
+
+pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> TokenStream {
+    let item = &f.item;
+    let (vis, ident) = (&item.vis, &item.sig.ident);
+    let docs = doc_attrs(&item.attrs);
+    let name = args
+        .name
+        .as_ref()
+        .map_or_else(|| ident.to_string(), |(n, _)| n.clone());
+    let output = &f.output;
+    let input_ty = input_type(&f.inputs);
+    let inputs = &item.sig.inputs;
+    let body = &item.block;
+    let attrs = item.attrs.iter().filter(|a| !a.path().is_ident("doc"));
+    let temps: Vec<_> = (0..f.inputs.len())
+        .map(|i| format_ident!("__durable_in{}", i, span = Span::mixed_site()))
+        .collect();
+    let bind = match f.inputs.len() {
+        1 => quote!(let #(#temps)* = __durable_input;),
+        _ => quote!(let (#(#temps,)*) = __durable_input;),
+    };
+    // Arguments of the direct call, in parameter order, with the context where it was.
+    let mut call_args: Vec<TokenStream> = temps.iter().map(|t| quote!(#t)).collect();
+    if let Some((pos, _)) = &f.ctx {
+        let by_ref = item.sig.inputs.iter().nth(*pos).is_some_and(
+            |a| matches!(a, syn::FnArg::Typed(t) if matches!(*t.ty, syn::Type::Reference(_))),
+        );
+        let c = if by_ref {
+            quote!(&__durable_actx)
+        } else {
+            quote!(__durable_actx)
+        };
+        call_args.insert((*pos).min(call_args.len()), c);
+    }
+    let output_assert = quote_spanned!(first_span(output)=> #krate::__private::ActivityOutput);
+    let input_asserts = f
+        .inputs
+        .iter()
+        .map(|(_, ty)| quote_spanned!(first_span(ty)=> #krate::__private::assert_input::<#ty>();));
+    quote! {
+        #(#docs)*
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #ident;
+
+        impl #ident {
+            /// Runs the activity's body directly: no recording, no retries.
+            #(#attrs)*
+            #vis async fn run(#inputs) -> #output #body
+        }
+
+        const _: () = {
+            #[allow(dead_code, clippy::all)]
+            fn __durable_assert_inputs() { #(#input_asserts)* }
+
+            impl #krate::__private::Activity for #ident {
+                type Input = #input_ty;
+                type Ok = <#output as #output_assert>::Ok;
+                type Err = <#output as #krate::__private::ActivityOutput>::Err;
+                const NAME: &'static str = #name;
+                #[allow(clippy::all)]
+                fn invoke(
+                    &self,
+                    __durable_actx: #krate::__private::ActivityContext,
+                    __durable_input: Self::Input,
+                ) -> impl ::core::future::Future<Output = ::core::result::Result<Self::Ok, Self::Err>>
+                       + ::core::marker::Send + 'static {
+                    #bind
+                    async move {
+                        #krate::__private::ActivityOutput::into_result(#ident::run(#(#call_args),*).await)
+                    }
+                }
+            }
+        };
+    }
+}

@@ -1,0 +1,148 @@
+//! The step machine as plain data: blocks of code ending in transfers, and the suspension points
+//! between them. `lower` builds it, `analyze::liveness` fills in what each block stores, `expand`
+//! turns it into tokens. Unit tests read it directly.
+
+use std::collections::{BTreeSet, HashMap};
+
+use proc_macro2::{Ident, Span};
+
+pub(crate) type BindingId = usize;
+pub(crate) type BlockId = usize;
+pub(crate) type PointId = usize;
+pub(crate) type GotoId = usize;
+
+/// A local of the orchestration: a user binding (one per `let` pattern identifier, so shadowing
+/// gives a new binding) or a temporary the lowering introduced.
+#[derive(Clone)]
+pub(crate) struct Binding {
+    pub ident: Ident,
+    /// The name stored in layouts: the identifier, or for a temporary a description that
+    /// depends only on where it is in the code's structure.
+    pub name: String,
+    pub mutable: bool,
+    /// Introduced by the lowering (awaited values, loop iterators, values of `if`/`match`).
+    pub synthetic: bool,
+    /// Bound to a reference (`ref` pattern, `&` initialiser, string literal): never storable.
+    pub borrowed: Option<&'static str>,
+}
+
+/// What happens to a value flowing out of lowered code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockKind {
+    /// The first block: built from the input.
+    Entry,
+    /// Entered by decoding a frame saved at this point.
+    Resume(PointId),
+    /// Entered from other blocks: joins after `if`/`match`, loop heads and exits.
+    Join,
+    /// A branch of an `if` or `match`: lowered as a block, then inlined into its branch.
+    Branch,
+}
+
+#[derive(Clone)]
+pub(crate) struct Block {
+    pub kind: BlockKind,
+    /// Locals alive on entry, in binding order (filled by liveness).
+    pub live_in: Vec<BindingId>,
+    pub body: Vec<Node>,
+}
+
+/// A piece of a block. Every node list ends with a transfer: `Goto`, `Suspend`, `Return`, or an
+/// `If`/`Match` all of whose branches end with one.
+#[derive(Clone)]
+pub(crate) enum Node {
+    /// User code, kept as written apart from `?`, `return` and gotos for `break`/`continue`.
+    Code {
+        stmt: syn::Stmt,
+        uses: BTreeSet<BindingId>,
+        defs: Vec<BindingId>,
+        gotos: Vec<GotoId>,
+    },
+    If {
+        cond: syn::Expr,
+        uses: BTreeSet<BindingId>,
+        defs: Vec<BindingId>,
+        then: Vec<Node>,
+        els: Vec<Node>,
+    },
+    Match {
+        scrutinee: syn::Expr,
+        uses: BTreeSet<BindingId>,
+        arms: Vec<Arm>,
+    },
+    Goto(GotoId),
+    Suspend(PointId),
+    Return {
+        expr: syn::Expr,
+        uses: BTreeSet<BindingId>,
+    },
+}
+
+#[derive(Clone)]
+pub(crate) struct Arm {
+    pub pat: syn::Pat,
+    pub defs: Vec<BindingId>,
+    pub uses: BTreeSet<BindingId>,
+    pub body: Vec<Node>,
+}
+
+/// A jump to a block, with the bindings visible by name where it is written.
+#[derive(Clone)]
+pub(crate) struct Goto {
+    pub target: BlockId,
+    pub visible: HashMap<String, BindingId>,
+    /// Bindings assigned right at the jump (`break value`), not taken from before it.
+    pub provides: Vec<BindingId>,
+    pub span: Span,
+}
+
+/// A durable `.await`.
+#[derive(Clone)]
+pub(crate) struct Point {
+    /// Stable identity: enclosing constructs and the operation, not the line.
+    pub identity: String,
+    /// The awaited operation expression.
+    pub op: syn::Expr,
+    pub uses: BTreeSet<BindingId>,
+    /// The binding that receives the awaited value in the resume block.
+    pub value: BindingId,
+    /// `.await?`: the value goes through `?` first.
+    pub try_op: bool,
+    /// The block that continues after the await.
+    pub resume: BlockId,
+    pub visible: HashMap<String, BindingId>,
+    /// The `.await` token's span.
+    pub span: Span,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct Machine {
+    pub bindings: Vec<Binding>,
+    pub blocks: Vec<Block>,
+    pub points: Vec<Point>,
+    pub gotos: Vec<Goto>,
+    /// Items declared in the body, hoisted to the top of the generated function.
+    pub items: Vec<syn::Item>,
+    /// The input patterns with the bindings they introduce, in parameter order.
+    pub inputs: Vec<(syn::Pat, Vec<BindingId>)>,
+    /// Blocks reachable from the entry (filled by `lower::finish`).
+    pub reachable: Vec<bool>,
+}
+
+impl Machine {
+    /// The names of the locals stored at each point, in point order.
+    #[cfg(test)]
+    pub(crate) fn stored_locals(&self) -> Vec<(String, Vec<String>)> {
+        self.points
+            .iter()
+            .map(|p| {
+                let names = self.blocks[p.resume]
+                    .live_in
+                    .iter()
+                    .map(|b| self.bindings[*b].name.clone())
+                    .collect();
+                (p.identity.clone(), names)
+            })
+            .collect()
+    }
+}

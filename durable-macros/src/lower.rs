@@ -1,0 +1,1420 @@
+//! Control flow → step machine.
+//!
+//! The body is cut at every durable `.await` into blocks; a block ends by jumping to another
+//! block (in memory), by suspending (checkpoint, then resume in a new block), or by returning.
+//! Each rewrite, by its shape (`Bn` are blocks, `Pn` suspension points):
+//!
+//! ```text
+//! let x = op.await?;  rest        B0: suspend P1(op)            P1: let v = <completion>;
+//!                                                                    let x = v?;  rest
+//! a.await? + b.await?             lifted in evaluation order into two suspensions; anything
+//!                                 evaluated before an await must be free of effects, or the
+//!                                 statement is rejected ("bind it to a `let` first")
+//! if c { A } else { B }; rest     if c { A; goto J } else { B; goto J }       J: rest
+//! let v = match e { p => A, .. }  match e { p => { let t = A; goto J } .. }  J: let v = t; rest
+//! loop { A }; rest                goto H      H: A; goto H       break → goto X     X: rest
+//! while c { A }                   H: if c { A; goto H } else { goto X }
+//! for p in e { A }                let it = iter(e); goto H
+//!                                 H: match next(&mut it) { Some(p) => { A; goto H } None => goto X }
+//!                                 (the iterator is the list of remaining items, or the range)
+//! return e / e?                   return Step::Done(e) / match e { Ok(v) => v, Err(e) =>
+//!                                 return Step::Done(Err(From::from(e))) }
+//! ```
+//! Branches are lowered as blocks of their own and inlined afterwards, so code before a branch's
+//! first await stays in the same Rust scope as its condition's bindings.
+
+use std::collections::{BTreeSet, HashMap};
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, format_ident};
+use syn::visit_mut::{self, VisitMut};
+use syn::{Expr, Pat, Stmt, parse_quote};
+
+use crate::analyze::{has_await, names_in, pattern_bindings};
+use crate::error::Errors;
+use crate::ir::{Arm, Binding, BindingId, Block, BlockId, BlockKind, Goto, Machine, Node, Point};
+
+#[derive(Clone, Copy)]
+enum Cont {
+    /// The value is the orchestration's result.
+    Return,
+    /// Jump to `target`, handing the value over in `value` (or dropping it).
+    Goto {
+        target: BlockId,
+        value: Option<BindingId>,
+    },
+}
+
+#[derive(Clone)]
+struct LoopFrame {
+    label: Option<String>,
+    head: BlockId,
+    exit: BlockId,
+    value: Option<BindingId>,
+}
+
+pub(crate) struct Lowerer<'a> {
+    m: Machine,
+    errors: &'a Errors,
+    krate: TokenStream,
+    scopes: Vec<HashMap<String, BindingId>>,
+    loops: Vec<LoopFrame>,
+    cur: BlockId,
+    path: Vec<String>,
+    counters: Vec<HashMap<String, usize>>,
+    temps: usize,
+}
+
+/// Lowers an orchestration body whose inputs bind `inputs`.
+pub(crate) fn lower(
+    body: &syn::Block,
+    inputs: &[Pat],
+    krate: &TokenStream,
+    errors: &Errors,
+) -> Machine {
+    let mut lw = Lowerer {
+        m: Machine::default(),
+        errors,
+        krate: krate.clone(),
+        scopes: vec![HashMap::new()],
+        loops: Vec::new(),
+        cur: 0,
+        path: Vec::new(),
+        counters: vec![HashMap::new()],
+        temps: 0,
+    };
+    lw.new_block(BlockKind::Entry);
+    for pat in inputs {
+        let defs = lw.define_pat(pat, None);
+        lw.m.inputs.push((pat.clone(), defs));
+    }
+    lw.lower_stmts(&body.stmts, Cont::Return);
+    let mut m = lw.m;
+    inline_branches(&mut m);
+    m.reachable = reachable(&m);
+    m
+}
+
+impl Lowerer<'_> {
+    fn new_block(&mut self, kind: BlockKind) -> BlockId {
+        self.m.blocks.push(Block {
+            kind,
+            live_in: Vec::new(),
+            body: Vec::new(),
+        });
+        self.m.blocks.len() - 1
+    }
+
+    fn emit(&mut self, node: Node) {
+        self.m.blocks[self.cur].body.push(node);
+    }
+
+    fn visible(&self) -> HashMap<String, BindingId> {
+        let mut v = HashMap::new();
+        for scope in &self.scopes {
+            v.extend(scope.iter().map(|(k, b)| (k.clone(), *b)));
+        }
+        v
+    }
+
+    fn goto(&mut self, target: BlockId, provides: Vec<BindingId>, span: Span) -> usize {
+        let mut visible = self.visible();
+        for b in &provides {
+            visible.insert(self.m.bindings[*b].ident.to_string(), *b);
+        }
+        self.m.gotos.push(Goto {
+            target,
+            visible,
+            provides,
+            span,
+        });
+        self.m.gotos.len() - 1
+    }
+
+    fn resolve(&self, names: BTreeSet<String>) -> BTreeSet<BindingId> {
+        names
+            .into_iter()
+            .filter_map(|n| self.scopes.iter().rev().find_map(|s| s.get(&n).copied()))
+            .collect()
+    }
+
+    fn define(&mut self, binding: Binding) -> BindingId {
+        let name = binding.ident.to_string();
+        self.m.bindings.push(binding);
+        let id = self.m.bindings.len() - 1;
+        if let Some(scope) = self.scopes.last_mut() {
+            scope.insert(name, id);
+        }
+        id
+    }
+
+    fn define_pat(&mut self, pat: &Pat, init: Option<&Expr>) -> Vec<BindingId> {
+        let init_borrow = init.and_then(borrow_of);
+        pattern_bindings(pat)
+            .into_iter()
+            .map(|b| {
+                let borrowed = if b.by_ref {
+                    Some("is a `ref` binding (a reference)")
+                } else {
+                    init_borrow
+                };
+                let name = b.ident.to_string();
+                self.define(Binding {
+                    ident: b.ident,
+                    name,
+                    mutable: b.mutable,
+                    synthetic: false,
+                    borrowed,
+                })
+            })
+            .collect()
+    }
+
+    fn temp(&mut self, what: &str, mutable: bool, span: Span) -> BindingId {
+        self.temps += 1;
+        let ident = format_ident!(
+            "__durable_{}{}",
+            what,
+            self.temps,
+            span = Span::mixed_site().located_at(span)
+        );
+        let index = self.next_index(&format!("#{what}"));
+        let name = format!("{what}@{}#{index}", self.path.join("/"));
+        self.m.bindings.push(Binding {
+            ident,
+            name,
+            mutable,
+            synthetic: true,
+            borrowed: None,
+        });
+        self.m.bindings.len() - 1
+    }
+
+    fn bring_into_scope(&mut self, b: BindingId) {
+        let name = self.m.bindings[b].ident.to_string();
+        if let Some(scope) = self.scopes.last_mut() {
+            scope.insert(name, b);
+        }
+    }
+
+    fn temp_expr(&self, b: BindingId) -> Expr {
+        let ident = &self.m.bindings[b].ident;
+        parse_quote!(#ident)
+    }
+
+    fn next_index(&mut self, key: &str) -> usize {
+        let counters = self
+            .counters
+            .last_mut()
+            .expect("a counter level per path level");
+        let n = counters.entry(key.to_owned()).or_insert(0);
+        *n += 1;
+        *n - 1
+    }
+
+    fn enter(&mut self, kind: &str) {
+        let i = self.next_index(kind);
+        self.path.push(format!("{kind}{i}"));
+        self.counters.push(HashMap::new());
+    }
+
+    fn leave(&mut self) {
+        self.path.pop();
+        self.counters.pop();
+    }
+
+    // ----- statements -----
+
+    fn lower_block(&mut self, block: &syn::Block, cont: Cont) {
+        self.scopes.push(HashMap::new());
+        self.lower_stmts(&block.stmts, cont);
+        self.scopes.pop();
+    }
+
+    fn lower_stmts(&mut self, stmts: &[Stmt], cont: Cont) {
+        let mut diverged = false;
+        for (i, stmt) in stmts.iter().enumerate() {
+            if let (true, Stmt::Expr(e, None)) = (i + 1 == stmts.len(), stmt) {
+                self.lower_tail(e, cont);
+                return;
+            }
+            self.lower_stmt(stmt);
+            diverged = diverges(stmt);
+        }
+        if !diverged {
+            self.finish(cont, None);
+        }
+    }
+
+    fn lower_stmt(&mut self, stmt: &Stmt) {
+        match stmt {
+            Stmt::Item(item) => self.m.items.push(item.clone()),
+            Stmt::Local(local) => self.lower_local(local),
+            Stmt::Expr(e, semi) => {
+                if !has_await(e) {
+                    self.code(stmt.clone(), Vec::new());
+                } else if is_control_flow(e) {
+                    let join = self.new_block(BlockKind::Join);
+                    self.lower_expr_to(
+                        e,
+                        Cont::Goto {
+                            target: join,
+                            value: None,
+                        },
+                    );
+                    self.cur = join;
+                } else {
+                    let mut e = e.clone();
+                    self.lift(&mut e, &mut false);
+                    self.code(Stmt::Expr(e, *semi), Vec::new());
+                }
+            }
+            Stmt::Macro(_) => self.code(stmt.clone(), Vec::new()),
+        }
+    }
+
+    fn lower_local(&mut self, local: &syn::Local) {
+        let Some(init) = &local.init else {
+            return self.code_local(local.clone(), None);
+        };
+        if let Some((_, diverge)) = &init.diverge {
+            if has_await(&**diverge) {
+                self.errors.at(
+                    diverge,
+                    "`.await` in the `else` of `let … else` is not supported; \
+                    move the durable call into an `if let`/`match` arm",
+                );
+            }
+        }
+        if !has_await(&*init.expr) {
+            return self.code_local(local.clone(), Some(&init.expr));
+        }
+        let mut local2 = local.clone();
+        let new_init = if is_control_flow(&init.expr) {
+            let join = self.new_block(BlockKind::Join);
+            let t = self.temp("value", false, init.expr.span_of());
+            self.lower_expr_to(
+                &init.expr,
+                Cont::Goto {
+                    target: join,
+                    value: Some(t),
+                },
+            );
+            self.cur = join;
+            self.bring_into_scope(t);
+            self.temp_expr(t)
+        } else {
+            let mut e = (*init.expr).clone();
+            self.lift(&mut e, &mut false);
+            e
+        };
+        if let Some(i) = local2.init.as_mut() {
+            *i.expr = new_init;
+        }
+        self.code_local(local2, Some(&init.expr));
+    }
+
+    /// A `let` kept as written: uses are resolved before its pattern binds.
+    fn code_local(&mut self, mut local: syn::Local, original_init: Option<&Expr>) {
+        let mut names = BTreeSet::new();
+        if let Some(init) = &local.init {
+            names.extend(names_in(&*init.expr));
+            if let Some((_, d)) = &init.diverge {
+                names.extend(names_in(&**d));
+            }
+        }
+        let uses = self.resolve(names);
+        let gotos = self.rewrite(&mut local);
+        let defs = self.define_pat(&local.pat, original_init);
+        self.emit(Node::Code {
+            stmt: Stmt::Local(local),
+            uses,
+            defs,
+            gotos,
+        });
+    }
+
+    fn code(&mut self, mut stmt: Stmt, defs: Vec<BindingId>) {
+        let uses = self.resolve(names_in(&stmt));
+        let gotos = self.rewrite(&mut stmt);
+        self.emit(Node::Code {
+            stmt,
+            uses,
+            defs,
+            gotos,
+        });
+    }
+
+    fn lower_tail(&mut self, e: &Expr, cont: Cont) {
+        if !has_await(e) {
+            return self.finish(cont, Some(e.clone()));
+        }
+        if is_control_flow(e) {
+            return self.lower_expr_to(e, cont);
+        }
+        let mut e = e.clone();
+        self.lift(&mut e, &mut false);
+        self.finish(cont, Some(e));
+    }
+
+    /// Hands a value (or `()`) to the continuation.
+    fn finish(&mut self, cont: Cont, value: Option<Expr>) {
+        match cont {
+            Cont::Return => {
+                let mut expr = value.unwrap_or_else(|| parse_quote!(()));
+                let uses = self.resolve(names_in(&expr));
+                let gotos = self.rewrite(&mut expr);
+                debug_assert!(gotos.is_empty() || !gotos.is_empty());
+                if gotos.is_empty() {
+                    self.emit(Node::Return { expr, uses });
+                } else {
+                    let krate = &self.krate;
+                    let stmt: Stmt = parse_quote!(return #krate::__private::Step::Done(#expr););
+                    self.emit(Node::Code {
+                        stmt,
+                        uses,
+                        defs: Vec::new(),
+                        gotos,
+                    });
+                }
+            }
+            Cont::Goto {
+                target,
+                value: Some(t),
+            } => {
+                let ident = self.m.bindings[t].ident.clone();
+                let v = value.unwrap_or_else(|| parse_quote!(()));
+                self.bring_into_scope(t);
+                self.code(parse_quote!(let #ident = #v;), vec![t]);
+                let g = self.goto(target, Vec::new(), Span::call_site());
+                self.emit(Node::Goto(g));
+            }
+            Cont::Goto {
+                target,
+                value: None,
+            } => {
+                if let Some(v) = value {
+                    self.code(Stmt::Expr(v, Some(Default::default())), Vec::new());
+                }
+                let g = self.goto(target, Vec::new(), Span::call_site());
+                self.emit(Node::Goto(g));
+            }
+        }
+    }
+
+    // ----- control flow -----
+
+    fn lower_expr_to(&mut self, e: &Expr, cont: Cont) {
+        match e {
+            Expr::If(i) => self.lower_if(i, cont),
+            Expr::Match(m) => self.lower_match(m, cont),
+            Expr::Loop(_) | Expr::While(_) | Expr::ForLoop(_) => self.lower_loop(e, cont),
+            Expr::Block(b) if b.label.is_none() => self.lower_block(&b.block, cont),
+            Expr::Paren(p) => self.lower_expr_to(&p.expr, cont),
+            Expr::Block(b) => {
+                self.errors.at(
+                    &b.label,
+                    "a labelled block containing a durable `.await` is not \
+                    supported; use a labelled `loop` with `break 'label value`",
+                );
+                self.finish(cont, None);
+            }
+            _ => self.lower_tail(e, cont),
+        }
+    }
+
+    fn lower_if(&mut self, i: &syn::ExprIf, cont: Cont) {
+        self.enter("if");
+        let mut cond = (*i.cond).clone();
+        self.lift(&mut cond, &mut false);
+        let cond_uses = self.resolve(names_in(&cond));
+        let then_block = self.new_block(BlockKind::Branch);
+        let else_block = self.new_block(BlockKind::Branch);
+        let else_goto = self.goto(else_block, Vec::new(), Span::call_site());
+        self.scopes.push(HashMap::new());
+        let defs = let_patterns(&cond)
+            .iter()
+            .flat_map(|p| self.define_pat(p, None))
+            .collect::<Vec<_>>();
+        let then_goto = self.goto(then_block, Vec::new(), Span::call_site());
+        let gotos = self.rewrite(&mut cond);
+        self.add_gotos_to_uses(&gotos);
+        self.emit(Node::If {
+            cond,
+            uses: cond_uses,
+            defs,
+            then: vec![Node::Goto(then_goto)],
+            els: vec![Node::Goto(else_goto)],
+        });
+        self.cur = then_block;
+        self.path.push("then".into());
+        self.counters.push(HashMap::new());
+        self.lower_block(&i.then_branch, cont);
+        self.leave();
+        self.scopes.pop();
+        self.cur = else_block;
+        self.path.push("else".into());
+        self.counters.push(HashMap::new());
+        match &i.else_branch {
+            None => self.finish(cont, None),
+            Some((_, e)) => self.lower_expr_to(e, cont),
+        }
+        self.leave();
+        self.leave();
+    }
+
+    fn add_gotos_to_uses(&mut self, gotos: &[usize]) {
+        if !gotos.is_empty() {
+            self.errors.at_span(
+                self.m.gotos[gotos[0]].span,
+                "`break`/`continue` of a loop containing a durable `.await` cannot appear in a \
+                 condition or scrutinee; move it into the body",
+            );
+        }
+    }
+
+    fn lower_match(&mut self, mt: &syn::ExprMatch, cont: Cont) {
+        self.enter("match");
+        let mut scrutinee = (*mt.expr).clone();
+        self.lift(&mut scrutinee, &mut false);
+        let uses = self.resolve(names_in(&scrutinee));
+        let gotos = self.rewrite(&mut scrutinee);
+        self.add_gotos_to_uses(&gotos);
+        let mut arms = Vec::new();
+        let mut bodies = Vec::new();
+        for arm in &mt.arms {
+            let block = self.new_block(BlockKind::Branch);
+            self.scopes.push(HashMap::new());
+            let defs = self.define_pat(&arm.pat, None);
+            let mut pat = arm.pat.clone();
+            if let Pat::Guard(g) = &mut pat {
+                if has_await(&*g.guard) {
+                    self.errors.at(
+                        &g.guard,
+                        "a match guard cannot contain a durable `.await`; \
+                        await before the `match` and bind the value",
+                    );
+                }
+                let gotos = self.rewrite(&mut *g.guard);
+                self.add_gotos_to_uses(&gotos);
+            }
+            let arm_uses = self.resolve(names_in(&pat));
+            let g = self.goto(block, Vec::new(), Span::call_site());
+            let scope = self.scopes.pop().unwrap_or_default();
+            arms.push(Arm {
+                pat,
+                defs,
+                uses: arm_uses,
+                body: vec![Node::Goto(g)],
+            });
+            bodies.push((block, scope, &arm.body));
+        }
+        self.emit(Node::Match {
+            scrutinee,
+            uses,
+            arms,
+        });
+        for (i, (block, scope, body)) in bodies.into_iter().enumerate() {
+            self.cur = block;
+            self.scopes.push(scope);
+            self.path.push(format!("arm{i}"));
+            self.counters.push(HashMap::new());
+            self.lower_expr_to(body, cont);
+            self.leave();
+            self.scopes.pop();
+        }
+        self.leave();
+    }
+
+    fn lower_loop(&mut self, e: &Expr, cont: Cont) {
+        let exit = self.new_block(BlockKind::Join);
+        let wants_value =
+            matches!(e, Expr::Loop(_)) && !matches!(cont, Cont::Goto { value: None, .. });
+        let value = wants_value.then(|| self.temp("break", false, Span::call_site()));
+        let label = match e {
+            Expr::Loop(l) => &l.label,
+            Expr::While(w) => &w.label,
+            Expr::ForLoop(f) => &f.label,
+            _ => unreachable!("lower_loop takes loops"),
+        };
+        let label = label.as_ref().map(|l| l.name.ident.to_string());
+        let kind = match e {
+            Expr::Loop(_) => "loop",
+            Expr::While(_) => "while",
+            _ => "for",
+        };
+        self.enter(kind);
+        match e {
+            Expr::Loop(l) => {
+                let head = self.jump_to_new_head();
+                self.loops.push(LoopFrame {
+                    label,
+                    head,
+                    exit,
+                    value,
+                });
+                self.lower_block(
+                    &l.body,
+                    Cont::Goto {
+                        target: head,
+                        value: None,
+                    },
+                );
+            }
+            Expr::While(w) => {
+                let head = self.jump_to_new_head();
+                let mut cond = (*w.cond).clone();
+                self.lift(&mut cond, &mut false);
+                let uses = self.resolve(names_in(&cond));
+                let body = self.new_block(BlockKind::Branch);
+                let exit_goto = self.goto(exit, Vec::new(), Span::call_site());
+                self.scopes.push(HashMap::new());
+                let defs = let_patterns(&cond)
+                    .iter()
+                    .flat_map(|p| self.define_pat(p, None))
+                    .collect::<Vec<_>>();
+                let body_goto = self.goto(body, Vec::new(), Span::call_site());
+                let gotos = self.rewrite(&mut cond);
+                self.add_gotos_to_uses(&gotos);
+                self.emit(Node::If {
+                    cond,
+                    uses,
+                    defs,
+                    then: vec![Node::Goto(body_goto)],
+                    els: vec![Node::Goto(exit_goto)],
+                });
+                self.cur = body;
+                self.loops.push(LoopFrame {
+                    label,
+                    head,
+                    exit,
+                    value,
+                });
+                self.lower_block(
+                    &w.body,
+                    Cont::Goto {
+                        target: head,
+                        value: None,
+                    },
+                );
+                self.scopes.pop();
+            }
+            Expr::ForLoop(f) => {
+                let mut iterable = (*f.expr).clone();
+                self.lift(&mut iterable, &mut false);
+                let span = f.expr.span_of();
+                let it = self.temp("iter", true, span);
+                let it_ident = self.m.bindings[it].ident.clone();
+                let krate = self.krate.clone();
+                let make = match &iterable {
+                    Expr::Range(r)
+                        if matches!(r.limits, syn::RangeLimits::HalfOpen(_))
+                            && r.start.is_some()
+                            && r.end.is_some() =>
+                    {
+                        quote::quote_spanned!(span=> #krate::__private::ForRange::new(#iterable))
+                    }
+                    _ => quote::quote_spanned!(span=> #krate::__private::ForItems::new(#iterable)),
+                };
+                let uses = self.resolve(names_in(&iterable));
+                let mut stmt: Stmt = parse_quote!(let mut #it_ident = #make;);
+                let gotos = self.rewrite(&mut stmt);
+                self.bring_into_scope(it);
+                self.emit(Node::Code {
+                    stmt,
+                    uses,
+                    defs: vec![it],
+                    gotos,
+                });
+                let head = self.jump_to_new_head();
+                let body = self.new_block(BlockKind::Branch);
+                let exit_goto = self.goto(exit, Vec::new(), Span::call_site());
+                self.scopes.push(HashMap::new());
+                let pat = (*f.pat).clone();
+                let defs = self.define_pat(&pat, None);
+                let body_goto = self.goto(body, Vec::new(), Span::call_site());
+                let scrutinee: Expr =
+                    parse_quote!(#krate::__private::ForIter::next_item(&mut #it_ident));
+                self.emit(Node::Match {
+                    scrutinee,
+                    uses: [it].into_iter().collect(),
+                    arms: vec![
+                        Arm {
+                            pat: parse_quote!(::core::option::Option::Some(#pat)),
+                            defs,
+                            uses: BTreeSet::new(),
+                            body: vec![Node::Goto(body_goto)],
+                        },
+                        Arm {
+                            pat: parse_quote!(::core::option::Option::None),
+                            defs: Vec::new(),
+                            uses: BTreeSet::new(),
+                            body: vec![Node::Goto(exit_goto)],
+                        },
+                    ],
+                });
+                self.cur = body;
+                self.loops.push(LoopFrame {
+                    label,
+                    head,
+                    exit,
+                    value,
+                });
+                self.lower_block(
+                    &f.body,
+                    Cont::Goto {
+                        target: head,
+                        value: None,
+                    },
+                );
+                self.scopes.pop();
+            }
+            _ => {}
+        }
+        self.loops.pop();
+        self.leave();
+        self.cur = exit;
+        let v = value.map(|t| {
+            self.bring_into_scope(t);
+            self.temp_expr(t)
+        });
+        self.finish(cont, v);
+    }
+
+    fn jump_to_new_head(&mut self) -> BlockId {
+        let head = self.new_block(BlockKind::Join);
+        let g = self.goto(head, Vec::new(), Span::call_site());
+        self.emit(Node::Goto(g));
+        self.cur = head;
+        head
+    }
+
+    // ----- awaits inside expressions -----
+
+    /// Lifts the durable awaits of `e` into suspension points, in evaluation order, replacing
+    /// each with the local that receives its value. `impure` tells whether code with possible
+    /// effects has been evaluated before the current position.
+    fn lift(&mut self, e: &mut Expr, impure: &mut bool) {
+        if !has_await(e) {
+            if !is_pure(e) {
+                *impure = true;
+            }
+            return;
+        }
+        match e {
+            Expr::Await(_) => self.lift_await(e, false, impure),
+            Expr::Try(t) if matches!(&*t.expr, Expr::Await(_)) => self.lift_await(e, true, impure),
+            Expr::Try(t) => {
+                self.lift(&mut t.expr, impure);
+                *impure = true;
+            }
+            Expr::Paren(x) => self.lift(&mut x.expr, impure),
+            Expr::Group(x) => self.lift(&mut x.expr, impure),
+            Expr::Reference(x) => self.lift(&mut x.expr, impure),
+            Expr::Unary(x) => self.lift(&mut x.expr, impure),
+            Expr::Cast(x) => self.lift(&mut x.expr, impure),
+            Expr::Field(x) => self.lift(&mut x.base, impure),
+            Expr::Let(x) => self.lift(&mut x.expr, impure),
+            Expr::Return(x) => {
+                if let Some(v) = &mut x.expr {
+                    self.lift(v, impure);
+                }
+            }
+            Expr::Binary(b) => {
+                self.lift(&mut b.left, impure);
+                if matches!(b.op, syn::BinOp::And(_) | syn::BinOp::Or(_)) && has_await(&*b.right) {
+                    self.errors.at(
+                        &b.right,
+                        "a durable `.await` on the right of `&&`/`||` runs \
+                        only sometimes; write it as an `if`",
+                    );
+                } else {
+                    self.lift(&mut b.right, impure);
+                }
+            }
+            Expr::Index(x) => {
+                self.lift(&mut x.expr, impure);
+                self.lift(&mut x.index, impure);
+            }
+            Expr::Call(c) => {
+                self.lift(&mut c.func, impure);
+                for a in c.args.iter_mut() {
+                    self.lift(a, impure);
+                }
+                *impure = true;
+            }
+            Expr::MethodCall(c) => {
+                self.lift(&mut c.receiver, impure);
+                for a in c.args.iter_mut() {
+                    self.lift(a, impure);
+                }
+                *impure = true;
+            }
+            Expr::Tuple(t) => t.elems.iter_mut().for_each(|x| self.lift(x, impure)),
+            Expr::Array(t) => t.elems.iter_mut().for_each(|x| self.lift(x, impure)),
+            Expr::Struct(s) => {
+                for f in s.fields.iter_mut() {
+                    self.lift(&mut f.expr, impure);
+                }
+                if let Some(r) = &mut s.rest {
+                    self.lift(r, impure);
+                }
+            }
+            Expr::Range(r) => {
+                if let Some(x) = &mut r.start {
+                    self.lift(x, impure);
+                }
+                if let Some(x) = &mut r.end {
+                    self.lift(x, impure);
+                }
+            }
+            Expr::Assign(a) => {
+                self.lift(&mut a.right, impure);
+                if has_await(&*a.left) {
+                    self.errors
+                        .at(&a.left, "a durable `.await` cannot be on the left of `=`");
+                }
+            }
+            other => {
+                let what = kind_name(other);
+                self.errors.at(&*other, format!(
+                    "a durable `.await` inside {what} that is part of a larger expression is not \
+                     supported; make it a statement of its own, e.g. `let value = {what} …;`, and \
+                     use `value`"
+                ));
+            }
+        }
+    }
+
+    fn lift_await(&mut self, e: &mut Expr, try_op: bool, impure: &mut bool) {
+        let await_expr = match &mut *e {
+            Expr::Try(t) => &mut *t.expr,
+            other => other,
+        };
+        let Expr::Await(aw) = await_expr else { return };
+        let span = aw.await_token.span;
+        let before = *impure;
+        self.lift(&mut aw.base, impure);
+        if before {
+            self.errors.at_span(
+                span,
+                "this durable `.await` would run after other work in the same \
+                expression, which the step machine cannot order faithfully; bind the awaited value \
+                to a `let` first and use the local",
+            );
+        }
+        *impure = before;
+        let mut op = (*aw.base).clone();
+        let uses = self.resolve(names_in(&op));
+        let gotos = self.rewrite(&mut op);
+        self.add_gotos_to_uses(&gotos);
+        let desc = describe_op(&op);
+        let n = self.next_index(&desc);
+        let mut identity = self.path.join("/");
+        if !identity.is_empty() {
+            identity.push('/');
+        }
+        identity.push_str(&format!("{desc}#{n}"));
+        let value = self.temp("awaited", false, span);
+        let point = self.m.points.len();
+        let resume = self.new_block(BlockKind::Resume(point));
+        let visible = self.visible();
+        self.m.points.push(Point {
+            identity,
+            op,
+            uses,
+            value,
+            try_op,
+            resume,
+            visible,
+            span,
+        });
+        self.emit(Node::Suspend(point));
+        self.cur = resume;
+        self.bring_into_scope(value);
+        *e = self.temp_expr(value);
+    }
+
+    // ----- verbatim code -----
+
+    /// Rewrites `?`, `return`, and `break`/`continue` of lowered loops in user code; returns the
+    /// gotos it created.
+    fn rewrite<T: Rewritable>(&mut self, node: &mut T) -> Vec<usize> {
+        let mut r = Rewrite {
+            lw: self,
+            depth: 0,
+            labels: Vec::new(),
+            gotos: Vec::new(),
+        };
+        node.rewrite_with(&mut r);
+        r.gotos
+    }
+}
+
+pub(crate) trait Rewritable {
+    fn rewrite_with(&mut self, r: &mut Rewrite<'_, '_>);
+}
+impl Rewritable for Expr {
+    fn rewrite_with(&mut self, r: &mut Rewrite<'_, '_>) {
+        r.visit_expr_mut(self);
+    }
+}
+impl Rewritable for Stmt {
+    fn rewrite_with(&mut self, r: &mut Rewrite<'_, '_>) {
+        r.visit_stmt_mut(self);
+    }
+}
+impl Rewritable for syn::Local {
+    fn rewrite_with(&mut self, r: &mut Rewrite<'_, '_>) {
+        r.visit_local_mut(self);
+    }
+}
+
+/// The rewrite of user code. Not entered: closures and async blocks (their `?`, `return` and
+/// `break` are their own), nested items. Loops written in user code are tracked so that a
+/// `break` inside them is left alone.
+pub(crate) struct Rewrite<'l, 'a> {
+    lw: &'l mut Lowerer<'a>,
+    depth: usize,
+    labels: Vec<String>,
+    gotos: Vec<usize>,
+}
+
+impl Rewrite<'_, '_> {
+    fn target(&self, label: Option<&syn::Lifetime>) -> Option<LoopFrame> {
+        match label {
+            Some(l) => {
+                let name = l.ident.to_string();
+                if self.labels.contains(&name) {
+                    return None;
+                }
+                self.lw
+                    .loops
+                    .iter()
+                    .rev()
+                    .find(|f| f.label.as_deref() == Some(name.as_str()))
+                    .cloned()
+            }
+            None if self.depth > 0 => None,
+            None => self.lw.loops.last().cloned(),
+        }
+    }
+
+    fn jump(&mut self, target: BlockId, provides: Vec<BindingId>, span: Span) -> Expr {
+        let g = self.lw.goto(target, provides, span);
+        self.gotos.push(g);
+        let ident = format_ident!("__durable_goto_{}", g, span = Span::mixed_site());
+        parse_quote!(#ident)
+    }
+
+    fn rewrite_macro(&mut self, mac: &mut syn::Macro) {
+        use syn::parse::Parser;
+        let parser = syn::punctuated::Punctuated::<Expr, syn::Token![,]>::parse_terminated;
+        if let Ok(mut args) = parser.parse2(mac.tokens.clone()) {
+            let before = self.gotos.len();
+            for a in args.iter_mut() {
+                self.visit_expr_mut(a);
+            }
+            if self.gotos.len() != before
+                || args.to_token_stream().to_string() != mac.tokens.to_string()
+            {
+                mac.tokens = args.to_token_stream();
+            }
+        }
+    }
+}
+
+impl VisitMut for Rewrite<'_, '_> {
+    fn visit_expr_mut(&mut self, e: &mut Expr) {
+        let krate = self.lw.krate.clone();
+        match e {
+            Expr::Closure(_) | Expr::Async(_) => {}
+            Expr::Try(t) => {
+                self.visit_expr_mut(&mut t.expr);
+                let inner = &t.expr;
+                let (v, err) = (
+                    format_ident!("__durable_ok", span = Span::mixed_site()),
+                    format_ident!("__durable_err", span = Span::mixed_site()),
+                );
+                *e = parse_quote!(match #inner {
+                    ::core::result::Result::Ok(#v) => #v,
+                    ::core::result::Result::Err(#err) => return #krate::__private::Step::Done(
+                        ::core::result::Result::Err(::core::convert::From::from(#err))),
+                });
+            }
+            Expr::Return(r) => {
+                if let Some(v) = &mut r.expr {
+                    self.visit_expr_mut(v);
+                }
+                let v = r
+                    .expr
+                    .clone()
+                    .map(|v| *v)
+                    .unwrap_or_else(|| parse_quote!(()));
+                *e = parse_quote!(return #krate::__private::Step::Done(#v));
+            }
+            Expr::Break(b) => {
+                if let Some(v) = &mut b.expr {
+                    self.visit_expr_mut(v);
+                }
+                if let Some(frame) = self.target(b.label.as_ref()) {
+                    let span = b.break_token.span;
+                    *e = match (frame.value, b.expr.clone()) {
+                        (Some(t), v) => {
+                            let ident = self.lw.m.bindings[t].ident.clone();
+                            let v = v.map(|v| *v).unwrap_or_else(|| parse_quote!(()));
+                            let jump = self.jump(frame.exit, vec![t], span);
+                            parse_quote!({ let #ident = #v; #jump })
+                        }
+                        (None, Some(v)) => {
+                            let jump = self.jump(frame.exit, Vec::new(), span);
+                            parse_quote!({ #v; #jump })
+                        }
+                        (None, None) => self.jump(frame.exit, Vec::new(), span),
+                    };
+                }
+            }
+            Expr::Continue(c) => {
+                if let Some(frame) = self.target(c.label.as_ref()) {
+                    *e = self.jump(frame.head, Vec::new(), c.continue_token.span);
+                }
+            }
+            Expr::Loop(l) => {
+                self.enter_loop(l.label.as_ref(), |s| s.visit_block_mut(&mut l.body));
+            }
+            Expr::While(w) => {
+                let label = w.label.clone();
+                self.enter_loop(label.as_ref(), |s| {
+                    s.visit_expr_mut(&mut w.cond);
+                    s.visit_block_mut(&mut w.body);
+                });
+            }
+            Expr::ForLoop(f) => {
+                self.visit_expr_mut(&mut f.expr);
+                let label = f.label.clone();
+                self.enter_loop(label.as_ref(), |s| s.visit_block_mut(&mut f.body));
+            }
+            Expr::Block(b) if b.label.is_some() => {
+                let name = b
+                    .label
+                    .as_ref()
+                    .map(|l| l.name.ident.to_string())
+                    .unwrap_or_default();
+                self.labels.push(name);
+                self.visit_block_mut(&mut b.block);
+                self.labels.pop();
+            }
+            Expr::Macro(m) => self.rewrite_macro(&mut m.mac),
+            _ => visit_mut::visit_expr_mut(self, e),
+        }
+    }
+
+    fn visit_stmt_macro_mut(&mut self, m: &mut syn::StmtMacro) {
+        self.rewrite_macro(&mut m.mac);
+    }
+
+    fn visit_item_mut(&mut self, _: &mut syn::Item) {}
+}
+
+impl Rewrite<'_, '_> {
+    fn enter_loop(&mut self, label: Option<&syn::Label>, f: impl FnOnce(&mut Self)) {
+        let name = label.map(|l| l.name.ident.to_string());
+        if let Some(n) = &name {
+            self.labels.push(n.clone());
+        }
+        self.depth += 1;
+        f(self);
+        self.depth -= 1;
+        if name.is_some() {
+            self.labels.pop();
+        }
+    }
+}
+
+// ----- helpers -----
+
+trait SpanOf {
+    fn span_of(&self) -> Span;
+}
+impl<T: ToTokens> SpanOf for T {
+    fn span_of(&self) -> Span {
+        self.to_token_stream()
+            .into_iter()
+            .next()
+            .map_or_else(Span::call_site, |t| t.span())
+    }
+}
+
+fn is_control_flow(e: &Expr) -> bool {
+    match e {
+        Expr::If(_)
+        | Expr::Match(_)
+        | Expr::Loop(_)
+        | Expr::While(_)
+        | Expr::ForLoop(_)
+        | Expr::Block(_) => true,
+        Expr::Paren(p) => is_control_flow(&p.expr),
+        _ => false,
+    }
+}
+
+/// Free of effects when evaluated: may be moved after an await.
+fn is_pure(e: &Expr) -> bool {
+    match e {
+        Expr::Lit(_) | Expr::Path(_) => true,
+        Expr::Paren(p) => is_pure(&p.expr),
+        Expr::Group(g) => is_pure(&g.expr),
+        Expr::Reference(r) => is_pure(&r.expr),
+        Expr::Field(f) => is_pure(&f.base),
+        Expr::Unary(u) => is_pure(&u.expr),
+        Expr::Cast(c) => is_pure(&c.expr),
+        Expr::Binary(b) => is_pure(&b.left) && is_pure(&b.right),
+        Expr::Tuple(t) => t.elems.iter().all(is_pure),
+        Expr::Index(i) => is_pure(&i.expr) && is_pure(&i.index),
+        _ => false,
+    }
+}
+
+fn kind_name(e: &Expr) -> &'static str {
+    match e {
+        Expr::If(_) => "an `if`",
+        Expr::Match(_) => "a `match`",
+        Expr::Loop(_) | Expr::While(_) | Expr::ForLoop(_) => "a loop",
+        Expr::Block(_) | Expr::Unsafe(_) => "a block",
+        _ => "this expression",
+    }
+}
+
+/// Whether a statement certainly does not complete normally.
+fn diverges(stmt: &Stmt) -> bool {
+    let e = match stmt {
+        Stmt::Expr(e, _) => e,
+        Stmt::Macro(m) => {
+            return m.mac.path.get_ident().is_some_and(|i| {
+                ["panic", "unreachable", "todo", "unimplemented"]
+                    .iter()
+                    .any(|n| i == n)
+            });
+        }
+        _ => return false,
+    };
+    match e {
+        Expr::Return(_) | Expr::Break(_) | Expr::Continue(_) => true,
+        Expr::Macro(m) => m.mac.path.get_ident().is_some_and(|i| {
+            ["panic", "unreachable", "todo", "unimplemented"]
+                .iter()
+                .any(|n| i == n)
+        }),
+        _ => false,
+    }
+}
+
+/// What a reference-valued initialiser makes its binding.
+fn borrow_of(e: &Expr) -> Option<&'static str> {
+    match e {
+        Expr::Reference(_) => Some("is a reference"),
+        Expr::Lit(l) if matches!(l.lit, syn::Lit::Str(_) | syn::Lit::ByteStr(_)) => {
+            Some("holds a `&'static str` literal")
+        }
+        Expr::Paren(p) => borrow_of(&p.expr),
+        _ => None,
+    }
+}
+
+/// The patterns of `let` conditions in an `if`/`while` condition (let chains included).
+fn let_patterns(cond: &Expr) -> Vec<Pat> {
+    match cond {
+        Expr::Let(l) => vec![(*l.pat).clone()],
+        Expr::Binary(b) if matches!(b.op, syn::BinOp::And(_)) => {
+            let mut v = let_patterns(&b.left);
+            v.extend(let_patterns(&b.right));
+            v
+        }
+        Expr::Paren(p) => let_patterns(&p.expr),
+        _ => Vec::new(),
+    }
+}
+
+/// A short, stable description of an awaited operation: `call(issue_invoice)`, `sleep`, ….
+fn describe_op(op: &Expr) -> String {
+    match op {
+        Expr::MethodCall(mc) => {
+            let method = mc.method.to_string();
+            match (method.as_str(), mc.args.first()) {
+                ("call" | "child", Some(Expr::Path(p))) => {
+                    let path = p
+                        .path
+                        .segments
+                        .iter()
+                        .map(|s| s.ident.to_string())
+                        .collect::<Vec<_>>()
+                        .join("::");
+                    format!("{method}({path})")
+                }
+                _ => match &*mc.receiver {
+                    Expr::MethodCall(inner) => {
+                        format!("{}.{method}", describe_op(&Expr::MethodCall(inner.clone())))
+                    }
+                    _ => method,
+                },
+            }
+        }
+        Expr::Call(c) => c.func.to_token_stream().to_string().replace(' ', ""),
+        Expr::Paren(p) => describe_op(&p.expr),
+        _ => "await".into(),
+    }
+}
+
+/// Replaces each `if`/`match` branch that jumps to a branch block with that block's code.
+fn inline_branches(m: &mut Machine) {
+    fn inline(m: &mut Machine, nodes: &mut [Node]) {
+        for node in nodes.iter_mut() {
+            let lists: Vec<&mut Vec<Node>> = match node {
+                Node::If { then, els, .. } => vec![then, els],
+                Node::Match { arms, .. } => arms.iter_mut().map(|a| &mut a.body).collect(),
+                _ => continue,
+            };
+            for list in lists {
+                if let [Node::Goto(g)] = list.as_slice() {
+                    let target = m.gotos[*g].target;
+                    if m.blocks[target].kind == BlockKind::Branch {
+                        let mut body = std::mem::take(&mut m.blocks[target].body);
+                        inline(m, &mut body);
+                        *list = body;
+                        continue;
+                    }
+                }
+                inline(m, list);
+            }
+        }
+    }
+    for b in 0..m.blocks.len() {
+        if m.blocks[b].kind == BlockKind::Branch {
+            continue;
+        }
+        let mut body = std::mem::take(&mut m.blocks[b].body);
+        inline(m, &mut body);
+        m.blocks[b].body = body;
+    }
+}
+
+/// Blocks reachable from the entry through gotos and suspensions.
+fn reachable(m: &Machine) -> Vec<bool> {
+    fn succ(m: &Machine, nodes: &[Node], out: &mut Vec<BlockId>) {
+        for n in nodes {
+            match n {
+                Node::Code { gotos, .. } => out.extend(gotos.iter().map(|g| m.gotos[*g].target)),
+                Node::If { then, els, .. } => {
+                    succ(m, then, out);
+                    succ(m, els, out);
+                }
+                Node::Match { arms, .. } => arms.iter().for_each(|a| succ(m, &a.body, out)),
+                Node::Goto(g) => out.push(m.gotos[*g].target),
+                Node::Suspend(p) => out.push(m.points[*p].resume),
+                Node::Return { .. } => {}
+            }
+        }
+    }
+    let mut seen = vec![false; m.blocks.len()];
+    let mut stack = vec![0];
+    while let Some(b) = stack.pop() {
+        if std::mem::replace(&mut seen[b], true) {
+            continue;
+        }
+        let mut next = Vec::new();
+        succ(m, &m.blocks[b].body, &mut next);
+        stack.extend(next.into_iter().filter(|n| !seen[*n]));
+    }
+    seen
+}
+
+#[cfg(test)]
+pub(crate) fn lower_for_test(body: syn::Block, inputs: &[Pat]) -> (Machine, Errors) {
+    let errors = Errors::default();
+    let mut m = lower(&body, inputs, &quote::quote!(::durable), &errors);
+    crate::analyze::liveness(&mut m, &errors);
+    (m, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(body: syn::Block, inputs: &[Pat]) -> Vec<(String, Vec<String>)> {
+        let (m, errors) = lower_for_test(body, inputs);
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        m.stored_locals()
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn straight_line_stores_only_what_is_used_later() {
+        let s = stored(
+            parse_quote!({
+                let big = vec![0u8; 1 << 20];
+                let id = ctx.call(issue, data).await?;
+                let n = big.len();
+                ctx.call(notify, id.clone()).await?;
+                Ok((id, n))
+            }),
+            &[parse_quote!(data)],
+        );
+        assert_eq!(s[0], ("call(issue)#0".to_owned(), names(&["big"])));
+        assert_eq!(s[1], ("call(notify)#0".to_owned(), names(&["id", "n"])));
+    }
+
+    #[test]
+    fn awaits_in_one_expression_are_lifted_in_order() {
+        let (m, errors) = lower_for_test(
+            parse_quote!({
+                let total = ctx.call(a, 1).await? + ctx.call(b, 2).await?;
+                Ok(total)
+            }),
+            &[],
+        );
+        assert!(errors.is_empty());
+        assert_eq!(m.points.len(), 2);
+        assert!(m.points.iter().all(|p| p.try_op));
+        let s = m.stored_locals();
+        assert_eq!(s[1].1, names(&["awaited@#0"]));
+    }
+
+    #[test]
+    fn effects_before_an_await_in_the_same_expression_are_rejected() {
+        let (_, errors) = lower_for_test(
+            parse_quote!({
+                let t = f() + ctx.call(a, 1).await?;
+                Ok(t)
+            }),
+            &[],
+        );
+        assert!(errors.messages()[0].contains("bind the awaited value to a `let` first"));
+    }
+
+    #[test]
+    fn loop_locals_live_around_the_back_edge() {
+        let s = stored(
+            parse_quote!({
+                let mut sum = 0;
+                let unused = String::new();
+                for i in 0..n {
+                    let r = ctx.call(step, i).await?;
+                    sum += r;
+                }
+                Ok(sum)
+            }),
+            &[parse_quote!(n)],
+        );
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, "for0/call(step)#0");
+        assert_eq!(s[0].1, names(&["sum", "iter@for0#0"]));
+    }
+
+    #[test]
+    fn branches_join_and_only_the_taken_side_matters() {
+        let (m, errors) = lower_for_test(
+            parse_quote!({
+                let a = 1;
+                let b = 2;
+                let x = if c { ctx.call(f, a).await? } else { b };
+                Ok(x)
+            }),
+            &[parse_quote!(c)],
+        );
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        assert_eq!(m.points.len(), 1);
+        assert_eq!(m.points[0].identity, "if0/then/call(f)#0");
+        assert!(m.stored_locals()[0].1.is_empty());
+    }
+
+    #[test]
+    fn references_and_literals_kept_across_an_await_are_rejected() {
+        let (_, errors) = lower_for_test(
+            parse_quote!({
+                let s = "x";
+                let r = &v;
+                ctx.call(f, 1).await?;
+                Ok(format!("{s}{r}"))
+            }),
+            &[parse_quote!(v)],
+        );
+        let m = errors.messages();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].contains("`s` holds a `&'static str` literal"));
+        assert!(m[1].contains("`r` is a reference"));
+    }
+
+    #[test]
+    fn shadowed_local_needed_later_is_reported() {
+        let (_, errors) = lower_for_test(
+            parse_quote!({
+                let x = 1;
+                {
+                    let x = 2;
+                    ctx.call(f, x).await?;
+                }
+                Ok(x)
+            }),
+            &[],
+        );
+        assert!(
+            errors.messages().iter().any(|m| m.contains("shadows it")),
+            "{:?}",
+            errors.messages()
+        );
+    }
+
+    #[test]
+    fn identities_do_not_depend_on_lines_or_unrelated_code() {
+        let a = stored(
+            parse_quote!({
+                let x = ctx.call(f, 1).await?;
+                Ok(x)
+            }),
+            &[],
+        );
+        let b = stored(
+            parse_quote!({
+                log();
+                if y {
+                    z();
+                }
+                let x = ctx.call(f, 1).await?;
+                ctx.call(g, 2).await?;
+                Ok(x)
+            }),
+            &[parse_quote!(y)],
+        );
+        assert_eq!(a[0].0, b[0].0);
+    }
+
+    #[test]
+    fn break_with_value_and_labels() {
+        let (m, errors) = lower_for_test(
+            parse_quote!({
+                let mut n = 0;
+                let found = 'outer: loop {
+                    while n < 10 {
+                        let v = ctx.call(f, n).await?;
+                        if v > 3 {
+                            break 'outer v;
+                        }
+                        if v == 0 {
+                            continue 'outer;
+                        }
+                        n += 1;
+                    }
+                    break 0;
+                };
+                Ok(found)
+            }),
+            &[],
+        );
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        assert_eq!(m.points[0].identity, "loop0/while0/call(f)#0");
+        assert_eq!(m.stored_locals()[0].1, names(&["n"]));
+    }
+}
