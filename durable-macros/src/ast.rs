@@ -7,8 +7,9 @@ use crate::error::Errors;
 /// An `#[orchestration]` function.
 pub(crate) struct OrchestrationFn {
     pub item: ItemFn,
-    /// The context parameter's pattern (usually `ctx`).
+    /// The context parameter's pattern (usually `ctx`) and type.
     pub ctx: Pat,
+    pub ctx_ty: Type,
     /// The other parameters.
     pub inputs: Vec<(Pat, Type)>,
     pub output: Type,
@@ -107,12 +108,12 @@ impl OrchestrationFn {
             FnArg::Typed(t) => Some(t),
             FnArg::Receiver(_) => None,
         });
-        let ctx = match args.next() {
+        let (ctx, ctx_ty) = match args.next() {
             Some(first) if last_segment_is(&first.ty, "Ctx") => {
                 if let Type::Reference(r) = &*first.ty {
                     errors.at(r.and_token, "take the context by value: `ctx: Ctx`");
                 }
-                (*first.pat).clone()
+                ((*first.pat).clone(), (*first.ty).clone())
             }
             _ => {
                 errors.at(
@@ -127,6 +128,7 @@ impl OrchestrationFn {
         Some(Self {
             item,
             ctx,
+            ctx_ty,
             inputs,
             output,
         })

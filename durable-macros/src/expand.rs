@@ -377,6 +377,7 @@ pub(crate) fn orchestration(
     });
     let items = &m.items;
     let ctx_pat = &f.ctx;
+    let ctx_ty = &f.ctx_ty;
 
     // Inputs: decoded as a whole, then bound by the user's patterns.
     let input_pats = f.inputs.iter().map(|(p, _)| p);
@@ -440,7 +441,7 @@ pub(crate) fn orchestration(
             ) -> #krate::__private::Step<#output> {
                 #(#items)*
                 enum #st<#(#params),*> { #(#variants),* }
-                let #ctx_pat: #krate::__private::Ctx = ::core::clone::Clone::clone(__durable_ctx);
+                let #ctx_pat: #ctx_ty = ::core::clone::Clone::clone(__durable_ctx);
                 let mut __durable_completion: ::core::option::Option<#krate::__private::Completion> =
                     ::core::option::Option::None;
                 let mut #var = match __durable_resume {

@@ -1,0 +1,128 @@
+//! What the examples share: the command line (`--db`, `--delay-ms`, `--effects`) and the
+//! observable side effect of an activity.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use durable::ActivityContext;
+
+/// The examples' command line.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) db: PathBuf,
+    pub(crate) delay: Duration,
+    pub(crate) effects: Option<PathBuf>,
+    /// Further `--name value` pairs, for the example's own options.
+    pub(crate) extra: Vec<(String, String)>,
+}
+
+static OPTIONS: OnceLock<Options> = OnceLock::new();
+
+impl Options {
+    /// Parses the command line; `name` picks the default database directory.
+    pub(crate) fn parse(name: &str) -> Options {
+        let mut db = None;
+        let mut delay = Duration::ZERO;
+        let mut effects = None;
+        let mut extra = Vec::new();
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let Some(value) = args.next() else {
+                usage(name, &format!("`{flag}` needs a value"));
+            };
+            match flag.as_str() {
+                "--db" => db = Some(PathBuf::from(value)),
+                "--delay-ms" => match value.parse() {
+                    Ok(ms) => delay = Duration::from_millis(ms),
+                    Err(_) => usage(name, "`--delay-ms` takes a number of milliseconds"),
+                },
+                "--effects" => effects = Some(PathBuf::from(value)),
+                other if other.starts_with("--") => extra.push((other[2..].to_owned(), value)),
+                other => usage(name, &format!("unexpected argument `{other}`")),
+            }
+        }
+        let db = db.unwrap_or_else(|| {
+            let path = std::env::temp_dir()
+                .join("durable-examples")
+                .join(format!("{name}.db"));
+            println!("database: {} (pass --db DIR to choose)", path.display());
+            path
+        });
+        let options = Options {
+            db,
+            delay,
+            effects,
+            extra,
+        };
+        let _ = OPTIONS.set(options.clone());
+        options
+    }
+
+    /// The value of `--name`, if given.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn usage(name: &str, problem: &str) -> ! {
+    eprintln!("error: {problem}");
+    eprintln!("usage: cargo run --example {name} -- [--db DIR] [--delay-ms N] [--effects FILE]");
+    std::process::exit(2);
+}
+
+/// What every example activity does: announce itself, wait `--delay-ms`, then record its side
+/// effect (`<activity> <instance> <idempotency key>`, fsynced) in `--effects`.
+pub(crate) async fn side_effect(ctx: &ActivityContext) {
+    let options = OPTIONS.get().cloned();
+    println!(
+        "running {} for {} (key {}, attempt {})",
+        ctx.name(),
+        ctx.instance_id(),
+        ctx.idempotency_key(),
+        ctx.attempt()
+    );
+    let Some(options) = options else { return };
+    if !options.delay.is_zero() {
+        tokio::time::sleep(options.delay).await;
+    }
+    if let Some(path) = &options.effects {
+        let line = format!(
+            "{} {} {}\n",
+            ctx.name(),
+            ctx.instance_id(),
+            ctx.idempotency_key()
+        );
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| {
+                f.write_all(line.as_bytes())?;
+                f.sync_all()
+            });
+        if let Err(e) = written {
+            eprintln!("cannot record the side effect in {}: {e}", path.display());
+        }
+    }
+}
+
+/// Prints one line per durable step; the crash tests read these lines.
+pub(crate) fn print_step(event: &durable::StepEvent) {
+    match (&event.completed, &event.outcome) {
+        (Some(done), _) => println!("step {}: {done} completed ({})", event.step, event.instance),
+        (None, durable::StepOutcome::Suspended(next)) => {
+            println!(
+                "step {}: started {}, calling {next}",
+                event.step, event.instance
+            )
+        }
+        (None, outcome) => println!("step {}: {outcome:?} ({})", event.step, event.instance),
+    }
+}
