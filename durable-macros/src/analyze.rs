@@ -316,11 +316,11 @@ fn live_nodes(m: &Machine, nodes: &[Node], live_in: &[BTreeSet<BindingId>]) -> B
                 let mut all = uses.clone();
                 for arm in arms {
                     let mut a = live_nodes(m, &arm.body, live_in);
+                    a.extend(arm.uses.iter().copied());
                     for d in &arm.defs {
                         a.remove(d);
                     }
                     all.extend(a);
-                    all.extend(arm.uses.iter().copied());
                 }
                 live = all;
             }

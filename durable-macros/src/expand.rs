@@ -101,10 +101,11 @@ impl Ctx<'_> {
         ReplaceGotos(self).visit_expr_mut(&mut op);
         let op_span = first_span(&point.op);
         let live = &self.m.blocks[point.resume].live_in;
+        let w = format_ident!("__durable_w", span = Span::mixed_site());
         let writes = live.iter().map(|b| {
             let binding = &self.m.bindings[*b];
             let (ident, name) = (&binding.ident, &binding.name);
-            quote_spanned!(ident.span()=> #krate::__private::FrameWriter::write(&mut __durable_w, #name, &#ident);)
+            quote_spanned!(ident.span()=> #krate::__private::FrameWriter::write(&mut #w, #name, &#ident);)
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
         let (st, var, v, opf) = (
@@ -121,9 +122,9 @@ impl Ctx<'_> {
         quote!({
             let #opv = #op;
             static __DURABLE_CHECKED: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
-            let mut __durable_w = #krate::__private::FrameWriter::new(&__DURABLE_CHECKED);
+            let mut #w = #krate::__private::FrameWriter::new(&__DURABLE_CHECKED);
             #(#writes)*
-            let __durable_frame = __durable_w.finish(#identity, #line);
+            let __durable_frame = #w.finish(#identity, #line);
             #var = #st::#v { #(#fields,)* #opf: #marker };
             return #suspend;
         })
@@ -180,10 +181,10 @@ impl Ctx<'_> {
             .map(|b| format_ident!("__durable_ty{}", b, span = Span::mixed_site()))
             .collect();
         let names = live.iter().map(|b| &self.m.bindings[*b].name);
+        let r = format_ident!("__durable_r", span = Span::mixed_site());
         let reads = live.iter().zip(&markers).map(|(b, marker)| {
             let ident = &self.m.bindings[*b].ident;
-            let read =
-                quote_spanned!(ident.span()=> #krate::__private::read(&mut __durable_r, #marker));
+            let read = quote_spanned!(ident.span()=> #krate::__private::read(&mut #r, #marker));
             quote!(let #ident = match #read {
                 ::core::result::Result::Ok(v) => v,
                 ::core::result::Result::Err(f) => return #krate::__private::fault(f),
@@ -195,7 +196,7 @@ impl Ctx<'_> {
         let line = quote_spanned!(point.span=> ::core::line!());
         quote!(#identity => {
             #(let #markers = ::core::marker::PhantomData;)*
-            let mut __durable_r = match #krate::__private::FrameReader::open(
+            let mut #r = match #krate::__private::FrameReader::open(
                 __durable_frame, #line, &[#((#names, #krate::__private::type_name_of(&#markers))),*]
             ) {
                 ::core::result::Result::Ok(r) => r,

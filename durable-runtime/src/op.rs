@@ -283,3 +283,26 @@ mod tests {
         assert_eq!(p.backoff(9), Duration::from_millis(500));
     }
 }
+
+/// Lets an orchestration's original body type-check as an ordinary `async fn` (the macro keeps
+/// it when it reports errors, so that rustc's own errors in it still show). Outside a step
+/// machine nothing can run a durable operation: polling panics.
+impl<A: Activity> std::future::IntoFuture for Call<A> {
+    type Output = <Self as DurableOp>::Output;
+    type IntoFuture = NotInAnOrchestration<Self::Output>;
+    fn into_future(self) -> Self::IntoFuture {
+        NotInAnOrchestration(PhantomData)
+    }
+}
+
+/// The future of a durable operation awaited outside an `#[orchestration]`; it panics if
+/// polled.
+#[derive(Debug)]
+pub struct NotInAnOrchestration<T>(PhantomData<fn() -> T>);
+
+impl<T> std::future::Future for NotInAnOrchestration<T> {
+    type Output = T;
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        panic!("durable operations can only be awaited in the body of an #[orchestration]")
+    }
+}

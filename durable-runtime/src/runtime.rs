@@ -907,15 +907,13 @@ impl Inner {
         };
         let span = tracing::info_span!("activity", name = %name, attempt);
         let task = tokio::spawn(activity.invoke(ctx, input).instrument(span));
-        let abort = task.abort_handle();
+        // Stopping the instance (shutdown, cancellation) stops its activity too.
+        let _abort = AbortOnDrop(task.abort_handle());
         let joined = match policy.attempt_timeout {
             None => task.await,
             Some(limit) => match tokio::time::timeout(limit, task).await {
                 Ok(j) => j,
-                Err(_) => {
-                    abort.abort();
-                    return Err(ActivityFailure::TimedOut(limit));
-                }
+                Err(_) => return Err(ActivityFailure::TimedOut(limit)),
             },
         };
         match joined {
@@ -927,6 +925,14 @@ impl Inner {
                 "activity task ended: {e}"
             ))),
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
