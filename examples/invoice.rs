@@ -72,7 +72,7 @@ async fn main() {
     };
     let data = InvoiceData {
         customer: "ACME Corp".into(),
-        amount_cents: 125_00,
+        amount_cents: 12_500,
     };
     let handle = match rt.start(invoice, "invoice-1", data).await {
         Ok(h) => h,

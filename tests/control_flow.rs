@@ -1,6 +1,8 @@
 //! Every control-flow construct the lowering supports, stopped at every suspension point in
 //! turn and resumed from its checkpoint.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
 mod support;
 
 use durable::{ActivityContext, Ctx, Failure, activity, orchestration};
@@ -22,7 +24,11 @@ async fn echo(ctx: ActivityContext, s: String) -> Result<String, String> {
 #[activity]
 async fn fail_if_negative(ctx: ActivityContext, x: i64) -> Result<i64, String> {
     activity_body(&ctx).await;
-    if x < 0 { Err(format!("{x} is negative")) } else { Ok(x) }
+    if x < 0 {
+        Err(format!("{x} is negative"))
+    } else {
+        Ok(x)
+    }
 }
 
 #[orchestration]
@@ -38,7 +44,11 @@ async fn branches(ctx: Ctx, n: i64) -> Result<Vec<String>, Failure> {
     } else {
         log.push("small".into());
     }
-    let label = if n % 2 == 0 { ctx.call(echo, "even".to_string()).await? } else { "odd".to_string() };
+    let label = if n % 2 == 0 {
+        ctx.call(echo, "even".to_string()).await?
+    } else {
+        "odd".to_string()
+    };
     log.push(label);
     let after = ctx.call(add, (n, 100)).await?;
     log.push(format!("after {after}"));
@@ -214,10 +224,13 @@ async fn early_error(ctx: Ctx, x: i64) -> Result<i64, Failure> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn question_mark_fails_the_instance_with_the_activity_error() {
     let db = support::harness::fresh_db("early-error");
-    let rt = support::harness::open(|| durable::Runtime::builder(&db).orchestration(early_error)).await;
+    let rt =
+        support::harness::open(|| durable::Runtime::builder(&db).orchestration(early_error)).await;
     let h = rt.start(early_error, "early-error", -5).await.unwrap();
     match h.wait().await {
-        Err(durable::InstanceError::Failed { error, .. }) => assert_eq!(error.message(), "-4 is negative"),
+        Err(durable::InstanceError::Failed { error, .. }) => {
+            assert_eq!(error.message(), "-4 is negative")
+        }
         other => panic!("{other:?}"),
     }
     let s = rt.status("early-error").unwrap().unwrap();
@@ -225,10 +238,16 @@ async fn question_mark_fails_the_instance_with_the_activity_error() {
     // The stored failure reads back the same after a restart.
     rt.shutdown().await;
     drop((h, rt));
-    let rt = support::harness::open(|| durable::Runtime::builder(&db).orchestration(early_error)).await;
+    let rt =
+        support::harness::open(|| durable::Runtime::builder(&db).orchestration(early_error)).await;
     match rt.handle::<early_error>("early-error").wait().await {
-        Err(durable::InstanceError::Failed { error, .. }) => assert_eq!(error.message(), "-4 is negative"),
+        Err(durable::InstanceError::Failed { error, .. }) => {
+            assert_eq!(error.message(), "-4 is negative")
+        }
         other => panic!("{other:?}"),
     }
-    assert_eq!(rt.start(early_error, "early-error", 99).await.unwrap().id(), "early-error");
+    assert_eq!(
+        rt.start(early_error, "early-error", 99).await.unwrap().id(),
+        "early-error"
+    );
 }

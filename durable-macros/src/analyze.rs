@@ -20,10 +20,10 @@ pub(crate) struct Names(BTreeSet<String>);
 
 impl<'ast> Visit<'ast> for Names {
     fn visit_expr_path(&mut self, p: &'ast syn::ExprPath) {
-        if p.qself.is_none() {
-            if let Some(id) = p.path.get_ident() {
-                self.0.insert(id.to_string());
-            }
+        if p.qself.is_none()
+            && let Some(id) = p.path.get_ident()
+        {
+            self.0.insert(id.to_string());
         }
         visit::visit_expr_path(self, p);
     }
@@ -346,16 +346,19 @@ fn check_transfers(m: &Machine, errors: &Errors) {
         for &b in &m.blocks[target].live_in {
             let binding = &m.bindings[b];
             let name = binding.ident.to_string();
-            if stored && !binding.synthetic {
-                if let Some(why) = binding.borrowed {
-                    if reported.insert((b, 0)) {
-                        errors.at(&binding.ident, format!(
-                            "`{name}` {why} and is alive across a durable `.await`: a checkpoint can \
+            if stored
+                && !binding.synthetic
+                && let Some(why) = binding.borrowed
+                && reported.insert((b, 0))
+            {
+                errors.at(
+                    &binding.ident,
+                    format!(
+                        "`{name}` {why} and is alive across a durable `.await`: a checkpoint can \
                              only store owned values; store an owned value (`.to_owned()`, \
                              `String::from`, `.clone()`) or borrow again after the `.await`"
-                        ));
-                    }
-                }
+                    ),
+                );
             }
             if !provides.contains(&b) && visible.get(&name) != Some(&b) && reported.insert((b, 1)) {
                 errors.at(&binding.ident, format!(

@@ -65,15 +65,13 @@ fn common_checks(item: &ItemFn, what: &str, errors: &Errors) {
         ));
     }
     for arg in &sig.inputs {
-        if let FnArg::Typed(t) = arg {
-            if let Type::ImplTrait(_) = &*t.ty {
-                errors.at(
-                    &t.ty,
-                    format!(
-                        "{what} parameters need a concrete, serializable type, not `impl Trait`"
-                    ),
-                );
-            }
+        if let FnArg::Typed(t) = arg
+            && let Type::ImplTrait(_) = &*t.ty
+        {
+            errors.at(
+                &t.ty,
+                format!("{what} parameters need a concrete, serializable type, not `impl Trait`"),
+            );
         }
     }
 }

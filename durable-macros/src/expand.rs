@@ -212,27 +212,25 @@ struct ReplaceGotos<'a, 'b>(&'a Ctx<'b>);
 
 impl VisitMut for ReplaceGotos<'_, '_> {
     fn visit_expr_mut(&mut self, e: &mut syn::Expr) {
-        if let syn::Expr::Path(p) = e {
-            if let Some(id) = p.path.get_ident() {
-                if let Some(n) = id.to_string().strip_prefix("__durable_goto_") {
-                    if let Ok(g) = n.parse::<usize>() {
-                        let tokens = self.0.goto(g);
-                        *e = syn::Expr::Verbatim(tokens);
-                        return;
-                    }
-                }
-            }
+        if let syn::Expr::Path(p) = e
+            && let Some(id) = p.path.get_ident()
+            && let Some(n) = id.to_string().strip_prefix("__durable_goto_")
+            && let Ok(g) = n.parse::<usize>()
+        {
+            let tokens = self.0.goto(g);
+            *e = syn::Expr::Verbatim(tokens);
+            return;
         }
         syn::visit_mut::visit_expr_mut(self, e);
     }
     fn visit_macro_mut(&mut self, mac: &mut syn::Macro) {
         use syn::parse::Parser;
         let parser = syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated;
-        if mac.tokens.to_string().contains("__durable_goto_") {
-            if let Ok(mut args) = parser.parse2(mac.tokens.clone()) {
-                args.iter_mut().for_each(|a| self.visit_expr_mut(a));
-                mac.tokens = quote!(#args);
-            }
+        if mac.tokens.to_string().contains("__durable_goto_")
+            && let Ok(mut args) = parser.parse2(mac.tokens.clone())
+        {
+            args.iter_mut().for_each(|a| self.visit_expr_mut(a));
+            mac.tokens = quote!(#args);
         }
     }
 }
@@ -290,13 +288,12 @@ fn called_activities(m: &Machine) -> Vec<syn::Path> {
         let mut op = &p.op;
         while let syn::Expr::MethodCall(mc) = op {
             if mc.method == "call" {
-                if let Some(syn::Expr::Path(path)) = mc.args.first() {
-                    if !out
+                if let Some(syn::Expr::Path(path)) = mc.args.first()
+                    && !out
                         .iter()
                         .any(|o| quote!(#o).to_string() == quote!(#path).to_string())
-                    {
-                        out.push(path.path.clone());
-                    }
+                {
+                    out.push(path.path.clone());
                 }
                 break;
             }

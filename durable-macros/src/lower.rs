@@ -277,14 +277,14 @@ impl Lowerer<'_> {
         let Some(init) = &local.init else {
             return self.code_local(local.clone(), None);
         };
-        if let Some((_, diverge)) = &init.diverge {
-            if has_await(&**diverge) {
-                self.errors.at(
-                    diverge,
-                    "`.await` in the `else` of `let … else` is not supported; \
+        if let Some((_, diverge)) = &init.diverge
+            && has_await(&**diverge)
+        {
+            self.errors.at(
+                diverge,
+                "`.await` in the `else` of `let … else` is not supported; \
                     move the durable call into an `if let`/`match` arm",
-                );
-            }
+            );
         }
         if !has_await(&*init.expr) {
             return self.code_local(local.clone(), Some(&init.expr));
