@@ -33,10 +33,7 @@ async fn issue_invoice(ctx: ActivityContext, data: InvoiceData) -> Result<Invoic
     if data.amount_cents == 0 {
         return Err(format!("refusing an empty invoice for {}", data.customer));
     }
-    Ok(InvoiceId(format!(
-        "INV-{}",
-        ctx.idempotency_key().replace(':', "-")
-    )))
+    Ok(InvoiceId(format!("INV-{}", ctx.idempotency_key().replace(':', "-"))))
 }
 
 /// Tells the customer about the invoice.
@@ -58,22 +55,16 @@ async fn invoice(ctx: Ctx, data: InvoiceData) -> Result<InvoiceId, Failure> {
 #[tokio::main]
 async fn main() {
     let options = Options::parse("invoice");
-    let rt = match Runtime::builder(&options.db)
-        .orchestration(invoice)
-        .on_step(print_step)
-        .open()
-        .await
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
-    let data = InvoiceData {
-        customer: "ACME Corp".into(),
-        amount_cents: 12_500,
-    };
+    let rt =
+        match Runtime::builder(&options.db).orchestration(invoice).on_step(print_step).open().await
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        };
+    let data = InvoiceData { customer: "ACME Corp".into(), amount_cents: 12_500 };
     let handle = match rt.start(invoice, "invoice-1", data).await {
         Ok(h) => h,
         Err(e) => {

@@ -24,11 +24,7 @@ async fn echo(ctx: ActivityContext, s: String) -> Result<String, String> {
 #[activity]
 async fn fail_if_negative(ctx: ActivityContext, x: i64) -> Result<i64, String> {
     activity_body(&ctx).await;
-    if x < 0 {
-        Err(format!("{x} is negative"))
-    } else {
-        Ok(x)
-    }
+    if x < 0 { Err(format!("{x} is negative")) } else { Ok(x) }
 }
 
 #[orchestration]
@@ -44,11 +40,8 @@ async fn branches(ctx: Ctx, n: i64) -> Result<Vec<String>, Failure> {
     } else {
         log.push("small".into());
     }
-    let label = if n % 2 == 0 {
-        ctx.call(echo, "even".to_string()).await?
-    } else {
-        "odd".to_string()
-    };
+    let label =
+        if n % 2 == 0 { ctx.call(echo, "even".to_string()).await? } else { "odd".to_string() };
     log.push(label);
     let after = ctx.call(add, (n, 100)).await?;
     log.push(format!("after {after}"));
@@ -246,8 +239,5 @@ async fn question_mark_fails_the_instance_with_the_activity_error() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        rt.start(early_error, "early-error", 99).await.unwrap().id(),
-        "early-error"
-    );
+    assert_eq!(rt.start(early_error, "early-error", 99).await.unwrap().id(), "early-error");
 }

@@ -35,10 +35,7 @@ fn completed_steps(lines: &[String]) -> BTreeSet<String> {
     lines
         .iter()
         .filter_map(|l| l.strip_prefix("step ").and_then(|r| r.split_once(": ")))
-        .filter_map(|(_, rest)| {
-            rest.strip_suffix(" completed (invoice-1)")
-                .map(str::to_owned)
-        })
+        .filter_map(|(_, rest)| rest.strip_suffix(" completed (invoice-1)").map(str::to_owned))
         .collect()
 }
 
@@ -46,9 +43,7 @@ fn started_activities(lines: &[String]) -> Vec<String> {
     lines
         .iter()
         .filter_map(|l| {
-            l.strip_prefix("running ")
-                .and_then(|r| r.split(' ').next())
-                .map(str::to_owned)
+            l.strip_prefix("running ").and_then(|r| r.split(' ').next()).map(str::to_owned)
         })
         .collect()
 }
@@ -56,14 +51,8 @@ fn started_activities(lines: &[String]) -> Vec<String> {
 fn run_scenario(exe: &Path, dir: &Path, kill: KillAt) -> Observed {
     let db = dir.join("db");
     let fx = dir.join("effects");
-    let args = [
-        "--db",
-        db.to_str().unwrap(),
-        "--delay-ms",
-        "300",
-        "--effects",
-        fx.to_str().unwrap(),
-    ];
+    let args =
+        ["--db", db.to_str().unwrap(), "--delay-ms", "300", "--effects", fx.to_str().unwrap()];
     let mut obs = Observed {
         runs: Vec::new(),
         completed_before_kill: Vec::new(),
@@ -82,18 +71,13 @@ fn run_scenario(exe: &Path, dir: &Path, kill: KillAt) -> Observed {
         KillAt::AfterCompletion => run.wait_for(LONG, |l| l.starts_with("completed:")),
     };
     assert!(trigger.is_some(), "{kill:?}: the trigger line never came");
-    if matches!(
-        kill,
-        KillAt::DuringFirstActivity | KillAt::DuringSecondActivity
-    ) {
+    if matches!(kill, KillAt::DuringFirstActivity | KillAt::DuringSecondActivity) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let lines = run.kill();
     let done = completed_steps(&lines);
-    let in_flight: BTreeSet<String> = started_activities(&lines)
-        .into_iter()
-        .filter(|a| !done.contains(a))
-        .collect();
+    let in_flight: BTreeSet<String> =
+        started_activities(&lines).into_iter().filter(|a| !done.contains(a)).collect();
     obs.completed_before_kill.push(done);
     obs.in_flight_at_kill.push(in_flight);
     obs.runs.push(lines);
@@ -112,20 +96,13 @@ fn run_scenario(exe: &Path, dir: &Path, kill: KillAt) -> Observed {
 
 fn check(kill: KillAt, obs: &Observed, fx: &Path) {
     let last = obs.runs.last().unwrap();
-    let out = last
-        .iter()
-        .find(|l| l.starts_with("completed:"))
-        .expect("completed line");
+    let out = last.iter().find(|l| l.starts_with("completed:")).expect("completed line");
     assert_eq!(out, "completed: INV-invoice-1-1", "{kill:?}");
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for (activity, instance, key) in effects(fx) {
         assert_eq!(instance, "invoice-1");
-        let expected_key = if activity == "issue_invoice" {
-            "invoice-1:1"
-        } else {
-            "invoice-1:2"
-        };
+        let expected_key = if activity == "issue_invoice" { "invoice-1:1" } else { "invoice-1:2" };
         assert_eq!(key, expected_key, "{kill:?}: idempotency key of {activity}");
         *counts.entry(activity).or_default() += 1;
     }
@@ -167,10 +144,7 @@ fn invoice_survives_kill_9_at_every_step() {
         check(kill, &obs, &dir.join("effects"));
         if matches!(kill, KillAt::AfterCompletion) {
             let last = obs.runs.last().unwrap();
-            assert!(
-                started_activities(last).is_empty(),
-                "a completed instance called an activity"
-            );
+            assert!(started_activities(last).is_empty(), "a completed instance called an activity");
         }
     }
 }
@@ -181,14 +155,8 @@ fn invoice_survives_kills_at_random_moments() {
     let dir = scratch("invoice-random");
     let db = dir.join("db");
     let fx = dir.join("effects");
-    let args = [
-        "--db",
-        db.to_str().unwrap(),
-        "--delay-ms",
-        "40",
-        "--effects",
-        fx.to_str().unwrap(),
-    ];
+    let args =
+        ["--db", db.to_str().unwrap(), "--delay-ms", "40", "--effects", fx.to_str().unwrap()];
     let mut obs = Observed {
         runs: Vec::new(),
         completed_before_kill: Vec::new(),
@@ -204,10 +172,8 @@ fn invoice_survives_kills_at_random_moments() {
         std::thread::sleep(Duration::from_millis(seed % 120));
         let lines = run.kill();
         all_done.extend(completed_steps(&lines));
-        let in_flight = started_activities(&lines)
-            .into_iter()
-            .filter(|a| !all_done.contains(a))
-            .collect();
+        let in_flight =
+            started_activities(&lines).into_iter().filter(|a| !all_done.contains(a)).collect();
         obs.completed_before_kill.push(all_done.clone());
         obs.in_flight_at_kill.push(in_flight);
         obs.runs.push(lines);
@@ -226,15 +192,9 @@ fn a_second_process_on_the_same_database_gets_a_clear_error() {
     let db = db.to_str().unwrap();
     let mut first = Running::start(&exe, &["--db", db, "--delay-ms", "5000"]);
     first.wait_for(LONG, |l| l.starts_with("running issue_invoice"));
-    let out = std::process::Command::new(&exe)
-        .args(["--db", db])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(&exe).args(["--db", db]).output().unwrap();
     first.kill();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("in use by another process") && err.contains(db),
-        "{err}"
-    );
+    assert!(err.contains("in use by another process") && err.contains(db), "{err}");
 }

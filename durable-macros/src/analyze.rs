@@ -223,11 +223,7 @@ pub(crate) fn check_await_positions(body: &syn::Block, errors: &Errors) {
             }
         }
     }
-    Check {
-        errors,
-        inside: None,
-    }
-    .visit_block(body);
+    Check { errors, inside: None }.visit_block(body);
 }
 
 fn await_in_tokens(tokens: TokenStream) -> Option<proc_macro2::Span> {
@@ -277,18 +273,12 @@ pub(crate) fn liveness(m: &mut Machine, errors: &Errors) {
 fn live_nodes(m: &Machine, nodes: &[Node], live_in: &[BTreeSet<BindingId>]) -> BTreeSet<BindingId> {
     let goto_live = |g: usize| -> BTreeSet<BindingId> {
         let goto = &m.gotos[g];
-        live_in[goto.target]
-            .iter()
-            .copied()
-            .filter(|b| !goto.provides.contains(b))
-            .collect()
+        live_in[goto.target].iter().copied().filter(|b| !goto.provides.contains(b)).collect()
     };
     let mut live = BTreeSet::new();
     for node in nodes.iter().rev() {
         match node {
-            Node::Code {
-                uses, defs, gotos, ..
-            } => {
+            Node::Code { uses, defs, gotos, .. } => {
                 for d in defs {
                     live.remove(d);
                 }
@@ -297,13 +287,7 @@ fn live_nodes(m: &Machine, nodes: &[Node], live_in: &[BTreeSet<BindingId>]) -> B
                     live.extend(goto_live(*g));
                 }
             }
-            Node::If {
-                uses,
-                defs,
-                then,
-                els,
-                ..
-            } => {
+            Node::If { uses, defs, then, els, .. } => {
                 let mut t = live_nodes(m, then, live_in);
                 for d in defs {
                     t.remove(d);
@@ -399,10 +383,7 @@ mod tests {
     #[test]
     fn patterns_bind_lowercase_identifiers() {
         let p: syn::Pat = syn::parse_quote!((mut a, Some(b), None, S { c, d: ref e }, [f, ..]));
-        let names: Vec<_> = pattern_bindings(&p)
-            .iter()
-            .map(|b| b.ident.to_string())
-            .collect();
+        let names: Vec<_> = pattern_bindings(&p).iter().map(|b| b.ident.to_string()).collect();
         assert_eq!(names, ["a", "b", "c", "e", "f"]);
     }
 }

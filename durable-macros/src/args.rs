@@ -33,11 +33,7 @@ impl Args {
                 errors.at(&meta, format!("unknown argument; {VALID}"));
                 continue;
             };
-            let key = nv
-                .path
-                .get_ident()
-                .map(ToString::to_string)
-                .unwrap_or_default();
+            let key = nv.path.get_ident().map(ToString::to_string).unwrap_or_default();
             let value = match &nv.value {
                 Expr::Lit(l) => match &l.lit {
                     Lit::Str(s) => Some(s.clone()),

@@ -35,10 +35,7 @@ fn last_segment_is(ty: &Type, name: &str) -> bool {
 fn common_checks(item: &ItemFn, what: &str, errors: &Errors) {
     let sig = &item.sig;
     if sig.asyncness.is_none() {
-        errors.at(
-            sig.fn_token,
-            format!("{what} must be an `async fn`: add `async` before `fn`"),
-        );
+        errors.at(sig.fn_token, format!("{what} must be an `async fn`: add `async` before `fn`"));
     }
     if let Some(c) = &sig.constness {
         errors.at(c, format!("{what} cannot be `const`"));
@@ -123,13 +120,7 @@ impl OrchestrationFn {
             }
         };
         let inputs = args.map(|t| ((*t.pat).clone(), (*t.ty).clone())).collect();
-        Some(Self {
-            item,
-            ctx,
-            ctx_ty,
-            inputs,
-            output,
-        })
+        Some(Self { item, ctx, ctx_ty, inputs, output })
     }
 }
 
@@ -157,11 +148,6 @@ impl ActivityFn {
                 inputs.push(((*t.pat).clone(), (*t.ty).clone()));
             }
         }
-        Some(Self {
-            item,
-            ctx,
-            inputs,
-            output,
-        })
+        Some(Self { item, ctx, inputs, output })
     }
 }

@@ -31,19 +31,11 @@ impl Errors {
 
     /// All errors as `compile_error!` invocations.
     pub(crate) fn to_compile_errors(&self) -> TokenStream {
-        self.errors
-            .borrow()
-            .iter()
-            .map(syn::Error::to_compile_error)
-            .collect()
+        self.errors.borrow().iter().map(syn::Error::to_compile_error).collect()
     }
 
     #[cfg(test)]
     pub(crate) fn messages(&self) -> Vec<String> {
-        self.errors
-            .borrow()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        self.errors.borrow().iter().map(ToString::to_string).collect()
     }
 }

@@ -51,10 +51,7 @@ impl Ctx<'_> {
         let goto = &self.m.gotos[g];
         let (st, var, l) = (state_ident(), var_ident(), label());
         let v = variant(goto.target);
-        let fields = self.m.blocks[goto.target]
-            .live_in
-            .iter()
-            .map(|b| &self.m.bindings[*b].ident);
+        let fields = self.m.blocks[goto.target].live_in.iter().map(|b| &self.m.bindings[*b].ident);
         quote!({ #var = #st::#v { #(#fields),* }; continue #l; })
     }
 
@@ -70,17 +67,13 @@ impl Ctx<'_> {
                 ReplaceGotos(self).visit_stmt_mut(&mut stmt);
                 quote!(#stmt)
             }
-            Node::If {
-                cond, then, els, ..
-            } => {
+            Node::If { cond, then, els, .. } => {
                 let mut cond = cond.clone();
                 ReplaceGotos(self).visit_expr_mut(&mut cond);
                 let (t, e) = (self.nodes(then), self.nodes(els));
                 quote!(if #cond { #t } else { #e })
             }
-            Node::Match {
-                scrutinee, arms, ..
-            } => {
+            Node::Match { scrutinee, arms, .. } => {
                 let arms = arms.iter().map(|a| {
                     let pat = &a.pat;
                     let body = self.nodes(&a.body);
@@ -108,12 +101,7 @@ impl Ctx<'_> {
             quote_spanned!(ident.span()=> #krate::__private::FrameWriter::write(&mut #w, #name, &#ident);)
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
-        let (st, var, v, opf) = (
-            state_ident(),
-            var_ident(),
-            variant(point.resume),
-            op_field(),
-        );
+        let (st, var, v, opf) = (state_ident(), var_ident(), variant(point.resume), op_field());
         let identity = &point.identity;
         let line = quote_spanned!(point.span=> ::core::line!());
         let opv = format_ident!("__durable_opv", span = Span::mixed_site());
@@ -139,11 +127,7 @@ impl Ctx<'_> {
         let fields = block.live_in.iter().map(|id| {
             let binding = &self.m.bindings[*id];
             let ident = &binding.ident;
-            if binding.mutable {
-                quote!(mut #ident)
-            } else {
-                quote!(#ident)
-            }
+            if binding.mutable { quote!(mut #ident) } else { quote!(#ident) }
         });
         let body = self.nodes(&block.body);
         match block.kind {
@@ -236,10 +220,7 @@ impl VisitMut for ReplaceGotos<'_, '_> {
 }
 
 fn first_span<T: quote::ToTokens>(t: &T) -> Span {
-    t.to_token_stream()
-        .into_iter()
-        .next()
-        .map_or_else(Span::call_site, |t| t.span())
+    t.to_token_stream().into_iter().next().map_or_else(Span::call_site, |t| t.span())
 }
 
 /// Blocks in depth-first order from the entry, following jumps in the order they are written.
@@ -289,9 +270,7 @@ fn called_activities(m: &Machine) -> Vec<syn::Path> {
         while let syn::Expr::MethodCall(mc) = op {
             if mc.method == "call" {
                 if let Some(syn::Expr::Path(path)) = mc.args.first()
-                    && !out
-                        .iter()
-                        .any(|o| quote!(#o).to_string() == quote!(#path).to_string())
+                    && !out.iter().any(|o| quote!(#o).to_string() == quote!(#path).to_string())
                 {
                     out.push(path.path.clone());
                 }
@@ -314,9 +293,7 @@ fn input_type(inputs: &[(syn::Pat, syn::Type)]) -> TokenStream {
 }
 
 fn doc_attrs(attrs: &[syn::Attribute]) -> impl Iterator<Item = &syn::Attribute> {
-    attrs
-        .iter()
-        .filter(|a| a.path().is_ident("doc") || a.path().is_ident("cfg"))
+    attrs.iter().filter(|a| a.path().is_ident("doc") || a.path().is_ident("cfg"))
 }
 
 pub(crate) fn orchestration(
@@ -328,17 +305,12 @@ pub(crate) fn orchestration(
     let item = &f.item;
     let (vis, ident) = (&item.vis, &item.sig.ident);
     let docs = doc_attrs(&item.attrs);
-    let name = args
-        .name
-        .as_ref()
-        .map_or_else(|| ident.to_string(), |(n, _)| n.clone());
+    let name = args.name.as_ref().map_or_else(|| ident.to_string(), |(n, _)| n.clone());
     let output = &f.output;
     let input_ty = input_type(&f.inputs);
     let cx = Ctx { m, krate };
-    let order: Vec<usize> = emission_order(m)
-        .into_iter()
-        .filter(|b| m.blocks[*b].kind != BlockKind::Branch)
-        .collect();
+    let order: Vec<usize> =
+        emission_order(m).into_iter().filter(|b| m.blocks[*b].kind != BlockKind::Branch).collect();
 
     // The state enum: one type parameter per stored binding and per awaited operation.
     let mut params: Vec<syn::Ident> = Vec::new();
@@ -475,10 +447,7 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
     let item = &f.item;
     let (vis, ident) = (&item.vis, &item.sig.ident);
     let docs = doc_attrs(&item.attrs);
-    let name = args
-        .name
-        .as_ref()
-        .map_or_else(|| ident.to_string(), |(n, _)| n.clone());
+    let name = args.name.as_ref().map_or_else(|| ident.to_string(), |(n, _)| n.clone());
     let output = &f.output;
     let input_ty = input_type(&f.inputs);
     let inputs = &item.sig.inputs;
@@ -497,11 +466,7 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
         let by_ref = item.sig.inputs.iter().nth(*pos).is_some_and(
             |a| matches!(a, syn::FnArg::Typed(t) if matches!(*t.ty, syn::Type::Reference(_))),
         );
-        let c = if by_ref {
-            quote!(&__durable_actx)
-        } else {
-            quote!(__durable_actx)
-        };
+        let c = if by_ref { quote!(&__durable_actx) } else { quote!(__durable_actx) };
         call_args.insert((*pos).min(call_args.len()), c);
     }
     let output_assert = quote_spanned!(first_span(output)=> #krate::__private::ActivityOutput);

@@ -56,10 +56,7 @@ fn expand_orchestration(args: TokenStream2, item: TokenStream2) -> TokenStream2 
         Ok(f) => f,
         Err(e) => {
             let e = syn::Error::new(e.span(), "`#[orchestration]` goes on an `async fn`");
-            return quote!(#item)
-                .into_iter()
-                .chain(e.to_compile_error())
-                .collect();
+            return quote!(#item).into_iter().chain(e.to_compile_error()).collect();
         }
     };
     let krate = krate(&args);
@@ -131,10 +128,7 @@ fn expand_activity(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
         Ok(f) => f,
         Err(e) => {
             let e = syn::Error::new(e.span(), "`#[activity]` goes on an `async fn`");
-            return quote!(#item)
-                .into_iter()
-                .chain(e.to_compile_error())
-                .collect();
+            return quote!(#item).into_iter().chain(e.to_compile_error()).collect();
         }
     };
     let krate = krate(&args);

@@ -39,10 +39,7 @@ enum Cont {
     /// The value is the orchestration's result.
     Return,
     /// Jump to `target`, handing the value over in `value` (or dropping it).
-    Goto {
-        target: BlockId,
-        value: Option<BindingId>,
-    },
+    Goto { target: BlockId, value: Option<BindingId> },
 }
 
 #[derive(Clone)]
@@ -97,11 +94,7 @@ pub(crate) fn lower(
 
 impl Lowerer<'_> {
     fn new_block(&mut self, kind: BlockKind) -> BlockId {
-        self.m.blocks.push(Block {
-            kind,
-            live_in: Vec::new(),
-            body: Vec::new(),
-        });
+        self.m.blocks.push(Block { kind, live_in: Vec::new(), body: Vec::new() });
         self.m.blocks.len() - 1
     }
 
@@ -122,12 +115,7 @@ impl Lowerer<'_> {
         for b in &provides {
             visible.insert(self.m.bindings[*b].ident.to_string(), *b);
         }
-        self.m.gotos.push(Goto {
-            target,
-            visible,
-            provides,
-            span,
-        });
+        self.m.gotos.push(Goto { target, visible, provides, span });
         self.m.gotos.len() - 1
     }
 
@@ -153,11 +141,8 @@ impl Lowerer<'_> {
         pattern_bindings(pat)
             .into_iter()
             .map(|b| {
-                let borrowed = if b.by_ref {
-                    Some("is a `ref` binding (a reference)")
-                } else {
-                    init_borrow
-                };
+                let borrowed =
+                    if b.by_ref { Some("is a `ref` binding (a reference)") } else { init_borrow };
                 let name = b.ident.to_string();
                 self.define(Binding {
                     ident: b.ident,
@@ -180,13 +165,7 @@ impl Lowerer<'_> {
         );
         let index = self.next_index(&format!("#{what}"));
         let name = format!("{what}@{}#{index}", self.path.join("/"));
-        self.m.bindings.push(Binding {
-            ident,
-            name,
-            mutable,
-            synthetic: true,
-            borrowed: None,
-        });
+        self.m.bindings.push(Binding { ident, name, mutable, synthetic: true, borrowed: None });
         self.m.bindings.len() - 1
     }
 
@@ -203,10 +182,7 @@ impl Lowerer<'_> {
     }
 
     fn next_index(&mut self, key: &str) -> usize {
-        let counters = self
-            .counters
-            .last_mut()
-            .expect("a counter level per path level");
+        let counters = self.counters.last_mut().expect("a counter level per path level");
         let n = counters.entry(key.to_owned()).or_insert(0);
         *n += 1;
         *n - 1
@@ -255,13 +231,7 @@ impl Lowerer<'_> {
                     self.code(stmt.clone(), Vec::new());
                 } else if is_control_flow(e) {
                     let join = self.new_block(BlockKind::Join);
-                    self.lower_expr_to(
-                        e,
-                        Cont::Goto {
-                            target: join,
-                            value: None,
-                        },
-                    );
+                    self.lower_expr_to(e, Cont::Goto { target: join, value: None });
                     self.cur = join;
                 } else {
                     let mut e = e.clone();
@@ -293,13 +263,7 @@ impl Lowerer<'_> {
         let new_init = if is_control_flow(&init.expr) {
             let join = self.new_block(BlockKind::Join);
             let t = self.temp("value", false, init.expr.span_of());
-            self.lower_expr_to(
-                &init.expr,
-                Cont::Goto {
-                    target: join,
-                    value: Some(t),
-                },
-            );
+            self.lower_expr_to(&init.expr, Cont::Goto { target: join, value: Some(t) });
             self.cur = join;
             self.bring_into_scope(t);
             self.temp_expr(t)
@@ -326,23 +290,13 @@ impl Lowerer<'_> {
         let uses = self.resolve(names);
         let gotos = self.rewrite(&mut local);
         let defs = self.define_pat(&local.pat, original_init);
-        self.emit(Node::Code {
-            stmt: Stmt::Local(local),
-            uses,
-            defs,
-            gotos,
-        });
+        self.emit(Node::Code { stmt: Stmt::Local(local), uses, defs, gotos });
     }
 
     fn code(&mut self, mut stmt: Stmt, defs: Vec<BindingId>) {
         let uses = self.resolve(names_in(&stmt));
         let gotos = self.rewrite(&mut stmt);
-        self.emit(Node::Code {
-            stmt,
-            uses,
-            defs,
-            gotos,
-        });
+        self.emit(Node::Code { stmt, uses, defs, gotos });
     }
 
     fn lower_tail(&mut self, e: &Expr, cont: Cont) {
@@ -370,18 +324,10 @@ impl Lowerer<'_> {
                 } else {
                     let krate = &self.krate;
                     let stmt: Stmt = parse_quote!(return #krate::__private::Step::Done(#expr););
-                    self.emit(Node::Code {
-                        stmt,
-                        uses,
-                        defs: Vec::new(),
-                        gotos,
-                    });
+                    self.emit(Node::Code { stmt, uses, defs: Vec::new(), gotos });
                 }
             }
-            Cont::Goto {
-                target,
-                value: Some(t),
-            } => {
+            Cont::Goto { target, value: Some(t) } => {
                 let ident = self.m.bindings[t].ident.clone();
                 let v = value.unwrap_or_else(|| parse_quote!(()));
                 self.bring_into_scope(t);
@@ -389,10 +335,7 @@ impl Lowerer<'_> {
                 let g = self.goto(target, Vec::new(), Span::call_site());
                 self.emit(Node::Goto(g));
             }
-            Cont::Goto {
-                target,
-                value: None,
-            } => {
+            Cont::Goto { target, value: None } => {
                 if let Some(v) = value {
                     self.code(Stmt::Expr(v, Some(Default::default())), Vec::new());
                 }
@@ -432,10 +375,8 @@ impl Lowerer<'_> {
         let else_block = self.new_block(BlockKind::Branch);
         let else_goto = self.goto(else_block, Vec::new(), Span::call_site());
         self.scopes.push(HashMap::new());
-        let defs = let_patterns(&cond)
-            .iter()
-            .flat_map(|p| self.define_pat(p, None))
-            .collect::<Vec<_>>();
+        let defs =
+            let_patterns(&cond).iter().flat_map(|p| self.define_pat(p, None)).collect::<Vec<_>>();
         let then_goto = self.goto(then_block, Vec::new(), Span::call_site());
         let gotos = self.rewrite(&mut cond);
         self.add_gotos_to_uses(&gotos);
@@ -501,19 +442,10 @@ impl Lowerer<'_> {
             let arm_uses = self.resolve(names_in(&pat));
             let g = self.goto(block, Vec::new(), Span::call_site());
             let scope = self.scopes.pop().unwrap_or_default();
-            arms.push(Arm {
-                pat,
-                defs,
-                uses: arm_uses,
-                body: vec![Node::Goto(g)],
-            });
+            arms.push(Arm { pat, defs, uses: arm_uses, body: vec![Node::Goto(g)] });
             bodies.push((block, scope, &arm.body));
         }
-        self.emit(Node::Match {
-            scrutinee,
-            uses,
-            arms,
-        });
+        self.emit(Node::Match { scrutinee, uses, arms });
         for (i, (block, scope, body)) in bodies.into_iter().enumerate() {
             self.cur = block;
             self.scopes.push(scope);
@@ -547,19 +479,8 @@ impl Lowerer<'_> {
         match e {
             Expr::Loop(l) => {
                 let head = self.jump_to_new_head();
-                self.loops.push(LoopFrame {
-                    label,
-                    head,
-                    exit,
-                    value,
-                });
-                self.lower_block(
-                    &l.body,
-                    Cont::Goto {
-                        target: head,
-                        value: None,
-                    },
-                );
+                self.loops.push(LoopFrame { label, head, exit, value });
+                self.lower_block(&l.body, Cont::Goto { target: head, value: None });
             }
             Expr::While(w) => {
                 let head = self.jump_to_new_head();
@@ -584,19 +505,8 @@ impl Lowerer<'_> {
                     els: vec![Node::Goto(exit_goto)],
                 });
                 self.cur = body;
-                self.loops.push(LoopFrame {
-                    label,
-                    head,
-                    exit,
-                    value,
-                });
-                self.lower_block(
-                    &w.body,
-                    Cont::Goto {
-                        target: head,
-                        value: None,
-                    },
-                );
+                self.loops.push(LoopFrame { label, head, exit, value });
+                self.lower_block(&w.body, Cont::Goto { target: head, value: None });
                 self.scopes.pop();
             }
             Expr::ForLoop(f) => {
@@ -620,12 +530,7 @@ impl Lowerer<'_> {
                 let mut stmt: Stmt = parse_quote!(let mut #it_ident = #make;);
                 let gotos = self.rewrite(&mut stmt);
                 self.bring_into_scope(it);
-                self.emit(Node::Code {
-                    stmt,
-                    uses,
-                    defs: vec![it],
-                    gotos,
-                });
+                self.emit(Node::Code { stmt, uses, defs: vec![it], gotos });
                 let head = self.jump_to_new_head();
                 let body = self.new_block(BlockKind::Branch);
                 let exit_goto = self.goto(exit, Vec::new(), Span::call_site());
@@ -654,19 +559,8 @@ impl Lowerer<'_> {
                     ],
                 });
                 self.cur = body;
-                self.loops.push(LoopFrame {
-                    label,
-                    head,
-                    exit,
-                    value,
-                });
-                self.lower_block(
-                    &f.body,
-                    Cont::Goto {
-                        target: head,
-                        value: None,
-                    },
-                );
+                self.loops.push(LoopFrame { label, head, exit, value });
+                self.lower_block(&f.body, Cont::Goto { target: head, value: None });
                 self.scopes.pop();
             }
             _ => {}
@@ -771,8 +665,7 @@ impl Lowerer<'_> {
             Expr::Assign(a) => {
                 self.lift(&mut a.right, impure);
                 if has_await(&*a.left) {
-                    self.errors
-                        .at(&a.left, "a durable `.await` cannot be on the left of `=`");
+                    self.errors.at(&a.left, "a durable `.await` cannot be on the left of `=`");
                 }
             }
             other => {
@@ -819,16 +712,7 @@ impl Lowerer<'_> {
         let point = self.m.points.len();
         let resume = self.new_block(BlockKind::Resume(point));
         let visible = self.visible();
-        self.m.points.push(Point {
-            identity,
-            op,
-            uses,
-            value,
-            try_op,
-            resume,
-            visible,
-            span,
-        });
+        self.m.points.push(Point { identity, op, uses, value, try_op, resume, visible, span });
         self.emit(Node::Suspend(point));
         self.cur = resume;
         self.bring_into_scope(value);
@@ -840,12 +724,7 @@ impl Lowerer<'_> {
     /// Rewrites `?`, `return`, and `break`/`continue` of lowered loops in user code; returns the
     /// gotos it created.
     fn rewrite<T: Rewritable>(&mut self, node: &mut T) -> Vec<usize> {
-        let mut r = Rewrite {
-            lw: self,
-            depth: 0,
-            labels: Vec::new(),
-            gotos: Vec::new(),
-        };
+        let mut r = Rewrite { lw: self, depth: 0, labels: Vec::new(), gotos: Vec::new() };
         node.rewrite_with(&mut r);
         r.gotos
     }
@@ -946,11 +825,7 @@ impl VisitMut for Rewrite<'_, '_> {
                 if let Some(v) = &mut r.expr {
                     self.visit_expr_mut(v);
                 }
-                let v = r
-                    .expr
-                    .clone()
-                    .map(|v| *v)
-                    .unwrap_or_else(|| parse_quote!(()));
+                let v = r.expr.clone().map(|v| *v).unwrap_or_else(|| parse_quote!(()));
                 *e = parse_quote!(return #krate::__private::Step::Done(#v));
             }
             Expr::Break(b) => {
@@ -995,11 +870,7 @@ impl VisitMut for Rewrite<'_, '_> {
                 self.enter_loop(label.as_ref(), |s| s.visit_block_mut(&mut f.body));
             }
             Expr::Block(b) if b.label.is_some() => {
-                let name = b
-                    .label
-                    .as_ref()
-                    .map(|l| l.name.ident.to_string())
-                    .unwrap_or_default();
+                let name = b.label.as_ref().map(|l| l.name.ident.to_string()).unwrap_or_default();
                 self.labels.push(name);
                 self.visit_block_mut(&mut b.block);
                 self.labels.pop();
@@ -1038,10 +909,7 @@ trait SpanOf {
 }
 impl<T: ToTokens> SpanOf for T {
     fn span_of(&self) -> Span {
-        self.to_token_stream()
-            .into_iter()
-            .next()
-            .map_or_else(Span::call_site, |t| t.span())
+        self.to_token_stream().into_iter().next().map_or_else(Span::call_site, |t| t.span())
     }
 }
 
@@ -1091,9 +959,7 @@ fn diverges(stmt: &Stmt) -> bool {
         Stmt::Expr(e, _) => e,
         Stmt::Macro(m) => {
             return m.mac.path.get_ident().is_some_and(|i| {
-                ["panic", "unreachable", "todo", "unimplemented"]
-                    .iter()
-                    .any(|n| i == n)
+                ["panic", "unreachable", "todo", "unimplemented"].iter().any(|n| i == n)
             });
         }
         _ => return false,
@@ -1101,9 +967,7 @@ fn diverges(stmt: &Stmt) -> bool {
     match e {
         Expr::Return(_) | Expr::Break(_) | Expr::Continue(_) => true,
         Expr::Macro(m) => m.mac.path.get_ident().is_some_and(|i| {
-            ["panic", "unreachable", "todo", "unimplemented"]
-                .iter()
-                .any(|n| i == n)
+            ["panic", "unreachable", "todo", "unimplemented"].iter().any(|n| i == n)
         }),
         _ => false,
     }

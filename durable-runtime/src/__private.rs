@@ -37,10 +37,7 @@ pub fn finish<R: OrchestrationOutput>(step: Step<R>) -> StepResult {
                 Err(e) => StepResult::Fault(Fault::Codec(format!("output: {e}"))),
             },
             Err(e) => match codec::encode(&e) {
-                Ok(b) => StepResult::Fail {
-                    message: e.to_string(),
-                    payload: b,
-                },
+                Ok(b) => StepResult::Fail { message: e.to_string(), payload: b },
                 Err(ce) => StepResult::Fault(Fault::Codec(format!("error value: {ce}"))),
             },
         },
@@ -118,12 +115,7 @@ impl FrameWriter {
     /// A writer for one checkpoint; `checked` remembers whether this point's locals were already
     /// checked for a faithful round trip in this process.
     pub fn new(checked: &'static AtomicBool) -> Self {
-        Self {
-            bytes: Vec::new(),
-            layout: Vec::new(),
-            check: checked,
-            error: None,
-        }
+        Self { bytes: Vec::new(), layout: Vec::new(), check: checked, error: None }
     }
 
     /// Appends local `name`.
@@ -155,11 +147,7 @@ impl FrameWriter {
             point: identity.to_owned(),
             line,
             fingerprint: fingerprint(identity, &self.layout),
-            layout: self
-                .layout
-                .iter()
-                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
-                .collect(),
+            layout: self.layout.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect(),
             locals: self.bytes,
         })
     }
@@ -180,9 +168,7 @@ impl<'a> FrameReader<'a> {
         layout: &[(&'static str, &'static str)],
     ) -> Result<Self, Fault> {
         if fingerprint(&frame.point, layout) != frame.fingerprint {
-            return Err(Fault::Incompatible(describe_layout_change(
-                frame, line, layout,
-            )));
+            return Err(Fault::Incompatible(describe_layout_change(frame, line, layout)));
         }
         Ok(Self { frame, pos: 0 })
     }

@@ -91,10 +91,8 @@ impl<A: Activity> ErasedActivity for Erased<A> {
         let input: A::Input = match codec::decode(input) {
             Ok(v) => v,
             Err(e) => {
-                let message = format!(
-                    "recorded input of activity `{}` does not decode: {e}",
-                    A::NAME
-                );
+                let message =
+                    format!("recorded input of activity `{}` does not decode: {e}", A::NAME);
                 return Box::pin(async move { Err(ActivityFailure::Panicked(message)) });
             }
         };

@@ -86,10 +86,7 @@ mod tests {
     fn corrupt_length_prefix_is_an_error_not_an_abort() {
         // A Vec<u8> whose varint length claims 2^60 elements.
         let bytes = [0xFFu8, 0, 0, 0, 0, 0, 0, 0x10, 0];
-        assert!(matches!(
-            decode::<Vec<u8>>(&bytes),
-            Err(CodecError::Decode(_))
-        ));
+        assert!(matches!(decode::<Vec<u8>>(&bytes), Err(CodecError::Decode(_))));
     }
 
     #[test]
@@ -115,10 +112,7 @@ mod tests {
 
     #[test]
     fn values_that_do_not_round_trip_are_caught() {
-        assert!(matches!(
-            encode_checked(&Untagged::A(1)),
-            Err(CodecError::NoRoundTrip(_))
-        ));
+        assert!(matches!(encode_checked(&Untagged::A(1)), Err(CodecError::NoRoundTrip(_))));
         assert!(encode_checked(&Skips { a: None, b: 5 }).is_err());
         assert!(encode_checked(&Skips { a: Some(1), b: 5 }).is_ok());
     }

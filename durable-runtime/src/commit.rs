@@ -22,33 +22,24 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     pub(crate) fn start(store: Arc<dyn Store>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
-        let thread = thread::Builder::new()
-            .name("durable-commit".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(rx.try_iter());
-                    let result = store.flush();
-                    for waiter in batch {
-                        let _ = waiter.send(result.clone());
-                    }
+        let thread = thread::Builder::new().name("durable-commit".into()).spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let result = store.flush();
+                for waiter in batch {
+                    let _ = waiter.send(result.clone());
                 }
-            })?;
-        Ok(Self {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+            }
+        })?;
+        Ok(Self { tx: Some(tx), thread: Some(thread) })
     }
 
     /// Waits until every write made before this call is durable.
     pub(crate) async fn commit(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         let closed = || StoreError::Io("the commit thread has stopped".into());
-        self.tx
-            .as_ref()
-            .ok_or_else(closed)?
-            .send(tx)
-            .map_err(|_| closed())?;
+        self.tx.as_ref().ok_or_else(closed)?.send(tx).map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 }

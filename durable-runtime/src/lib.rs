@@ -4,6 +4,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod activity;
+mod clock;
 pub mod codec;
 mod commit;
 mod op;
@@ -11,22 +12,25 @@ mod orchestration;
 mod record;
 mod runtime;
 pub mod store;
+mod worker;
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use activity::{Activity, ActivityContext, ActivityRegistry};
+pub use clock::Clock;
 pub use op::{
-    ActivityError, ActivityFailure, Call, Command, Completion, CompletionMismatch, DurableOp,
-    Failure, RetryPolicy,
+    ActivityError, ActivityFailure, AnyOp, AnyOutput, Call, Child, ChildError, ChildFailure,
+    Command, Completion, CompletionMismatch, ContinueAsNew, DurableOp, Either, EventError, Failure,
+    IntoAnyOp, Join, Join2, NotInAnOrchestration, Race, Race2, RetryPolicy, Sleep, WaitEvent,
 };
 pub use orchestration::{
-    Ctx, Fault, Orchestration, OrchestrationOutput, PointInfo, Resume, StepResult,
+    ActivityOutput, Ctx, Fault, Orchestration, OrchestrationOutput, PointInfo, Resume, StepResult,
 };
 pub use record::{FORMAT_VERSION, Frame};
 pub use runtime::{
-    Durability, Handle, InstanceError, InstanceState, InstanceStatus, OpenError, Runtime,
-    RuntimeBuilder, StartError, StepEvent, StepOutcome,
+    ClientError, Durability, Handle, InstanceError, InstanceState, InstanceStatus, ListFilter,
+    OpenError, Page, Runtime, RuntimeBuilder, StartError, StepEvent, StepOutcome,
 };
 
 /// A value that can be kept in a checkpoint: serde-serializable and owned.

@@ -24,6 +24,36 @@ pub enum Command {
         /// Retries and timeouts.
         policy: RetryPolicy,
     },
+    /// Wake at this time (milliseconds since the Unix epoch, on the runtime's clock).
+    Timer {
+        /// When.
+        fire_at_ms: u64,
+    },
+    /// Take the oldest buffered event of this name, or wait for one.
+    Event {
+        /// The event name.
+        name: String,
+        /// Give up at this time.
+        timeout_at_ms: Option<u64>,
+    },
+    /// Run a sub-orchestration to its end.
+    Child {
+        /// The child's orchestration name.
+        orchestration: String,
+        /// The encoded input.
+        input: Vec<u8>,
+        /// A chosen id; derived from the parent's id and step when absent.
+        id: Option<String>,
+    },
+    /// All of these, results in order.
+    Join(Vec<Command>),
+    /// The first of these to finish.
+    Race(Vec<Command>),
+    /// Start the instance over with this input.
+    ContinueAsNew {
+        /// The new encoded input.
+        input: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -31,6 +61,20 @@ impl Command {
     pub fn describe(&self) -> String {
         match self {
             Command::Activity { name, .. } => name.clone(),
+            Command::Timer { .. } => "timer".into(),
+            Command::Event { name, .. } => format!("event `{name}`"),
+            Command::Child { orchestration, .. } => format!("sub-orchestration {orchestration}"),
+            Command::Join(ops) => format!("join of {}", ops.len()),
+            Command::Race(ops) => format!("race of {}", ops.len()),
+            Command::ContinueAsNew { .. } => "continue as new".into(),
+        }
+    }
+
+    /// The operations the runtime carries out: the branches of a join or race, or itself.
+    pub fn leaves(&self) -> &[Command] {
+        match self {
+            Command::Join(ops) | Command::Race(ops) => ops,
+            other => std::slice::from_ref(other),
         }
     }
 }
@@ -41,6 +85,43 @@ impl Command {
 pub enum Completion {
     /// An activity finished: its encoded `Ok` value, or why it failed.
     Activity(Result<Vec<u8>, ActivityFailure>),
+    /// A timer fired.
+    Timer,
+    /// An event arrived (its encoded payload), or the wait timed out (`None`).
+    Event {
+        /// The event name.
+        name: String,
+        /// The encoded payload; `None` when the wait timed out.
+        payload: Option<Vec<u8>>,
+    },
+    /// A sub-orchestration ended: its encoded output, or how it failed.
+    Child(Result<Vec<u8>, ChildFailure>),
+    /// Every branch of a join, in order.
+    Join(Vec<Completion>),
+    /// The branch of a race that finished first.
+    Race {
+        /// Its position.
+        index: u32,
+        /// Its completion.
+        completion: Box<Completion>,
+    },
+}
+
+/// How a sub-orchestration failed, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ChildFailure {
+    /// It returned `Err` (encoded when it has a value) or faulted.
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// The encoded error value, when it returned one.
+        payload: Option<Vec<u8>>,
+    },
+    /// It was cancelled.
+    Cancelled(String),
+    /// The child could not be started (its id is taken by another orchestration…).
+    NotStarted(String),
 }
 
 /// Why an activity call failed, as stored.
@@ -93,10 +174,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Up to `max_attempts` attempts with exponential backoff from 100 ms, capped at 60 s.
     pub fn attempts(max_attempts: u32) -> Self {
-        Self {
-            max_attempts: max_attempts.max(1),
-            ..Self::default()
-        }
+        Self { max_attempts: max_attempts.max(1), ..Self::default() }
     }
 
     /// The delay after `failed` failed attempts (1 for the first failure).
@@ -149,9 +227,7 @@ pub struct Failure {
 impl Failure {
     /// A failure with this message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
+        Self { message: message.into() }
     }
 
     /// The message.
@@ -167,6 +243,18 @@ impl fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+impl<E: fmt::Display> From<ChildError<E>> for Failure {
+    fn from(e: ChildError<E>) -> Self {
+        Failure::new(e.to_string())
+    }
+}
+
+impl From<EventError> for Failure {
+    fn from(e: EventError) -> Self {
+        Failure::new(e.to_string())
+    }
+}
 
 impl<E: fmt::Display> From<ActivityError<E>> for Failure {
     fn from(e: ActivityError<E>) -> Self {
@@ -218,11 +306,7 @@ pub struct Call<A: Activity> {
 
 impl<A: Activity> Call<A> {
     pub(crate) fn new(input: A::Input) -> Self {
-        Self {
-            input,
-            policy: RetryPolicy::default(),
-            _activity: PhantomData,
-        }
+        Self { input, policy: RetryPolicy::default(), _activity: PhantomData }
     }
 
     /// Retries and timeouts for this call.
@@ -261,6 +345,7 @@ impl<A: Activity> DurableOp for Call<A> {
                 ActivityFailure::TimedOut(d) => ActivityError::TimedOut(d),
                 ActivityFailure::NotRegistered(n) => ActivityError::NotRegistered(n),
             })),
+            other => Err(mismatch("an activity call", &other)),
         }
     }
 }
@@ -287,13 +372,30 @@ mod tests {
 /// Lets an orchestration's original body type-check as an ordinary `async fn` (the macro keeps
 /// it when it reports errors, so that rustc's own errors in it still show). Outside a step
 /// machine nothing can run a durable operation: polling panics.
-impl<A: Activity> std::future::IntoFuture for Call<A> {
-    type Output = <Self as DurableOp>::Output;
-    type IntoFuture = NotInAnOrchestration<Self::Output>;
-    fn into_future(self) -> Self::IntoFuture {
-        NotInAnOrchestration(PhantomData)
-    }
+macro_rules! outside_orchestration {
+    ($( [$($g:tt)*] $t:ty ),* $(,)?) => {$(
+        impl<$($g)*> std::future::IntoFuture for $t {
+            type Output = <Self as DurableOp>::Output;
+            type IntoFuture = NotInAnOrchestration<Self::Output>;
+            fn into_future(self) -> Self::IntoFuture {
+                NotInAnOrchestration(PhantomData)
+            }
+        }
+    )*};
 }
+
+outside_orchestration!(
+    [A: Activity] Call<A>,
+    [] Sleep,
+    [T: crate::Persistable] WaitEvent<T>,
+    [O: crate::Orchestration] Child<O>,
+    [O: crate::Orchestration] ContinueAsNew<O>,
+    [O: DurableOp] Join<O>,
+    [A: DurableOp, B: DurableOp] Join2<A, B>,
+    [O: DurableOp] Race<O>,
+    [A: DurableOp, B: DurableOp] Race2<A, B>,
+    [] AnyOp,
+);
 
 /// The future of a durable operation awaited outside an `#[orchestration]`; it panics if
 /// polled.
@@ -304,5 +406,294 @@ impl<T> std::future::Future for NotInAnOrchestration<T> {
     type Output = T;
     fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<T> {
         panic!("durable operations can only be awaited in the body of an #[orchestration]")
+    }
+}
+
+/// The error of a sub-orchestration as its parent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ChildError<E> {
+    /// The child returned this error.
+    Failed(E),
+    /// The child failed without an error value (panic, corrupt checkpoint…).
+    Faulted(String),
+    /// The child was cancelled, with this reason.
+    Cancelled(String),
+    /// The child could not be started.
+    NotStarted(String),
+}
+
+impl<E: fmt::Display> fmt::Display for ChildError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChildError::Failed(e) => write!(f, "sub-orchestration failed: {e}"),
+            ChildError::Faulted(m) => write!(f, "sub-orchestration faulted: {m}"),
+            ChildError::Cancelled(r) => write!(f, "sub-orchestration cancelled: {r}"),
+            ChildError::NotStarted(m) => write!(f, "sub-orchestration not started: {m}"),
+        }
+    }
+}
+
+/// Waiting for an external event did not give a payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The wait's timeout passed first.
+    #[error("timed out waiting for event `{0}`")]
+    TimedOut(String),
+    /// The payload raised does not decode as the awaited type.
+    #[error("payload of event `{name}` does not decode: {reason}")]
+    BadPayload {
+        /// The event name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn mismatch(what: &str, c: &Completion) -> CompletionMismatch {
+    CompletionMismatch(format!("{what} resumed with {c:?}"))
+}
+
+/// A durable timer: `ctx.sleep(d)` or `ctx.sleep_until(t)`.
+#[must_use = "a durable operation does nothing until it is `.await`ed"]
+#[derive(Debug, Clone)]
+pub struct Sleep {
+    pub(crate) fire_at_ms: u64,
+}
+
+impl DurableOp for Sleep {
+    type Output = ();
+    fn into_command(self) -> Result<Command, CodecError> {
+        Ok(Command::Timer { fire_at_ms: self.fire_at_ms })
+    }
+    fn complete(c: Completion) -> Result<(), CompletionMismatch> {
+        match c {
+            Completion::Timer => Ok(()),
+            other => Err(mismatch("a timer", &other)),
+        }
+    }
+}
+
+/// Waiting for the external event `name` with a payload of type `T`: `ctx.wait_event(name)`.
+#[must_use = "a durable operation does nothing until it is `.await`ed"]
+pub struct WaitEvent<T> {
+    pub(crate) name: String,
+    pub(crate) now_ms: u64,
+    pub(crate) timeout_at_ms: Option<u64>,
+    pub(crate) _t: PhantomData<fn() -> T>,
+}
+
+impl<T> WaitEvent<T> {
+    /// Gives up after `timeout` (from now, on the runtime's clock) with
+    /// [`EventError::TimedOut`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.timeout_at_ms = Some(self.now_ms.saturating_add(ms));
+        self
+    }
+}
+
+impl<T: crate::Persistable> DurableOp for WaitEvent<T> {
+    type Output = Result<T, EventError>;
+    fn into_command(self) -> Result<Command, CodecError> {
+        Ok(Command::Event { name: self.name, timeout_at_ms: self.timeout_at_ms })
+    }
+    fn complete(c: Completion) -> Result<Self::Output, CompletionMismatch> {
+        match c {
+            Completion::Event { name, payload: Some(bytes) } => Ok(codec::decode(&bytes)
+                .map_err(|e| EventError::BadPayload { name, reason: e.to_string() })),
+            Completion::Event { name, payload: None } => Ok(Err(EventError::TimedOut(name))),
+            other => Err(mismatch("an event wait", &other)),
+        }
+    }
+}
+
+/// A sub-orchestration: `ctx.child(orchestration, input)`.
+#[must_use = "a durable operation does nothing until it is `.await`ed"]
+pub struct Child<O: crate::Orchestration> {
+    pub(crate) input: O::Input,
+    pub(crate) id: Option<String>,
+}
+
+impl<O: crate::Orchestration> Child<O> {
+    /// Runs the child under this id instead of one derived from the parent's.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+}
+
+impl<O: crate::Orchestration> DurableOp for Child<O> {
+    type Output = Result<
+        <O::Output as crate::OrchestrationOutput>::Ok,
+        ChildError<<O::Output as crate::OrchestrationOutput>::Err>,
+    >;
+    fn into_command(self) -> Result<Command, CodecError> {
+        Ok(Command::Child {
+            orchestration: O::NAME.into(),
+            input: codec::encode(&self.input)?,
+            id: self.id,
+        })
+    }
+    fn complete(c: Completion) -> Result<Self::Output, CompletionMismatch> {
+        let bad =
+            |e: CodecError| CompletionMismatch(format!("sub-orchestration `{}`: {e}", O::NAME));
+        match c {
+            Completion::Child(Ok(bytes)) => Ok(Ok(codec::decode(&bytes).map_err(bad)?)),
+            Completion::Child(Err(ChildFailure::Failed { payload: Some(p), .. })) => {
+                Ok(Err(ChildError::Failed(codec::decode(&p).map_err(bad)?)))
+            }
+            Completion::Child(Err(ChildFailure::Failed { message, payload: None })) => {
+                Ok(Err(ChildError::Faulted(message)))
+            }
+            Completion::Child(Err(ChildFailure::Cancelled(r))) => Ok(Err(ChildError::Cancelled(r))),
+            Completion::Child(Err(ChildFailure::NotStarted(m))) => {
+                Ok(Err(ChildError::NotStarted(m)))
+            }
+            other => Err(mismatch("a sub-orchestration", &other)),
+        }
+    }
+}
+
+/// Starting the instance over: `return ctx.continue_as_new(orchestration, input).await;`.
+#[must_use = "a durable operation does nothing until it is `.await`ed"]
+pub struct ContinueAsNew<O: crate::Orchestration> {
+    pub(crate) input: O::Input,
+}
+
+impl<O: crate::Orchestration> DurableOp for ContinueAsNew<O> {
+    type Output = O::Output;
+    fn into_command(self) -> Result<Command, CodecError> {
+        Ok(Command::ContinueAsNew { input: codec::encode(&self.input)? })
+    }
+    fn complete(c: Completion) -> Result<Self::Output, CompletionMismatch> {
+        Err(mismatch("continue-as-new", &c))
+    }
+}
+
+/// All of several operations of one kind, results in the order given: `ctx.join(ops)`.
+#[must_use = "a durable operation does nothing until it is `.await`ed"]
+pub struct Join<O>(pub(crate) Vec<O>);
+
+impl<O: DurableOp> DurableOp for Join<O> {
+    type Output = Vec<O::Output>;
+    fn into_command(self) -> Result<Command, CodecError> {
+        Ok(Command::Join(self.0.into_iter().map(O::into_command).collect::<Result<_, _>>()?))
+    }
+    fn complete(c: Completion) -> Result<Self::Output, CompletionMismatch> {
+        match c {
+            Completion::Join(all) => all.into_iter().map(O::complete).collect(),
+            other => Err(mismatch("a join", &other)),
+        }
+    }
+}
+
+/// Two operations of different kinds, both: `ctx.join2(a, b)`.
+#[must_use = "a durable operation does nothing until it is `.await`ed"]
+pub struct Join2<A, B>(pub(crate) A, pub(crate) B);
+
+impl<A: DurableOp, B: DurableOp> DurableOp for Join2<A, B> {
+    type Output = (A::Output, B::Output);
+    fn into_command(self) -> Result<Command, CodecError> {
+        Ok(Command::Join(vec![self.0.into_command()?, self.1.into_command()?]))
+    }
+    fn complete(c: Completion) -> Result<Self::Output, CompletionMismatch> {
+        match c {
+            Completion::Join(all) if all.len() == 2 => {
+                let mut it = all.into_iter();
+                match (it.next(), it.next()) {
+                    (Some(a), Some(b)) => Ok((A::complete(a)?, B::complete(b)?)),
+                    _ => Err(CompletionMismatch("join of two: missing branch".into())),
+                }
+            }
+            other => Err(mismatch("a join of two", &other)),
+        }
+    }
+}
+
+/// The first of several operations of one kind to finish, and which it was: `ctx.race(ops)`.
+#[must_use = "a durable operation does nothing until it is `.await`ed"]
+pub struct Race<O>(pub(crate) Vec<O>);
+
+impl<O: DurableOp> DurableOp for Race<O> {
+    type Output = (usize, O::Output);
+    fn into_command(self) -> Result<Command, CodecError> {
+        Ok(Command::Race(self.0.into_iter().map(O::into_command).collect::<Result<_, _>>()?))
+    }
+    fn complete(c: Completion) -> Result<Self::Output, CompletionMismatch> {
+        match c {
+            Completion::Race { index, completion } => {
+                Ok((usize::try_from(index).unwrap_or(usize::MAX), O::complete(*completion)?))
+            }
+            other => Err(mismatch("a race", &other)),
+        }
+    }
+}
+
+/// Which of two raced operations finished first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Either<A, B> {
+    /// The first.
+    Left(A),
+    /// The second.
+    Right(B),
+}
+
+/// The first of two operations of different kinds: `ctx.race2(a, b)`.
+#[must_use = "a durable operation does nothing until it is `.await`ed"]
+pub struct Race2<A, B>(pub(crate) A, pub(crate) B);
+
+impl<A: DurableOp, B: DurableOp> DurableOp for Race2<A, B> {
+    type Output = Either<A::Output, B::Output>;
+    fn into_command(self) -> Result<Command, CodecError> {
+        Ok(Command::Race(vec![self.0.into_command()?, self.1.into_command()?]))
+    }
+    fn complete(c: Completion) -> Result<Self::Output, CompletionMismatch> {
+        match c {
+            Completion::Race { index: 0, completion } => {
+                Ok(Either::Left(A::complete(*completion)?))
+            }
+            Completion::Race { index: 1, completion } => {
+                Ok(Either::Right(B::complete(*completion)?))
+            }
+            other => Err(mismatch("a race of two", &other)),
+        }
+    }
+}
+
+/// Any durable operation with its result type erased, for joins and races over operations of
+/// mixed kinds: `op.into_any()`; read each result back with [`AnyOutput::get`].
+#[must_use = "a durable operation does nothing until it is `.await`ed"]
+pub struct AnyOp(Result<Command, CodecError>);
+
+/// The result of an [`AnyOp`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnyOutput(Completion);
+
+impl AnyOutput {
+    /// The result as the output of operation type `O` (the type the op had before `into_any`).
+    pub fn get<O: DurableOp>(self) -> Result<O::Output, CompletionMismatch> {
+        O::complete(self.0)
+    }
+}
+
+/// Erases an operation's result type.
+pub trait IntoAnyOp: DurableOp + Sized {
+    /// This operation as an [`AnyOp`].
+    fn into_any(self) -> AnyOp {
+        AnyOp(self.into_command())
+    }
+}
+
+impl<O: DurableOp> IntoAnyOp for O {}
+
+impl DurableOp for AnyOp {
+    type Output = AnyOutput;
+    fn into_command(self) -> Result<Command, CodecError> {
+        self.0
+    }
+    fn complete(c: Completion) -> Result<AnyOutput, CompletionMismatch> {
+        Ok(AnyOutput(c))
     }
 }

@@ -4,9 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Mutex;
+
 use crate::Persistable;
 use crate::activity::{Activity, ActivityRegistry};
-use crate::op::{Call, Command, Completion};
+use crate::codec;
+use crate::op::{
+    Call, Child, Command, Completion, ContinueAsNew, DurableOp, Join, Join2, Race, Race2, Sleep,
+    WaitEvent,
+};
 use crate::record::Frame;
 
 /// The context an orchestration is given: it creates durable operations and gives recorded time.
@@ -21,24 +27,36 @@ pub struct Ctx {
 struct CtxInner {
     instance_id: String,
     now_ms: u64,
+    rng: Mutex<u64>,
+    status: Mutex<Option<Vec<u8>>>,
 }
 
 impl fmt::Debug for Ctx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ctx")
-            .field("instance_id", &self.inner.instance_id)
-            .finish()
+        f.debug_struct("Ctx").field("instance_id", &self.inner.instance_id).finish()
     }
 }
 
 impl Ctx {
-    pub(crate) fn new(instance_id: &str, now_ms: u64) -> Self {
+    pub(crate) fn new(instance_id: &str, now_ms: u64, step: u64) -> Self {
+        // Seeded by the instance and step: a step that runs again after a crash draws the same
+        // values, and tests can predict them.
+        let mut seed = 0xcbf2_9ce4_8422_2325_u64 ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for b in instance_id.bytes() {
+            seed = (seed ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
         Self {
             inner: Arc::new(CtxInner {
                 instance_id: instance_id.to_owned(),
                 now_ms,
+                rng: Mutex::new(seed | 1),
+                status: Mutex::new(None),
             }),
         }
+    }
+
+    pub(crate) fn take_status(&self) -> Option<Vec<u8>> {
+        self.inner.status.lock().ok()?.take()
     }
 
     /// The id of the running instance.
@@ -55,9 +73,105 @@ impl Ctx {
         Call::new(input)
     }
 
-    /// The time at which this step started, from the runtime's clock.
+    /// The time at which this step started, from the runtime's clock. Keep it in a local to
+    /// have it recorded in the checkpoint.
     pub fn now(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.inner.now_ms)
+    }
+
+    /// A random number from the runtime's generator (seeded by instance and step).
+    pub fn random(&self) -> u64 {
+        let Ok(mut x) = self.inner.rng.lock() else { return 0 };
+        // xorshift64*
+        *x ^= *x >> 12;
+        *x ^= *x << 25;
+        *x ^= *x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A random (version 4) UUID from the runtime's generator, as text.
+    pub fn uuid(&self) -> String {
+        let (a, b) = (self.random(), self.random());
+        let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+        let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xffff,
+            b >> 48,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    /// Sets the custom status clients read; stored with the next checkpoint.
+    pub fn set_status<T: Persistable>(&self, status: &T) {
+        if let (Ok(bytes), Ok(mut slot)) = (codec::encode(status), self.inner.status.lock()) {
+            *slot = Some(bytes);
+        }
+    }
+
+    /// A durable timer: `.await` it to sleep for `duration` (on the runtime's clock). A sleeping
+    /// instance holds no task and no memory; a timer that came due while the process was down
+    /// fires on the next open.
+    pub fn sleep(&self, duration: Duration) -> Sleep {
+        let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        Sleep { fire_at_ms: self.inner.now_ms.saturating_add(ms) }
+    }
+
+    /// A durable timer until `time`.
+    pub fn sleep_until(&self, time: SystemTime) -> Sleep {
+        let ms = time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        Sleep { fire_at_ms: u64::try_from(ms).unwrap_or(u64::MAX) }
+    }
+
+    /// Waits for the external event `name` and decodes its payload as `T`. Events raised before
+    /// the wait are buffered, first in first out per name.
+    pub fn wait_event<T: Persistable>(&self, name: impl Into<String>) -> WaitEvent<T> {
+        WaitEvent {
+            name: name.into(),
+            now_ms: self.inner.now_ms,
+            timeout_at_ms: None,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    /// Runs `orchestration` as a sub-orchestration; its failure arrives as `Err`. The child's id
+    /// is derived from this instance's id and step unless set with [`Child::with_id`].
+    pub fn child<O: Orchestration>(&self, orchestration: O, input: O::Input) -> Child<O> {
+        let _ = orchestration;
+        Child { input, id: None }
+    }
+
+    /// Starts this instance over with `input`: `return ctx.continue_as_new(me, input).await;`.
+    pub fn continue_as_new<O: Orchestration>(
+        &self,
+        orchestration: O,
+        input: O::Input,
+    ) -> ContinueAsNew<O> {
+        let _ = orchestration;
+        ContinueAsNew { input }
+    }
+
+    /// All of `ops`, results in the order given. Each branch's result is stored as it arrives.
+    pub fn join<O: DurableOp>(&self, ops: impl IntoIterator<Item = O>) -> Join<O> {
+        Join(ops.into_iter().collect())
+    }
+
+    /// Both `a` and `b`, of different kinds.
+    pub fn join2<A: DurableOp, B: DurableOp>(&self, a: A, b: B) -> Join2<A, B> {
+        Join2(a, b)
+    }
+
+    /// The first of `ops` to finish: its position and result. The others are abandoned
+    /// (running activities are stopped).
+    pub fn race<O: DurableOp>(&self, ops: impl IntoIterator<Item = O>) -> Race<O> {
+        Race(ops.into_iter().collect())
+    }
+
+    /// The first of `a` and `b` to finish.
+    pub fn race2<A: DurableOp, B: DurableOp>(&self, a: A, b: B) -> Race2<A, B> {
+        Race2(a, b)
     }
 }
 

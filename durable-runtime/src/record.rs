@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
-use crate::op::Command;
+use crate::op::{Command, Completion};
 
 /// The version of the record layout written by this build.
 pub const FORMAT_VERSION: u16 = 1;
@@ -38,22 +38,45 @@ pub(crate) enum State {
         message: String,
         payload: Option<Vec<u8>>,
     },
+    Cancelled {
+        reason: String,
+    },
     /// Refused to resume by this build; kept as it is and retried on the next open.
     Incompatible {
         message: String,
     },
 }
 
-/// The command an instance's current suspension point issued, with its dispatch state.
+/// The command an instance's current suspension point issued, with the progress of each of
+/// its branches (one, or one per operation of a join or race).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Pending {
     pub command: Command,
-    /// Idempotency key handed to the activity: instance id and step number.
+    /// Idempotency key of the step: instance id and step number.
     pub key: String,
-    /// Attempts that have failed and been recorded.
+    pub branches: Vec<Branch>,
+}
+
+/// The progress of one operation of a pending command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Branch {
+    /// Its result, once it has one (kept so a crash re-runs no finished branch).
+    pub done: Option<Completion>,
+    /// Activity attempts that failed and were recorded.
     pub failed_attempts: u32,
-    /// Wall-clock milliseconds before which the next attempt must not start.
+    /// No attempt before this time (milliseconds, runtime clock).
     pub not_before_ms: u64,
+    /// A sub-orchestration's instance id, and whether it was created.
+    pub child_id: Option<String>,
+    pub child_started: bool,
+}
+
+/// An external event waiting to be taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InboxEvent {
+    pub seq: u64,
+    pub name: String,
+    pub payload: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +90,16 @@ pub(crate) struct InstanceRecord {
     pub steps: u64,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// The instance that started this one as a sub-orchestration.
+    pub parent: Option<String>,
+    /// The last value the orchestration set with `ctx.set_status`.
+    pub custom_status: Option<Vec<u8>>,
+    /// Events raised and not yet taken, oldest first.
+    pub inbox: Vec<InboxEvent>,
+    pub next_event_seq: u64,
+    /// A requested cancellation, applied at the next suspension point.
+    pub cancel: Option<String>,
+    pub suspended: bool,
 }
 
 /// A stored record could not be read.
@@ -109,7 +142,35 @@ impl InstanceRecord {
     }
 
     pub(crate) fn is_terminal(&self) -> bool {
-        matches!(self.state, State::Completed { .. } | State::Failed { .. })
+        matches!(
+            self.state,
+            State::Completed { .. } | State::Failed { .. } | State::Cancelled { .. }
+        )
+    }
+
+    /// A fresh record of a started instance.
+    pub(crate) fn new(
+        orchestration: &str,
+        input: Vec<u8>,
+        now_ms: u64,
+        parent: Option<String>,
+    ) -> Self {
+        InstanceRecord {
+            orchestration: orchestration.to_owned(),
+            state: State::Running,
+            input,
+            frame: None,
+            pending: None,
+            steps: 0,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            parent,
+            custom_status: None,
+            inbox: Vec::new(),
+            next_event_seq: 0,
+            cancel: None,
+            suspended: false,
+        }
     }
 }
 
@@ -118,25 +179,13 @@ mod tests {
     use super::*;
 
     fn sample() -> InstanceRecord {
-        InstanceRecord {
-            orchestration: "o".into(),
-            state: State::Running,
-            input: vec![1, 2],
-            frame: None,
-            pending: None,
-            steps: 0,
-            created_ms: 1,
-            updated_ms: 2,
-        }
+        InstanceRecord::new("o", vec![1, 2], 1, None)
     }
 
     #[test]
     fn round_trips() {
         let r = sample();
-        assert_eq!(
-            InstanceRecord::from_bytes(&r.to_bytes().unwrap()).unwrap(),
-            r
-        );
+        assert_eq!(InstanceRecord::from_bytes(&r.to_bytes().unwrap()).unwrap(), r);
     }
 
     #[test]
@@ -147,19 +196,10 @@ mod tests {
             InstanceRecord::from_bytes(&b),
             Err(RecordError::UnknownVersion { found: 9 })
         ));
-        assert!(matches!(
-            InstanceRecord::from_bytes(b"D"),
-            Err(RecordError::Truncated(1))
-        ));
-        assert!(matches!(
-            InstanceRecord::from_bytes(b"XXXX"),
-            Err(RecordError::BadMagic(_))
-        ));
+        assert!(matches!(InstanceRecord::from_bytes(b"D"), Err(RecordError::Truncated(1))));
+        assert!(matches!(InstanceRecord::from_bytes(b"XXXX"), Err(RecordError::BadMagic(_))));
         let mut b = sample().to_bytes().unwrap();
         b.truncate(6);
-        assert!(matches!(
-            InstanceRecord::from_bytes(&b),
-            Err(RecordError::Body(_))
-        ));
+        assert!(matches!(InstanceRecord::from_bytes(&b), Err(RecordError::Body(_))));
     }
 }

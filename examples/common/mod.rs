@@ -46,28 +46,18 @@ impl Options {
             }
         }
         let db = db.unwrap_or_else(|| {
-            let path = std::env::temp_dir()
-                .join("durable-examples")
-                .join(format!("{name}.db"));
+            let path = std::env::temp_dir().join("durable-examples").join(format!("{name}.db"));
             println!("database: {} (pass --db DIR to choose)", path.display());
             path
         });
-        let options = Options {
-            db,
-            delay,
-            effects,
-            extra,
-        };
+        let options = Options { db, delay, effects, extra };
         let _ = OPTIONS.set(options.clone());
         options
     }
 
     /// The value of `--name`, if given.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.extra
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.extra.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -93,17 +83,9 @@ pub(crate) async fn side_effect(ctx: &ActivityContext) {
         tokio::time::sleep(options.delay).await;
     }
     if let Some(path) = &options.effects {
-        let line = format!(
-            "{} {} {}\n",
-            ctx.name(),
-            ctx.instance_id(),
-            ctx.idempotency_key()
-        );
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| {
+        let line = format!("{} {} {}\n", ctx.name(), ctx.instance_id(), ctx.idempotency_key());
+        let written =
+            std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| {
                 f.write_all(line.as_bytes())?;
                 f.sync_all()
             });
@@ -118,10 +100,7 @@ pub(crate) fn print_step(event: &durable::StepEvent) {
     match (&event.completed, &event.outcome) {
         (Some(done), _) => println!("step {}: {done} completed ({})", event.step, event.instance),
         (None, durable::StepOutcome::Suspended(next)) => {
-            println!(
-                "step {}: started {}, calling {next}",
-                event.step, event.instance
-            )
+            println!("step {}: started {}, calling {next}", event.step, event.instance)
         }
         (None, outcome) => println!("step {}: {outcome:?} ({})", event.step, event.instance),
     }

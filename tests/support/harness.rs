@@ -31,10 +31,7 @@ pub async fn activity_body(ctx: &ActivityContext) {
     *runs()
         .lock()
         .unwrap()
-        .entry((
-            ctx.instance_id().to_owned(),
-            format!("{}@{}", ctx.name(), ctx.idempotency_key()),
-        ))
+        .entry((ctx.instance_id().to_owned(), format!("{}@{}", ctx.name(), ctx.idempotency_key())))
         .or_default() += 1;
 }
 
@@ -52,13 +49,7 @@ pub fn executions(instance: &str) -> BTreeMap<String, u64> {
 /// A fresh database directory.
 pub fn fresh_db(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("scratch")
-        .join("dbs")
-        .join(name);
+    let dir = exe.parent().and_then(Path::parent).unwrap().join("scratch").join("dbs").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
     dir
@@ -146,16 +137,9 @@ where
             .unwrap_or_else(|e| panic!("{name}: stopped at {k}: {e}"));
         assert_eq!(out, reference, "{name}: stopped at checkpoint {k}");
         let calls = executions(&id);
-        assert_eq!(
-            calls.len(),
-            ref_calls,
-            "{name}: stopped at {k}: calls {calls:?}"
-        );
+        assert_eq!(calls.len(), ref_calls, "{name}: stopped at {k}: calls {calls:?}");
         for (key, n) in calls {
-            assert_eq!(
-                n, 1,
-                "{name}: stopped at checkpoint {k}: {key} ran {n} times"
-            );
+            assert_eq!(n, 1, "{name}: stopped at checkpoint {k}: {key} ran {n} times");
         }
         rt.shutdown().await;
     }

@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 /// The path of a built example, building it if needed.
 pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
     let path = dir.join("examples").join(name);
     if !path.exists() {
         let status = Command::new(env!("CARGO"))
@@ -53,11 +50,7 @@ impl Running {
                 }
             }
         });
-        Running {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
+        Running { child, lines: rx, seen: Vec::new() }
     }
 
     /// Waits for a line satisfying `pred` (returns it), or for the end of output (`None`).
@@ -74,10 +67,7 @@ impl Running {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "no matching line within {timeout:?}; seen: {:#?}",
-                        self.seen
-                    )
+                    panic!("no matching line within {timeout:?}; seen: {:#?}", self.seen)
                 }
             }
         }
@@ -108,11 +98,7 @@ pub fn effects(path: &Path) -> Vec<(String, String, String)> {
         .lines()
         .filter_map(|l| {
             let mut p = l.split(' ');
-            Some((
-                p.next()?.to_owned(),
-                p.next()?.to_owned(),
-                p.next()?.to_owned(),
-            ))
+            Some((p.next()?.to_owned(), p.next()?.to_owned(), p.next()?.to_owned()))
         })
         .collect()
 }
@@ -120,12 +106,7 @@ pub fn effects(path: &Path) -> Vec<(String, String, String)> {
 /// A fresh directory under the target directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("scratch")
-        .join(name);
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").join("scratch").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir

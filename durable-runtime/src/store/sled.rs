@@ -25,21 +25,14 @@ impl SledStore {
         let db = sled::Config::new().path(path).open().map_err(|e| {
             let detail = e.to_string();
             if detail.contains("lock") || detail.contains("WouldBlock") {
-                StoreError::Locked {
-                    path: path.display().to_string(),
-                    detail,
-                }
+                StoreError::Locked { path: path.display().to_string(), detail }
             } else {
                 StoreError::Io(format!("cannot open database {}: {detail}", path.display()))
             }
         })?;
         let instances = db.open_tree("instances").map_err(io)?;
         let timers = db.open_tree("timers").map_err(io)?;
-        Ok(Self {
-            db,
-            instances,
-            timers,
-        })
+        Ok(Self { db, instances, timers })
     }
 
     fn tree(&self, space: Space) -> &sled::Tree {
@@ -66,11 +59,7 @@ impl Store for SledStore {
         key: &[u8],
         value: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        match self
-            .tree(space)
-            .compare_and_swap(key, None::<&[u8]>, Some(value))
-            .map_err(io)?
-        {
+        match self.tree(space).compare_and_swap(key, None::<&[u8]>, Some(value)).map_err(io)? {
             Ok(()) => Ok(None),
             Err(cas) => Ok(cas.current.map(|v| v.to_vec())),
         }
@@ -94,10 +83,7 @@ impl Store for SledStore {
             None => Bound::Unbounded,
         };
         let mut out = Vec::new();
-        for item in tree
-            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
-            .take(limit)
-        {
+        for item in tree.range::<Vec<u8>, _>((lower, Bound::Unbounded)).take(limit) {
             let (k, v) = item.map_err(io)?;
             out.push((k.to_vec(), v.to_vec()));
         }

@@ -1,0 +1,1009 @@
+//! The engine: one driver task per instance that has work in this process, a timer task, and
+//! the read-modify-write of instance records.
+//!
+//! A driver loops: read the record; apply a requested cancellation or suspension; resolve the
+//! branches of the pending command that are ready (a due timer, a buffered event, a finished
+//! child, a finished activity); when the command is complete, run the orchestration's step and
+//! checkpoint its result (one write, then a group-committed flush) before anything else
+//! happens. When only waiting is left (timers, events, children) the driver ends: a waiting
+//! instance holds no task and no memory, only its record and, for timers, an index entry. The
+//! timer task, `raise_event`, a finishing child or a client wakes it again.
+//!
+//! Every write of an instance record happens under that instance's lock (striped), after
+//! re-reading it, so a client's event and the driver's checkpoint never overwrite each other.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::Instrument;
+
+use crate::activity::{ActivityContext, ActivityRegistry};
+use crate::clock::Clock;
+use crate::codec;
+use crate::commit::GroupCommit;
+use crate::op::{ActivityFailure, ChildFailure, Command, Completion, RetryPolicy};
+use crate::orchestration::{
+    Ctx, ErasedOrch, ErasedOrchestration, Fault, Orchestration, Resume, StepResult,
+};
+use crate::record::{Branch, InstanceRecord, Pending, State};
+use crate::runtime::{
+    ClientError, Durability, InstanceState, InstanceStatus, Observer, StartError, StepEvent,
+    StepOutcome, time_of,
+};
+use crate::store::{Space, Store, StoreError};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A driver task and how to wake it.
+pub(crate) struct Driver {
+    task: tokio::task::JoinHandle<()>,
+    wakes: Arc<AtomicU64>,
+    notify: Arc<Notify>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) commit: GroupCommit,
+    pub(crate) orchestrations: RwLock<HashMap<&'static str, Arc<dyn ErasedOrchestration>>>,
+    pub(crate) activities: RwLock<ActivityRegistry>,
+    pub(crate) observer: Option<Observer>,
+    pub(crate) durability: Durability,
+    pub(crate) max_payload: usize,
+    pub(crate) clock: Clock,
+    /// Driver tasks of this process, by instance.
+    pub(crate) active: Mutex<HashMap<String, Driver>>,
+    /// Instances parked because their orchestration is not registered, by orchestration name.
+    pub(crate) unregistered: Mutex<HashMap<String, Vec<String>>>,
+    /// Striped per-instance locks for read-modify-write of records.
+    pub(crate) locks: Vec<Mutex<()>>,
+    pub(crate) timer_wake: Notify,
+    pub(crate) timer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Bumped whenever an instance reaches a terminal or refused state.
+    pub(crate) changes: watch::Sender<u64>,
+}
+
+/// What an activity task reports to its driver: the step key, the branch, the result.
+type Finished = (String, usize, Result<Vec<u8>, ActivityFailure>);
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn timer_key(at_ms: u64, id: &str) -> Vec<u8> {
+    let mut k = at_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Inner {
+    // ----- records -----
+
+    fn stripe(&self, id: &str) -> &Mutex<()> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in id.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let n = u64::try_from(self.locks.len()).unwrap_or(1).max(1);
+        let i = usize::try_from(h % n).unwrap_or(0);
+        &self.locks[i]
+    }
+
+    pub(crate) fn load(&self, id: &str) -> Result<Option<InstanceRecord>, String> {
+        let bytes = self.store.get(Space::Instances, id.as_bytes()).map_err(|e| e.to_string())?;
+        bytes.map(|b| InstanceRecord::from_bytes(&b).map_err(|e| e.to_string())).transpose()
+    }
+
+    fn put(&self, id: &str, rec: &InstanceRecord) -> Result<(), StoreError> {
+        let bytes = rec.to_bytes().map_err(|e| StoreError::Io(e.to_string()))?;
+        self.store.put(Space::Instances, id.as_bytes(), &bytes)
+    }
+
+    pub(crate) async fn make_durable(&self) -> Result<(), StoreError> {
+        match self.durability {
+            Durability::Flush => self.commit.commit().await,
+            Durability::Buffered => Ok(()),
+        }
+    }
+
+    /// Reads, changes and writes a record under its lock; returns what `f` returned, or `None`
+    /// when the record does not exist. Not yet durable.
+    fn update<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut InstanceRecord) -> T,
+    ) -> Result<Option<T>, ClientError> {
+        let _guard = lock(self.stripe(id));
+        let mut rec = match self.load(id) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(reason) => return Err(ClientError::Unreadable { id: id.into(), reason }),
+        };
+        let out = f(&mut rec);
+        self.put(id, &rec)?;
+        Ok(Some(out))
+    }
+
+    /// A client's change to an unfinished instance, durable when this returns.
+    pub(crate) async fn update_live(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut InstanceRecord),
+    ) -> Result<(), ClientError> {
+        let mut finished = None;
+        let done = self.update(id, |rec| {
+            if rec.is_terminal() {
+                finished = Some(state_of(rec, true));
+            } else {
+                f(rec);
+            }
+        })?;
+        if done.is_none() {
+            return Err(ClientError::NotFound(id.into()));
+        }
+        if let Some(state) = finished {
+            return Err(ClientError::Finished { id: id.into(), state });
+        }
+        self.make_durable().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn start_encoded(
+        self: &Arc<Self>,
+        orchestration: &str,
+        id: &str,
+        input: Vec<u8>,
+        parent: Option<String>,
+    ) -> Result<(), StartError> {
+        if input.len() > self.max_payload {
+            return Err(StartError::Input {
+                id: id.into(),
+                reason: format!(
+                    "{} bytes exceed the limit of {} bytes",
+                    input.len(),
+                    self.max_payload
+                ),
+            });
+        }
+        let rec = InstanceRecord::new(orchestration, input, self.clock.now_ms(), parent);
+        let bytes = rec
+            .to_bytes()
+            .map_err(|e| StartError::Input { id: id.into(), reason: e.to_string() })?;
+        match self.store.put_new(Space::Instances, id.as_bytes(), &bytes)? {
+            None => {
+                self.make_durable().await?;
+                tracing::debug!(instance = %id, orchestration, "started");
+                self.wake(id);
+                Ok(())
+            }
+            Some(existing) => {
+                let existing = InstanceRecord::from_bytes(&existing)
+                    .map_err(|e| StartError::Unreadable { id: id.into(), reason: e.to_string() })?;
+                if existing.orchestration != orchestration {
+                    return Err(StartError::Conflict {
+                        id: id.into(),
+                        existing: existing.orchestration,
+                        requested: orchestration.into(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn purge(&self, id: &str) -> Result<(), ClientError> {
+        {
+            let _guard = lock(self.stripe(id));
+            match self.load(id) {
+                Ok(None) => return Err(ClientError::NotFound(id.into())),
+                Ok(Some(rec)) if !rec.is_terminal() => return Err(ClientError::Running(id.into())),
+                Ok(Some(_)) | Err(_) => {}
+            }
+            self.store.delete(Space::Instances, id.as_bytes())?;
+        }
+        self.make_durable().await?;
+        Ok(())
+    }
+
+    pub(crate) fn status_of(&self, id: &str, bytes: &[u8]) -> InstanceStatus {
+        match InstanceRecord::from_bytes(bytes) {
+            Ok(rec) => {
+                let registered = self.orchestration(&rec.orchestration).is_some();
+                let mut state = state_of(&rec, registered);
+                let output = match &rec.state {
+                    State::Completed { output } => Some(output.clone()),
+                    _ => None,
+                };
+                if state == InstanceState::Running && rec.suspended {
+                    state = InstanceState::Suspended;
+                }
+                InstanceStatus {
+                    id: id.to_owned(),
+                    orchestration: rec.orchestration.clone(),
+                    state,
+                    steps: rec.steps,
+                    point: rec.frame.as_ref().map(|f| (f.point.clone(), f.line)),
+                    pending: rec.pending.as_ref().map(|p| p.command.describe()),
+                    created: time_of(rec.created_ms),
+                    updated: time_of(rec.updated_ms),
+                    parent: rec.parent.clone(),
+                    buffered_events: rec.inbox.len(),
+                    output,
+                    custom_status: rec.custom_status.clone(),
+                }
+            }
+            Err(e) => InstanceStatus {
+                id: id.to_owned(),
+                orchestration: String::new(),
+                state: InstanceState::Failed {
+                    message: format!("instance `{id}`: unreadable record: {e}"),
+                },
+                steps: 0,
+                point: None,
+                pending: None,
+                created: time_of(0),
+                updated: time_of(0),
+                parent: None,
+                buffered_events: 0,
+                output: None,
+                custom_status: None,
+            },
+        }
+    }
+
+    // ----- registration and start-up -----
+
+    pub(crate) fn register<O: Orchestration>(self: &Arc<Self>, orchestration: O) {
+        if let Ok(mut a) = self.activities.write() {
+            orchestration.register_activities(&mut a);
+        }
+        if let Ok(mut o) = self.orchestrations.write() {
+            o.insert(O::NAME, Arc::new(ErasedOrch(orchestration)));
+        }
+        let parked = lock(&self.unregistered).remove(O::NAME).unwrap_or_default();
+        for id in parked {
+            self.wake(&id);
+        }
+    }
+
+    pub(crate) fn orchestration(&self, name: &str) -> Option<Arc<dyn ErasedOrchestration>> {
+        self.orchestrations.read().ok()?.get(name).cloned()
+    }
+
+    /// Wakes every unfinished instance (each re-arms its own timers).
+    pub(crate) fn resume_all(self: &Arc<Self>) -> Result<(), StoreError> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.scan(Space::Instances, after.as_deref(), 1024)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, bytes) in page {
+                let id = String::from_utf8_lossy(&key).into_owned();
+                match InstanceRecord::from_bytes(&bytes) {
+                    Ok(rec) if rec.is_terminal() => {}
+                    Ok(_) => self.wake(&id),
+                    Err(e) => {
+                        tracing::error!(instance = %id, "unreadable record, not resumed: {e}")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        if let Some(t) = lock(&self.timer_task).take() {
+            t.abort();
+            let _ = t.await;
+        }
+        let tasks: Vec<_> = lock(&self.active).drain().map(|(_, d)| d.task).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let _ = self.store.flush();
+    }
+
+    // ----- waking -----
+
+    /// Makes sure instance `id` gets looked at: notifies its driver or starts one.
+    pub(crate) fn wake(self: &Arc<Self>, id: &str) {
+        let mut active = lock(&self.active);
+        if let Some(d) = active.get(id) {
+            if !d.task.is_finished() {
+                d.wakes.fetch_add(1, Ordering::SeqCst);
+                d.notify.notify_one();
+                return;
+            }
+        }
+        let wakes = Arc::new(AtomicU64::new(0));
+        let notify = Arc::new(Notify::new());
+        let span = tracing::info_span!("instance", id = %id);
+        let task = tokio::spawn(
+            self.clone().drive(id.to_owned(), wakes.clone(), notify.clone()).instrument(span),
+        );
+        active.insert(id.to_owned(), Driver { task, wakes, notify });
+    }
+
+    /// Ends the driver of `id` unless it was woken since `seen`; `true` when it may stop.
+    fn may_stop(&self, id: &str, wakes: &AtomicU64, seen: u64) -> bool {
+        let mut active = lock(&self.active);
+        if wakes.load(Ordering::SeqCst) != seen {
+            return false;
+        }
+        active.remove(id);
+        true
+    }
+
+    pub(crate) fn start_timers(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let next = match inner.store.scan(Space::Timers, None, 64) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::error!("timer index unreadable: {e}");
+                        Vec::new()
+                    }
+                };
+                let now = inner.clock.now_ms();
+                let mut earliest = None;
+                for (key, _) in &next {
+                    let Some((at, id)) = key.split_first_chunk::<8>() else { continue };
+                    let at = u64::from_be_bytes(*at);
+                    if at <= now {
+                        let _ = inner.store.delete(Space::Timers, key);
+                        inner.wake(&String::from_utf8_lossy(id));
+                    } else {
+                        earliest = Some(at);
+                        break;
+                    }
+                }
+                if next.iter().any(|(k, _)| {
+                    k.split_first_chunk::<8>().is_some_and(|(at, _)| u64::from_be_bytes(*at) <= now)
+                }) {
+                    continue;
+                }
+                let clock = inner.clock.clone();
+                let woken = Arc::clone(&inner);
+                drop(inner);
+                let wake = woken.timer_wake.notified();
+                tokio::pin!(wake);
+                wake.as_mut().enable();
+                let woken = Arc::downgrade(&woken);
+                match earliest {
+                    Some(at) => {
+                        tokio::select! {
+                            () = clock.sleep_until(at) => {}
+                            () = &mut wake => {}
+                        }
+                    }
+                    None => wake.await,
+                }
+                drop(woken);
+            }
+        });
+        *lock(&self.timer_task) = Some(task);
+    }
+
+    fn schedule_timer(&self, at_ms: u64, id: &str) {
+        if let Err(e) = self.store.put(Space::Timers, &timer_key(at_ms, id), &[]) {
+            tracing::error!("cannot index timer: {e}");
+        }
+        self.timer_wake.notify_one();
+    }
+
+    // ----- the driver -----
+
+    async fn drive(self: Arc<Self>, id: String, wakes: Arc<AtomicU64>, notify: Arc<Notify>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
+        // Activity tasks of the current step, by branch; dropped (and aborted) with the driver.
+        let mut running: HashMap<usize, AbortOnDrop> = HashMap::new();
+        let mut running_key = String::new();
+        let mut finished: HashMap<usize, Result<Vec<u8>, ActivityFailure>> = HashMap::new();
+        loop {
+            let seen = wakes.load(Ordering::SeqCst);
+            while let Ok((key, branch, result)) = rx.try_recv() {
+                if key == running_key {
+                    running.remove(&branch);
+                    finished.insert(branch, result);
+                }
+            }
+            let rec = match self.load(&id) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("instance `{id}`: unreadable record, not run: {e}");
+                    break;
+                }
+            };
+            if rec.is_terminal() {
+                break;
+            }
+            if rec.suspended {
+                running.clear();
+                if self.may_stop(&id, &wakes, seen) {
+                    return;
+                }
+                continue;
+            }
+            if let Some(reason) = rec.cancel.clone() {
+                self.apply_cancel(&id, &reason).await;
+                break;
+            }
+            let Some(orchestration) = self.orchestration(&rec.orchestration) else {
+                tracing::warn!("orchestration `{}` is not registered; parked", rec.orchestration);
+                lock(&self.unregistered)
+                    .entry(rec.orchestration.clone())
+                    .or_default()
+                    .push(id.clone());
+                if self.may_stop(&id, &wakes, seen) {
+                    return;
+                }
+                continue;
+            };
+            let Some(pending) = rec.pending.clone() else {
+                // The first step, or the first after continue-as-new.
+                self.run_step(&id, &rec, orchestration.as_ref(), None, Vec::new()).await;
+                continue;
+            };
+            if pending.key != running_key {
+                running.clear();
+                finished.clear();
+                running_key = pending.key.clone();
+            }
+            let progress = self.resolve(&id, &rec, &pending, &mut finished).await;
+            if let Some(completion) = progress.completion {
+                running.clear();
+                finished.clear();
+                self.run_step(&id, &rec, orchestration.as_ref(), Some(completion), progress.taken)
+                    .await;
+                continue;
+            }
+            if progress.changed {
+                if let Err(e) =
+                    self.save_branches(&id, &pending.key, &progress.branches, &progress.taken).await
+                {
+                    tracing::error!("cannot record branch progress: {e}");
+                }
+                continue;
+            }
+            // Start the activities that may run now.
+            let now = self.clock.now_ms();
+            let mut next_wake: Option<u64> = None;
+            for (i, (leaf, branch)) in
+                pending.command.leaves().iter().zip(&progress.branches).enumerate()
+            {
+                if branch.done.is_some() {
+                    continue;
+                }
+                match leaf {
+                    Command::Activity { name, input, policy }
+                        if !running.contains_key(&i) && !finished.contains_key(&i) =>
+                    {
+                        if branch.not_before_ms > now {
+                            next_wake = min_some(next_wake, branch.not_before_ms);
+                            continue;
+                        }
+                        let attempt = branch.failed_attempts + 1;
+                        let task = self.spawn_attempt(
+                            &id,
+                            name,
+                            input,
+                            policy,
+                            &pending.key,
+                            i,
+                            attempt,
+                            tx.clone(),
+                        );
+                        running.insert(i, task);
+                    }
+                    Command::Timer { fire_at_ms } => next_wake = min_some(next_wake, *fire_at_ms),
+                    Command::Event { timeout_at_ms: Some(t), .. } => {
+                        next_wake = min_some(next_wake, *t)
+                    }
+                    _ => {}
+                }
+            }
+            if running.is_empty() && finished.is_empty() {
+                if let Some(at) = next_wake {
+                    self.schedule_timer(at, &id);
+                }
+                if self.may_stop(&id, &wakes, seen) {
+                    return;
+                }
+                continue;
+            }
+            if !finished.is_empty() {
+                continue;
+            }
+            let clock = self.clock.clone();
+            tokio::select! {
+                Some((key, branch, result)) = rx.recv() => {
+                    if key == running_key {
+                        running.remove(&branch);
+                        finished.insert(branch, result);
+                    }
+                }
+                () = notify.notified() => {}
+                () = async { match next_wake { Some(at) => clock.sleep_until(at).await, None => std::future::pending().await } } => {}
+            }
+        }
+        let seen = wakes.load(Ordering::SeqCst);
+        if !self.may_stop(&id, &wakes, seen) {
+            // Woken while finishing: look again.
+            let this = self.clone();
+            lock(&self.active).remove(&id);
+            this.wake(&id);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_attempt(
+        &self,
+        id: &str,
+        name: &str,
+        input: &[u8],
+        policy: &RetryPolicy,
+        key: &str,
+        branch: usize,
+        attempt: u32,
+        tx: mpsc::UnboundedSender<Finished>,
+    ) -> AbortOnDrop {
+        let activity = self
+            .activities
+            .read()
+            .ok()
+            .and_then(|a| a.by_name.get_key_value(name).map(|(n, act)| (*n, act.clone())));
+        let step_key = key.to_owned();
+        let idempotency_key = if branch == 0 { key.to_owned() } else { format!("{key}.{branch}") };
+        let ctx = activity.as_ref().map(|(n, _)| ActivityContext {
+            instance_id: id.to_owned(),
+            idempotency_key,
+            attempt,
+            name: n,
+        });
+        let fut = activity.zip(ctx).map(|((_, act), ctx)| act.invoke(ctx, input));
+        let name = name.to_owned();
+        let timeout = policy.attempt_timeout;
+        let span = tracing::info_span!("activity", name = %name, attempt);
+        let handle = tokio::spawn(
+            async move {
+                let result = match fut {
+                    None => Err(ActivityFailure::NotRegistered(name)),
+                    Some(fut) => {
+                        let inner = tokio::spawn(fut);
+                        let abort = AbortOnDrop(inner.abort_handle());
+                        let joined = match timeout {
+                            None => Some(inner.await),
+                            Some(limit) => tokio::time::timeout(limit, inner).await.ok(),
+                        };
+                        drop(abort);
+                        match joined {
+                            None => Err(ActivityFailure::TimedOut(timeout.unwrap_or_default())),
+                            Some(Ok(r)) => r,
+                            Some(Err(e)) if e.is_panic() => Err(ActivityFailure::Panicked(
+                                panic_message(e.into_panic().as_ref()),
+                            )),
+                            Some(Err(e)) => {
+                                Err(ActivityFailure::Panicked(format!("activity task ended: {e}")))
+                            }
+                        }
+                    }
+                };
+                let _ = tx.send((step_key, branch, result));
+            }
+            .instrument(span),
+        );
+        AbortOnDrop(handle.abort_handle())
+    }
+
+    /// Works out which branches of `pending` are done now.
+    async fn resolve(
+        self: &Arc<Self>,
+        id: &str,
+        rec: &InstanceRecord,
+        pending: &Pending,
+        finished: &mut HashMap<usize, Result<Vec<u8>, ActivityFailure>>,
+    ) -> Progress {
+        let now = self.clock.now_ms();
+        let mut branches = pending.branches.clone();
+        let mut taken = Vec::new();
+        let mut changed = false;
+        let mut inbox: Vec<_> = rec.inbox.clone();
+        for (i, leaf) in pending.command.leaves().iter().enumerate() {
+            let Some(branch) = branches.get_mut(i) else { continue };
+            if branch.done.is_some() {
+                continue;
+            }
+            match leaf {
+                Command::Timer { fire_at_ms } if *fire_at_ms <= now => {
+                    branch.done = Some(Completion::Timer);
+                    changed = true;
+                }
+                Command::Event { name, timeout_at_ms } => {
+                    if let Some(pos) = inbox.iter().position(|e| &e.name == name) {
+                        let ev = inbox.remove(pos);
+                        taken.push(ev.seq);
+                        branch.done = Some(Completion::Event {
+                            name: name.clone(),
+                            payload: Some(ev.payload),
+                        });
+                        changed = true;
+                    } else if timeout_at_ms.is_some_and(|t| t <= now) {
+                        branch.done = Some(Completion::Event { name: name.clone(), payload: None });
+                        changed = true;
+                    }
+                }
+                Command::Child { orchestration, input, .. } => {
+                    let child_id =
+                        branch.child_id.clone().unwrap_or_else(|| format!("{id}:child-{i}"));
+                    if !branch.child_started {
+                        match self
+                            .start_encoded(
+                                orchestration,
+                                &child_id,
+                                input.clone(),
+                                Some(id.to_owned()),
+                            )
+                            .await
+                        {
+                            Ok(()) => {}
+                            Err(e) => {
+                                branch.done = Some(Completion::Child(Err(
+                                    ChildFailure::NotStarted(e.to_string()),
+                                )))
+                            }
+                        }
+                        branch.child_started = true;
+                        changed = true;
+                    }
+                    if branch.done.is_none() {
+                        if let Ok(Some(child)) = self.load(&child_id) {
+                            let result = match child.state {
+                                State::Completed { output } => Some(Ok(output)),
+                                State::Failed { message, payload } => {
+                                    Some(Err(ChildFailure::Failed { message, payload }))
+                                }
+                                State::Cancelled { reason } => {
+                                    Some(Err(ChildFailure::Cancelled(reason)))
+                                }
+                                State::Running | State::Incompatible { .. } => None,
+                            };
+                            if let Some(r) = result {
+                                branch.done = Some(Completion::Child(r));
+                                changed = true;
+                            }
+                        }
+                    }
+                }
+                Command::Activity { policy, .. } => {
+                    if let Some(result) = finished.remove(&i) {
+                        let attempt = branch.failed_attempts + 1;
+                        match result {
+                            Err(f) if attempt < policy.max_attempts && retryable(&f) => {
+                                tracing::info!(
+                                    attempt,
+                                    "activity attempt failed, will retry: {f:?}"
+                                );
+                                branch.failed_attempts = attempt;
+                                branch.not_before_ms =
+                                    now.saturating_add(ms(policy.backoff(attempt)));
+                            }
+                            result => branch.done = Some(Completion::Activity(result)),
+                        }
+                        changed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let completion = match &pending.command {
+            Command::Join(_) => branches.iter().all(|b| b.done.is_some()).then(|| {
+                Completion::Join(branches.iter().filter_map(|b| b.done.clone()).collect())
+            }),
+            Command::Race(_) => branches.iter().enumerate().find_map(|(i, b)| {
+                b.done.clone().map(|c| Completion::Race {
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    completion: Box::new(c),
+                })
+            }),
+            _ => branches.first().and_then(|b| b.done.clone()),
+        };
+        Progress { completion, branches, taken, changed }
+    }
+
+    /// Records the progress of a join's branches (and the events they took).
+    async fn save_branches(
+        &self,
+        id: &str,
+        key: &str,
+        branches: &[Branch],
+        taken: &[u64],
+    ) -> Result<(), ClientError> {
+        self.update(id, |rec| {
+            if let Some(p) = rec.pending.as_mut().filter(|p| p.key == key) {
+                p.branches = branches.to_vec();
+                rec.inbox.retain(|e| !taken.contains(&e.seq));
+                rec.updated_ms = self.clock.now_ms();
+            }
+        })?;
+        self.make_durable().await?;
+        Ok(())
+    }
+
+    /// Runs one step of the orchestration and checkpoints the result; retries the write until
+    /// it succeeds (the step is not done before).
+    async fn run_step(
+        self: &Arc<Self>,
+        id: &str,
+        rec: &InstanceRecord,
+        orchestration: &dyn ErasedOrchestration,
+        completion: Option<Completion>,
+        taken: Vec<u64>,
+    ) {
+        let completed = rec.pending.as_ref().map(|p| p.command.describe());
+        let mut delay = Duration::from_millis(10);
+        loop {
+            let now = self.clock.now_ms();
+            let ctx = Ctx::new(id, now, rec.steps + 1);
+            let span = tracing::debug_span!("step", n = rec.steps + 1);
+            let result = {
+                let _enter = span.enter();
+                let resume = match (&rec.frame, completion.clone()) {
+                    (None, _) => Resume::Start(&rec.input),
+                    (Some(frame), Some(completion)) => Resume::At { frame, completion },
+                    (Some(_), None) => {
+                        tracing::error!("instance `{id}`: a frame without a completion");
+                        return;
+                    }
+                };
+                std::panic::catch_unwind(AssertUnwindSafe(|| orchestration.step(&ctx, resume)))
+            };
+            let status = ctx.take_status();
+            let applied = self.update(id, |latest| {
+                apply_step(id, latest, rec.steps, now, result, status, &taken)
+            });
+            let outcome = match applied {
+                Ok(Some(Some(outcome))) => outcome,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!("checkpoint failed, retrying the step: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if let Err(e) = self.make_durable().await {
+                tracing::error!("flush failed, retrying the step: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            let terminal = matches!(
+                outcome,
+                StepOutcome::Completed
+                    | StepOutcome::Failed(_)
+                    | StepOutcome::Cancelled(_)
+                    | StepOutcome::Incompatible(_)
+            );
+            if let Some(observer) = &self.observer {
+                observer(&StepEvent {
+                    instance: id.to_owned(),
+                    step: rec.steps + 1,
+                    completed,
+                    outcome,
+                });
+            }
+            if terminal {
+                self.changes.send_modify(|v| *v += 1);
+                if let Some(parent) = &rec.parent {
+                    self.wake(parent);
+                }
+            }
+            return;
+        }
+    }
+
+    async fn apply_cancel(self: &Arc<Self>, id: &str, reason: &str) {
+        let mut children = Vec::new();
+        let applied = self.update(id, |rec| {
+            if rec.is_terminal() {
+                return None;
+            }
+            if let Some(p) = &rec.pending {
+                for (leaf, b) in p.command.leaves().iter().zip(&p.branches) {
+                    if let (Command::Child { .. }, Some(child), None) = (leaf, &b.child_id, &b.done)
+                    {
+                        children.push(child.clone());
+                    }
+                }
+            }
+            rec.state = State::Cancelled { reason: reason.to_owned() };
+            rec.updated_ms = self.clock.now_ms();
+            Some(rec.parent.clone())
+        });
+        let parent = match applied {
+            Ok(Some(Some(parent))) => parent,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!("cannot cancel: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.make_durable().await {
+            tracing::error!("cannot make the cancellation durable: {e}");
+        }
+        tracing::info!(instance = %id, "cancelled: {reason}");
+        for child in children {
+            let _ =
+                Box::pin(self.update_live(&child, |r| {
+                    r.cancel = Some(format!("parent cancelled: {reason}"))
+                }))
+                .await;
+            self.wake(&child);
+        }
+        if let Some(observer) = &self.observer {
+            observer(&StepEvent {
+                instance: id.to_owned(),
+                step: 0,
+                completed: None,
+                outcome: StepOutcome::Cancelled(reason.to_owned()),
+            });
+        }
+        self.changes.send_modify(|v| *v += 1);
+        if let Some(parent) = parent {
+            self.wake(&parent);
+        }
+    }
+}
+
+struct Progress {
+    completion: Option<Completion>,
+    branches: Vec<Branch>,
+    taken: Vec<u64>,
+    changed: bool,
+}
+
+fn min_some(a: Option<u64>, b: u64) -> Option<u64> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// Applies a step's result to the latest record; `None` when the record moved on meanwhile.
+fn apply_step(
+    id: &str,
+    rec: &mut InstanceRecord,
+    expected_steps: u64,
+    now: u64,
+    result: std::thread::Result<StepResult>,
+    status: Option<Vec<u8>>,
+    taken: &[u64],
+) -> Option<StepOutcome> {
+    if rec.steps != expected_steps || rec.is_terminal() {
+        return None;
+    }
+    rec.updated_ms = now;
+    rec.inbox.retain(|e| !taken.contains(&e.seq));
+    if let Some(s) = status {
+        rec.custom_status = Some(s);
+    }
+    if matches!(rec.state, State::Incompatible { .. }) {
+        rec.state = State::Running;
+    }
+    let outcome = match result {
+        Ok(StepResult::Suspend { command: Command::ContinueAsNew { input }, .. }) => {
+            rec.steps += 1;
+            rec.input = input;
+            rec.frame = None;
+            rec.pending = None;
+            StepOutcome::ContinuedAsNew
+        }
+        Ok(StepResult::Suspend { frame, command }) => {
+            rec.steps += 1;
+            let key = format!("{id}:{}", rec.steps);
+            let branches = command
+                .leaves()
+                .iter()
+                .enumerate()
+                .map(|(i, leaf)| Branch {
+                    child_id: match leaf {
+                        Command::Child { id: Some(chosen), .. } => Some(chosen.clone()),
+                        Command::Child { .. } if command.leaves().len() == 1 => {
+                            Some(format!("{key}"))
+                        }
+                        Command::Child { .. } => Some(format!("{key}.{i}")),
+                        _ => None,
+                    },
+                    ..Branch::default()
+                })
+                .collect();
+            let next = command.describe();
+            rec.pending = Some(Pending { command, key, branches });
+            rec.frame = Some(frame);
+            StepOutcome::Suspended(next)
+        }
+        Ok(StepResult::Complete(output)) => {
+            rec.steps += 1;
+            rec.state = State::Completed { output };
+            rec.frame = None;
+            rec.pending = None;
+            StepOutcome::Completed
+        }
+        Ok(StepResult::Fail { message, payload }) => {
+            rec.steps += 1;
+            rec.state = State::Failed { message: message.clone(), payload: Some(payload) };
+            rec.frame = None;
+            rec.pending = None;
+            StepOutcome::Failed(message)
+        }
+        Ok(StepResult::Fault(Fault::Incompatible(m))) => {
+            let message = format!("instance `{id}` of orchestration `{}`: {m}", rec.orchestration);
+            tracing::warn!("{message}");
+            rec.state = State::Incompatible { message: message.clone() };
+            StepOutcome::Incompatible(message)
+        }
+        Ok(StepResult::Fault(f)) => {
+            let message = format!("instance `{id}` of orchestration `{}`: {f}", rec.orchestration);
+            tracing::error!("{message}");
+            rec.state = State::Failed { message: message.clone(), payload: None };
+            StepOutcome::Failed(message)
+        }
+        Err(panic) => {
+            let message = format!(
+                "instance `{id}`: orchestration `{}` panicked: {}",
+                rec.orchestration,
+                panic_message(panic.as_ref())
+            );
+            tracing::error!("{message}");
+            rec.state = State::Failed { message: message.clone(), payload: None };
+            StepOutcome::Failed(message)
+        }
+    };
+    Some(outcome)
+}
+
+pub(crate) fn state_of(rec: &InstanceRecord, registered: bool) -> InstanceState {
+    match &rec.state {
+        State::Running if !registered => InstanceState::Unregistered,
+        State::Running => InstanceState::Running,
+        State::Completed { .. } => InstanceState::Completed,
+        State::Failed { message, .. } => InstanceState::Failed { message: message.clone() },
+        State::Cancelled { reason } => InstanceState::Cancelled { reason: reason.clone() },
+        State::Incompatible { message } => InstanceState::Incompatible { message: message.clone() },
+    }
+}
+
+fn retryable(failure: &ActivityFailure) -> bool {
+    !matches!(failure, ActivityFailure::NotRegistered(_))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+#[allow(dead_code)]
+fn _codec_is_used() -> Result<Vec<u8>, codec::CodecError> {
+    codec::encode(&0u8)
+}
