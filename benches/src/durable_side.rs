@@ -1,0 +1,340 @@
+//! The workloads on durable: the orchestrations, and one function per measurement.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use durable::store::{Entries, SledStore, Space, Store, StoreError};
+use durable::{Ctx, Durability, Failure, Runtime, StepEvent, activity, orchestration};
+use tokio::sync::Notify;
+
+use crate::probe;
+use crate::sys;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The loop of the resume measurement; its activity reports to the probe.
+#[activity]
+async fn loop_step(acc: u64, i: u64) -> Result<u64, String> {
+    probe::on_step(i).await;
+    Ok(acc.wrapping_add(i))
+}
+
+#[orchestration]
+async fn counted_loop(ctx: Ctx, n: u64) -> Result<u64, Failure> {
+    let mut acc = 0;
+    for i in 0..n {
+        acc = ctx.call(loop_step, (acc, i)).await?;
+    }
+    Ok(acc)
+}
+
+/// The activity of the throughput and CPU measurements: as cheap as an activity can be.
+#[activity]
+async fn add(a: u64, b: u64) -> Result<u64, String> {
+    Ok(a.wrapping_add(b))
+}
+
+#[orchestration]
+async fn plain_loop(ctx: Ctx, n: u64) -> Result<u64, Failure> {
+    let mut acc = 0;
+    for i in 0..n {
+        acc = ctx.call(add, (acc, i)).await?;
+    }
+    Ok(acc)
+}
+
+#[orchestration]
+async fn three_steps(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+    let a = ctx.call(add, (x, 1)).await?;
+    let b = ctx.call(add, (a, 2)).await?;
+    let c = ctx.call(add, (b, 3)).await?;
+    Ok(c)
+}
+
+#[orchestration]
+async fn awaiting_approval(ctx: Ctx, order: u64) -> Result<u64, Failure> {
+    let approved = ctx.wait_event::<u64>("approval").await?;
+    Ok(order.wrapping_add(approved))
+}
+
+/// The plain loop without durability: the same activity body, called directly.
+pub async fn plain_calls(n: u64) -> Result<u64, String> {
+    let mut acc = 0;
+    for i in 0..n {
+        acc = add::run(acc, i).await?;
+    }
+    Ok(acc)
+}
+
+/// Counts step events and wakes a waiter when a target count is reached.
+#[derive(Default)]
+struct StepCounter {
+    count: AtomicU64,
+    target: AtomicU64,
+    reached: Notify,
+}
+
+impl StepCounter {
+    fn observe(self: &Arc<Self>, filter: fn(&StepEvent) -> bool) -> impl Fn(&StepEvent) + Send + Sync + 'static {
+        let this = self.clone();
+        move |e: &StepEvent| {
+            if filter(e) {
+                let n = this.count.fetch_add(1, Ordering::SeqCst) + 1;
+                if n == this.target.load(Ordering::SeqCst) {
+                    this.reached.notify_one();
+                }
+            }
+        }
+    }
+
+    async fn wait_for(&self, target: u64) {
+        let reached = self.reached.notified();
+        tokio::pin!(reached);
+        reached.as_mut().enable();
+        self.target.store(target, Ordering::SeqCst);
+        if self.count.load(Ordering::SeqCst) >= target {
+            return;
+        }
+        reached.await;
+    }
+}
+
+fn is_completion(e: &StepEvent) -> bool {
+    matches!(e.outcome, durable::StepOutcome::Completed)
+}
+
+fn any_step(_: &StepEvent) -> bool {
+    true
+}
+
+// ----- resume cost (children) -----
+
+/// Child: writes the history of an instance that has completed `k` steps of `counted_loop`,
+/// with the call of step `k + 1` in flight, then shuts down cleanly (flushing). Buffered, for
+/// speed; the resume is measured with the default durability. Returns the build time.
+pub async fn build_history(db: &Path, k: u64) -> Result<Duration, BoxError> {
+    let t = Instant::now();
+    probe::install(probe::Mode::Build { stop_at: k });
+    let rt = Runtime::builder(db)
+        .orchestration(counted_loop)
+        .durability(Durability::Buffered)
+        .open()
+        .await?;
+    let _handle = rt.start(counted_loop, "resume", k + 10).await?;
+    probe::done().await;
+    rt.shutdown().await;
+    drop(rt);
+    Ok(t.elapsed())
+}
+
+/// Child: opens the database (default durability) and reports the times, since just before
+/// `open`, of: `open` returned, the in-flight call K+1 started again, call K+2 started (after
+/// step K+1 was checkpointed and flushed).
+pub async fn resume(db: &Path, k: u64) -> Result<[Duration; 3], BoxError> {
+    probe::install(probe::Mode::Resume { first: k });
+    let rt = Runtime::builder(db).orchestration(counted_loop).open().await?;
+    let opened = probe::elapsed();
+    probe::done().await;
+    let (first, next) = probe::resume_times();
+    drop(rt);
+    Ok([opened, first, next])
+}
+
+// ----- one instance, sequential steps -----
+
+/// One instance of `n` sequential steps, default durability: wall time and CPU time from the
+/// start call to the output.
+pub async fn sequential(db: &Path, n: u64) -> Result<(Duration, Duration), BoxError> {
+    sequential_with(db, n, Durability::Flush).await
+}
+
+/// As [`sequential`], with the given durability.
+pub async fn sequential_with(
+    db: &Path,
+    n: u64,
+    durability: Durability,
+) -> Result<(Duration, Duration), BoxError> {
+    sys::remove(db);
+    let rt = Runtime::builder(db).orchestration(plain_loop).durability(durability).open().await?;
+    let cpu = sys::cpu_time();
+    let t = Instant::now();
+    let out = rt.start(plain_loop, "seq", n).await?.wait().await?;
+    let wall = t.elapsed();
+    let cpu = sys::cpu_time().saturating_sub(cpu);
+    if out != (0..n).sum::<u64>() {
+        return Err(format!("plain_loop returned {out}").into());
+    }
+    rt.shutdown().await;
+    drop(rt);
+    sys::remove(db);
+    Ok((wall, cpu))
+}
+
+/// The physical reference: per step, one sled insert of `value_len` bytes under `key`, then a
+/// flush, on a fresh database with sled's default configuration (as the runtime opens it).
+pub fn sled_reference(db: &Path, key: &[u8], value_len: usize, n: u64) -> Result<Duration, BoxError> {
+    sys::remove(db);
+    let sled_db = sled::Config::new().path(db).open()?;
+    let tree = sled_db.open_tree("instances")?;
+    let mut value = vec![0u8; value_len];
+    let t = Instant::now();
+    for i in 0..n {
+        value[..8].copy_from_slice(&i.to_le_bytes());
+        tree.insert(key, value.as_slice())?;
+        sled_db.flush()?;
+    }
+    let took = t.elapsed();
+    drop(tree);
+    drop(sled_db);
+    sys::remove(db);
+    Ok(took)
+}
+
+/// A store that records the sizes of instance records written through it (calibration only).
+struct SizeProbe {
+    inner: SledStore,
+    sizes: Mutex<Vec<usize>>,
+}
+
+impl Store for SizeProbe {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(space, key)
+    }
+    fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if space == Space::Instances {
+            self.sizes.lock().unwrap_or_else(|p| p.into_inner()).push(value.len());
+        }
+        self.inner.put(space, key, value)
+    }
+    fn put_new(&self, space: Space, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.put_new(space, key, value)
+    }
+    fn delete(&self, space: Space, key: &[u8]) -> Result<(), StoreError> {
+        self.inner.delete(space, key)
+    }
+    fn scan(&self, space: Space, after: Option<&[u8]>, limit: usize) -> Result<Entries, StoreError> {
+        self.inner.scan(space, after, limit)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+/// The median size of the checkpoints `plain_loop` writes mid-run (key `seq`), in bytes.
+pub async fn checkpoint_size(db: &Path, n: u64) -> Result<usize, BoxError> {
+    sys::remove(db);
+    let store = Arc::new(SizeProbe { inner: SledStore::open(db)?, sizes: Mutex::new(Vec::new()) });
+    let rt = Runtime::builder(db).store(store.clone()).orchestration(plain_loop).open().await?;
+    rt.start(plain_loop, "seq", n).await?.wait().await?;
+    rt.shutdown().await;
+    drop(rt);
+    let mut sizes = store.sizes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    drop(store);
+    sys::remove(db);
+    sizes.sort_unstable();
+    Ok(sizes.get(sizes.len() / 2).copied().unwrap_or(0))
+}
+
+// ----- many instances at once -----
+
+/// `instances` instances of `three_steps` started at once, default durability: the time from
+/// the first start call until the last instance completed (counted by the step observer, or
+/// by each instance's `Handle::wait` when `handles`).
+pub async fn fan_out(db: &Path, instances: u64, handles: bool) -> Result<Duration, BoxError> {
+    sys::remove(db);
+    let counter = Arc::new(StepCounter::default());
+    let rt = Runtime::builder(db)
+        .orchestration(three_steps)
+        .on_step(counter.observe(is_completion))
+        .open()
+        .await?;
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..instances {
+        let rt = rt.clone();
+        tasks.spawn(async move {
+            let handle = rt.start(three_steps, format!("fan-{i:06}"), i).await?;
+            if handles {
+                let out = handle.wait().await?;
+                if out != i + 6 {
+                    return Err::<(), BoxError>(format!("instance {i} returned {out}").into());
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    counter.wait_for(instances).await;
+    let took = t.elapsed();
+    rt.shutdown().await;
+    drop(rt);
+    sys::remove(db);
+    Ok(took)
+}
+
+// ----- waiting instances (child) -----
+
+/// What [`waiting`] measured.
+pub struct Waiting {
+    pub started_in: Duration,
+    pub rss: u64,
+    pub peak: u64,
+    pub disk_apparent: u64,
+    pub disk_allocated: u64,
+}
+
+/// Child: starts `n` instances that wait for an event (at most `concurrency` start calls in
+/// flight), waits until each has checkpointed its wait, then reads this process's memory,
+/// shuts down, and measures the database directory.
+pub async fn waiting(db: &Path, n: u64, concurrency: usize) -> Result<Waiting, BoxError> {
+    sys::remove(db);
+    let counter = Arc::new(StepCounter::default());
+    let rt = Runtime::builder(db)
+        .orchestration(awaiting_approval)
+        .on_step(counter.observe(any_step))
+        .open()
+        .await?;
+    let t = Instant::now();
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let permit = permits.clone().acquire_owned().await?;
+        let rt = rt.clone();
+        tasks.spawn(async move {
+            let r = rt.start(awaiting_approval, format!("order-{i:07}"), i).await;
+            drop(permit);
+            r.map(|_| ())
+        });
+        while let Some(r) = tasks.try_join_next() {
+            r??;
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    counter.wait_for(n).await;
+    let started_in = t.elapsed();
+    // Let drivers that just parked finish ending.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss, peak) = sys::memory();
+    rt.shutdown().await;
+    drop(rt);
+    let (disk_apparent, disk_allocated) = sys::dir_size(db);
+    Ok(Waiting { started_in, rss, peak, disk_apparent, disk_allocated })
+}
+
+/// Child: reopens a database of waiting instances, lets the runtime look at every one, and
+/// reads this process's memory. Returns (open time, rss, peak rss).
+pub async fn waiting_reopen(db: &Path) -> Result<(Duration, u64, u64), BoxError> {
+    let t = Instant::now();
+    let rt = Runtime::builder(db).orchestration(awaiting_approval).open().await?;
+    let opened = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss, peak) = sys::memory();
+    drop(rt);
+    Ok((opened, rss, peak))
+}
