@@ -387,3 +387,62 @@ mod tests {
         assert_eq!(names, ["a", "b", "c", "e", "f"]);
     }
 }
+
+/// What an orchestration body names through its context: activities (`ctx.call(path, ..)`) and
+/// sub-orchestrations (`ctx.child(path, ..)`), anywhere in the body, closures included, so that
+/// registering the orchestration registers them too.
+pub(crate) fn dependencies(body: &syn::Block, ctx: &syn::Pat) -> (Vec<syn::Path>, Vec<syn::Path>) {
+    struct Deps<'a> {
+        ctx: Option<&'a syn::Ident>,
+        activities: Vec<syn::Path>,
+        children: Vec<syn::Path>,
+    }
+    fn push(list: &mut Vec<syn::Path>, p: &syn::Path) {
+        let key = quote::quote!(#p).to_string();
+        if !list.iter().any(|o| quote::quote!(#o).to_string() == key) {
+            list.push(p.clone());
+        }
+    }
+    impl<'ast> Visit<'ast> for Deps<'_> {
+        fn visit_expr_method_call(&mut self, mc: &'ast syn::ExprMethodCall) {
+            let on_ctx = match (&*mc.receiver, self.ctx) {
+                (syn::Expr::Path(p), Some(ctx)) => p.path.is_ident(ctx),
+                _ => false,
+            };
+            if on_ctx
+                && mc.args.len() == 2
+                && let Some(syn::Expr::Path(p)) = mc.args.first()
+            {
+                if mc.method == "call" {
+                    push(&mut self.activities, &p.path);
+                } else if mc.method == "child" {
+                    push(&mut self.children, &p.path);
+                }
+            }
+            visit::visit_expr_method_call(self, mc);
+        }
+        fn visit_macro(&mut self, m: &'ast syn::Macro) {
+            // `vec![ctx.call(a, x), …]` and the like: look into arguments that parse as
+            // expressions.
+            use syn::parse::Parser;
+            let parser = syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated;
+            if let Ok(args) = parser.parse2(m.tokens.clone()) {
+                for a in &args {
+                    let mut inner =
+                        Deps { ctx: self.ctx, activities: Vec::new(), children: Vec::new() };
+                    inner.visit_expr(a);
+                    inner.activities.iter().for_each(|p| push(&mut self.activities, p));
+                    inner.children.iter().for_each(|p| push(&mut self.children, p));
+                }
+            }
+        }
+        fn visit_item(&mut self, _: &'ast syn::Item) {}
+    }
+    let ctx = match ctx {
+        syn::Pat::Ident(p) => Some(&p.ident),
+        _ => None,
+    };
+    let mut d = Deps { ctx, activities: Vec::new(), children: Vec::new() };
+    d.visit_block(body);
+    (d.activities, d.children)
+}

@@ -17,7 +17,7 @@
 //! returns the frame with the operation's command. Arms are emitted in depth-first order from
 //! the entry, so each variant is built before an arm reads it and every type is inferred.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::visit_mut::VisitMut;
 
@@ -39,6 +39,9 @@ fn variant(b: usize) -> syn::Ident {
 }
 fn op_field() -> syn::Ident {
     format_ident!("__durable_op", span = Span::mixed_site())
+}
+fn completion_ident() -> syn::Ident {
+    format_ident!("__durable_completion", span = Span::mixed_site())
 }
 
 struct Ctx<'a> {
@@ -92,27 +95,33 @@ impl Ctx<'_> {
         let point = &self.m.points[p];
         let mut op = point.op.clone();
         ReplaceGotos(self).visit_expr_mut(&mut op);
-        let op_span = first_span(&point.op);
+        let await_span = point.span;
         let live = &self.m.blocks[point.resume].live_in;
         let w = format_ident!("__durable_w", span = Span::mixed_site());
         let writes = live.iter().map(|b| {
             let binding = &self.m.bindings[*b];
             let (ident, name) = (&binding.ident, &binding.name);
-            quote_spanned!(ident.span()=> #krate::__private::FrameWriter::write(&mut #w, #name, &#ident);)
+            let value = format_ident!("__durable_value", span = Span::mixed_site());
+            let write = located_at(
+                quote!(#krate::__private::FrameWriter::write(&mut #w, #name, #value)),
+                ident.span(),
+            );
+            quote!({ let #value = &#ident; #write; })
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
         let (st, var, v, opf) = (state_ident(), var_ident(), variant(point.resume), op_field());
         let identity = &point.identity;
         let line = quote_spanned!(point.span=> ::core::line!());
         let opv = format_ident!("__durable_opv", span = Span::mixed_site());
-        let marker = quote_spanned!(op_span=> #krate::__private::Marker::of(&#opv));
-        let suspend = quote_spanned!(op_span=> #krate::__private::suspend(__durable_frame, #opv));
+        let frame = format_ident!("__durable_frame", span = Span::mixed_site());
+        let marker = located_at(quote!(#krate::__private::Marker::of(&#opv)), await_span);
+        let suspend = located_at(quote!(#krate::__private::suspend(#frame, #opv)), await_span);
         quote!({
             let #opv = #op;
             static __DURABLE_CHECKED: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
             let mut #w = #krate::__private::FrameWriter::new(&__DURABLE_CHECKED);
             #(#writes)*
-            let __durable_frame = #w.finish(#identity, #line);
+            let #frame = #w.finish(#identity, #line);
             #var = #st::#v { #(#fields,)* #opf: #marker };
             return #suspend;
         })
@@ -142,8 +151,13 @@ impl Ctx<'_> {
                             ::core::result::Result::Err(::core::convert::From::from(e))),
                     };)
                 });
+                let completion = completion_ident();
+                let complete = located_at(
+                    quote!(#krate::__private::Marker::complete(#opf, &mut #completion)),
+                    point.span,
+                );
                 quote!(#st::#v { #(#fields,)* #opf } => {
-                    let #value = match #krate::__private::Marker::complete(#opf, &mut __durable_completion) {
+                    let #value = match #complete {
                         ::core::result::Result::Ok(v) => v,
                         ::core::result::Result::Err(f) => return #krate::__private::fault(f),
                     };
@@ -168,7 +182,7 @@ impl Ctx<'_> {
         let r = format_ident!("__durable_r", span = Span::mixed_site());
         let reads = live.iter().zip(&markers).map(|(b, marker)| {
             let ident = &self.m.bindings[*b].ident;
-            let read = quote_spanned!(ident.span()=> #krate::__private::read(&mut #r, #marker));
+            let read = located_at(quote!(#krate::__private::read(&mut #r, #marker)), ident.span());
             quote!(let #ident = match #read {
                 ::core::result::Result::Ok(v) => v,
                 ::core::result::Result::Err(f) => return #krate::__private::fault(f),
@@ -178,6 +192,7 @@ impl Ctx<'_> {
         let (st, v, opf) = (state_ident(), variant(point.resume), op_field());
         let identity = &point.identity;
         let line = quote_spanned!(point.span=> ::core::line!());
+        let marker = located_at(quote!(#krate::__private::Marker::new()), point.span);
         quote!(#identity => {
             #(let #markers = ::core::marker::PhantomData;)*
             let mut #r = match #krate::__private::FrameReader::open(
@@ -187,7 +202,7 @@ impl Ctx<'_> {
                 ::core::result::Result::Err(f) => return #krate::__private::fault(f),
             };
             #(#reads)*
-            #st::#v { #(#fields,)* #opf: #krate::__private::Marker::new() }
+            #st::#v { #(#fields,)* #opf: #marker }
         })
     }
 }
@@ -217,6 +232,29 @@ impl VisitMut for ReplaceGotos<'_, '_> {
             mac.tokens = quote!(#args);
         }
     }
+}
+
+/// `tokens`, all at one span: located at the user's `span`, resolved at the macro's mixed site.
+/// A bound that generated code checks on the user's behalf then fails at the user's token (the
+/// `.await`, the binding), and since every check of one token has the very same span, rustc
+/// reports it once. Only for tokens that name absolute paths and the macro's own (mixed-site)
+/// locals.
+fn located_at(tokens: TokenStream, span: Span) -> TokenStream {
+    let span = Span::mixed_site().located_at(span);
+    tokens
+        .into_iter()
+        .map(|tt| match tt {
+            TokenTree::Group(g) => {
+                let mut located = Group::new(g.delimiter(), located_at(g.stream(), span));
+                located.set_span(span);
+                TokenTree::Group(located)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
 }
 
 fn first_span<T: quote::ToTokens>(t: &T) -> Span {
@@ -257,39 +295,29 @@ fn emission_order(m: &Machine) -> Vec<usize> {
     order
 }
 
-/// The names of the activities an orchestration calls with `ctx.call(path, ..)`.
-fn called_activities(m: &Machine) -> Vec<syn::Path> {
-    let mut out: Vec<syn::Path> = Vec::new();
-    for (i, p) in m.points.iter().enumerate() {
-        let reachable = m.reachable.get(p.resume).copied().unwrap_or(false);
-        if !reachable {
-            continue;
-        }
-        let _ = i;
-        let mut op = &p.op;
-        while let syn::Expr::MethodCall(mc) = op {
-            if mc.method == "call" {
-                if let Some(syn::Expr::Path(path)) = mc.args.first()
-                    && !out.iter().any(|o| quote!(#o).to_string() == quote!(#path).to_string())
-                {
-                    out.push(path.path.clone());
-                }
-                break;
-            }
-            op = &mc.receiver;
-        }
-    }
-    out
-}
-
+/// The input type: the single parameter's type, or a tuple of them, reported at the first one.
 fn input_type(inputs: &[(syn::Pat, syn::Type)]) -> TokenStream {
     match inputs {
         [(_, ty)] => quote!(#ty),
         _ => {
             let tys = inputs.iter().map(|(_, t)| t);
-            quote!((#(#tys,)*))
+            let mut tuple = Group::new(Delimiter::Parenthesis, quote!(#(#tys,)*));
+            if let Some((_, first)) = inputs.first() {
+                tuple.set_span(Span::mixed_site().located_at(first_span(first)));
+            }
+            TokenStream::from(TokenTree::Group(tuple))
         }
     }
+}
+
+/// Asserts that each input type can be stored, at the type.
+fn input_asserts(inputs: &[(syn::Pat, syn::Type)], krate: &TokenStream) -> TokenStream {
+    inputs
+        .iter()
+        .map(|(_, ty)| {
+            located_at(quote!(#krate::__private::assert_input::<#ty>();), first_span(ty))
+        })
+        .collect()
 }
 
 fn doc_attrs(attrs: &[syn::Attribute]) -> impl Iterator<Item = &syn::Attribute> {
@@ -338,6 +366,7 @@ pub(crate) fn orchestration(
         variants.push(quote!(#v { #(#fields),* }));
     }
     let st = state_ident();
+    let completion = completion_ident();
     let var = var_ident();
     let l = label();
     let arms = order.iter().map(|b| cx.arm(*b));
@@ -363,12 +392,19 @@ pub(crate) fn orchestration(
         let locals = m.blocks[p.resume].live_in.iter().map(|b| &m.bindings[*b].name);
         quote!(#krate::__private::PointInfo { identity: #identity, line: #line, locals: &[#(#locals),*] })
     });
-    let activities = called_activities(m);
+    let (activities, children) = crate::analyze::dependencies(&f.item.block, &f.ctx);
     let output_assert = quote_spanned!(first_span(output)=> type Output = #output;);
-    let input_asserts = f
-        .inputs
-        .iter()
-        .map(|(_, ty)| quote_spanned!(first_span(ty)=> #krate::__private::assert_input::<#ty>();));
+    // Checks of the input and output types, each at the user's type, in the machine's body so
+    // that rustc reports each failed bound once.
+    let input_asserts = input_asserts(&f.inputs, krate);
+    let bytes = format_ident!("__durable_bytes", span = Span::mixed_site());
+    let decode_input = quote!(#krate::__private::decode_input(#bytes));
+    let decode_input = match f.inputs.as_slice() {
+        [(_, ty)] => located_at(decode_input, first_span(ty)),
+        _ => decode_input,
+    };
+    let step = format_ident!("__durable_step", span = Span::mixed_site());
+    let finish = located_at(quote!(#krate::__private::finish(#step)), first_span(output));
 
     quote! {
         #(#docs)*
@@ -377,9 +413,6 @@ pub(crate) fn orchestration(
         #vis struct #ident;
 
         const _: () = {
-            #[allow(dead_code, clippy::all)]
-            fn __durable_assert_inputs() { #(#input_asserts)* }
-
             impl #krate::__private::Orchestration for #ident {
                 type Input = #input_ty;
                 #output_assert
@@ -387,16 +420,18 @@ pub(crate) fn orchestration(
                 fn points(&self) -> &'static [#krate::__private::PointInfo] {
                     &[#(#points),*]
                 }
-                fn register_activities(&self, registry: &mut #krate::__private::ActivityRegistry) {
+                fn register(&self, registry: &mut #krate::__private::Registry) {
                     let _ = &registry;
-                    #(registry.add(#activities);)*
+                    #(registry.add_activity(#activities);)*
+                    #(registry.add_orchestration(#children);)*
                 }
                 fn step(
                     &self,
                     ctx: &#krate::__private::Ctx,
                     resume: #krate::__private::Resume<'_>,
                 ) -> #krate::__private::StepResult {
-                    #krate::__private::finish(__durable_machine(ctx, resume))
+                    let #step = __durable_machine(ctx, resume);
+                    #finish
                 }
             }
 
@@ -412,11 +447,12 @@ pub(crate) fn orchestration(
                 #(#items)*
                 enum #st<#(#params),*> { #(#variants),* }
                 let #ctx_pat: #ctx_ty = ::core::clone::Clone::clone(__durable_ctx);
-                let mut __durable_completion: ::core::option::Option<#krate::__private::Completion> =
+                let mut #completion: ::core::option::Option<#krate::__private::Completion> =
                     ::core::option::Option::None;
                 let mut #var = match __durable_resume {
-                    #krate::__private::Resume::Start(__durable_bytes) => {
-                        let __durable_input: #input_ty = match #krate::__private::decode_input(__durable_bytes) {
+                    #krate::__private::Resume::Start(#bytes) => {
+                        #input_asserts
+                        let __durable_input: #input_ty = match #decode_input {
                             ::core::result::Result::Ok(v) => v,
                             ::core::result::Result::Err(f) => return #krate::__private::fault(f),
                         };
@@ -424,7 +460,7 @@ pub(crate) fn orchestration(
                         #st::B0 { #(#entry_fields),* }
                     }
                     #krate::__private::Resume::At { frame: __durable_frame, completion } => {
-                        __durable_completion = ::core::option::Option::Some(completion);
+                        #completion = ::core::option::Option::Some(completion);
                         match __durable_frame.point.as_str() {
                             #(#decodes)*
                             _ => return #krate::__private::fault(#krate::__private::unknown_point(__durable_frame)),
@@ -469,11 +505,14 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
         let c = if by_ref { quote!(&__durable_actx) } else { quote!(__durable_actx) };
         call_args.insert((*pos).min(call_args.len()), c);
     }
-    let output_assert = quote_spanned!(first_span(output)=> #krate::__private::ActivityOutput);
-    let input_asserts = f
-        .inputs
-        .iter()
-        .map(|(_, ty)| quote_spanned!(first_span(ty)=> #krate::__private::assert_input::<#ty>();));
+    let output_as = |assoc: TokenStream| {
+        located_at(
+            quote!(<#output as #krate::__private::ActivityOutput>::#assoc),
+            first_span(output),
+        )
+    };
+    let (ok, err) = (output_as(quote!(Ok)), output_as(quote!(Err)));
+    let input_asserts = input_asserts(&f.inputs, krate);
     quote! {
         #(#docs)*
         #[allow(non_camel_case_types)]
@@ -488,12 +527,12 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
 
         const _: () = {
             #[allow(dead_code, clippy::all)]
-            fn __durable_assert_inputs() { #(#input_asserts)* }
+            fn __durable_assert_inputs() { #input_asserts }
 
             impl #krate::__private::Activity for #ident {
                 type Input = #input_ty;
-                type Ok = <#output as #output_assert>::Ok;
-                type Err = <#output as #krate::__private::ActivityOutput>::Err;
+                type Ok = #ok;
+                type Err = #err;
                 const NAME: &'static str = #name;
                 #[allow(clippy::all)]
                 fn invoke(

@@ -99,7 +99,7 @@ fn fallback_orchestration(
                 type Output = #output;
                 const NAME: &'static str = #name;
                 fn points(&self) -> &'static [#krate::__private::PointInfo] { &[] }
-                fn register_activities(&self, _: &mut #krate::__private::ActivityRegistry) {}
+                fn register(&self, _: &mut #krate::__private::Registry) {}
                 fn step(&self, _: &#krate::__private::Ctx, _: #krate::__private::Resume<'_>) -> #krate::__private::StepResult {
                     ::core::unreachable!("this orchestration did not compile")
                 }

@@ -511,6 +511,14 @@ impl Lowerer<'_> {
             }
             Expr::ForLoop(f) => {
                 let mut iterable = (*f.expr).clone();
+                if has_str_literal_items(&iterable) {
+                    self.errors.at(
+                        &iterable,
+                        "the items of this `for` are `&str` literals, but the items still to visit \
+                         are stored in the checkpoint, which needs owned values; iterate over \
+                         `String`s, e.g. `[\"a\", \"b\"].map(String::from)`",
+                    );
+                }
                 self.lift(&mut iterable, &mut false);
                 let span = f.expr.span_of();
                 let it = self.temp("iter", true, span);
@@ -815,10 +823,12 @@ impl VisitMut for Rewrite<'_, '_> {
                     format_ident!("__durable_ok", span = Span::mixed_site()),
                     format_ident!("__durable_err", span = Span::mixed_site()),
                 );
+                let q = t.question_token.span;
+                let convert = quote::quote_spanned!(q=> ::core::convert::From::from(#err));
                 *e = parse_quote!(match #inner {
                     ::core::result::Result::Ok(#v) => #v,
                     ::core::result::Result::Err(#err) => return #krate::__private::Step::Done(
-                        ::core::result::Result::Err(::core::convert::From::from(#err))),
+                        ::core::result::Result::Err(#convert)),
                 });
             }
             Expr::Return(r) => {
@@ -969,6 +979,22 @@ fn diverges(stmt: &Stmt) -> bool {
         Expr::Macro(m) => m.mac.path.get_ident().is_some_and(|i| {
             ["panic", "unreachable", "todo", "unimplemented"].iter().any(|n| i == n)
         }),
+        _ => false,
+    }
+}
+
+/// An array or `vec!` of string literals.
+fn has_str_literal_items(e: &Expr) -> bool {
+    let is_str = |e: &Expr| matches!(e, Expr::Lit(l) if matches!(l.lit, syn::Lit::Str(_)));
+    match e {
+        Expr::Array(a) => a.elems.iter().any(is_str),
+        Expr::Reference(r) => has_str_literal_items(&r.expr),
+        Expr::Paren(p) => has_str_literal_items(&p.expr),
+        Expr::Macro(m) if m.mac.path.is_ident("vec") => {
+            use syn::parse::Parser;
+            let parser = syn::punctuated::Punctuated::<Expr, syn::Token![,]>::parse_terminated;
+            parser.parse2(m.mac.tokens.clone()).is_ok_and(|args| args.iter().any(is_str))
+        }
         _ => false,
     }
 }

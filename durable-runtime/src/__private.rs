@@ -7,7 +7,8 @@ pub use crate::Persistable;
 pub use crate::activity::{Activity, ActivityContext, ActivityRegistry};
 pub use crate::op::{Completion, DurableOp, Failure};
 pub use crate::orchestration::{
-    ActivityOutput, Ctx, Fault, Orchestration, OrchestrationOutput, PointInfo, Resume, StepResult,
+    ActivityOutput, Ctx, Fault, Orchestration, OrchestrationOutput, PointInfo, Registry, Resume,
+    StepResult,
 };
 pub use crate::record::Frame;
 

@@ -25,7 +25,8 @@ pub use op::{
     IntoAnyOp, Join, Join2, NotInAnOrchestration, Race, Race2, RetryPolicy, Sleep, WaitEvent,
 };
 pub use orchestration::{
-    ActivityOutput, Ctx, Fault, Orchestration, OrchestrationOutput, PointInfo, Resume, StepResult,
+    ActivityOutput, Ctx, Fault, Orchestration, OrchestrationOutput, PointInfo, Registry, Resume,
+    StepResult,
 };
 pub use record::{FORMAT_VERSION, Frame};
 pub use runtime::{
@@ -41,4 +42,7 @@ pub use runtime::{
 )]
 pub trait Persistable: serde::Serialize + serde::de::DeserializeOwned + 'static {}
 
+// `do_not_recommend`: a failed bound is reported as `T: Persistable`, once, with the message
+// above, instead of one error each for `Serialize` and `DeserializeOwned`.
+#[diagnostic::do_not_recommend]
 impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Persistable for T {}

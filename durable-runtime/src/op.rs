@@ -250,6 +250,12 @@ impl<E: fmt::Display> From<ChildError<E>> for Failure {
     }
 }
 
+impl From<CompletionMismatch> for Failure {
+    fn from(e: CompletionMismatch) -> Self {
+        Failure::new(e.0)
+    }
+}
+
 impl From<EventError> for Failure {
     fn from(e: EventError) -> Self {
         Failure::new(e.to_string())

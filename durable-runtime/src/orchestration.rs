@@ -190,6 +190,9 @@ pub trait OrchestrationOutput {
     fn into_result(self) -> Result<Self::Ok, Self::Err>;
 }
 
+// A failed bound is reported as the return type not being an `OrchestrationOutput`, with the
+// message above, rather than as the `Serialize`/`Display` bounds of `T` or `E`.
+#[diagnostic::do_not_recommend]
 impl<T, E> OrchestrationOutput for Result<T, E>
 where
     T: Persistable + Send,
@@ -277,8 +280,8 @@ pub trait Orchestration: Send + Sync + 'static {
     const NAME: &'static str;
     /// The suspension points of this build.
     fn points(&self) -> &'static [PointInfo];
-    /// Registers the activities this orchestration calls.
-    fn register_activities(&self, registry: &mut ActivityRegistry);
+    /// Registers the activities and sub-orchestrations this orchestration names.
+    fn register(&self, registry: &mut Registry);
     /// Runs one step.
     fn step(&self, ctx: &Ctx, resume: Resume<'_>) -> StepResult;
 }
@@ -311,6 +314,9 @@ pub trait ActivityOutput {
     fn into_result(self) -> Result<Self::Ok, Self::Err>;
 }
 
+// A failed bound is reported as the return type not being an `ActivityOutput`, with the
+// message above, rather than as the `Serialize`/`Display` bounds of `T` or `E`.
+#[diagnostic::do_not_recommend]
 impl<T, E> ActivityOutput for Result<T, E>
 where
     T: Persistable + Send,
@@ -320,5 +326,39 @@ where
     type Err = E;
     fn into_result(self) -> Result<T, E> {
         self
+    }
+}
+
+/// What a runtime knows by name: orchestrations and activities.
+#[derive(Default, Clone)]
+pub struct Registry {
+    pub(crate) orchestrations:
+        std::collections::HashMap<&'static str, Arc<dyn ErasedOrchestration>>,
+    pub(crate) activities: ActivityRegistry,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("orchestrations", &self.orchestrations.keys().collect::<Vec<_>>())
+            .field("activities", &self.activities)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Registers an activity under its name (replacing one of the same name).
+    pub fn add_activity<A: Activity>(&mut self, activity: A) {
+        self.activities.add(activity);
+    }
+
+    /// Registers an orchestration under its name (replacing one of the same name), and what it
+    /// calls.
+    pub fn add_orchestration<O: Orchestration>(&mut self, orchestration: O) {
+        let erased = Arc::new(ErasedOrch(orchestration));
+        let known = self.orchestrations.insert(O::NAME, erased.clone()).is_some();
+        if !known {
+            erased.0.register(self);
+        }
     }
 }

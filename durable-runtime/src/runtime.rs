@@ -9,11 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::activity::ActivityRegistry;
 use crate::clock::Clock;
 use crate::codec;
 use crate::commit::GroupCommit;
-use crate::orchestration::{ErasedOrch, ErasedOrchestration, Orchestration, OrchestrationOutput};
+use crate::orchestration::{Orchestration, OrchestrationOutput, Registry};
 use crate::record::{InboxEvent, InstanceRecord, State};
 use crate::store::{SledStore, Space, Store, StoreError};
 use crate::worker::Inner;
@@ -266,8 +265,7 @@ pub(crate) type Observer = Arc<dyn Fn(&StepEvent) + Send + Sync>;
 pub struct RuntimeBuilder {
     path: PathBuf,
     store: Option<Arc<dyn Store>>,
-    orchestrations: HashMap<&'static str, Arc<dyn ErasedOrchestration>>,
-    activities: ActivityRegistry,
+    registry: Registry,
     observer: Option<Observer>,
     durability: Durability,
     max_payload: usize,
@@ -278,8 +276,7 @@ impl fmt::Debug for RuntimeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RuntimeBuilder")
             .field("path", &self.path)
-            .field("orchestrations", &self.orchestrations.keys().collect::<Vec<_>>())
-            .field("activities", &self.activities)
+            .field("registry", &self.registry)
             .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
@@ -288,14 +285,13 @@ impl fmt::Debug for RuntimeBuilder {
 impl RuntimeBuilder {
     /// Registers an orchestration and the activities it calls.
     pub fn orchestration<O: Orchestration>(mut self, orchestration: O) -> Self {
-        orchestration.register_activities(&mut self.activities);
-        self.orchestrations.insert(O::NAME, Arc::new(ErasedOrch(orchestration)));
+        self.registry.add_orchestration(orchestration);
         self
     }
 
     /// Registers an activity.
     pub fn activity<A: crate::Activity>(mut self, activity: A) -> Self {
-        self.activities.add(activity);
+        self.registry.add_activity(activity);
         self
     }
 
@@ -341,8 +337,8 @@ impl RuntimeBuilder {
         let inner = Arc::new(Inner {
             store,
             commit,
-            orchestrations: RwLock::new(self.orchestrations),
-            activities: RwLock::new(self.activities),
+            orchestrations: RwLock::new(self.registry.orchestrations),
+            activities: RwLock::new(self.registry.activities),
             observer: self.observer,
             durability: self.durability,
             max_payload: self.max_payload,
@@ -418,8 +414,7 @@ impl Runtime {
         RuntimeBuilder {
             path: path.as_ref().to_owned(),
             store: None,
-            orchestrations: HashMap::new(),
-            activities: ActivityRegistry::default(),
+            registry: Registry::default(),
             observer: None,
             durability: Durability::default(),
             max_payload: 16 << 20,

@@ -27,7 +27,7 @@ use crate::codec;
 use crate::commit::GroupCommit;
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion, RetryPolicy};
 use crate::orchestration::{
-    Ctx, ErasedOrch, ErasedOrchestration, Fault, Orchestration, Resume, StepResult,
+    Ctx, ErasedOrchestration, Fault, Orchestration, Registry, Resume, StepResult,
 };
 use crate::record::{Branch, InstanceRecord, Pending, State};
 use crate::runtime::{
@@ -267,15 +267,20 @@ impl Inner {
     // ----- registration and start-up -----
 
     pub(crate) fn register<O: Orchestration>(self: &Arc<Self>, orchestration: O) {
+        let mut registry = Registry::default();
+        registry.add_orchestration(orchestration);
         if let Ok(mut a) = self.activities.write() {
-            orchestration.register_activities(&mut a);
+            a.by_name.extend(registry.activities.by_name);
         }
+        let names: Vec<&'static str> = registry.orchestrations.keys().copied().collect();
         if let Ok(mut o) = self.orchestrations.write() {
-            o.insert(O::NAME, Arc::new(ErasedOrch(orchestration)));
+            o.extend(registry.orchestrations);
         }
-        let parked = lock(&self.unregistered).remove(O::NAME).unwrap_or_default();
-        for id in parked {
-            self.wake(&id);
+        for name in names {
+            let parked = lock(&self.unregistered).remove(name).unwrap_or_default();
+            for id in parked {
+                self.wake(&id);
+            }
         }
     }
 
@@ -305,7 +310,8 @@ impl Inner {
     }
 
     pub(crate) async fn shutdown(&self) {
-        if let Some(t) = lock(&self.timer_task).take() {
+        let timer = lock(&self.timer_task).take();
+        if let Some(t) = timer {
             t.abort();
             let _ = t.await;
         }
@@ -324,12 +330,12 @@ impl Inner {
     /// Makes sure instance `id` gets looked at: notifies its driver or starts one.
     pub(crate) fn wake(self: &Arc<Self>, id: &str) {
         let mut active = lock(&self.active);
-        if let Some(d) = active.get(id) {
-            if !d.task.is_finished() {
-                d.wakes.fetch_add(1, Ordering::SeqCst);
-                d.notify.notify_one();
-                return;
-            }
+        if let Some(d) = active.get(id)
+            && !d.task.is_finished()
+        {
+            d.wakes.fetch_add(1, Ordering::SeqCst);
+            d.notify.notify_one();
+            return;
         }
         let wakes = Arc::new(AtomicU64::new(0));
         let notify = Arc::new(Notify::new());
@@ -674,22 +680,22 @@ impl Inner {
                         branch.child_started = true;
                         changed = true;
                     }
-                    if branch.done.is_none() {
-                        if let Ok(Some(child)) = self.load(&child_id) {
-                            let result = match child.state {
-                                State::Completed { output } => Some(Ok(output)),
-                                State::Failed { message, payload } => {
-                                    Some(Err(ChildFailure::Failed { message, payload }))
-                                }
-                                State::Cancelled { reason } => {
-                                    Some(Err(ChildFailure::Cancelled(reason)))
-                                }
-                                State::Running | State::Incompatible { .. } => None,
-                            };
-                            if let Some(r) = result {
-                                branch.done = Some(Completion::Child(r));
-                                changed = true;
+                    if branch.done.is_none()
+                        && let Ok(Some(child)) = self.load(&child_id)
+                    {
+                        let result = match child.state {
+                            State::Completed { output } => Some(Ok(output)),
+                            State::Failed { message, payload } => {
+                                Some(Err(ChildFailure::Failed { message, payload }))
                             }
+                            State::Cancelled { reason } => {
+                                Some(Err(ChildFailure::Cancelled(reason)))
+                            }
+                            State::Running | State::Incompatible { .. } => None,
+                        };
+                        if let Some(r) = result {
+                            branch.done = Some(Completion::Child(r));
+                            changed = true;
                         }
                     }
                 }
@@ -925,7 +931,7 @@ fn apply_step(
                     child_id: match leaf {
                         Command::Child { id: Some(chosen), .. } => Some(chosen.clone()),
                         Command::Child { .. } if command.leaves().len() == 1 => {
-                            Some(format!("{key}"))
+                            Some(key.to_string())
                         }
                         Command::Child { .. } => Some(format!("{key}.{i}")),
                         _ => None,

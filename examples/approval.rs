@@ -1,0 +1,106 @@
+//! An approval that waits for a human: the request goes out, then the orchestration waits for an
+//! `approval` event with a timeout; without an answer it escalates to a manager and waits again.
+//!
+//! ```text
+//! cargo run --example approval -- --db /tmp/approval.db --timeout-ms 3000
+//! cargo run --example approval -- --db /tmp/approval.db --approve yes   # in time: approved
+//! ```
+//! Without `--approve`, the first wait times out, the request is escalated, and the second wait
+//! times out too: the output is `rejected (no answer)`. The process can be killed and restarted
+//! at any point; a wait that timed out while it was down ends on the next start.
+
+mod common;
+
+use std::time::Duration;
+
+use durable::{ActivityContext, Ctx, EventError, Failure, Runtime, activity, orchestration};
+use serde::{Deserialize, Serialize};
+
+use common::{Options, print_step, side_effect};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Request {
+    what: String,
+    requester: String,
+    timeout_ms: u64,
+}
+
+/// Asks `approver` to approve.
+#[activity]
+async fn send_request(ctx: ActivityContext, approver: String, what: String) -> Result<(), String> {
+    side_effect(&ctx).await;
+    println!("asked {approver} to approve {what}");
+    Ok(())
+}
+
+/// Tells the requester the outcome.
+#[activity]
+async fn notify_requester(
+    ctx: ActivityContext,
+    requester: String,
+    outcome: String,
+) -> Result<(), String> {
+    side_effect(&ctx).await;
+    println!("told {requester}: {outcome}");
+    Ok(())
+}
+
+#[orchestration]
+async fn approval(ctx: Ctx, request: Request) -> Result<String, Failure> {
+    let timeout = Duration::from_millis(request.timeout_ms);
+    let mut outcome = None;
+    for approver in ["team lead", "manager"].map(String::from) {
+        ctx.set_status(&format!("waiting for {approver}"));
+        ctx.call(send_request, (approver.clone(), request.what.clone())).await?;
+        match ctx.wait_event::<bool>("approval").timeout(timeout).await {
+            Ok(true) => outcome = Some(format!("approved by {approver}")),
+            Ok(false) => outcome = Some(format!("rejected by {approver}")),
+            Err(EventError::TimedOut(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        break;
+    }
+    let outcome = outcome.unwrap_or_else(|| "rejected (no answer)".to_string());
+    ctx.call(notify_requester, (request.requester.clone(), outcome.clone())).await?;
+    Ok(outcome)
+}
+
+#[tokio::main]
+async fn main() {
+    let options = Options::parse("approval");
+    let timeout_ms = options.get("timeout-ms").and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    let rt = match Runtime::builder(&options.db)
+        .orchestration(approval)
+        .on_step(print_step)
+        .open()
+        .await
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let request = Request { what: "a new laptop".into(), requester: "ada".into(), timeout_ms };
+    let handle = match rt.start(approval, "approval-1", request).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(answer) = options.get("approve") {
+        let yes = matches!(answer, "yes" | "true" | "y");
+        match rt.raise_event("approval-1", "approval", &yes).await {
+            Ok(()) => println!("raised approval={yes}"),
+            Err(e) => println!("could not raise the event: {e}"),
+        }
+    }
+    match handle.wait().await {
+        Ok(outcome) => println!("completed: {outcome}"),
+        Err(e) => {
+            println!("failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}

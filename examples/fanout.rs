@@ -1,0 +1,82 @@
+//! Fan-out/fan-in with retries: resize N images in parallel (each resize fails on its first
+//! attempt, to show retries), then sum their sizes. Finished branches are stored as they finish,
+//! so after a kill only the unfinished ones run again.
+//!
+//! ```text
+//! cargo run --example fanout -- --db /tmp/fanout.db --items 20 --delay-ms 500
+//! ```
+
+mod common;
+
+use std::time::Duration;
+
+use durable::{ActivityContext, Ctx, Failure, RetryPolicy, Runtime, activity, orchestration};
+
+use common::{Options, print_step, side_effect};
+
+/// "Resizes" image `n`; fails its first attempt.
+#[activity]
+async fn resize(ctx: ActivityContext, n: u32) -> Result<u64, String> {
+    side_effect(&ctx).await;
+    if ctx.attempt() == 1 {
+        return Err(format!("image {n}: transient failure"));
+    }
+    Ok(u64::from(n) * 1_000)
+}
+
+/// Records the total.
+#[activity]
+async fn publish(ctx: ActivityContext, total: u64) -> Result<(), String> {
+    side_effect(&ctx).await;
+    println!("published total {total}");
+    Ok(())
+}
+
+#[orchestration]
+async fn fanout(ctx: Ctx, items: u32) -> Result<u64, Failure> {
+    let policy = RetryPolicy {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(1),
+        ..RetryPolicy::attempts(3)
+    };
+    let calls: Vec<_> =
+        (1..=items).map(|n| ctx.call(resize, n).with_retry(policy.clone())).collect();
+    let mut total = 0;
+    for result in ctx.join(calls).await {
+        total += result?;
+    }
+    ctx.call(publish, total).await?;
+    Ok(total)
+}
+
+#[tokio::main]
+async fn main() {
+    let options = Options::parse("fanout");
+    let items = options.get("items").and_then(|v| v.parse().ok()).unwrap_or(10);
+    let rt = match Runtime::builder(&options.db)
+        .orchestration(fanout)
+        .on_step(print_step)
+        .open()
+        .await
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let handle = match rt.start(fanout, "fanout-1", items).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    match handle.wait().await {
+        Ok(total) => println!("completed: {total}"),
+        Err(e) => {
+            println!("failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}

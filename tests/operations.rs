@@ -1,0 +1,505 @@
+//! The durable operations and the client, each with a restart in the middle.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod support;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use durable::{
+    ActivityContext, ActivityError, AnyOutput, Call, ChildError, ClientError, Clock, Ctx, Either,
+    EventError, Failure, InstanceError, InstanceState, IntoAnyOp, ListFilter, RetryPolicy, Runtime,
+    RuntimeBuilder, Sleep, WaitEvent, activity, orchestration,
+};
+use support::harness::{activity_body, executions, fresh_db, open};
+
+fn manual_clock() -> Clock {
+    Clock::manual(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+}
+
+/// Polls `f` until it holds (status changes are asynchronous).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn pending_of(rt: &Runtime, id: &str) -> Option<String> {
+    rt.status(id).unwrap().and_then(|s| s.pending)
+}
+
+async fn restart(rt: Runtime, builder: impl Fn() -> RuntimeBuilder) -> Runtime {
+    rt.shutdown().await;
+    drop(rt);
+    open(builder).await
+}
+
+#[activity]
+async fn double(ctx: ActivityContext, x: u64) -> Result<u64, String> {
+    activity_body(&ctx).await;
+    Ok(x * 2)
+}
+
+#[activity]
+async fn slow_double(ctx: ActivityContext, x: u64, ms: u64) -> Result<u64, String> {
+    activity_body(&ctx).await;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(x * 2)
+}
+
+/// Fails its first `fails` attempts.
+#[activity]
+async fn flaky(ctx: ActivityContext, fails: u32) -> Result<u32, String> {
+    activity_body(&ctx).await;
+    if ctx.attempt() <= fails {
+        Err(format!("attempt {} failed", ctx.attempt()))
+    } else {
+        Ok(ctx.attempt())
+    }
+}
+
+// ----- timers -----
+
+#[orchestration]
+async fn nap(ctx: Ctx, minutes: u64) -> Result<u64, Failure> {
+    let before = ctx.now();
+    ctx.sleep(Duration::from_secs(60 * minutes)).await;
+    let slept = ctx.now().duration_since(before).unwrap_or_default().as_secs() / 60;
+    let d = ctx.call(double, slept).await?;
+    Ok(d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timer_fires_after_a_restart_on_the_manual_clock() {
+    let db = fresh_db("timer-restart");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(nap).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start(nap, "nap", 30).await.unwrap();
+    eventually("parked at the timer", || pending_of(&rt, "nap").as_deref() == Some("timer")).await;
+    let rt = restart(rt, b).await;
+    clock.advance(Duration::from_secs(29 * 60));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(pending_of(&rt, "nap").as_deref(), Some("timer"), "fired early");
+    clock.advance(Duration::from_secs(60));
+    let out = rt.handle::<nap>("nap").wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(out, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_that_came_due_while_down_fires_on_open() {
+    let db = fresh_db("timer-due-while-down");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(nap).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start(nap, "nap-down", 10).await.unwrap();
+    eventually("parked", || pending_of(&rt, "nap-down").as_deref() == Some("timer")).await;
+    rt.shutdown().await;
+    drop(rt);
+    clock.advance(Duration::from_secs(3600));
+    let rt = open(b).await;
+    let out =
+        rt.handle::<nap>("nap-down").wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(out, 120, "the step after the timer sees the time it resumed at");
+}
+
+// ----- events -----
+
+#[orchestration]
+async fn collect(ctx: Ctx, n: u32) -> Result<Vec<String>, Failure> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let v: String = ctx.wait_event("item").await?;
+        got.push(v);
+    }
+    let other: u64 = ctx.wait_event("other").await?;
+    got.push(other.to_string());
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_buffered_first_in_first_out_per_name() {
+    let db = fresh_db("events-fifo");
+    let b = || Runtime::builder(&db).orchestration(collect);
+    let rt = open(b).await;
+    // Unknown instance: an error, not a silent drop.
+    assert!(matches!(rt.raise_event("nobody", "item", &1u8).await, Err(ClientError::NotFound(_))));
+    rt.start(collect, "fifo", 3).await.unwrap();
+    // Raised before the orchestration waits: "other" first, then the items in order.
+    rt.raise_event("fifo", "other", &7u64).await.unwrap();
+    rt.raise_event("fifo", "item", &"a".to_string()).await.unwrap();
+    let rt = restart(rt, b).await;
+    rt.raise_event("fifo", "item", &"b".to_string()).await.unwrap();
+    rt.raise_event("fifo", "item", &"c".to_string()).await.unwrap();
+    let out =
+        rt.handle::<collect>("fifo").wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(out, ["a", "b", "c", "7"]);
+    // Finished instance: reported.
+    match rt.raise_event("fifo", "item", &"late".to_string()).await {
+        Err(ClientError::Finished { state: InstanceState::Completed, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[orchestration]
+async fn approve_or_timeout(ctx: Ctx, hours: u64) -> Result<String, Failure> {
+    let answer =
+        ctx.wait_event::<bool>("approval").timeout(Duration::from_secs(3600 * hours)).await;
+    match answer {
+        Ok(true) => Ok("approved".into()),
+        Ok(false) => Ok("rejected".into()),
+        Err(EventError::TimedOut(name)) => Ok(format!("no {name}")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_wait_times_out() {
+    let db = fresh_db("event-timeout");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(approve_or_timeout).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start(approve_or_timeout, "late", 2).await.unwrap();
+    rt.start(approve_or_timeout, "prompt", 2).await.unwrap();
+    eventually("waiting", || {
+        pending_of(&rt, "late").is_some() && pending_of(&rt, "prompt").is_some()
+    })
+    .await;
+    let rt = restart(rt, b).await;
+    rt.raise_event("prompt", "approval", &true).await.unwrap();
+    let prompt = rt.handle::<approve_or_timeout>("prompt");
+    assert_eq!(prompt.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), "approved");
+    clock.advance(Duration::from_secs(3 * 3600));
+    let late = rt.handle::<approve_or_timeout>("late");
+    assert_eq!(late.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), "no approval");
+}
+
+// ----- sub-orchestrations -----
+
+#[orchestration]
+async fn child_work(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+    if x == 0 {
+        return Err(Failure::new("zero is not allowed"));
+    }
+    let d = ctx.call(double, x).await?;
+    Ok(d)
+}
+
+#[orchestration]
+async fn parent(ctx: Ctx, xs: Vec<u64>) -> Result<Vec<String>, Failure> {
+    let mut out = Vec::new();
+    for x in xs {
+        let r = ctx.child(child_work, x).await;
+        out.push(match r {
+            Ok(v) => format!("ok {v}"),
+            Err(ChildError::Failed(e)) => format!("failed: {e}"),
+            Err(e) => format!("other: {e}"),
+        });
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_failure_reaches_the_parent_as_err() {
+    let db = fresh_db("children");
+    let b = || Runtime::builder(&db).orchestration(parent).orchestration(child_work);
+    let rt = open(b).await;
+    rt.start(parent, "parent", vec![3, 0, 5]).await.unwrap();
+    let rt = restart(rt, b).await;
+    let out =
+        rt.handle::<parent>("parent").wait_timeout(Duration::from_secs(20)).await.unwrap().unwrap();
+    assert_eq!(out, ["ok 6", "failed: zero is not allowed", "ok 10"]);
+    let child = rt.status("parent:1").unwrap().unwrap();
+    assert_eq!(child.parent.as_deref(), Some("parent"));
+    assert_eq!(child.state, InstanceState::Completed);
+}
+
+#[orchestration]
+async fn sleepy_child(ctx: Ctx, _x: u64) -> Result<(), Failure> {
+    ctx.sleep(Duration::from_secs(3600)).await;
+    Ok(())
+}
+
+#[orchestration]
+async fn sleepy_parent(ctx: Ctx, _x: u64) -> Result<(), Failure> {
+    ctx.child(sleepy_child, 1).with_id("the-child").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_parent_cancels_its_children_during_a_timer() {
+    let db = fresh_db("cancel-children");
+    let clock = manual_clock();
+    let b = || {
+        Runtime::builder(&db)
+            .orchestration(sleepy_parent)
+            .orchestration(sleepy_child)
+            .clock(clock.clone())
+    };
+    let rt = open(b).await;
+    rt.start(sleepy_parent, "p", 0).await.unwrap();
+    eventually("child sleeping", || pending_of(&rt, "the-child").as_deref() == Some("timer")).await;
+    let rt = restart(rt, b).await;
+    rt.cancel("p", "no longer needed").await.unwrap();
+    match rt.handle::<sleepy_parent>("p").wait_timeout(Duration::from_secs(10)).await.unwrap() {
+        Err(InstanceError::Cancelled(reason)) => assert_eq!(reason, "no longer needed"),
+        other => panic!("{other:?}"),
+    }
+    eventually("child cancelled", || {
+        matches!(rt.status("the-child").unwrap().unwrap().state, InstanceState::Cancelled { .. })
+    })
+    .await;
+    assert!(matches!(rt.cancel("p", "again").await, Err(ClientError::Finished { .. })));
+}
+
+// ----- fan-out / fan-in and race -----
+
+#[orchestration]
+async fn fan(ctx: Ctx, n: u64) -> Result<(Vec<u64>, u64, String), Failure> {
+    let calls: Vec<Call<slow_double>> =
+        (1..=n).map(|i| ctx.call(slow_double, (i, 5 * i))).collect();
+    let doubled: Result<Vec<u64>, _> = ctx.join(calls).await.into_iter().collect();
+    let doubled = doubled?;
+    // Mixed kinds: an activity, a timer and an event, all at once.
+    let mixed = vec![
+        ctx.call(double, 21).into_any(),
+        ctx.sleep(Duration::from_millis(1)).into_any(),
+        ctx.wait_event::<String>("go").into_any(),
+    ];
+    let mut results: Vec<AnyOutput> = ctx.join(mixed).await;
+    let word = results.pop().unwrap().get::<WaitEvent<String>>()??;
+    results.pop().unwrap().get::<Sleep>()?;
+    let answer = results.pop().unwrap().get::<Call<double>>()??;
+    // Race: an event against a long timer; the event wins.
+    let winner =
+        ctx.race2(ctx.wait_event::<u64>("fast"), ctx.sleep(Duration::from_secs(86_400))).await;
+    let tag = match winner {
+        Either::Left(v) => format!("event {}", v?),
+        Either::Right(()) => "timer".into(),
+    };
+    Ok((doubled, answer, format!("{word} {tag}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_over_mixed_kinds_and_race() {
+    let db = fresh_db("fan");
+    let b = || Runtime::builder(&db).orchestration(fan);
+    let rt = open(b).await;
+    rt.start(fan, "fan", 4).await.unwrap();
+    eventually("join done", || pending_of(&rt, "fan").as_deref() == Some("join of 3")).await;
+    let rt = restart(rt, b).await;
+    rt.raise_event("fan", "go", &"go".to_string()).await.unwrap();
+    eventually("racing", || pending_of(&rt, "fan").as_deref() == Some("race of 2")).await;
+    rt.raise_event("fan", "fast", &9u64).await.unwrap();
+    let out = rt.handle::<fan>("fan").wait_timeout(Duration::from_secs(20)).await.unwrap().unwrap();
+    assert_eq!(out, (vec![2, 4, 6, 8], 42, "go event 9".to_string()));
+    // The first join had finished before the restart: none of its branches ran again.
+    for (key, n) in executions("fan").into_iter().filter(|(k, _)| k.starts_with("slow_double")) {
+        assert_eq!(n, 1, "{key} ran {n} times");
+    }
+}
+
+#[orchestration]
+async fn wide(ctx: Ctx, ms: Vec<u64>) -> Result<u64, Failure> {
+    let calls: Vec<_> =
+        ms.iter().enumerate().map(|(i, m)| ctx.call(slow_double, (i as u64, *m))).collect();
+    let mut sum = 0;
+    for r in ctx.join(calls).await {
+        sum += r?;
+    }
+    Ok(sum)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_branches_of_a_join_are_not_run_again_after_a_restart() {
+    let db = fresh_db("join-restart");
+    let b = || Runtime::builder(&db).orchestration(wide);
+    let rt = open(b).await;
+    // Branches 0-2 finish at once, branch 3 takes long.
+    rt.start(wide, "wide", vec![0, 0, 0, 60_000]).await.unwrap();
+    eventually("three branches recorded", || executions("wide").len() == 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rt = restart(rt, || Runtime::builder(&db).orchestration(wide)).await;
+    // The slow branch runs again (it was in flight); the others do not.
+    eventually("slow branch restarted", || executions("wide").values().any(|n| *n == 2)).await;
+    let again: Vec<_> = executions("wide").into_iter().filter(|(_, n)| *n > 1).collect();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(again[0].0.ends_with(".3"), "{again:?}");
+    rt.shutdown().await;
+    let _ = b;
+}
+
+// ----- retries -----
+
+#[orchestration]
+async fn retrying(ctx: Ctx, fails: u32) -> Result<String, Failure> {
+    let policy = RetryPolicy {
+        initial_backoff: Duration::from_secs(10),
+        backoff_factor: 2,
+        max_backoff: Duration::from_secs(15),
+        ..RetryPolicy::attempts(3)
+    };
+    match ctx.call(flaky, fails).with_retry(policy).await {
+        Ok(attempt) => Ok(format!("succeeded on attempt {attempt}")),
+        Err(ActivityError::Failed(e)) => Ok(format!("gave up: {e}")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_back_off_survive_a_restart_and_are_exhausted_then_handled() {
+    let db = fresh_db("retries");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(retrying).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start(retrying, "ok-on-3", 2).await.unwrap();
+    rt.start(retrying, "never", 5).await.unwrap();
+    eventually("first attempts failed", || {
+        executions("ok-on-3").len() == 1 && executions("never").len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Restarting does not reset the attempt count or skip the 10 s backoff.
+    let rt = restart(rt, b).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(executions("never").values().sum::<u64>(), 1, "retried before the backoff");
+    clock.advance(Duration::from_secs(10));
+    eventually("second attempt", || executions("never").values().sum::<u64>() == 2).await;
+    // Let the second failure be recorded (its backoff counts from then), then pass it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    clock.advance(Duration::from_secs(15));
+    let ok = rt
+        .handle::<retrying>("ok-on-3")
+        .wait_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok, "succeeded on attempt 3");
+    let never = rt
+        .handle::<retrying>("never")
+        .wait_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(never, "gave up: attempt 3 failed");
+    assert_eq!(executions("never").values().sum::<u64>(), 3, "exactly max_attempts attempts");
+}
+
+// ----- recorded values, custom status, continue-as-new, suspend -----
+
+#[orchestration]
+async fn countdown(ctx: Ctx, n: u32, trail: Vec<String>) -> Result<Vec<String>, Failure> {
+    let id = ctx.uuid();
+    let mut trail = trail;
+    ctx.set_status(&format!("at {n}"));
+    let _ = ctx.call(double, u64::from(n)).await?;
+    trail.push(format!("{n}:{}", id.len()));
+    if n == 0 {
+        return Ok(trail);
+    }
+    return ctx.continue_as_new(countdown, (n - 1, trail)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_as_new_custom_status_and_recorded_uuid() {
+    let db = fresh_db("countdown");
+    let b = || Runtime::builder(&db).orchestration(countdown);
+    let rt = open(b).await;
+    let h = rt.start(countdown, "count", (3, Vec::new())).await.unwrap();
+    let out = h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(out, ["3:36", "2:36", "1:36", "0:36"]);
+    let status = rt.status("count").unwrap().unwrap();
+    assert_eq!(status.custom_status::<String>().unwrap().unwrap(), "at 0");
+    assert_eq!(status.steps, 8);
+}
+
+#[orchestration]
+async fn two_steps(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+    let a = ctx.call(double, x).await?;
+    ctx.sleep(Duration::from_millis(1)).await;
+    let b = ctx.call(double, a).await?;
+    Ok(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_holds_an_instance_until_resumed() {
+    let db = fresh_db("suspend");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(two_steps).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start(two_steps, "held", 5).await.unwrap();
+    eventually("at the timer", || pending_of(&rt, "held").as_deref() == Some("timer")).await;
+    rt.suspend("held").await.unwrap();
+    assert_eq!(rt.status("held").unwrap().unwrap().state, InstanceState::Suspended);
+    clock.advance(Duration::from_secs(1));
+    let rt = restart(rt, b).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rt.status("held").unwrap().unwrap().state, InstanceState::Suspended);
+    assert_eq!(pending_of(&rt, "held").as_deref(), Some("timer"));
+    rt.resume("held").await.unwrap();
+    let out = rt
+        .handle::<two_steps>("held")
+        .wait_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, 20);
+}
+
+// ----- the client -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_start_is_idempotent_lists_and_purges() {
+    let db = fresh_db("client");
+    let clock = manual_clock();
+    let b =
+        || Runtime::builder(&db).orchestration(two_steps).orchestration(nap).clock(clock.clone());
+    let rt = open(b).await;
+    for i in 0..5 {
+        rt.start(two_steps, format!("c{i}"), i).await.unwrap();
+    }
+    // Duplicate start: the same instance, no second run.
+    rt.start(two_steps, "c0", 99).await.unwrap();
+    // The same id for another orchestration: an error.
+    assert!(matches!(rt.start(nap, "c1", 1).await, Err(durable::StartError::Conflict { .. })));
+    rt.start(nap, "n0", 1).await.unwrap();
+    eventually("all parked", || {
+        (0..5).all(|i| pending_of(&rt, &format!("c{i}")).as_deref() == Some("timer"))
+    })
+    .await;
+    // Purging a running instance is an error.
+    assert!(matches!(rt.purge("c0").await, Err(ClientError::Running(_))));
+    clock.advance(Duration::from_secs(1));
+    for i in 0..5 {
+        let out = rt
+            .handle::<two_steps>(format!("c{i}"))
+            .wait_timeout(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, i * 4);
+    }
+    let completed = ListFilter {
+        states: Some(vec![InstanceState::Completed]),
+        orchestration: Some("two_steps".into()),
+        limit: Some(2),
+        ..ListFilter::default()
+    };
+    let page1 = rt.list(&completed).unwrap();
+    assert_eq!(page1.instances.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["c0", "c1"]);
+    let page2 = rt.list(&ListFilter { after: page1.next, ..completed.clone() }).unwrap();
+    assert_eq!(page2.instances.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["c2", "c3"]);
+    let running = rt
+        .list(&ListFilter { states: Some(vec![InstanceState::Running]), ..ListFilter::default() })
+        .unwrap();
+    assert_eq!(running.instances.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["n0"]);
+    rt.purge("c0").await.unwrap();
+    assert!(rt.status("c0").unwrap().is_none());
+    assert!(matches!(rt.purge("c0").await, Err(ClientError::NotFound(_))));
+    // Waiting with a timeout on a sleeping instance gives up.
+    assert!(rt.handle::<nap>("n0").wait_timeout(Duration::from_millis(50)).await.is_none());
+}
