@@ -14,3 +14,8 @@ pub use durable_runtime::*;
 
 #[doc(hidden)]
 pub use durable_runtime::__private;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
