@@ -37,8 +37,8 @@ pub use runtime::{
 /// A value that can be kept in a checkpoint: serde-serializable and owned.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be stored in a checkpoint",
-    label = "this value must be persisted across an `.await`, but `{Self}` is not serializable and owned",
-    note = "locals alive across a durable `.await`, inputs and outputs must implement `Serialize` and `DeserializeOwned`; use an owned type (e.g. `String` for `&str`) or recreate the value after the `.await`"
+    label = "stored in a checkpoint, so it must be serializable and owned",
+    note = "every local alive across a durable `.await`, and every input and output, is stored: its type must implement `Serialize` and `DeserializeOwned` and must not borrow; use an owned, serializable type (`String` for `&str`, a `#[derive(Serialize, Deserialize)]` type) or recreate the value after the `.await`"
 )]
 pub trait Persistable: serde::Serialize + serde::de::DeserializeOwned + 'static {}
 

@@ -203,6 +203,10 @@ pub struct InstanceStatus {
     pub point: Option<(String, u32)>,
     /// The command the current point issued, described.
     pub pending: Option<String>,
+    /// The locals stored in the current frame: name and type, in stored order.
+    pub stored_locals: Vec<(String, String)>,
+    /// The size of the current frame's encoded locals, in bytes.
+    pub frame_bytes: usize,
     /// Creation time.
     pub created: SystemTime,
     /// Time of the last checkpoint.

@@ -237,6 +237,8 @@ impl Inner {
                     steps: rec.steps,
                     point: rec.frame.as_ref().map(|f| (f.point.clone(), f.line)),
                     pending: rec.pending.as_ref().map(|p| p.command.describe()),
+                    stored_locals: rec.frame.as_ref().map(|f| f.layout.clone()).unwrap_or_default(),
+                    frame_bytes: rec.frame.as_ref().map_or(0, |f| f.locals.len()),
                     created: time_of(rec.created_ms),
                     updated: time_of(rec.updated_ms),
                     parent: rec.parent.clone(),
@@ -254,6 +256,8 @@ impl Inner {
                 steps: 0,
                 point: None,
                 pending: None,
+                stored_locals: Vec::new(),
+                frame_bytes: 0,
                 created: time_of(0),
                 updated: time_of(0),
                 parent: None,
@@ -796,11 +800,11 @@ impl Inner {
                     continue;
                 }
             };
-            if let Err(e) = self.make_durable().await {
-                tracing::error!("flush failed, retrying the step: {e}");
+            // The record is written; until it is durable nothing may depend on it.
+            while let Err(e) = self.make_durable().await {
+                tracing::error!("flush failed, retrying it: {e}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
-                continue;
             }
             let terminal = matches!(
                 outcome,

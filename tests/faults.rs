@@ -1,0 +1,208 @@
+//! Bad input and failing storage: each fault fails one instance with a clear error, or is
+//! retried, and loses nothing else.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use durable::store::{Entries, SledStore, Space, Store, StoreError};
+use durable::{
+    ActivityContext, Ctx, Failure, InstanceError, InstanceState, Runtime, StartError, activity,
+    orchestration,
+};
+use support::harness::{activity_body, executions, fresh_db, open};
+
+#[activity]
+async fn inc(ctx: ActivityContext, x: u64) -> Result<u64, String> {
+    activity_body(&ctx).await;
+    Ok(x + 1)
+}
+
+#[orchestration]
+async fn two_incs(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+    let a = ctx.call(inc, x).await?;
+    ctx.sleep(Duration::from_secs(3600)).await;
+    let b = ctx.call(inc, a).await?;
+    Ok(b)
+}
+
+async fn wait_parked(rt: &Runtime, id: &str) {
+    for _ in 0..2000 {
+        if rt.status(id).unwrap().and_then(|s| s.pending).as_deref() == Some("timer") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{id} never parked");
+}
+
+/// Edits one stored record with the runtime closed.
+fn edit_record(db: &std::path::Path, id: &str, f: impl FnOnce(&mut Vec<u8>)) {
+    let store = SledStore::open(db).unwrap();
+    let mut bytes = store.get(Space::Instances, id.as_bytes()).unwrap().unwrap();
+    f(&mut bytes);
+    store.put(Space::Instances, id.as_bytes(), &bytes).unwrap();
+    store.flush().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_or_unknown_version_record_fails_only_its_instance() {
+    let db = fresh_db("corrupt");
+    let clock = durable::Clock::manual(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000));
+    let b = || Runtime::builder(&db).orchestration(two_incs).clock(clock.clone());
+    let rt = open(b).await;
+    for id in ["good", "truncated", "future"] {
+        rt.start(two_incs, id, 1).await.unwrap();
+        wait_parked(&rt, id).await;
+    }
+    rt.shutdown().await;
+    drop(rt);
+    edit_record(&db, "truncated", |b| b.truncate(b.len() / 2));
+    edit_record(&db, "future", |b| b[2] = 99);
+    let rt = open(b).await;
+    clock.advance(Duration::from_secs(3600));
+    let good = rt.handle::<two_incs>("good").wait_timeout(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(good.unwrap(), 3, "the neighbours complete");
+    for (id, expect) in [("truncated", "does not decode"), ("future", "format version 99")] {
+        let status = rt.status(id).unwrap().unwrap();
+        match &status.state {
+            InstanceState::Failed { message } => {
+                assert!(message.contains(id) && message.contains(expect), "{message}")
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+        match rt.handle::<two_incs>(id).wait_timeout(Duration::from_secs(5)).await.unwrap() {
+            Err(InstanceError::Faulted(m)) => assert!(m.contains(expect), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_orchestration_parks_and_resumes_once_registered() {
+    let db = fresh_db("unregistered");
+    let clock = durable::Clock::manual(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000));
+    let rt = open(|| Runtime::builder(&db).orchestration(two_incs).clock(clock.clone())).await;
+    rt.start(two_incs, "orphan", 10).await.unwrap();
+    wait_parked(&rt, "orphan").await;
+    rt.shutdown().await;
+    drop(rt);
+    clock.advance(Duration::from_secs(3600));
+    let rt = open(|| Runtime::builder(&db).clock(clock.clone())).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rt.status("orphan").unwrap().unwrap().state, InstanceState::Unregistered);
+    rt.register(two_incs);
+    let out = rt.handle::<two_incs>("orphan").wait_timeout(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(out.unwrap(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_inputs_and_payloads_are_refused() {
+    let db = fresh_db("oversized");
+    let rt = open(|| Runtime::builder(&db).orchestration(two_incs).max_payload(64)).await;
+    #[orchestration]
+    async fn takes_text(ctx: Ctx, text: String) -> Result<usize, Failure> {
+        let _: String = ctx.wait_event("more").await?;
+        Ok(text.len())
+    }
+    match rt.start(takes_text, "big", "x".repeat(1000)).await {
+        Err(StartError::Input { reason, .. }) => {
+            assert!(reason.contains("exceed the limit of 64"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(rt.status("big").unwrap().is_none(), "nothing was stored");
+    rt.start(takes_text, "small", "ok".into()).await.unwrap();
+    let err = rt.raise_event("small", "more", &"y".repeat(1000)).await.unwrap_err();
+    assert!(err.to_string().contains("exceed the limit"), "{err}");
+    assert_eq!(rt.status("small").unwrap().unwrap().buffered_events, 0);
+}
+
+/// A store whose writes fail on demand.
+struct FlakyStore {
+    inner: SledStore,
+    fail_puts: AtomicU32,
+    failed: AtomicU32,
+}
+
+impl Store for FlakyStore {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(space, key)
+    }
+    fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if space == Space::Instances
+            && self
+                .fail_puts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Io("injected write failure".into()));
+        }
+        self.inner.put(space, key, value)
+    }
+    fn put_new(
+        &self,
+        space: Space,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.put_new(space, key, value)
+    }
+    fn delete(&self, space: Space, key: &[u8]) -> Result<(), StoreError> {
+        self.inner.delete(space, key)
+    }
+    fn scan(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.inner.scan(space, after, limit)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+#[orchestration]
+async fn three_incs(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+    let a = ctx.call(inc, x).await?;
+    let b = ctx.call(inc, a).await?;
+    let c = ctx.call(inc, b).await?;
+    Ok(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_checkpoint_write_is_retried_and_nothing_half_done_is_read() {
+    let db = fresh_db("flaky-store");
+    let store = Arc::new(FlakyStore {
+        inner: SledStore::open(&db).unwrap(),
+        fail_puts: AtomicU32::new(0),
+        failed: AtomicU32::new(0),
+    });
+    let rt =
+        Runtime::builder(&db).store(store.clone()).orchestration(three_incs).open().await.unwrap();
+    // Every checkpoint after the start fails three times before it succeeds.
+    store.fail_puts.store(3, Ordering::SeqCst);
+    let h = rt.start(three_incs, "flaky", 0).await.unwrap();
+    // Each later checkpoint fails three times too: re-arm once a step got through.
+    let mut armed_at = 0;
+    while h.wait_timeout(Duration::from_millis(5)).await.is_none() {
+        let steps = rt.status("flaky").unwrap().map_or(0, |s| s.steps);
+        if steps > armed_at && store.fail_puts.load(Ordering::SeqCst) == 0 {
+            store.fail_puts.store(3, Ordering::SeqCst);
+            armed_at = steps;
+        }
+    }
+    assert_eq!(h.wait().await.unwrap(), 3);
+    assert!(store.failed.load(Ordering::SeqCst) >= 6, "failures were injected");
+    // A failed checkpoint re-runs the step, never the activity whose result it was storing.
+    for (key, n) in executions("flaky") {
+        assert_eq!(n, 1, "{key} ran {n} times");
+    }
+}
