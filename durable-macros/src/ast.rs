@@ -32,6 +32,34 @@ fn last_segment_is(ty: &Type, name: &str) -> bool {
     matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == name))
 }
 
+/// The first reference in a type (`&str`, `Vec<&[u8]>`), if any.
+pub(crate) fn first_reference(ty: &Type) -> Option<&syn::TypeReference> {
+    struct Find<'a>(Option<&'a syn::TypeReference>);
+    impl<'a> syn::visit::Visit<'a> for Find<'a> {
+        fn visit_type_reference(&mut self, r: &'a syn::TypeReference) {
+            self.0.get_or_insert(r);
+        }
+    }
+    let mut find = Find(None);
+    syn::visit::Visit::visit_type(&mut find, ty);
+    find.0
+}
+
+/// Inputs and outputs are stored with the instance: no borrowed types.
+fn check_owned<'a>(tys: impl IntoIterator<Item = &'a Type>, what: &str, errors: &Errors) {
+    for ty in tys {
+        if let Some(r) = first_reference(ty) {
+            errors.at(
+                r,
+                format!(
+                    "{what} stores its inputs and outputs, so they cannot borrow; take an owned \
+                     type (`String` for `&str`, `Vec<T>` for `&[T]`)"
+                ),
+            );
+        }
+    }
+}
+
 fn common_checks(item: &ItemFn, what: &str, errors: &Errors) {
     let sig = &item.sig;
     if sig.asyncness.is_none() {
@@ -103,6 +131,7 @@ impl OrchestrationFn {
             FnArg::Typed(t) => Some(t),
             FnArg::Receiver(_) => None,
         });
+        let mut inputs = Vec::new();
         let (ctx, ctx_ty) = match args.next() {
             Some(first) if last_segment_is(&first.ty, "Ctx") => {
                 if let Type::Reference(r) = &*first.ty {
@@ -110,16 +139,20 @@ impl OrchestrationFn {
                 }
                 ((*first.pat).clone(), (*first.ty).clone())
             }
-            _ => {
-                errors.at(
-                    &item.sig.inputs,
-                    "the first parameter of an orchestration must be its \
-                    context: `ctx: Ctx`",
-                );
-                return None;
+            first => {
+                let message = "the first parameter of an orchestration must be its context: \
+                               `ctx: Ctx`";
+                match first {
+                    Some(first) => errors.at(first, message),
+                    None => errors.at(&item.sig.ident, format!("{message}; add it")),
+                }
+                // Every parameter is an input: the unit struct's stub still gets the signature.
+                inputs.extend(first.map(|t| ((*t.pat).clone(), (*t.ty).clone())));
+                (syn::parse_quote!(_), syn::parse_quote!(Ctx))
             }
         };
-        let inputs = args.map(|t| ((*t.pat).clone(), (*t.ty).clone())).collect();
+        inputs.extend(args.map(|t| ((*t.pat).clone(), (*t.ty).clone())));
+        check_owned(inputs.iter().map(|(_, t)| t).chain([&output]), WHAT, errors);
         Some(Self { item, ctx, ctx_ty, inputs, output })
     }
 }
@@ -148,6 +181,7 @@ impl ActivityFn {
                 inputs.push(((*t.pat).clone(), (*t.ty).clone()));
             }
         }
+        check_owned(inputs.iter().map(|(_, t)| t).chain([&output]), WHAT, errors);
         Some(Self { item, ctx, inputs, output })
     }
 }

@@ -14,8 +14,10 @@ mod ir;
 mod lower;
 
 use proc_macro::TokenStream;
-use proc_macro2::TokenStream as TokenStream2;
+use proc_macro_crate::FoundCrate;
+use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::quote;
+use syn::visit_mut::{self, VisitMut};
 
 use crate::args::Args;
 use crate::error::Errors;
@@ -25,7 +27,8 @@ use crate::error::Errors;
 /// machine checkpointed at every durable `.await`.
 ///
 /// Arguments: `name = "…"` (the stable stored name, default: the function's name),
-/// `crate = "…"` (path of the `durable` crate when renamed).
+/// `crate = "…"` (path of the `durable` crate; by default the name the crate being compiled gives
+/// it in its `Cargo.toml`, so a renamed dependency works as it is).
 #[proc_macro_attribute]
 pub fn orchestration(args: TokenStream, item: TokenStream) -> TokenStream {
     expand_orchestration(args.into(), item.into()).into()
@@ -45,7 +48,21 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
 fn krate(args: &Args) -> TokenStream2 {
     match &args.krate {
         Some(p) => quote!(#p),
-        None => quote!(::durable),
+        None => facade_path(),
+    }
+}
+
+/// The `durable` facade as the crate being compiled names it: `::dur` for a dependency declared
+/// `dur = { package = "durable", .. }` in its `Cargo.toml` (dependencies or dev-dependencies),
+/// `::durable` otherwise, and in the `durable` package itself, whose tests and examples see it as
+/// `durable`.
+fn facade_path() -> TokenStream2 {
+    match proc_macro_crate::crate_name("durable") {
+        Ok(FoundCrate::Name(name)) => {
+            let name = syn::Ident::new(&name, Span::call_site());
+            quote!(::#name)
+        }
+        Ok(FoundCrate::Itself) | Err(_) => quote!(::durable),
     }
 }
 
@@ -63,6 +80,9 @@ fn expand_orchestration(args: TokenStream2, item: TokenStream2) -> TokenStream2 
     let Some(f) = ast::OrchestrationFn::parse(item_fn.clone(), &errors) else {
         return fallback_orchestration(&errors, &item_fn, None, &krate);
     };
+    if item_fn.sig.receiver().is_some() {
+        return in_impl_fallback(&errors, item_fn);
+    }
     analyze::check_await_positions(&f.item.block, &errors);
     let inputs: Vec<syn::Pat> = f.inputs.iter().map(|(p, _)| p.clone()).collect();
     let mut machine = lower::lower(&f.item.block, &inputs, &krate, &errors);
@@ -71,6 +91,14 @@ fn expand_orchestration(args: TokenStream2, item: TokenStream2) -> TokenStream2 
         return fallback_orchestration(&errors, &item_fn, Some(&f), &krate);
     }
     expand::orchestration(&f, &machine, &args, &krate)
+}
+
+/// On error, for a method (it has a `self` receiver, so it sits in an `impl`, where no struct can
+/// be declared): every error, and the method as written.
+fn in_impl_fallback(errors: &Errors, mut item: syn::ItemFn) -> TokenStream2 {
+    let errs = errors.to_compile_errors();
+    UnreportedAwaits::default().visit_block_mut(&mut item.block);
+    quote!(#errs #item)
 }
 
 /// On error: every error, plus the unit struct (so uses elsewhere type-check) and the original
@@ -83,7 +111,8 @@ fn fallback_orchestration(
 ) -> TokenStream2 {
     let errs = errors.to_compile_errors();
     let (vis, ident) = (&item.vis, &item.sig.ident);
-    let stub = f.map(|f| {
+    // No trait impl without a `Result` return type: its own error would repeat the macro's.
+    let stub = f.filter(|f| returns_result(&f.output) && owned(&f.inputs, &f.output)).map(|f| {
         let output = &f.output;
         let input = match f.inputs.as_slice() {
             [(_, t)] => quote!(#t),
@@ -108,6 +137,7 @@ fn fallback_orchestration(
     });
     let mut original = item.clone();
     original.attrs.retain(|a| a.path().is_ident("doc"));
+    UnreportedAwaits::default().visit_block_mut(&mut original.block);
     quote! {
         #errs
         #[allow(non_camel_case_types)]
@@ -135,9 +165,113 @@ fn expand_activity(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
     let f = ast::ActivityFn::parse(item_fn.clone(), &errors);
     match f {
         Some(f) if errors.is_empty() => expand::activity(&f, &args, &krate),
-        _ => {
-            let errs = errors.to_compile_errors();
-            quote!(#errs #item_fn)
+        _ if item_fn.sig.receiver().is_some() => in_impl_fallback(&errors, item_fn),
+        f => fallback_activity(&errors, &item_fn, f.as_ref(), &args, &krate),
+    }
+}
+
+/// On error: every error, the unit struct with its `Activity` impl (so that orchestrations that
+/// call it type-check), and the function as the struct's `run`, so its body is still checked.
+fn fallback_activity(
+    errors: &Errors,
+    item: &syn::ItemFn,
+    f: Option<&ast::ActivityFn>,
+    args: &Args,
+    krate: &TokenStream2,
+) -> TokenStream2 {
+    let errs = errors.to_compile_errors();
+    let (vis, ident) = (&item.vis, &item.sig.ident);
+    let stub = f.filter(|f| owned(&f.inputs, &f.output)).and_then(|f| {
+        let (ok, err) = expand::result_parts(&f.output)?;
+        let input = match f.inputs.as_slice() {
+            [(_, t)] => quote!(#t),
+            many => {
+                let t = many.iter().map(|(_, t)| t);
+                quote!((#(#t,)*))
+            }
+        };
+        let name = args
+            .name
+            .as_ref()
+            .map_or_else(|| ident.to_string(), |(n, _)| n.clone());
+        Some(quote! {
+            impl #krate::__private::Activity for #ident {
+                type Input = #input;
+                type Ok = #ok;
+                type Err = #err;
+                const NAME: &'static str = #name;
+                fn invoke(
+                    &self,
+                    _: #krate::__private::ActivityContext,
+                    _: Self::Input,
+                ) -> impl ::core::future::Future<Output = ::core::result::Result<Self::Ok, Self::Err>>
+                       + ::core::marker::Send + 'static {
+                    async { ::core::unreachable!("this activity did not compile") }
+                }
+            }
+        })
+    });
+    let mut run = item.clone();
+    run.attrs.retain(|a| a.path().is_ident("doc"));
+    run.sig.ident = syn::Ident::new("run", ident.span());
+    quote! {
+        #errs
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #ident;
+        impl #ident {
+            #[allow(dead_code, unused)]
+            #run
+        }
+        #stub
+    }
+}
+
+/// Whether no input or output type borrows (the macro reported those that do).
+fn owned(inputs: &[(syn::Pat, syn::Type)], output: &syn::Type) -> bool {
+    inputs.iter().map(|(_, t)| t).chain([output]).all(|t| ast::first_reference(t).is_none())
+}
+
+/// Whether a return type is written `Result<…>` (an alias such as `io::Result<T>` counts).
+fn returns_result(ty: &syn::Type) -> bool {
+    matches!(ty, syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Result"))
+}
+
+/// In the copy of the body kept on error: each `.await` inside a closure that is not `async`,
+/// which the macro has reported, becomes a call with the type the `.await` would have, so that
+/// rustc does not report it a second time ("`await` is only allowed inside `async` functions").
+#[derive(Default)]
+struct UnreportedAwaits {
+    /// Inside a closure that is not `async` (and not in an async block within it).
+    in_closure: bool,
+}
+
+impl VisitMut for UnreportedAwaits {
+    fn visit_expr_mut(&mut self, e: &mut syn::Expr) {
+        match e {
+            syn::Expr::Closure(c) => {
+                let outer = std::mem::replace(&mut self.in_closure, c.asyncness.is_none());
+                visit_mut::visit_expr_closure_mut(self, c);
+                self.in_closure = outer;
+            }
+            syn::Expr::Async(a) => {
+                let outer = std::mem::replace(&mut self.in_closure, false);
+                visit_mut::visit_expr_async_mut(self, a);
+                self.in_closure = outer;
+            }
+            syn::Expr::Await(a) if self.in_closure => {
+                self.visit_expr_mut(&mut a.base);
+                let base = &a.base;
+                let span = a.await_token.span;
+                *e = syn::parse_quote_spanned!(span=> {
+                    fn __durable_awaited<F: ::core::future::IntoFuture>(_: F) -> F::Output {
+                        ::core::unreachable!()
+                    }
+                    __durable_awaited(#base)
+                });
+            }
+            _ => visit_mut::visit_expr_mut(self, e),
         }
     }
+    fn visit_item_mut(&mut self, _: &mut syn::Item) {}
 }
