@@ -37,8 +37,14 @@ fn label() -> syn::Lifetime {
 fn variant(b: usize) -> syn::Ident {
     format_ident!("B{}", b)
 }
-fn op_field() -> syn::Ident {
-    format_ident!("__durable_op", span = Span::mixed_site())
+/// The state variants' field for the awaited operation. Field names are not hygienic and the
+/// other fields are named after the user's locals: pick a name none of them has.
+fn op_field(m: &Machine) -> syn::Ident {
+    let mut name = String::from("__durable_op");
+    while m.bindings.iter().any(|b| b.ident == name) {
+        name.push('_');
+    }
+    syn::Ident::new(&name, Span::mixed_site())
 }
 fn completion_ident() -> syn::Ident {
     format_ident!("__durable_completion", span = Span::mixed_site())
@@ -109,7 +115,8 @@ impl Ctx<'_> {
             quote!({ let #value = &#ident; #write; })
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
-        let (st, var, v, opf) = (state_ident(), var_ident(), variant(point.resume), op_field());
+        let (st, var, v, opf) =
+            (state_ident(), var_ident(), variant(point.resume), op_field(self.m));
         let identity = &point.identity;
         let line = quote_spanned!(point.span=> ::core::line!());
         let opv = format_ident!("__durable_opv", span = Span::mixed_site());
@@ -143,7 +150,7 @@ impl Ctx<'_> {
             BlockKind::Resume(p) => {
                 let point = &self.m.points[p];
                 let value = &self.m.bindings[point.value].ident;
-                let opf = op_field();
+                let opf = op_field(self.m);
                 let unwrap = point.try_op.then(|| {
                     quote_spanned!(point.span=> let #value = match #value {
                         ::core::result::Result::Ok(v) => v,
@@ -189,7 +196,7 @@ impl Ctx<'_> {
             };)
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
-        let (st, v, opf) = (state_ident(), variant(point.resume), op_field());
+        let (st, v, opf) = (state_ident(), variant(point.resume), op_field(self.m));
         let identity = &point.identity;
         let line = quote_spanned!(point.span=> ::core::line!());
         let marker = located_at(quote!(#krate::__private::Marker::new()), point.span);
@@ -320,6 +327,20 @@ fn input_asserts(inputs: &[(syn::Pat, syn::Type)], krate: &TokenStream) -> Token
         .collect()
 }
 
+/// `T` and `E` of a return type written `Result<T, E>`.
+pub(crate) fn result_parts(ty: &syn::Type) -> Option<(&syn::Type, &syn::Type)> {
+    let syn::Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    if p.qself.is_some() || last.ident != "Result" || args.args.len() != 2 {
+        return None;
+    }
+    match (&args.args[0], &args.args[1]) {
+        (syn::GenericArgument::Type(ok), syn::GenericArgument::Type(err)) => Some((ok, err)),
+        _ => None,
+    }
+}
+
 fn doc_attrs(attrs: &[syn::Attribute]) -> impl Iterator<Item = &syn::Attribute> {
     attrs.iter().filter(|a| a.path().is_ident("doc") || a.path().is_ident("cfg"))
 }
@@ -359,7 +380,7 @@ pub(crate) fn orchestration(
         if let BlockKind::Resume(p) = block.kind {
             let op = format_ident!("__DurableOp{}", p);
             params.push(op.clone());
-            let opf = op_field();
+            let opf = op_field(m);
             fields.push(quote!(#opf: #krate::__private::Marker<#op>));
         }
         let v = variant(b);
@@ -505,13 +526,25 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
         let c = if by_ref { quote!(&__durable_actx) } else { quote!(__durable_actx) };
         call_args.insert((*pos).min(call_args.len()), c);
     }
-    let output_as = |assoc: TokenStream| {
-        located_at(
-            quote!(<#output as #krate::__private::ActivityOutput>::#assoc),
-            first_span(output),
-        )
+    // `Result<T, E>` as written: `T` and `E` are checked at their own spans by the bounds of
+    // `Activity::Ok` and `Activity::Err`. Any other return type (an alias) goes through
+    // `ActivityOutput`.
+    let (ok, err, into_result) = match result_parts(output) {
+        Some((ok, err)) => (quote!(#ok), quote!(#err), quote!(::core::convert::identity)),
+        None => {
+            let output_as = |assoc: TokenStream| {
+                located_at(
+                    quote!(<#output as #krate::__private::ActivityOutput>::#assoc),
+                    first_span(output),
+                )
+            };
+            let into_result = located_at(
+                quote!(#krate::__private::ActivityOutput::into_result),
+                first_span(output),
+            );
+            (output_as(quote!(Ok)), output_as(quote!(Err)), into_result)
+        }
     };
-    let (ok, err) = (output_as(quote!(Ok)), output_as(quote!(Err)));
     let input_asserts = input_asserts(&f.inputs, krate);
     quote! {
         #(#docs)*
@@ -543,7 +576,7 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
                        + ::core::marker::Send + 'static {
                     #bind
                     async move {
-                        #krate::__private::ActivityOutput::into_result(#ident::run(#(#call_args),*).await)
+                        #into_result(#ident::run(#(#call_args),*).await)
                     }
                 }
             }
