@@ -1,0 +1,8 @@
+use durable::orchestration;
+
+#[orchestration]
+struct Invoice {
+    id: u64,
+}
+
+fn main() {}
