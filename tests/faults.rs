@@ -6,7 +6,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use durable::store::{Entries, SledStore, Space, Store, StoreError};
@@ -122,10 +122,11 @@ async fn oversized_inputs_and_payloads_are_refused() {
     assert_eq!(rt.status("small").unwrap().unwrap().buffered_events, 0);
 }
 
-/// A store whose writes fail on demand.
+/// A store whose instance writes fail three times out of four while `failing` is set.
 struct FlakyStore {
     inner: SledStore,
-    fail_puts: AtomicU32,
+    failing: AtomicBool,
+    puts: AtomicU32,
     failed: AtomicU32,
 }
 
@@ -135,10 +136,8 @@ impl Store for FlakyStore {
     }
     fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         if space == Space::Instances
-            && self
-                .fail_puts
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
+            && self.failing.load(Ordering::SeqCst)
+            && self.puts.fetch_add(1, Ordering::SeqCst) % 4 != 3
         {
             self.failed.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Io("injected write failure".into()));
@@ -182,25 +181,16 @@ async fn a_failed_checkpoint_write_is_retried_and_nothing_half_done_is_read() {
     let db = fresh_db("flaky-store");
     let store = Arc::new(FlakyStore {
         inner: SledStore::open(&db).unwrap(),
-        fail_puts: AtomicU32::new(0),
+        failing: AtomicBool::new(false),
+        puts: AtomicU32::new(0),
         failed: AtomicU32::new(0),
     });
-    let rt =
-        Runtime::builder(&db).store(store.clone()).orchestration(three_incs).open().await.unwrap();
-    // Every checkpoint after the start fails three times before it succeeds.
-    store.fail_puts.store(3, Ordering::SeqCst);
+    let rt = Runtime::builder(&db).store(store.clone()).orchestration(three_incs).open().await.unwrap();
+    // From now on every checkpoint write fails three times before one succeeds.
+    store.failing.store(true, Ordering::SeqCst);
     let h = rt.start(three_incs, "flaky", 0).await.unwrap();
-    // Each later checkpoint fails three times too: re-arm once a step got through.
-    let mut armed_at = 0;
-    while h.wait_timeout(Duration::from_millis(5)).await.is_none() {
-        let steps = rt.status("flaky").unwrap().map_or(0, |s| s.steps);
-        if steps > armed_at && store.fail_puts.load(Ordering::SeqCst) == 0 {
-            store.fail_puts.store(3, Ordering::SeqCst);
-            armed_at = steps;
-        }
-    }
     assert_eq!(h.wait().await.unwrap(), 3);
-    assert!(store.failed.load(Ordering::SeqCst) >= 6, "failures were injected");
+    assert!(store.failed.load(Ordering::SeqCst) >= 12, "four checkpoints, three failures each");
     // A failed checkpoint re-runs the step, never the activity whose result it was storing.
     for (key, n) in executions("flaky") {
         assert_eq!(n, 1, "{key} ran {n} times");

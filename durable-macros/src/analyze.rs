@@ -360,34 +360,6 @@ fn check_transfers(m: &Machine, errors: &Errors) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn format_captures_are_uses() {
-        let mut out = BTreeSet::new();
-        format_captures("\"{a} {b:?} {{c}} {0} {d:>5} {}\"", &mut out);
-        assert_eq!(out.into_iter().collect::<Vec<_>>(), ["a", "b", "d"]);
-    }
-
-    #[test]
-    fn macro_tokens_and_closures_are_uses() {
-        let e: syn::Expr = syn::parse_quote!(f(|y| x + y, vec![z], format!("{w}")));
-        let n = names_in(&e);
-        for name in ["x", "y", "z", "w", "f"] {
-            assert!(n.contains(name), "{name} missing from {n:?}");
-        }
-    }
-
-    #[test]
-    fn patterns_bind_lowercase_identifiers() {
-        let p: syn::Pat = syn::parse_quote!((mut a, Some(b), None, S { c, d: ref e }, [f, ..]));
-        let names: Vec<_> = pattern_bindings(&p).iter().map(|b| b.ident.to_string()).collect();
-        assert_eq!(names, ["a", "b", "c", "e", "f"]);
-    }
-}
-
 /// What an orchestration body names through its context: activities (`ctx.call(path, ..)`) and
 /// sub-orchestrations (`ctx.child(path, ..)`), anywhere in the body, closures included, so that
 /// registering the orchestration registers them too.
@@ -445,4 +417,32 @@ pub(crate) fn dependencies(body: &syn::Block, ctx: &syn::Pat) -> (Vec<syn::Path>
     let mut d = Deps { ctx, activities: Vec::new(), children: Vec::new() };
     d.visit_block(body);
     (d.activities, d.children)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_captures_are_uses() {
+        let mut out = BTreeSet::new();
+        format_captures("\"{a} {b:?} {{c}} {0} {d:>5} {}\"", &mut out);
+        assert_eq!(out.into_iter().collect::<Vec<_>>(), ["a", "b", "d"]);
+    }
+
+    #[test]
+    fn macro_tokens_and_closures_are_uses() {
+        let e: syn::Expr = syn::parse_quote!(f(|y| x + y, vec![z], format!("{w}")));
+        let n = names_in(&e);
+        for name in ["x", "y", "z", "w", "f"] {
+            assert!(n.contains(name), "{name} missing from {n:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_bind_lowercase_identifiers() {
+        let p: syn::Pat = syn::parse_quote!((mut a, Some(b), None, S { c, d: ref e }, [f, ..]));
+        let names: Vec<_> = pattern_bindings(&p).iter().map(|b| b.ident.to_string()).collect();
+        assert_eq!(names, ["a", "b", "c", "e", "f"]);
+    }
 }

@@ -14,9 +14,11 @@ pub(crate) struct Args {
     pub name: Option<(String, Span)>,
     /// `crate = "path"`: where the `durable` facade is, when renamed.
     pub krate: Option<syn::Path>,
+    /// `version = N`: the orchestration's version (default 1).
+    pub version: Option<u32>,
 }
 
-const VALID: &str = "expected one of: `name = \"...\"`, `crate = \"...\"`";
+const VALID: &str = "expected one of: `name = \"...\"`, `version = N`, `crate = \"...\"`";
 
 impl Args {
     pub(crate) fn parse(tokens: TokenStream, errors: &Errors) -> Args {
@@ -34,6 +36,22 @@ impl Args {
                 continue;
             };
             let key = nv.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            if key == "version" {
+                let parsed = match &nv.value {
+                    Expr::Lit(l) => match &l.lit {
+                        Lit::Int(i) => i.base10_parse::<u32>().ok().filter(|v| *v > 0),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                match parsed {
+                    _ if args.version.is_some() => errors.at(&nv.path, "`version` is given twice"),
+                    Some(v) => args.version = Some(v),
+                    None => errors
+                        .at(&nv.value, "`version` takes a positive integer, e.g. `version = 2`"),
+                }
+                continue;
+            }
             let value = match &nv.value {
                 Expr::Lit(l) => match &l.lit {
                     Lit::Str(s) => Some(s.clone()),

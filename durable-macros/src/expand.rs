@@ -128,7 +128,7 @@ impl Ctx<'_> {
             static __DURABLE_CHECKED: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
             let mut #w = #krate::__private::FrameWriter::new(&__DURABLE_CHECKED);
             #(#writes)*
-            let #frame = #w.finish(#identity, #line);
+            let #frame = #w.finish_at(#identity, ::core::file!(), #line);
             #var = #st::#v { #(#fields,)* #opf: #marker };
             return #suspend;
         })
@@ -355,6 +355,7 @@ pub(crate) fn orchestration(
     let (vis, ident) = (&item.vis, &item.sig.ident);
     let docs = doc_attrs(&item.attrs);
     let name = args.name.as_ref().map_or_else(|| ident.to_string(), |(n, _)| n.clone());
+    let version = args.version.unwrap_or(1);
     let output = &f.output;
     let input_ty = input_type(&f.inputs);
     let cx = Ctx { m, krate };
@@ -438,6 +439,7 @@ pub(crate) fn orchestration(
                 type Input = #input_ty;
                 #output_assert
                 const NAME: &'static str = #name;
+                const VERSION: u32 = #version;
                 fn points(&self) -> &'static [#krate::__private::PointInfo] {
                     &[#(#points),*]
                 }

@@ -162,6 +162,12 @@ fn expand_activity(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
         }
     };
     let krate = krate(&args);
+    if args.version.is_some() {
+        errors.at_span(
+            proc_macro2::Span::call_site(),
+            "`version` applies to orchestrations; an activity is versioned by its `name`",
+        );
+    }
     let f = ast::ActivityFn::parse(item_fn.clone(), &errors);
     match f {
         Some(f) if errors.is_empty() => expand::activity(&f, &args, &krate),

@@ -25,13 +25,13 @@ pub enum Step<R> {
     /// The orchestration returned.
     Done(R),
     /// Suspended or faulted: hand this to the runtime.
-    Exit(StepResult),
+    Exit(Box<StepResult>),
 }
 
 /// Converts the machine's exit into the runtime's step result.
 pub fn finish<R: OrchestrationOutput>(step: Step<R>) -> StepResult {
     match step {
-        Step::Exit(r) => r,
+        Step::Exit(r) => *r,
         Step::Done(out) => match out.into_result() {
             Ok(v) => match codec::encode(&v) {
                 Ok(b) => StepResult::Complete(b),
@@ -136,8 +136,18 @@ impl FrameWriter {
         }
     }
 
-    /// The frame of point `identity` at source line `line`.
+    /// The frame of point `identity` at source line `line` (file unknown).
     pub fn finish(self, identity: &'static str, line: u32) -> Result<Frame, Fault> {
+        self.finish_at(identity, "", line)
+    }
+
+    /// The frame of point `identity`, whose `.await` is at `file`:`line`.
+    pub fn finish_at(
+        self,
+        identity: &'static str,
+        file: &'static str,
+        line: u32,
+    ) -> Result<Frame, Fault> {
         if let Some(Fault::Codec(m)) = self.error {
             return Err(Fault::Codec(format!(
                 "at suspension point `{identity}` (line {line}): {m}"
@@ -146,6 +156,7 @@ impl FrameWriter {
         self.check.store(true, Ordering::Relaxed);
         Ok(Frame {
             point: identity.to_owned(),
+            file: file.to_owned(),
             line,
             fingerprint: fingerprint(identity, &self.layout),
             layout: self.layout.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect(),
@@ -264,8 +275,9 @@ fn describe_layout_change(
         diffs.push("the stored locals were reordered".into());
     }
     format!(
-        "suspension point `{}` (saved at line {}, now line {line}) changed its stored locals: {}",
+        "suspension point `{}` (saved at {}line {}, now line {line}) changed its stored locals: {}",
         frame.point,
+        file_prefix(frame),
         frame.line,
         diffs.join("; ")
     )
@@ -274,8 +286,11 @@ fn describe_layout_change(
 /// A frame names a suspension point this build does not have.
 pub fn unknown_point(frame: &Frame) -> Fault {
     Fault::Incompatible(format!(
-        "suspension point `{}` (saved at line {}) does not exist in this build",
-        frame.point, frame.line
+        "suspension point `{}` (saved at {}line {}) does not exist in this build (deleted, or \
+         moved into another scope)",
+        frame.point,
+        file_prefix(frame),
+        frame.line
     ))
 }
 
@@ -288,18 +303,22 @@ pub fn decode_input<T: Persistable>(bytes: &[u8]) -> Result<T, Fault> {
 pub fn suspend<O: DurableOp, R>(frame: Result<Frame, Fault>, op: O) -> Step<R> {
     let frame = match frame {
         Ok(f) => f,
-        Err(e) => return Step::Exit(StepResult::Fault(e)),
+        Err(e) => return Step::Exit(Box::new(StepResult::Fault(e))),
     };
     match op.into_command() {
-        Ok(command) => Step::Exit(StepResult::Suspend { frame, command }),
-        Err(e) => Step::Exit(StepResult::Fault(Fault::Codec(format!(
+        Ok(command) => Step::Exit(Box::new(StepResult::Suspend { frame, command })),
+        Err(e) => Step::Exit(Box::new(StepResult::Fault(Fault::Codec(format!(
             "command input at `{}`: {e}",
             frame.point
-        )))),
+        ))))),
     }
 }
 
 /// A step that cannot go on.
 pub fn fault<R>(fault: Fault) -> Step<R> {
-    Step::Exit(StepResult::Fault(fault))
+    Step::Exit(Box::new(StepResult::Fault(fault)))
+}
+
+fn file_prefix(frame: &Frame) -> String {
+    if frame.file.is_empty() { String::new() } else { format!("{} ", frame.file) }
 }

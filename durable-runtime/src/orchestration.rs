@@ -278,6 +278,9 @@ pub trait Orchestration: Send + Sync + 'static {
     type Output: OrchestrationOutput;
     /// The name instances are stored under.
     const NAME: &'static str;
+    /// The version: several versions of one name can be registered side by side; new instances
+    /// start on the newest, running ones finish on the one they started with.
+    const VERSION: u32 = 1;
     /// The suspension points of this build.
     fn points(&self) -> &'static [PointInfo];
     /// Registers the activities and sub-orchestrations this orchestration names.
@@ -289,6 +292,7 @@ pub trait Orchestration: Send + Sync + 'static {
 /// An orchestration behind a name.
 pub(crate) trait ErasedOrchestration: Send + Sync {
     fn step(&self, ctx: &Ctx, resume: Resume<'_>) -> StepResult;
+    fn input_type(&self) -> &'static str;
 }
 
 pub(crate) struct ErasedOrch<O>(pub(crate) O);
@@ -296,6 +300,9 @@ pub(crate) struct ErasedOrch<O>(pub(crate) O);
 impl<O: Orchestration> ErasedOrchestration for ErasedOrch<O> {
     fn step(&self, ctx: &Ctx, resume: Resume<'_>) -> StepResult {
         self.0.step(ctx, resume)
+    }
+    fn input_type(&self) -> &'static str {
+        std::any::type_name::<O::Input>()
     }
 }
 
@@ -333,7 +340,7 @@ where
 #[derive(Default, Clone)]
 pub struct Registry {
     pub(crate) orchestrations:
-        std::collections::HashMap<&'static str, Arc<dyn ErasedOrchestration>>,
+        std::collections::HashMap<(&'static str, u32), Arc<dyn ErasedOrchestration>>,
     pub(crate) activities: ActivityRegistry,
 }
 
@@ -356,7 +363,7 @@ impl Registry {
     /// calls.
     pub fn add_orchestration<O: Orchestration>(&mut self, orchestration: O) {
         let erased = Arc::new(ErasedOrch(orchestration));
-        let known = self.orchestrations.insert(O::NAME, erased.clone()).is_some();
+        let known = self.orchestrations.insert((O::NAME, O::VERSION), erased.clone()).is_some();
         if !known {
             erased.0.register(self);
         }

@@ -17,7 +17,10 @@ const MAGIC: [u8; 2] = *b"DR";
 pub struct Frame {
     /// The suspension point's stable identity within its orchestration.
     pub point: String,
-    /// The source line of the point's `.await` when the frame was written (for messages).
+    /// The source file and line of the point's `.await` when the frame was written (for
+    /// messages).
+    pub file: String,
+    /// See `file`.
     pub line: u32,
     /// Hash of the identity and the layout: the frame is decoded only when it matches.
     pub fingerprint: u64,
@@ -82,6 +85,8 @@ pub(crate) struct InboxEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct InstanceRecord {
     pub orchestration: String,
+    /// The orchestration version the instance started on (and finishes on).
+    pub version: u32,
     pub state: State,
     pub input: Vec<u8>,
     pub frame: Option<Frame>,
@@ -151,12 +156,14 @@ impl InstanceRecord {
     /// A fresh record of a started instance.
     pub(crate) fn new(
         orchestration: &str,
+        version: u32,
         input: Vec<u8>,
         now_ms: u64,
         parent: Option<String>,
     ) -> Self {
         InstanceRecord {
             orchestration: orchestration.to_owned(),
+            version,
             state: State::Running,
             input,
             frame: None,
@@ -179,7 +186,7 @@ mod tests {
     use super::*;
 
     fn sample() -> InstanceRecord {
-        InstanceRecord::new("o", vec![1, 2], 1, None)
+        InstanceRecord::new("o", 1, vec![1, 2], 1, None)
     }
 
     #[test]

@@ -59,6 +59,19 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// A newer version of the orchestration is registered and takes another input type.
+    #[error(
+        "orchestration `{name}` version {newest} is registered and new instances start on it, but \
+         it takes another input than version {requested}; start it through version {newest}"
+    )]
+    Version {
+        /// The orchestration name.
+        name: String,
+        /// The newest registered version.
+        newest: u32,
+        /// The version the caller named.
+        requested: u32,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -195,6 +208,8 @@ pub struct InstanceStatus {
     pub id: String,
     /// The orchestration's stored name.
     pub orchestration: String,
+    /// The orchestration version the instance runs on.
+    pub version: u32,
     /// Where it stands.
     pub state: InstanceState,
     /// Checkpoints written since the start.
@@ -458,7 +473,18 @@ impl Runtime {
         self.inner.register(orchestration);
         let bytes = codec::encode(&input)
             .map_err(|e| StartError::Input { id: id.clone(), reason: e.to_string() })?;
-        self.inner.start_encoded(O::NAME, &id, bytes, None).await?;
+        // New instances start on the newest registered version of the name, which must take
+        // the same input as the version the caller named.
+        let (version, input_type) =
+            self.inner.newest(O::NAME).unwrap_or((O::VERSION, std::any::type_name::<O::Input>()));
+        if version != O::VERSION && input_type != std::any::type_name::<O::Input>() {
+            return Err(StartError::Version {
+                name: O::NAME.to_owned(),
+                newest: version,
+                requested: O::VERSION,
+            });
+        }
+        self.inner.start_encoded(O::NAME, Some(version), &id, bytes, None).await?;
         Ok(Handle { rt: self.clone(), id, _o: PhantomData })
     }
 
@@ -625,9 +651,11 @@ impl<O: Orchestration> Handle<O> {
                     return Err(InstanceError::Faulted(message));
                 }
                 State::Cancelled { reason } => return Err(InstanceError::Cancelled(reason)),
-                State::Incompatible { message } => {
+                // Refused by this build, unless a driver is retrying it right now.
+                State::Incompatible { message } if !self.rt.inner.is_driven(&self.id) => {
                     return Err(InstanceError::Incompatible(message));
                 }
+                State::Incompatible { .. } => {}
                 State::Running => {}
             }
             if changes.changed().await.is_err() {

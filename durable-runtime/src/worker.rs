@@ -40,6 +40,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Registered orchestrations by name and version.
+pub(crate) type Orchestrations = HashMap<(&'static str, u32), Arc<dyn ErasedOrchestration>>;
+
 /// A driver task and how to wake it.
 pub(crate) struct Driver {
     task: tokio::task::JoinHandle<()>,
@@ -50,7 +53,7 @@ pub(crate) struct Driver {
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) commit: GroupCommit,
-    pub(crate) orchestrations: RwLock<HashMap<&'static str, Arc<dyn ErasedOrchestration>>>,
+    pub(crate) orchestrations: RwLock<Orchestrations>,
     pub(crate) activities: RwLock<ActivityRegistry>,
     pub(crate) observer: Option<Observer>,
     pub(crate) durability: Durability,
@@ -164,6 +167,7 @@ impl Inner {
     pub(crate) async fn start_encoded(
         self: &Arc<Self>,
         orchestration: &str,
+        version: Option<u32>,
         id: &str,
         input: Vec<u8>,
         parent: Option<String>,
@@ -178,7 +182,11 @@ impl Inner {
                 ),
             });
         }
-        let rec = InstanceRecord::new(orchestration, input, self.clock.now_ms(), parent);
+        let version = match version {
+            Some(v) => v,
+            None => self.newest(orchestration).map_or(1, |(v, _)| v),
+        };
+        let rec = InstanceRecord::new(orchestration, version, input, self.clock.now_ms(), parent);
         let bytes = rec
             .to_bytes()
             .map_err(|e| StartError::Input { id: id.into(), reason: e.to_string() })?;
@@ -221,7 +229,7 @@ impl Inner {
     pub(crate) fn status_of(&self, id: &str, bytes: &[u8]) -> InstanceStatus {
         match InstanceRecord::from_bytes(bytes) {
             Ok(rec) => {
-                let registered = self.orchestration(&rec.orchestration).is_some();
+                let registered = self.orchestration(&rec.orchestration, rec.version).is_some();
                 let mut state = state_of(&rec, registered);
                 let output = match &rec.state {
                     State::Completed { output } => Some(output.clone()),
@@ -233,6 +241,7 @@ impl Inner {
                 InstanceStatus {
                     id: id.to_owned(),
                     orchestration: rec.orchestration.clone(),
+                    version: rec.version,
                     state,
                     steps: rec.steps,
                     point: rec.frame.as_ref().map(|f| (f.point.clone(), f.line)),
@@ -250,6 +259,7 @@ impl Inner {
             Err(e) => InstanceStatus {
                 id: id.to_owned(),
                 orchestration: String::new(),
+                version: 0,
                 state: InstanceState::Failed {
                     message: format!("instance `{id}`: unreadable record: {e}"),
                 },
@@ -276,7 +286,7 @@ impl Inner {
         if let Ok(mut a) = self.activities.write() {
             a.by_name.extend(registry.activities.by_name);
         }
-        let names: Vec<&'static str> = registry.orchestrations.keys().copied().collect();
+        let names: Vec<&'static str> = registry.orchestrations.keys().map(|(n, _)| *n).collect();
         if let Ok(mut o) = self.orchestrations.write() {
             o.extend(registry.orchestrations);
         }
@@ -288,8 +298,22 @@ impl Inner {
         }
     }
 
-    pub(crate) fn orchestration(&self, name: &str) -> Option<Arc<dyn ErasedOrchestration>> {
-        self.orchestrations.read().ok()?.get(name).cloned()
+    pub(crate) fn orchestration(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Option<Arc<dyn ErasedOrchestration>> {
+        let map = self.orchestrations.read().ok()?;
+        map.iter().find(|((n, v), _)| *n == name && *v == version).map(|(_, o)| o.clone())
+    }
+
+    /// The newest registered version of `name`, with its input type.
+    pub(crate) fn newest(&self, name: &str) -> Option<(u32, &'static str)> {
+        let map = self.orchestrations.read().ok()?;
+        map.iter()
+            .filter(|((n, _), _)| *n == name)
+            .max_by_key(|((_, v), _)| *v)
+            .map(|((_, v), o)| (*v, o.input_type()))
     }
 
     /// Wakes every unfinished instance (each re-arms its own timers).
@@ -357,7 +381,15 @@ impl Inner {
             return false;
         }
         active.remove(id);
+        drop(active);
+        // Waiters on a refused instance decide by whether a driver still retries it.
+        self.changes.send_modify(|v| *v += 1);
         true
+    }
+
+    /// Whether a driver of this process works on `id`.
+    pub(crate) fn is_driven(&self, id: &str) -> bool {
+        lock(&self.active).get(id).is_some_and(|d| !d.task.is_finished())
     }
 
     pub(crate) fn start_timers(self: &Arc<Self>) {
@@ -457,8 +489,12 @@ impl Inner {
                 self.apply_cancel(&id, &reason).await;
                 break;
             }
-            let Some(orchestration) = self.orchestration(&rec.orchestration) else {
-                tracing::warn!("orchestration `{}` is not registered; parked", rec.orchestration);
+            let Some(orchestration) = self.orchestration(&rec.orchestration, rec.version) else {
+                tracing::warn!(
+                    "orchestration `{}` version {} is not registered; parked",
+                    rec.orchestration,
+                    rec.version
+                );
                 lock(&self.unregistered)
                     .entry(rec.orchestration.clone())
                     .or_default()
@@ -470,7 +506,13 @@ impl Inner {
             };
             let Some(pending) = rec.pending.clone() else {
                 // The first step, or the first after continue-as-new.
-                self.run_step(&id, &rec, orchestration.as_ref(), None, Vec::new()).await;
+                let outcome =
+                    self.run_step(&id, &rec, orchestration.as_ref(), None, Vec::new()).await;
+                if matches!(outcome, Some(StepOutcome::Incompatible(_)))
+                    && self.may_stop(&id, &wakes, seen)
+                {
+                    return;
+                }
                 continue;
             };
             if pending.key != running_key {
@@ -482,8 +524,15 @@ impl Inner {
             if let Some(completion) = progress.completion {
                 running.clear();
                 finished.clear();
-                self.run_step(&id, &rec, orchestration.as_ref(), Some(completion), progress.taken)
+                let outcome = self
+                    .run_step(&id, &rec, orchestration.as_ref(), Some(completion), progress.taken)
                     .await;
+                if matches!(outcome, Some(StepOutcome::Incompatible(_)))
+                    && self.may_stop(&id, &wakes, seen)
+                {
+                    // Refused by this build: stays stored until a compatible build runs it.
+                    return;
+                }
                 continue;
             }
             if progress.changed {
@@ -668,6 +717,7 @@ impl Inner {
                         match self
                             .start_encoded(
                                 orchestration,
+                                None,
                                 &child_id,
                                 input.clone(),
                                 Some(id.to_owned()),
@@ -767,7 +817,7 @@ impl Inner {
         orchestration: &dyn ErasedOrchestration,
         completion: Option<Completion>,
         taken: Vec<u64>,
-    ) {
+    ) -> Option<StepOutcome> {
         let completed = rec.pending.as_ref().map(|p| p.command.describe());
         let mut delay = Duration::from_millis(10);
         loop {
@@ -781,18 +831,22 @@ impl Inner {
                     (Some(frame), Some(completion)) => Resume::At { frame, completion },
                     (Some(_), None) => {
                         tracing::error!("instance `{id}`: a frame without a completion");
-                        return;
+                        return None;
                     }
                 };
                 std::panic::catch_unwind(AssertUnwindSafe(|| orchestration.step(&ctx, resume)))
             };
             let status = ctx.take_status();
             let applied = self.update(id, |latest| {
-                apply_step(id, latest, rec.steps, now, result, status, &taken)
+                let outcome = apply_step(id, latest, rec.steps, now, result, status, &taken);
+                if let (Some(StepOutcome::Incompatible(_)), Some(c)) = (&outcome, &completion) {
+                    keep_completion(latest, c);
+                }
+                outcome
             });
             let outcome = match applied {
                 Ok(Some(Some(outcome))) => outcome,
-                Ok(_) => return,
+                Ok(_) => return None,
                 Err(e) => {
                     tracing::error!("checkpoint failed, retrying the step: {e}");
                     tokio::time::sleep(delay).await;
@@ -818,7 +872,7 @@ impl Inner {
                     instance: id.to_owned(),
                     step: rec.steps + 1,
                     completed,
-                    outcome,
+                    outcome: outcome.clone(),
                 });
             }
             if terminal {
@@ -827,7 +881,7 @@ impl Inner {
                     self.wake(parent);
                 }
             }
-            return;
+            return Some(outcome);
         }
     }
 
@@ -1016,4 +1070,28 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[allow(dead_code)]
 fn _codec_is_used() -> Result<Vec<u8>, codec::CodecError> {
     codec::encode(&0u8)
+}
+
+/// Keeps the completion of a step this build refused, so that a compatible build resumes with it
+/// instead of running the operation again.
+fn keep_completion(rec: &mut InstanceRecord, completion: &Completion) {
+    let Some(p) = rec.pending.as_mut() else { return };
+    match completion {
+        Completion::Join(all) => {
+            for (b, c) in p.branches.iter_mut().zip(all) {
+                b.done = Some(c.clone());
+            }
+        }
+        Completion::Race { index, completion } => {
+            let i = usize::try_from(*index).unwrap_or(usize::MAX);
+            if let Some(b) = p.branches.get_mut(i) {
+                b.done = Some((**completion).clone());
+            }
+        }
+        other => {
+            if let Some(b) = p.branches.first_mut() {
+                b.done = Some(other.clone());
+            }
+        }
+    }
 }
