@@ -41,7 +41,7 @@ async fn big_then_small(ctx: Ctx, size: usize) -> Result<u64, Failure> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_local_dead_after_step_one_is_not_stored_later() {
     // What the macro says each point stores…
-    let points = big_then_small.points();
+    let points = big_then_small().points();
     assert_eq!(points.len(), 3);
     assert_eq!(points[0].locals, ["big"] as [&str; 1], "`big` is used after the first await");
     assert_eq!(points[1].locals, ["first"] as [&str; 1], "`big` is dead once passed");

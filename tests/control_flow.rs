@@ -241,3 +241,28 @@ async fn question_mark_fails_the_instance_with_the_activity_error() {
     }
     assert_eq!(rt.start(early_error, "early-error", 99).await.unwrap().id(), "early-error");
 }
+
+#[orchestration]
+async fn generic_pair<T: durable::Persistable + Clone + Send + Sync>(
+    ctx: Ctx,
+    x: T,
+    n: i64,
+) -> Result<(T, i64), Failure> {
+    let s = ctx.call(add, (n, n)).await?;
+    let copy = x.clone();
+    // A local may share its name with an activity: `add` is a function, not a unit struct.
+    let add = s + 1;
+    let t = ctx.call(echo, format!("{add}")).await?;
+    Ok((copy, t.parse().unwrap_or(-1)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_orchestrations() {
+    let (out, steps) =
+        stop_at_every_point(generic_pair::<String>, "generic", ("x".to_string(), 20)).await;
+    assert_eq!(out, ("x".to_string(), 41));
+    assert_eq!(steps, 3);
+    let (out, _) =
+        stop_at_every_point(generic_pair::<Vec<u8>>, "generic-vec", (vec![1, 2], 1)).await;
+    assert_eq!(out, (vec![1, 2], 3));
+}

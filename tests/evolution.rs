@@ -27,13 +27,13 @@ type Err<O> = <<O as Orchestration>::Output as OrchestrationOutput>::Err;
 /// `go` with 100 and returns v2's view of the result.
 async fn park_then_swap<V1, V2>(
     name: &str,
-    v1: V1,
+    v1: fn() -> V1,
     input: V1::Input,
-    v2: V2,
+    v2: fn() -> V2,
 ) -> (std::path::PathBuf, Result<Out<V2>, InstanceError<Err<V2>>>)
 where
-    V1: Orchestration + Copy,
-    V2: Orchestration + Copy,
+    V1: Orchestration,
+    V2: Orchestration,
 {
     let db = fresh_db(name);
     let rt = open(|| Runtime::builder(&db).orchestration(v1)).await;

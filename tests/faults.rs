@@ -185,7 +185,8 @@ async fn a_failed_checkpoint_write_is_retried_and_nothing_half_done_is_read() {
         puts: AtomicU32::new(0),
         failed: AtomicU32::new(0),
     });
-    let rt = Runtime::builder(&db).store(store.clone()).orchestration(three_incs).open().await.unwrap();
+    let rt =
+        Runtime::builder(&db).store(store.clone()).orchestration(three_incs).open().await.unwrap();
     // From now on every checkpoint write fails three times before one succeeds.
     store.failing.store(true, Ordering::SeqCst);
     let h = rt.start(three_incs, "flaky", 0).await.unwrap();

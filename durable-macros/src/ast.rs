@@ -83,11 +83,21 @@ fn common_checks(item: &ItemFn, what: &str, errors: &Errors) {
              a free function and pass what it needs as input"
         ));
     }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.at(&sig.generics, format!(
-            "{what} cannot be generic yet: each stored instance must name one concrete type; write a \
-             wrapper per type"
-        ));
+    let only_types = sig.generics.params.iter().all(|p| matches!(p, syn::GenericParam::Type(_)));
+    if what == "an activity" && !sig.generics.params.is_empty() {
+        errors.at(
+            &sig.generics,
+            "an activity cannot be generic: it is dispatched by name with a \
+            stored input of one type; write one activity per type",
+        );
+    } else if !only_types {
+        errors.at(
+            &sig.generics,
+            format!(
+                "{what} can only have type parameters (stored values own their data): remove the \
+             lifetime or const parameter"
+            ),
+        );
     }
     for arg in &sig.inputs {
         if let FnArg::Typed(t) = arg

@@ -345,6 +345,51 @@ fn doc_attrs(attrs: &[syn::Attribute]) -> impl Iterator<Item = &syn::Attribute> 
     attrs.iter().filter(|a| a.path().is_ident("doc") || a.path().is_ident("cfg"))
 }
 
+/// The names users write: a struct in the type namespace (`Handle<invoice>`, `Call<charge>`) and
+/// a `const fn` of the same name in the value namespace (`rt.start(invoice, ..)`,
+/// `ctx.call(charge, ..)`). A function, unlike a unit struct, can be shadowed by a local of the
+/// same name.
+pub(crate) fn named_item(
+    vis: &syn::Visibility,
+    ident: &syn::Ident,
+    generics: &syn::Generics,
+    docs: &[&syn::Attribute],
+) -> TokenStream {
+    let params: Vec<&syn::Ident> = generics.type_params().map(|t| &t.ident).collect();
+    let (impl_g, ty_g, where_c) = generics.split_for_impl();
+    let marker = format_ident!("__durable_types", span = Span::mixed_site());
+    let (field, init) = if params.is_empty() {
+        (quote!(), quote!())
+    } else {
+        (
+            quote!(#marker: ::core::marker::PhantomData<fn() -> (#(#params,)*)>),
+            quote!(#marker: ::core::marker::PhantomData),
+        )
+    };
+    let name = ident.to_string();
+    quote! {
+        #(#docs)*
+        #[allow(non_camel_case_types)]
+        #vis struct #ident #impl_g #where_c { #field }
+
+        #(#docs)*
+        #[allow(dead_code)]
+        #[inline]
+        #vis const fn #ident #impl_g () -> #ident #ty_g #where_c { #ident { #init } }
+
+        impl #impl_g ::core::clone::Clone for #ident #ty_g #where_c {
+            fn clone(&self) -> Self { *self }
+        }
+        impl #impl_g ::core::marker::Copy for #ident #ty_g #where_c {}
+        impl #impl_g ::core::default::Default for #ident #ty_g #where_c {
+            fn default() -> Self { #ident { #init } }
+        }
+        impl #impl_g ::core::fmt::Debug for #ident #ty_g #where_c {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result { f.write_str(#name) }
+        }
+    }
+}
+
 pub(crate) fn orchestration(
     f: &OrchestrationFn,
     m: &Machine,
@@ -428,14 +473,16 @@ pub(crate) fn orchestration(
     let step = format_ident!("__durable_step", span = Span::mixed_site());
     let finish = located_at(quote!(#krate::__private::finish(#step)), first_span(output));
 
+    let docs: Vec<&syn::Attribute> = docs.collect();
+    let generics = &item.sig.generics;
+    let named = named_item(vis, ident, generics, &docs);
+    let (impl_g, ty_g, where_c) = generics.split_for_impl();
+    let turbofish = ty_g.as_turbofish();
     quote! {
-        #(#docs)*
-        #[allow(non_camel_case_types)]
-        #[derive(Clone, Copy, Debug, Default)]
-        #vis struct #ident;
+        #named
 
         const _: () = {
-            impl #krate::__private::Orchestration for #ident {
+            impl #impl_g #krate::__private::Orchestration for #ident #ty_g #where_c {
                 type Input = #input_ty;
                 #output_assert
                 const NAME: &'static str = #name;
@@ -453,7 +500,7 @@ pub(crate) fn orchestration(
                     ctx: &#krate::__private::Ctx,
                     resume: #krate::__private::Resume<'_>,
                 ) -> #krate::__private::StepResult {
-                    let #step = __durable_machine(ctx, resume);
+                    let #step = __durable_machine #turbofish (ctx, resume);
                     #finish
                 }
             }
@@ -463,10 +510,10 @@ pub(crate) fn orchestration(
                 unused_parens, non_snake_case, non_camel_case_types, dead_code, clippy::all,
                 clippy::pedantic, clippy::nursery
             )]
-            fn __durable_machine(
+            fn __durable_machine #impl_g (
                 __durable_ctx: &#krate::__private::Ctx,
                 __durable_resume: #krate::__private::Resume<'_>,
-            ) -> #krate::__private::Step<#output> {
+            ) -> #krate::__private::Step<#output> #where_c {
                 #(#items)*
                 enum #st<#(#params),*> { #(#variants),* }
                 let #ctx_pat: #ctx_ty = ::core::clone::Clone::clone(__durable_ctx);
@@ -548,11 +595,10 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
         }
     };
     let input_asserts = input_asserts(&f.inputs, krate);
+    let docs: Vec<&syn::Attribute> = docs.collect();
+    let named = named_item(vis, ident, &syn::Generics::default(), &docs);
     quote! {
-        #(#docs)*
-        #[allow(non_camel_case_types)]
-        #[derive(Clone, Copy, Debug, Default)]
-        #vis struct #ident;
+        #named
 
         impl #ident {
             /// Runs the activity's body directly: no recording, no retries.

@@ -111,6 +111,7 @@ fn fallback_orchestration(
 ) -> TokenStream2 {
     let errs = errors.to_compile_errors();
     let (vis, ident) = (&item.vis, &item.sig.ident);
+    let named = expand::named_item(vis, ident, &syn::Generics::default(), &[]);
     // No trait impl without a `Result` return type: its own error would repeat the macro's.
     let stub = f.filter(|f| returns_result(&f.output) && owned(&f.inputs, &f.output)).map(|f| {
         let output = &f.output;
@@ -140,9 +141,7 @@ fn fallback_orchestration(
     UnreportedAwaits::default().visit_block_mut(&mut original.block);
     quote! {
         #errs
-        #[allow(non_camel_case_types)]
-        #[derive(Clone, Copy, Debug, Default)]
-        #vis struct #ident;
+        #named
         #stub
         const _: () = {
             #[allow(dead_code, unused)]
@@ -187,6 +186,7 @@ fn fallback_activity(
 ) -> TokenStream2 {
     let errs = errors.to_compile_errors();
     let (vis, ident) = (&item.vis, &item.sig.ident);
+    let named = expand::named_item(vis, ident, &syn::Generics::default(), &[]);
     let stub = f.filter(|f| owned(&f.inputs, &f.output)).and_then(|f| {
         let (ok, err) = expand::result_parts(&f.output)?;
         let input = match f.inputs.as_slice() {
@@ -222,9 +222,7 @@ fn fallback_activity(
     run.sig.ident = syn::Ident::new("run", ident.span());
     quote! {
         #errs
-        #[allow(non_camel_case_types)]
-        #[derive(Clone, Copy, Debug, Default)]
-        #vis struct #ident;
+        #named
         impl #ident {
             #[allow(dead_code, unused)]
             #run

@@ -68,7 +68,7 @@ impl Ctx {
     ///
     /// The input is recorded in the checkpoint before the activity runs; the activity runs at
     /// least once and its result (or error) is recorded before the orchestration continues.
-    pub fn call<A: Activity>(&self, activity: A, input: A::Input) -> Call<A> {
+    pub fn call<A: Activity>(&self, activity: impl FnOnce() -> A, input: A::Input) -> Call<A> {
         let _ = activity;
         Call::new(input)
     }
@@ -138,7 +138,11 @@ impl Ctx {
 
     /// Runs `orchestration` as a sub-orchestration; its failure arrives as `Err`. The child's id
     /// is derived from this instance's id and step unless set with [`Child::with_id`].
-    pub fn child<O: Orchestration>(&self, orchestration: O, input: O::Input) -> Child<O> {
+    pub fn child<O: Orchestration>(
+        &self,
+        orchestration: impl FnOnce() -> O,
+        input: O::Input,
+    ) -> Child<O> {
         let _ = orchestration;
         Child { input, id: None }
     }
@@ -146,7 +150,7 @@ impl Ctx {
     /// Starts this instance over with `input`: `return ctx.continue_as_new(me, input).await;`.
     pub fn continue_as_new<O: Orchestration>(
         &self,
-        orchestration: O,
+        orchestration: impl FnOnce() -> O,
         input: O::Input,
     ) -> ContinueAsNew<O> {
         let _ = orchestration;
@@ -355,13 +359,14 @@ impl fmt::Debug for Registry {
 
 impl Registry {
     /// Registers an activity under its name (replacing one of the same name).
-    pub fn add_activity<A: Activity>(&mut self, activity: A) {
-        self.activities.add(activity);
+    pub fn add_activity<A: Activity>(&mut self, activity: impl FnOnce() -> A) {
+        self.activities.add(activity());
     }
 
     /// Registers an orchestration under its name (replacing one of the same name), and what it
     /// calls.
-    pub fn add_orchestration<O: Orchestration>(&mut self, orchestration: O) {
+    pub fn add_orchestration<O: Orchestration>(&mut self, orchestration: impl FnOnce() -> O) {
+        let orchestration = orchestration();
         let erased = Arc::new(ErasedOrch(orchestration));
         let known = self.orchestrations.insert((O::NAME, O::VERSION), erased.clone()).is_some();
         if !known {

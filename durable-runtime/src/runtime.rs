@@ -303,13 +303,13 @@ impl fmt::Debug for RuntimeBuilder {
 
 impl RuntimeBuilder {
     /// Registers an orchestration and the activities it calls.
-    pub fn orchestration<O: Orchestration>(mut self, orchestration: O) -> Self {
+    pub fn orchestration<O: Orchestration>(mut self, orchestration: impl FnOnce() -> O) -> Self {
         self.registry.add_orchestration(orchestration);
         self
     }
 
     /// Registers an activity.
-    pub fn activity<A: crate::Activity>(mut self, activity: A) -> Self {
+    pub fn activity<A: crate::Activity>(mut self, activity: impl FnOnce() -> A) -> Self {
         self.registry.add_activity(activity);
         self
     }
@@ -448,14 +448,14 @@ impl Runtime {
 
     /// Registers an orchestration (and the activities it calls) and resumes its unfinished
     /// instances.
-    pub fn register<O: Orchestration>(&self, orchestration: O) {
-        self.inner.register(orchestration);
+    pub fn register<O: Orchestration>(&self, orchestration: impl FnOnce() -> O) {
+        self.inner.register(orchestration());
     }
 
     /// Registers an activity.
-    pub fn register_activity<A: crate::Activity>(&self, activity: A) {
+    pub fn register_activity<A: crate::Activity>(&self, activity: impl FnOnce() -> A) {
         if let Ok(mut a) = self.inner.activities.write() {
-            a.add(activity);
+            a.add(activity());
         }
     }
 
@@ -465,12 +465,12 @@ impl Runtime {
     /// that instance and starts nothing; if it exists as another orchestration, an error.
     pub async fn start<O: Orchestration>(
         &self,
-        orchestration: O,
+        orchestration: impl FnOnce() -> O,
         id: impl Into<String>,
         input: O::Input,
     ) -> Result<Handle<O>, StartError> {
         let id = id.into();
-        self.inner.register(orchestration);
+        self.inner.register(orchestration());
         let bytes = codec::encode(&input)
             .map_err(|e| StartError::Input { id: id.clone(), reason: e.to_string() })?;
         // New instances start on the newest registered version of the name, which must take

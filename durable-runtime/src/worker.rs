@@ -282,7 +282,7 @@ impl Inner {
 
     pub(crate) fn register<O: Orchestration>(self: &Arc<Self>, orchestration: O) {
         let mut registry = Registry::default();
-        registry.add_orchestration(orchestration);
+        registry.add_orchestration(|| orchestration);
         if let Ok(mut a) = self.activities.write() {
             a.by_name.extend(registry.activities.by_name);
         }

@@ -76,9 +76,9 @@ type Out<O> = <<O as Orchestration>::Output as OrchestrationOutput>::Ok;
 /// output and that every activity call ran exactly once (a stopped step's activity is held
 /// before it starts, so nothing completed ever runs twice). Returns the output and the number
 /// of checkpoints.
-pub async fn stop_at_every_point<O>(orch: O, name: &str, input: O::Input) -> (Out<O>, u64)
+pub async fn stop_at_every_point<O>(orch: fn() -> O, name: &str, input: O::Input) -> (Out<O>, u64)
 where
-    O: Orchestration + Copy,
+    O: Orchestration,
     O::Input: Clone,
     Out<O>: PartialEq + std::fmt::Debug,
 {
