@@ -503,3 +503,35 @@ async fn client_start_is_idempotent_lists_and_purges() {
     // Waiting with a timeout on a sleeping instance gives up.
     assert!(rt.handle::<nap>("n0").wait_timeout(Duration::from_millis(50)).await.is_none());
 }
+
+/// Refuses for good: a validation error no retry can fix.
+#[activity]
+async fn validate(ctx: ActivityContext, amount: i64) -> Result<i64, String> {
+    activity_body(&ctx).await;
+    if amount < 0 {
+        ctx.do_not_retry();
+        return Err(format!("{amount} is not a valid amount"));
+    }
+    Ok(amount)
+}
+
+#[orchestration]
+async fn validated(ctx: Ctx, amount: i64) -> Result<String, Failure> {
+    match ctx.call(validate, amount).with_retry(RetryPolicy::attempts(5)).await {
+        Ok(v) => Ok(format!("valid {v}")),
+        Err(ActivityError::Failed(e)) => Ok(format!("invalid: {e}")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_classified_as_not_retryable_fail_at_once() {
+    let db = fresh_db("not-retryable");
+    let rt = open(|| Runtime::builder(&db).orchestration(validated)).await;
+    let h = rt.start(validated, "invalid", -3).await.unwrap();
+    assert_eq!(
+        h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(),
+        "invalid: -3 is not a valid amount"
+    );
+    assert_eq!(executions("invalid").values().sum::<u64>(), 1, "no retry after a permanent error");
+}

@@ -279,3 +279,87 @@ impl VisitMut for UnreportedAwaits {
     }
     fn visit_item_mut(&mut self, _: &mut syn::Item) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The macros never panic: on any input they produce tokens (code or errors).
+    #[test]
+    fn never_panics_on_odd_input() {
+        let bodies = [
+            "ctx.call(a, 1).await.await",
+            "let x; if c { x = ctx.call(a, 1).await?; } else { x = 2; } Ok(x)",
+            "match ctx.call(a, 1).await? {}",
+            "for (a, b) in ctx.call(f, 1).await? { ctx.call(g, a).await?; } Ok(b)",
+            "'a: loop { if ctx.call(a, 1).await? { continue 'a; } break 'b; }",
+            "loop { break ctx.call(a, 1).await?; }",
+            "let v = loop {}; Ok(v)",
+            "return; ctx.call(a, 1).await?",
+            "let f = async move { ctx.call(a, 1).await }; Ok(())",
+            "let Some(x) = ctx.call(a, 1).await? else { return Err(e) }; Ok(x)",
+            "while let Some(x) = ctx.call(a, 1).await? { if x { break } } Ok(())",
+            "{ { { ctx.call(a, 1).await? } } }",
+            "unsafe { ctx.call(a, 1).await? }",
+            "let x = [ctx.call(a, 1).await?; 3]; Ok(x)",
+            "let x = if let Some(y) = ctx.call(a, 1).await? && y > 2 { y } else { 0 }; Ok(x)",
+            "(ctx.call(a, 1).await?, ctx.call(b, 2).await?).0",
+            "ctx.call(a, 1).await?.field.method(ctx.call(b, 2).await?)",
+            "let r = &mut x; *r = ctx.call(a, 1).await?; Ok(x)",
+            "",
+        ];
+        let sigs = [
+            "async fn f(ctx: Ctx, x: u64) -> Result<u64, Failure>",
+            "async fn f(ctx: Ctx) -> Result<(), Failure>",
+            "fn f(ctx: Ctx) -> u8",
+            "async fn f<'a, T, const N: usize>(ctx: &'a Ctx, (a, b): (T, [u8; N])) -> impl Sized",
+            "async fn f(self, ctx: Ctx)",
+            "async unsafe extern \"C\" fn f(ctx: Ctx, ...) -> Result<u64, Failure>",
+        ];
+        let args = [
+            "",
+            "name = \"x\"",
+            "version = 0",
+            "version = \"2\"",
+            "crate = \"::\"",
+            "a b c",
+            "name",
+        ];
+        for sig in sigs {
+            for body in bodies {
+                for arg in args {
+                    let item: TokenStream2 = match format!("{sig} {{ {body} }}").parse() {
+                        Ok(t) => t,
+                        Err(_) => continue,
+                    };
+                    let arg: TokenStream2 = arg.parse().unwrap_or_default();
+                    let o = std::panic::catch_unwind(|| {
+                        expand_orchestration(arg.clone(), item.clone())
+                    });
+                    assert!(
+                        o.is_ok(),
+                        "orchestration panicked on `{sig} {{ {body} }}` with `{arg}`"
+                    );
+                    let a = std::panic::catch_unwind(|| expand_activity(arg.clone(), item.clone()));
+                    assert!(a.is_ok(), "activity panicked on `{sig} {{ {body} }}` with `{arg}`");
+                }
+            }
+        }
+        for garbage in
+            ["", "struct S;", "fn", "async fn f(", "{}", "impl X { async fn f(&self) {} }"]
+        {
+            let item: TokenStream2 = garbage.parse().unwrap_or_default();
+            assert!(
+                std::panic::catch_unwind(|| expand_orchestration(
+                    TokenStream2::new(),
+                    item.clone()
+                ))
+                .is_ok()
+            );
+            assert!(
+                std::panic::catch_unwind(|| expand_activity(TokenStream2::new(), item.clone()))
+                    .is_ok()
+            );
+        }
+    }
+}

@@ -182,7 +182,10 @@ impl Lowerer<'_> {
     }
 
     fn next_index(&mut self, key: &str) -> usize {
-        let counters = self.counters.last_mut().expect("a counter level per path level");
+        if self.counters.is_empty() {
+            self.counters.push(HashMap::new());
+        }
+        let Some(counters) = self.counters.last_mut() else { return 0 };
         let n = counters.entry(key.to_owned()).or_insert(0);
         *n += 1;
         *n - 1
@@ -467,7 +470,7 @@ impl Lowerer<'_> {
             Expr::Loop(l) => &l.label,
             Expr::While(w) => &w.label,
             Expr::ForLoop(f) => &f.label,
-            _ => unreachable!("lower_loop takes loops"),
+            _ => return self.lower_tail(e, cont),
         };
         let label = label.as_ref().map(|l| l.name.ident.to_string());
         let kind = match e {

@@ -10,12 +10,13 @@ use crate::codec;
 use crate::op::ActivityFailure;
 
 /// What an activity invocation is told about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ActivityContext {
     pub(crate) instance_id: String,
     pub(crate) idempotency_key: String,
     pub(crate) attempt: u32,
     pub(crate) name: &'static str,
+    pub(crate) permanent: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ActivityContext {
@@ -26,7 +27,14 @@ impl ActivityContext {
             idempotency_key: idempotency_key.to_owned(),
             attempt: 1,
             name,
+            permanent: Arc::default(),
         }
+    }
+
+    /// Classifies the error this attempt returns as not retryable: the call fails at once with
+    /// it, whatever attempts its retry policy has left.
+    pub fn do_not_retry(&self) {
+        self.permanent.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The instance that made the call.
@@ -96,6 +104,7 @@ impl<A: Activity> ErasedActivity for Erased<A> {
                 return Box::pin(async move { Err(ActivityFailure::Panicked(message)) });
             }
         };
+        let permanent = ctx.permanent.clone();
         let fut = self.0.invoke(ctx, input);
         Box::pin(async move {
             match fut.await {
@@ -104,6 +113,7 @@ impl<A: Activity> ErasedActivity for Erased<A> {
                     message: e.to_string(),
                     payload: codec::encode(&e)
                         .map_err(|e| ActivityFailure::Panicked(e.to_string()))?,
+                    permanent: permanent.load(std::sync::atomic::Ordering::SeqCst),
                 }),
             }
         })

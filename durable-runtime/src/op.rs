@@ -134,6 +134,8 @@ pub enum ActivityFailure {
         message: String,
         /// The encoded error value.
         payload: Vec<u8>,
+        /// The activity classified it as not retryable (`ActivityContext::do_not_retry`).
+        permanent: bool,
     },
     /// The activity panicked.
     Panicked(String),

@@ -637,6 +637,7 @@ impl Inner {
             idempotency_key,
             attempt,
             name: n,
+            permanent: Arc::default(),
         });
         let fut = activity.zip(ctx).map(|((_, act), ctx)| act.invoke(ctx, input));
         let name = name.to_owned();
@@ -1054,7 +1055,10 @@ pub(crate) fn state_of(rec: &InstanceRecord, registered: bool) -> InstanceState 
 }
 
 fn retryable(failure: &ActivityFailure) -> bool {
-    !matches!(failure, ActivityFailure::NotRegistered(_))
+    !matches!(
+        failure,
+        ActivityFailure::NotRegistered(_) | ActivityFailure::Error { permanent: true, .. }
+    )
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
