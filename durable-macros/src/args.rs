@@ -18,24 +18,48 @@ pub(crate) struct Args {
     pub version: Option<u32>,
 }
 
-const VALID: &str = "expected one of: `name = \"...\"`, `version = N`, `crate = \"...\"`";
+/// Which attribute the arguments belong to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Orchestration,
+    Activity,
+}
+
+impl Kind {
+    fn valid(self) -> &'static str {
+        match self {
+            Kind::Orchestration => {
+                "expected one of: `name = \"...\"`, `version = N`, `crate = \"...\"`"
+            }
+            Kind::Activity => "expected one of: `name = \"...\"`, `crate = \"...\"`",
+        }
+    }
+}
 
 impl Args {
-    pub(crate) fn parse(tokens: TokenStream, errors: &Errors) -> Args {
+    pub(crate) fn parse(tokens: TokenStream, kind: Kind, errors: &Errors) -> Args {
+        let valid = kind.valid();
         let mut args = Args::default();
         let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens) {
             Ok(m) => m,
             Err(e) => {
-                errors.push(syn::Error::new(e.span(), format!("{e}; {VALID}")));
+                errors.push(syn::Error::new(e.span(), format!("{e}; {valid}")));
                 return args;
             }
         };
         for meta in metas {
             let Meta::NameValue(nv) = &meta else {
-                errors.at(&meta, format!("unknown argument; {VALID}"));
+                errors.at(&meta, format!("unknown argument; {valid}"));
                 continue;
             };
             let key = nv.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            if key == "version" && kind == Kind::Activity {
+                errors.at(
+                    &nv.path,
+                    "`version` applies to orchestrations; an activity is versioned by its `name`",
+                );
+                continue;
+            }
             if key == "version" {
                 let parsed = match &nv.value {
                     Expr::Lit(l) => match &l.lit {
@@ -83,7 +107,7 @@ impl Args {
                         }
                     }
                 }
-                _ => errors.at(&nv.path, format!("unknown argument `{key}`; {VALID}")),
+                _ => errors.at(&nv.path, format!("unknown argument `{key}`; {valid}")),
             }
         }
         args
@@ -98,11 +122,11 @@ mod tests {
     #[test]
     fn parses_and_reports_every_problem() {
         let errors = Errors::default();
-        let a = Args::parse(quote!(name = "x", crate = "my::d"), &errors);
+        let a = Args::parse(quote!(name = "x", crate = "my::d"), Kind::Activity, &errors);
         assert!(errors.is_empty());
         assert_eq!(a.name.unwrap().0, "x");
         let errors = Errors::default();
-        Args::parse(quote!(nme = "x", name = 3, name = "a", name = "b"), &errors);
+        Args::parse(quote!(nme = "x", name = 3, name = "a", name = "b"), Kind::Activity, &errors);
         let m = errors.messages();
         assert_eq!(m.len(), 3, "{m:?}");
         assert!(m[0].contains("unknown argument `nme`"));

@@ -68,7 +68,7 @@ fn facade_path() -> TokenStream2 {
 
 fn expand_orchestration(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
     let errors = Errors::default();
-    let args = Args::parse(args, &errors);
+    let args = Args::parse(args, args::Kind::Orchestration, &errors);
     let item_fn: syn::ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(e) => {
@@ -152,7 +152,7 @@ fn fallback_orchestration(
 
 fn expand_activity(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
     let errors = Errors::default();
-    let args = Args::parse(args, &errors);
+    let args = Args::parse(args, args::Kind::Activity, &errors);
     let item_fn: syn::ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(e) => {
@@ -161,12 +161,6 @@ fn expand_activity(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
         }
     };
     let krate = krate(&args);
-    if args.version.is_some() {
-        errors.at_span(
-            proc_macro2::Span::call_site(),
-            "`version` applies to orchestrations; an activity is versioned by its `name`",
-        );
-    }
     let f = ast::ActivityFn::parse(item_fn.clone(), &errors);
     match f {
         Some(f) if errors.is_empty() => expand::activity(&f, &args, &krate),
