@@ -16,7 +16,7 @@ use std::time::Duration;
 use durable::{ActivityContext, Ctx, EventError, Failure, Runtime, activity, orchestration};
 use serde::{Deserialize, Serialize};
 
-use common::{Options, print_step, side_effect};
+use common::{Options, or_exit, print_step, report, side_effect};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Request {
@@ -69,26 +69,11 @@ async fn approval(ctx: Ctx, request: Request) -> Result<String, Failure> {
 async fn main() {
     let options = Options::parse("approval");
     let timeout_ms = options.get("timeout-ms").and_then(|v| v.parse().ok()).unwrap_or(2_000);
-    let rt = match Runtime::builder(&options.db)
-        .orchestration(approval)
-        .on_step(print_step)
-        .open()
-        .await
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = or_exit(
+        Runtime::builder(&options.db).orchestration(approval).on_step(print_step).open().await,
+    );
     let request = Request { what: "a new laptop".into(), requester: "ada".into(), timeout_ms };
-    let handle = match rt.start(approval, "approval-1", request).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
+    let handle = or_exit(rt.start(approval, "approval-1", request).await);
     if let Some(answer) = options.get("approve") {
         let yes = matches!(answer, "yes" | "true" | "y");
         match rt.raise_event("approval-1", "approval", &yes).await {
@@ -96,11 +81,5 @@ async fn main() {
             Err(e) => println!("could not raise the event: {e}"),
         }
     }
-    match handle.wait().await {
-        Ok(outcome) => println!("completed: {outcome}"),
-        Err(e) => {
-            println!("failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    report(handle).await;
 }

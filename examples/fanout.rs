@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use durable::{ActivityContext, Ctx, Failure, RetryPolicy, Runtime, activity, orchestration};
 
-use common::{Options, print_step, side_effect};
+use common::{Options, or_exit, print_step, report, side_effect};
 
 /// "Resizes" image `n`; fails its first attempt.
 #[activity]
@@ -53,30 +53,9 @@ async fn fanout(ctx: Ctx, items: u32) -> Result<u64, Failure> {
 async fn main() {
     let options = Options::parse("fanout");
     let items = options.get("items").and_then(|v| v.parse().ok()).unwrap_or(10);
-    let rt = match Runtime::builder(&options.db)
-        .orchestration(fanout)
-        .on_step(print_step)
-        .open()
-        .await
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
-    let handle = match rt.start(fanout, "fanout-1", items).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
-    match handle.wait().await {
-        Ok(total) => println!("completed: {total}"),
-        Err(e) => {
-            println!("failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    let rt = or_exit(
+        Runtime::builder(&options.db).orchestration(fanout).on_step(print_step).open().await,
+    );
+    let handle = or_exit(rt.start(fanout, "fanout-1", items).await);
+    report(handle).await;
 }

@@ -12,7 +12,7 @@ mod common;
 use durable::{ActivityContext, Ctx, Failure, Runtime, activity, orchestration};
 use serde::{Deserialize, Serialize};
 
-use common::{Options, print_step, side_effect};
+use common::{Options, or_exit, print_step, report, side_effect};
 
 /// What an invoice is issued for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +24,12 @@ struct InvoiceData {
 /// The number the invoice service gives an invoice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct InvoiceId(String);
+
+impl std::fmt::Display for InvoiceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Issues the invoice. The number derives from the idempotency key, so a second attempt after a
 /// crash issues the same invoice.
@@ -55,28 +61,10 @@ async fn invoice(ctx: Ctx, data: InvoiceData) -> Result<InvoiceId, Failure> {
 #[tokio::main]
 async fn main() {
     let options = Options::parse("invoice");
-    let rt =
-        match Runtime::builder(&options.db).orchestration(invoice).on_step(print_step).open().await
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: {e}");
-                std::process::exit(1);
-            }
-        };
+    let rt = or_exit(
+        Runtime::builder(&options.db).orchestration(invoice).on_step(print_step).open().await,
+    );
     let data = InvoiceData { customer: "ACME Corp".into(), amount_cents: 12_500 };
-    let handle = match rt.start(invoice, "invoice-1", data).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
-    match handle.wait().await {
-        Ok(id) => println!("completed: {}", id.0),
-        Err(e) => {
-            println!("failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    let handle = or_exit(rt.start(invoice, "invoice-1", data).await);
+    report(handle).await;
 }

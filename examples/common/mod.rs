@@ -105,3 +105,30 @@ pub(crate) fn print_step(event: &durable::StepEvent) {
         (None, outcome) => println!("step {}: {outcome:?} ({})", event.step, event.instance),
     }
 }
+
+/// The value of a start-up step, or exit with its error (exit code 1).
+pub(crate) fn or_exit<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Waits for the instance; prints `completed: <output>`, or `failed: <error>` and exits with 1.
+pub(crate) async fn report<O>(handle: durable::Handle<O>)
+where
+    O: durable::Orchestration,
+    <O::Output as durable::OrchestrationOutput>::Ok: std::fmt::Display,
+    <O::Output as durable::OrchestrationOutput>::Err: std::fmt::Debug,
+{
+    match handle.wait().await {
+        Ok(output) => println!("completed: {output}"),
+        Err(e) => {
+            println!("failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
