@@ -1,0 +1,681 @@
+//! The crash-torture driver, shared by `tests/torture.rs` (CI size) and
+//! `examples/torture_driver.rs` (long mode). Self-contained (std only) so that both can include
+//! it with `#[path]`.
+//!
+//! The run is cut into epochs. An epoch starts the worker (`examples/torture.rs`) on a fresh
+//! database, SIGKILLs it after a random delay, restarts it, again and again; every restart
+//! starts a few more instances, so the kills land among instances at every stage. Then it lets
+//! the worker finish and compares everything it printed and recorded with a reference run (fresh
+//! database, no kill) of the same instances:
+//!
+//! - every instance (children too) finished, completed, with the reference's output and the
+//!   reference's number of checkpoints;
+//! - a checkpoint line (`checkpoint <instance> <step>`, printed after the step is durable) never
+//!   appears twice: no checkpointed step executed again;
+//! - an activity (`running … (key K …)`) never starts after the checkpoint that consumed its
+//!   result (step N+1 for key `<instance>:N[.branch]`) was printed, never twice in one process,
+//!   and starts again in a later process only if a kill landed while it was in flight: started
+//!   in the killed process, result not checkpointed there;
+//! - every effect the reference recorded was recorded, and nothing else; an effect is only
+//!   recorded by a process that started that activity, at most once per process; so an effect
+//!   recorded more than once comes from an activity that a kill caught in flight.
+//!
+//! What it cannot see: a join branch whose result was stored on its own (before the join's
+//! step) is not announced, so such a branch counts as in flight until the join's step is
+//! checkpointed; a rerun of it after a kill is accepted even if its result had been stored.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Kills in total.
+    pub kills: usize,
+    /// Kills per epoch (one database, one comparison).
+    pub kills_per_epoch: usize,
+    /// Seeds the kill delays.
+    pub seed: u64,
+    /// Instances started by the first process of an epoch.
+    pub first_instances: usize,
+    /// Instances added by every further process.
+    pub per_round: usize,
+    /// Kill delays are uniform in `0..=max_kill_delay_ms` after the spawn.
+    pub max_kill_delay_ms: u64,
+    /// `--delay-ms` of the worker's activities.
+    pub activity_delay_ms: u64,
+    /// How long the last, unkilled run of an epoch may take before its instances count as stuck.
+    pub finish_timeout: Duration,
+    /// Scratch directory (emptied first).
+    pub dir: PathBuf,
+    /// The worker binary.
+    pub worker: PathBuf,
+    /// Further worker arguments for the torture runs (not the reference runs).
+    pub worker_args: Vec<String>,
+}
+
+impl Config {
+    /// The defaults for `kills` kills.
+    pub fn new(kills: usize, seed: u64, dir: PathBuf, worker: PathBuf) -> Config {
+        Config {
+            kills,
+            kills_per_epoch: 25,
+            seed,
+            first_instances: 20,
+            per_round: 20,
+            max_kill_delay_ms: 300,
+            activity_delay_ms: 10,
+            finish_timeout: Duration::from_secs(90),
+            dir,
+            worker,
+            worker_args: Vec::new(),
+        }
+    }
+}
+
+/// What a torture run found.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub seed: u64,
+    pub kills: usize,
+    pub epochs: usize,
+    /// Worker processes started (killed ones, ones that ran to the end, the last of each epoch).
+    pub processes: usize,
+    /// Kills that landed before the worker had opened its database.
+    pub kills_before_open: usize,
+    /// Top-level instances, and all instances with sub-orchestrations.
+    pub instances: usize,
+    pub all_instances: usize,
+    /// Checkpoints in the final state (sum of steps).
+    pub checkpoints: u64,
+    /// Effect records (activity runs that got as far as their effect).
+    pub activity_runs: usize,
+    /// Distinct activity calls.
+    pub keys: usize,
+    /// (kill, activity) pairs where the activity was in flight at the kill.
+    pub in_flight: usize,
+    /// Effect records beyond the first of each call.
+    pub duplicates: usize,
+    /// How many calls recorded their effect n times.
+    pub distribution: BTreeMap<usize, usize>,
+    pub violations: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// The one summary line.
+    pub fn line(&self) -> String {
+        let dist: Vec<String> =
+            self.distribution.iter().map(|(n, k)| format!("{n}x:{k}")).collect();
+        format!(
+            "torture: kills={} (before open {}) instances={} (with children {}) activity_runs={} calls={} \
+             in_flight_at_kill={} duplicates={} distribution=[{}] checkpoints={} \
+             processes={} epochs={} violations={} seed={:#x} time={:.0}s",
+            self.kills,
+            self.kills_before_open,
+            self.instances,
+            self.all_instances,
+            self.activity_runs,
+            self.keys,
+            self.in_flight,
+            self.duplicates,
+            dist.join(" "),
+            self.checkpoints,
+            self.processes,
+            self.epochs,
+            self.violations.len(),
+            self.seed,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// A seed from the clock, for runs that were not given one.
+pub fn clock_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    splitmix(&mut (u64::try_from(t % (1 << 64)).unwrap_or(0) ^ u64::from(std::process::id())))
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The worker example next to the running executable (a test in `target/<profile>/deps`, an
+/// example in `target/<profile>/examples`), built for that profile first so it is never stale.
+pub fn worker() -> PathBuf {
+    let exe = std::env::current_exe().expect("current executable");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "--example", "torture"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "building the torture worker failed");
+    profile_dir.join("examples").join("torture")
+}
+
+/// A scratch directory under the target directory.
+pub fn scratch(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current executable");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").join("scratch").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+// ----- running the worker -----
+
+struct Worker {
+    child: Child,
+    out: JoinHandle<Vec<String>>,
+    err: JoinHandle<Vec<String>>,
+    /// Set when the worker printed `opened` (its database is open, its instances resumed).
+    opened: Arc<AtomicBool>,
+}
+
+/// One worker process, after it ended.
+#[derive(Debug, Default)]
+struct Run {
+    /// SIGKILLed by the driver while it ran.
+    killed: bool,
+    /// Did not finish within the timeout (then killed).
+    timed_out: bool,
+    status: String,
+    success: bool,
+    out: Vec<String>,
+    err: Vec<String>,
+    /// Effect records this process appended: `activity instance key`.
+    effects: Vec<String>,
+    /// How long after the spawn (or after `opened`) the kill was sent.
+    delay_ms: u64,
+    after_open: bool,
+}
+
+/// Keeps what a run printed and recorded in `<epoch dir>/run-<r>.log`, for the report.
+fn keep_log(dir: &Path, r: usize, run: &Run) {
+    let mut text = format!(
+        "# run {r}: killed {} {} ms after {}, status {}\n",
+        run.killed,
+        run.delay_ms,
+        if run.after_open { "`opened`" } else { "the spawn" },
+        run.status
+    );
+    for l in &run.out {
+        text.push_str(l);
+        text.push('\n');
+    }
+    for l in &run.err {
+        text.push_str("stderr: ");
+        text.push_str(l);
+        text.push('\n');
+    }
+    for l in &run.effects {
+        text.push_str("effect: ");
+        text.push_str(l);
+        text.push('\n');
+    }
+    let _ = std::fs::write(dir.join(format!("run-{r}.log")), text);
+}
+
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    opened: Arc<AtomicBool>,
+) -> JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if line == "opened" {
+                opened.store(true, Ordering::SeqCst);
+            }
+            lines.push(line);
+        }
+        lines
+    })
+}
+
+impl Worker {
+    fn spawn(exe: &Path, args: &[String]) -> Worker {
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the torture worker");
+        let opened = Arc::new(AtomicBool::new(false));
+        let out = collect(child.stdout.take().expect("piped stdout"), opened.clone());
+        let err = collect(child.stderr.take().expect("piped stderr"), Arc::default());
+        Worker { child, out, err, opened }
+    }
+
+    /// Waits until the worker has opened its database; `false` if it exited or took longer
+    /// than `timeout`.
+    fn wait_opened(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.opened.load(Ordering::SeqCst) {
+            if Instant::now() > deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    fn end(self, status: Option<ExitStatus>, timed_out: bool) -> Run {
+        let out = self.out.join().unwrap_or_default();
+        let err = self.err.join().unwrap_or_default();
+        let killed = status.and_then(|s| s.signal()) == Some(9);
+        Run {
+            killed: killed && !timed_out,
+            timed_out,
+            status: status.map_or("unknown".into(), |s| s.to_string()),
+            success: status.is_some_and(|s| s.success()),
+            out,
+            err,
+            effects: Vec::new(),
+            delay_ms: 0,
+            after_open: false,
+        }
+    }
+
+    /// SIGKILL (unless it has already exited), then everything it printed.
+    fn kill(mut self) -> Run {
+        let _ = self.child.kill();
+        let status = self.child.wait().ok();
+        self.end(status, false)
+    }
+
+    /// Waits for the exit; after `timeout`, SIGKILL and report a timeout.
+    fn finish(mut self, timeout: Duration) -> Run {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return self.end(Some(status), false);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let status = self.child.wait().ok();
+                return self.end(status, true);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Reads the effect records appended since `seen` records.
+fn new_effects(path: &Path, seen: &mut usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let new = lines.get(*seen..).map(<[String]>::to_vec).unwrap_or_default();
+    *seen = lines.len();
+    new
+}
+
+fn args(db: &Path, effects: &Path, instances: usize, delay_ms: u64) -> Vec<String> {
+    vec![
+        "--db".into(),
+        db.display().to_string(),
+        "--effects".into(),
+        effects.display().to_string(),
+        "--delay-ms".into(),
+        delay_ms.to_string(),
+        "--instances".into(),
+        instances.to_string(),
+    ]
+}
+
+// ----- reading what the worker printed -----
+
+struct Start {
+    run: usize,
+    line: usize,
+    instance: String,
+    /// The checkpoint that consumes this call's result.
+    consumed_by: u64,
+}
+
+/// `running <activity> for <instance> (key <key>, attempt <n>)` → (effect record, instance,
+/// step of the call).
+fn parse_start(line: &str) -> Option<(String, String, u64)> {
+    let t: Vec<&str> = line.split_whitespace().collect();
+    if t.len() != 8 || t[0] != "running" || t[2] != "for" || t[4] != "(key" {
+        return None;
+    }
+    let key = t[5].trim_end_matches(',');
+    let rest = key.strip_prefix(t[3])?.strip_prefix(':')?;
+    let step = rest.split('.').next()?.parse().ok()?;
+    Some((format!("{} {} {key}", t[1], t[3]), t[3].to_owned(), step))
+}
+
+/// `checkpoint <instance> <step> <outcome>`.
+fn parse_checkpoint(line: &str) -> Option<(String, u64, String)> {
+    let t: Vec<&str> = line.split_whitespace().collect();
+    if t.len() != 4 || t[0] != "checkpoint" {
+        return None;
+    }
+    Some((t[1].to_owned(), t[2].parse().ok()?, t[3].to_owned()))
+}
+
+/// The lines starting with `prefix`, split into id and the rest.
+fn tagged(lines: &[String], prefix: &str) -> BTreeMap<String, String> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|r| r.split_once(' '))
+        .map(|(id, rest)| (id.to_owned(), rest.to_owned()))
+        .collect()
+}
+
+/// What a run without kills produced.
+struct Reference {
+    outputs: BTreeMap<String, String>,
+    finals: BTreeMap<String, String>,
+    effects: BTreeSet<String>,
+}
+
+fn reference(cfg: &Config, instances: usize, violations: &mut Vec<String>) -> Reference {
+    let dir = cfg.dir.join(format!("reference-{instances}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create reference dir");
+    let fx = dir.join("effects");
+    let a = args(&dir.join("db"), &fx, instances, cfg.activity_delay_ms);
+    let run = Worker::spawn(&cfg.worker, &a).finish(cfg.finish_timeout);
+    let mut bad = |what: String| violations.push(format!("reference run ({instances}): {what}"));
+    if !run.success || !run.out.iter().any(|l| l == "all done") || !run.err.is_empty() {
+        bad(format!("did not finish cleanly: {}; {}", run.status, tail(&run)));
+    }
+    let mut effects = BTreeSet::new();
+    for e in new_effects(&fx, &mut 0) {
+        if !effects.insert(e.clone()) {
+            bad(format!("effect recorded twice without any kill: {e}"));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (instance, step, _) in run.out.iter().filter_map(|l| parse_checkpoint(l)) {
+        if !seen.insert((instance.clone(), step)) {
+            bad(format!("checkpoint {instance} {step} printed twice"));
+        }
+    }
+    Reference {
+        outputs: tagged(&run.out, "completed: "),
+        finals: tagged(&run.out, "final "),
+        effects,
+    }
+}
+
+fn tail(run: &Run) -> String {
+    let out: Vec<&String> =
+        run.out.iter().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("stdout tail {out:?}, stderr {:?}", run.err.iter().take(20).collect::<Vec<_>>())
+}
+
+// ----- the torture -----
+
+/// Runs the torture; the caller prints [`Summary::line`] and fails on violations.
+pub fn run(cfg: &Config) -> Summary {
+    let began = Instant::now();
+    let _ = std::fs::remove_dir_all(&cfg.dir);
+    std::fs::create_dir_all(&cfg.dir).expect("create torture dir");
+    let mut rng = cfg.seed;
+    let mut summary = Summary { seed: cfg.seed, ..Summary::default() };
+    let mut references: HashMap<usize, Reference> = HashMap::new();
+    let mut epoch = 0;
+    while summary.kills < cfg.kills {
+        let want = cfg.kills_per_epoch.min(cfg.kills - summary.kills);
+        let dir = cfg.dir.join(format!("epoch-{epoch}"));
+        std::fs::create_dir_all(&dir).expect("create epoch dir");
+        let (db, fx) = (dir.join("db"), dir.join("effects"));
+        let worker_args = |instances: usize| {
+            let mut a = args(&db, &fx, instances, cfg.activity_delay_ms);
+            a.extend(cfg.worker_args.iter().cloned());
+            a
+        };
+        let mut runs = Vec::new();
+        let mut seen_effects = 0;
+        let mut instances = cfg.first_instances;
+        let mut kills = 0;
+        while kills < want && runs.len() < 4 * want {
+            // One kill in eight lands at any moment of the start-up (opening the database,
+            // recovering sled's log, resuming); the others after the worker has opened it.
+            let during_start = splitmix(&mut rng).is_multiple_of(8);
+            let delay = splitmix(&mut rng) % (cfg.max_kill_delay_ms + 1);
+            let mut worker = Worker::spawn(&cfg.worker, &worker_args(instances));
+            let mut open_failed = false;
+            if !during_start {
+                open_failed = !worker.wait_opened(Duration::from_secs(30));
+            }
+            std::thread::sleep(Duration::from_millis(delay));
+            let mut run = worker.kill();
+            run.effects = new_effects(&fx, &mut seen_effects);
+            run.delay_ms = delay;
+            run.after_open = !during_start;
+            if open_failed {
+                summary.violations.push(format!(
+                    "epoch {epoch} run {}: did not open its database within 30 s; {}",
+                    runs.len(),
+                    tail(&run)
+                ));
+            }
+            keep_log(&dir, runs.len(), &run);
+            if run.killed {
+                kills += 1;
+                if !run.out.iter().any(|l| l == "opened") {
+                    summary.kills_before_open += 1;
+                }
+            }
+            runs.push(run);
+            instances += cfg.per_round;
+        }
+        let mut last =
+            Worker::spawn(&cfg.worker, &worker_args(instances)).finish(cfg.finish_timeout);
+        last.effects = new_effects(&fx, &mut seen_effects);
+        keep_log(&dir, runs.len(), &last);
+        runs.push(last);
+        summary.kills += kills;
+        summary.processes += runs.len();
+        summary.epochs += 1;
+        let reference = references
+            .entry(instances)
+            .or_insert_with(|| reference(cfg, instances, &mut summary.violations));
+        let before = summary.violations.len();
+        check_epoch(epoch, &runs, reference, &mut summary);
+        summary.instances += instances;
+        println!(
+            "epoch {epoch}: {kills} kills, {} processes, {instances} instances, {} new violations",
+            runs.len(),
+            summary.violations.len() - before
+        );
+        if kills == 0 {
+            summary.violations.push(format!(
+                "epoch {epoch}: no kill landed in {} processes (the worker finished too fast)",
+                runs.len()
+            ));
+            break;
+        }
+        epoch += 1;
+    }
+    summary.elapsed = began.elapsed();
+    summary
+}
+
+/// Checks one epoch's runs (the last one ran to the end) against the reference.
+fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut Summary) {
+    let mut v = Vec::new();
+    let last = runs.len() - 1;
+
+    // Processes: killed, or ended by themselves successfully; nothing on stderr.
+    for (r, run) in runs.iter().enumerate() {
+        if run.timed_out {
+            let waiting: Vec<&String> =
+                run.out.iter().filter(|l| l.starts_with("waiting:")).rev().take(9).collect();
+            v.push(format!(
+                "run {r}: still unfinished after the timeout (stuck instances): {waiting:?}"
+            ));
+        } else if !run.killed && !run.success {
+            v.push(format!("run {r}: exited with {} without a kill; {}", run.status, tail(run)));
+        } else if !run.killed && !run.out.iter().any(|l| l == "all done") {
+            v.push(format!("run {r}: exited without `all done`; {}", tail(run)));
+        }
+        if !run.err.is_empty() {
+            v.push(format!("run {r}: wrote to stderr: {:?}", run.err));
+        }
+    }
+
+    // Checkpoints: each (instance, step) printed once, in a known outcome.
+    let mut checkpoints: HashMap<(String, u64), Vec<(usize, usize)>> = HashMap::new();
+    for (r, run) in runs.iter().enumerate() {
+        for (i, line) in run.out.iter().enumerate() {
+            if let Some((instance, step, outcome)) = parse_checkpoint(line) {
+                if outcome != "suspended" && outcome != "completed" {
+                    v.push(format!("run {r}: unexpected outcome: {line}"));
+                }
+                checkpoints.entry((instance, step)).or_default().push((r, i));
+            }
+        }
+    }
+    for ((instance, step), at) in &checkpoints {
+        if at.len() > 1 {
+            let runs: Vec<usize> = at.iter().map(|(r, _)| *r).collect();
+            v.push(format!(
+                "checkpointed step executed again: `checkpoint {instance} {step}` printed by runs \
+                 {runs:?}"
+            ));
+        }
+    }
+
+    // Activity starts.
+    let mut starts: BTreeMap<String, Vec<Start>> = BTreeMap::new();
+    for (r, run) in runs.iter().enumerate() {
+        for (i, line) in run.out.iter().enumerate() {
+            if let Some((effect, instance, step)) = parse_start(line) {
+                starts.entry(effect).or_default().push(Start {
+                    run: r,
+                    line: i,
+                    instance,
+                    consumed_by: step + 1,
+                });
+            }
+        }
+    }
+    for (effect, list) in &starts {
+        let consumed = checkpoints
+            .get(&(list[0].instance.clone(), list[0].consumed_by))
+            .and_then(|at| at.first().copied());
+        for (k, s) in list.iter().enumerate() {
+            if let Some((cr, ci)) = consumed
+                && (cr < s.run || (cr == s.run && ci < s.line))
+            {
+                v.push(format!(
+                    "activity `{effect}` started in run {} after its result was checkpointed \
+                     (`checkpoint {} {}` in run {cr})",
+                    s.run, s.instance, s.consumed_by
+                ));
+            }
+            if k > 0 && list[k - 1].run == s.run {
+                v.push(format!("activity `{effect}` started twice in run {}", s.run));
+            }
+            if k + 1 < list.len() && list[k + 1].run != s.run {
+                let run = &runs[s.run];
+                let done_here = consumed.is_some_and(|(cr, _)| cr == s.run);
+                if !run.killed || done_here {
+                    v.push(format!(
+                        "activity `{effect}` ran again in run {} although run {} {}",
+                        list[k + 1].run,
+                        s.run,
+                        if done_here { "checkpointed its result" } else { "was not killed" }
+                    ));
+                }
+            }
+        }
+        for s in list {
+            let done_here = consumed.is_some_and(|(cr, _)| cr == s.run);
+            if runs[s.run].killed && !done_here {
+                summary.in_flight += 1;
+            }
+        }
+    }
+
+    // Effects: recorded only by a process that started the call, once per process; the same set
+    // as the reference.
+    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+    for (r, run) in runs.iter().enumerate() {
+        let mut here: BTreeMap<&String, usize> = BTreeMap::new();
+        for e in &run.effects {
+            *here.entry(e).or_default() += 1;
+            *counts.entry(e).or_default() += 1;
+        }
+        for (e, n) in here {
+            if n > 1 {
+                v.push(format!("effect `{e}` recorded {n} times by run {r}"));
+            }
+            if !starts.get(e).is_some_and(|l| l.iter().any(|s| s.run == r)) {
+                v.push(format!("effect `{e}` recorded by run {r}, which did not start it"));
+            }
+        }
+    }
+    for e in &reference.effects {
+        if !counts.contains_key(e) {
+            v.push(format!("effect `{e}` never recorded (the reference run recorded it)"));
+        }
+    }
+    for (e, n) in &counts {
+        if !reference.effects.contains(*e) {
+            v.push(format!("effect `{e}` recorded {n} times, but not by the reference run"));
+        }
+        summary.activity_runs += n;
+        summary.duplicates += n - 1;
+        *summary.distribution.entry(*n).or_default() += 1;
+    }
+    summary.keys += counts.len();
+
+    // The end state: every instance completed with the reference's output and step count.
+    let outputs = tagged(&runs[last].out, "completed: ");
+    let finals = tagged(&runs[last].out, "final ");
+    for (id, want) in &reference.outputs {
+        match outputs.get(id) {
+            Some(got) if got == want => {}
+            Some(got) => v.push(format!("instance {id}: output {got}, reference {want}")),
+            None => v.push(format!("instance {id}: no `completed:` line in the last run")),
+        }
+    }
+    for (id, want) in &reference.finals {
+        match finals.get(id) {
+            Some(got) if got == want => {}
+            Some(got) => v.push(format!("instance {id}: ended as `{got}`, reference `{want}`")),
+            None => v.push(format!("instance {id}: lost (the reference has it)")),
+        }
+    }
+    for id in finals.keys().filter(|id| !reference.finals.contains_key(*id)) {
+        v.push(format!("instance {id}: not in the reference"));
+    }
+    summary.all_instances += finals.len();
+    summary.checkpoints += finals
+        .values()
+        .filter_map(|f| f.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum::<u64>();
+
+    summary.violations.extend(v.into_iter().map(|m| format!("epoch {epoch}: {m}")));
+}
