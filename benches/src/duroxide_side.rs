@@ -1,10 +1,11 @@
 //! The same workloads on duroxide 0.1.32 (a Rust Durable Task runtime that replays history)
 //! with its SQLite provider.
 //!
-//! Configuration, the same in every measurement: `dispatcher_min_poll_interval` 1 ms instead
-//! of the default 100 ms (an idle dispatcher would otherwise add up to 100 ms to a resume, which
-//! is polling, not replay), and `orchestration_concurrency` / `worker_concurrency` as given
-//! (default 2 each). The SQLite provider opens the file in WAL mode; it sets
+//! Configuration: duroxide's defaults, except `dispatcher_min_poll_interval` 1 ms instead of
+//! 100 ms for the resume measurement (an idle dispatcher would otherwise add up to 100 ms to a
+//! resume, which is polling, not replay; faster polling did not help the throughput run), and
+//! `orchestration_concurrency` / `worker_concurrency` from `--concurrency` in the throughput
+//! run (default 2, duroxide's default; 1 and 4 measured no better). The SQLite provider opens the file in WAL mode; it sets
 //! `PRAGMA synchronous = WAL`, which SQLite does not know and treats as NORMAL, so a commit is
 //! not synced (durable against `kill -9`, not against power loss) — see the README.
 
@@ -54,9 +55,9 @@ fn registries() -> (ActivityRegistry, OrchestrationRegistry) {
     (activities, orchestrations)
 }
 
-fn options(concurrency: usize, worker_lock: Option<Duration>) -> RuntimeOptions {
+fn options(poll: Duration, concurrency: usize, worker_lock: Option<Duration>) -> RuntimeOptions {
     let mut o = RuntimeOptions {
-        dispatcher_min_poll_interval: Duration::from_millis(1),
+        dispatcher_min_poll_interval: poll,
         orchestration_concurrency: concurrency,
         worker_concurrency: concurrency,
         ..RuntimeOptions::default()
@@ -75,9 +76,19 @@ async fn open_store(db: &Path) -> Result<Arc<SqliteProvider>, BoxError> {
     Ok(Arc::new(SqliteProvider::new(&url, None).await?))
 }
 
-async fn start(store: Arc<SqliteProvider>, concurrency: usize, worker_lock: Option<Duration>) -> Arc<Runtime> {
+/// The idle poll interval of the resume measurement: 1 ms instead of the default 100 ms, so that
+/// the time measured is start-up and replay, not a dispatcher sleeping between two polls.
+const RESUME_POLL: Duration = Duration::from_millis(1);
+
+async fn start(
+    store: Arc<SqliteProvider>,
+    poll: Duration,
+    concurrency: usize,
+    worker_lock: Option<Duration>,
+) -> Arc<Runtime> {
     let (activities, orchestrations) = registries();
-    runtime::Runtime::start_with_options(store, activities, orchestrations, options(concurrency, worker_lock)).await
+    let options = options(poll, concurrency, worker_lock);
+    runtime::Runtime::start_with_options(store, activities, orchestrations, options).await
 }
 
 /// Removes a SQLite database and its WAL files.
@@ -109,7 +120,7 @@ pub async fn build_history(db: &Path, k: u64, worker_lock: Duration) -> Result<D
     let t = Instant::now();
     probe::install(probe::Mode::Build { stop_at: k });
     let store = open_store(db).await?;
-    let _rt = start(store.clone(), 2, Some(worker_lock)).await;
+    let _rt = start(store.clone(), RESUME_POLL, 2, Some(worker_lock)).await;
     let client = Client::new(store);
     client.start_orchestration_typed(RESUME_ID, "Loop", k + 10).await?;
     probe::done().await;
@@ -207,7 +218,7 @@ pub async fn history_fingerprint(db: &Path) -> Result<Vec<String>, BoxError> {
 pub async fn resume(db: &Path, k: u64) -> Result<[Duration; 3], BoxError> {
     probe::install(probe::Mode::Resume { first: k });
     let store = open_store(db).await?;
-    let _rt = start(store, 2, None).await;
+    let _rt = start(store, RESUME_POLL, 2, None).await;
     let opened = probe::elapsed();
     probe::done().await;
     let (first, next) = probe::resume_times();
@@ -217,20 +228,19 @@ pub async fn resume(db: &Path, k: u64) -> Result<[Duration; 3], BoxError> {
 // ----- many instances at once -----
 
 /// `instances` instances of `Three` started at once: the time from the first start call until
-/// the provider counts them all completed (polled every 5 ms).
+/// the provider counts them all completed (polled every 5 ms). duroxide's default options but
+/// for `concurrency` (its default is 2).
 pub async fn fan_out(db: &Path, instances: u64, concurrency: usize) -> Result<Duration, BoxError> {
     remove_db(db);
     let store = open_store(db).await?;
-    let rt = start(store.clone(), concurrency, None).await;
-    let client = Arc::new(Client::new(store));
+    let default_poll = RuntimeOptions::default().dispatcher_min_poll_interval;
+    let rt = start(store.clone(), default_poll, concurrency, None).await;
+    let client = Client::new(store);
     let t = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
+    // One start after the other: starting them all concurrently made duroxide slower (more
+    // "database is locked" retries, each backing off 200 ms or more).
     for i in 0..instances {
-        let client = client.clone();
-        tasks.spawn(async move { client.start_orchestration_typed(format!("fan-{i:06}"), "Three", i).await });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r??;
+        client.start_orchestration_typed(format!("fan-{i:06}"), "Three", i).await?;
     }
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
