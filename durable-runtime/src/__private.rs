@@ -322,3 +322,23 @@ pub fn fault<R>(fault: Fault) -> Step<R> {
 fn file_prefix(frame: &Frame) -> String {
     if frame.file.is_empty() { String::new() } else { format!("{} ", frame.file) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored fingerprints must never change between builds: this pins the function.
+    #[test]
+    fn fingerprints_are_stable() {
+        assert_eq!(fingerprint("call(charge)#0", &[]), 0xf331_9113_6972_529e);
+        assert_eq!(
+            fingerprint(
+                "for0/call(step)#0",
+                &[("sum", "u64"), ("iter@for0#0", "x::ForRange<u64>")]
+            ),
+            0x175d_32e9_e06f_df5b
+        );
+        assert_ne!(fingerprint("a", &[("x", "u64")]), fingerprint("a", &[("x", "u32")]));
+        assert_ne!(fingerprint("a", &[("xu", "64")]), fingerprint("a", &[("x", "u64")]));
+    }
+}

@@ -210,3 +210,64 @@ mod tests {
         assert!(matches!(InstanceRecord::from_bytes(&b), Err(RecordError::Body(_))));
     }
 }
+
+#[cfg(test)]
+mod format_v1 {
+    use super::*;
+    use crate::op::{Completion, RetryPolicy};
+
+    fn full() -> InstanceRecord {
+        let mut r =
+            InstanceRecord::new("invoice", 2, vec![1, 2, 3], 1_700_000_000_000, Some("p".into()));
+        r.steps = 4;
+        r.frame = Some(Frame {
+            point: "call(notify)#0".into(),
+            file: "src/main.rs".into(),
+            line: 42,
+            fingerprint: 0x0123_4567_89ab_cdef,
+            layout: vec![("id".into(), "alloc::string::String".into())],
+            locals: vec![3, b'a', b'b', b'c'],
+        });
+        r.pending = Some(Pending {
+            command: Command::Activity {
+                name: "notify".into(),
+                input: vec![9],
+                policy: RetryPolicy::attempts(3),
+            },
+            key: "invoice-1:4".into(),
+            branches: vec![Branch {
+                done: Some(Completion::Timer),
+                failed_attempts: 1,
+                not_before_ms: 5,
+                child_id: None,
+                child_started: false,
+            }],
+        });
+        r.custom_status = Some(vec![7]);
+        r.inbox = vec![InboxEvent { seq: 0, name: "go".into(), payload: vec![1] }];
+        r.next_event_seq = 1;
+        r
+    }
+
+    /// The bytes format version 1 writes. If this test fails, the stored format changed: bump
+    /// `FORMAT_VERSION` and keep a reader for the old one instead of editing these bytes.
+    const V1: &str = include_str!("../tests/fixtures/record_v1.hex");
+
+    #[test]
+    fn version_1_records_still_read_and_write_the_same() {
+        let hex: String = V1.split_whitespace().collect();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(InstanceRecord::from_bytes(&bytes).unwrap(), full());
+        assert_eq!(full().to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    #[ignore = "run with --ignored to print the fixture after an intended format change"]
+    fn print_fixture() {
+        let b = full().to_bytes().unwrap();
+        println!("{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>());
+    }
+}
