@@ -5,6 +5,7 @@
 //! once for a whole group of checkpoints (group commit) and dispatches no command before it
 //! returns. A server database with several workers would implement the same trait and add leases.
 
+pub mod conformance;
 mod sled;
 
 pub use self::sled::SledStore;
