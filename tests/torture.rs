@@ -43,6 +43,9 @@ fn the_checks_catch_checkpoints_lost_by_unflushed_writes() {
     cfg.worker_args = vec!["--durability".into(), "buffered".into()];
     let summary = torture::run(&cfg);
     println!("{}", summary.line());
+    for v in &summary.violations {
+        println!("violation: {v}");
+    }
     let repeated = summary
         .violations
         .iter()

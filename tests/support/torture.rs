@@ -679,3 +679,112 @@ fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut 
 
     summary.violations.extend(v.into_iter().map(|m| format!("epoch {epoch}: {m}")));
 }
+
+/// The checker on hand-made runs: a clean history passes, and each kind of damage is reported.
+#[cfg(test)]
+mod checker {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect()
+    }
+
+    /// Run 0 is killed while `t-0:1` is in flight (after its effect); run 1 runs it again and
+    /// finishes.
+    fn history() -> (Vec<Run>, Reference) {
+        let killed = Run {
+            killed: true,
+            out: lines(
+                "opened
+                 checkpoint t-0 1 suspended
+                 running mix for t-0 (key t-0:1, attempt 1)",
+            ),
+            effects: lines("mix t-0 t-0:1"),
+            ..Run::default()
+        };
+        let last = Run {
+            success: true,
+            out: lines(
+                "opened
+                 running mix for t-0 (key t-0:1, attempt 1)
+                 checkpoint t-0 2 completed
+                 completed: t-0 5
+                 final t-0 completed 2
+                 all done",
+            ),
+            effects: lines("mix t-0 t-0:1"),
+            ..Run::default()
+        };
+        let reference = Reference {
+            outputs: [("t-0".to_owned(), "5".to_owned())].into(),
+            finals: [("t-0".to_owned(), "completed 2".to_owned())].into(),
+            effects: ["mix t-0 t-0:1".to_owned()].into(),
+        };
+        (vec![killed, last], reference)
+    }
+
+    fn violations(damage: impl FnOnce(&mut Vec<Run>, &mut Reference)) -> Vec<String> {
+        let (mut runs, mut reference) = history();
+        damage(&mut runs, &mut reference);
+        let mut summary = Summary::default();
+        check_epoch(0, &runs, &reference, &mut summary);
+        summary.violations
+    }
+
+    fn reports(damage: impl FnOnce(&mut Vec<Run>, &mut Reference), what: &str) {
+        let v = violations(damage);
+        assert!(v.iter().any(|m| m.contains(what)), "expected `{what}` in {v:#?}");
+    }
+
+    #[test]
+    fn a_clean_history_passes_and_counts_the_duplicate() {
+        let (runs, reference) = history();
+        let mut summary = Summary::default();
+        check_epoch(0, &runs, &reference, &mut summary);
+        assert!(summary.violations.is_empty(), "{:#?}", summary.violations);
+        assert_eq!((summary.in_flight, summary.duplicates, summary.activity_runs), (1, 1, 2));
+        assert_eq!(summary.distribution, [(2, 1)].into());
+    }
+
+    #[test]
+    fn each_kind_of_damage_is_reported() {
+        // The killed run had already checkpointed the step that consumed the result.
+        reports(
+            |r, _| r[0].out.push("checkpoint t-0 2 completed".into()),
+            "checkpointed step executed again",
+        );
+        reports(
+            |r, _| r[0].out.push("checkpoint t-0 2 completed".into()),
+            "started in run 1 after its result was checkpointed",
+        );
+        // No kill explains the second run of the activity.
+        reports(|r, _| r[0].killed = false, "although run 0 was not killed");
+        reports(
+            |r, _| {
+                let again = r[1].out[1].clone();
+                r[1].out.insert(1, again);
+            },
+            "started twice in run 1",
+        );
+        reports(|r, _| r[1].effects.push("mix t-0 t-0:1".into()), "recorded 2 times by run 1");
+        reports(|r, _| r[0].out.truncate(2), "recorded by run 0, which did not start it");
+        reports(
+            |_, reference| {
+                reference.effects.insert("mix t-0 t-0:9".into());
+            },
+            "never recorded",
+        );
+        reports(|r, _| r[1].effects.push("mix t-0 t-0:7".into()), "not by the reference run");
+        reports(|r, _| r[1].out[3] = "completed: t-0 6".into(), "output 6, reference 5");
+        reports(|r, _| r[1].out.retain(|l| !l.starts_with("final")), "lost");
+        reports(|r, _| r[1].out[2] = "checkpoint t-0 2 Failed".into(), "unexpected outcome");
+        reports(
+            |r, _| {
+                r[1].timed_out = true;
+                r[1].success = false;
+            },
+            "stuck",
+        );
+        reports(|r, _| r[1].err.push("thread panicked".into()), "wrote to stderr");
+    }
+}
