@@ -142,6 +142,17 @@ pub async fn resume(db: &Path, k: u64) -> Result<[Duration; 3], BoxError> {
     Ok([opened, first, next])
 }
 
+/// Child: opens the database with sled alone, as `SledStore::open` does (default configuration,
+/// two trees), and reads the resume instance: the storage engine's share of a resume.
+pub fn sled_open(db: &Path) -> Result<Duration, BoxError> {
+    let t = Instant::now();
+    let sled_db = sled::Config::new().path(db).open()?;
+    let instances = sled_db.open_tree("instances")?;
+    let _timers = sled_db.open_tree("timers")?;
+    let _ = instances.get(b"resume")?;
+    Ok(t.elapsed())
+}
+
 // ----- one instance, sequential steps -----
 
 /// One instance of `n` sequential steps, default durability: wall time and CPU time from the
@@ -174,11 +185,18 @@ pub async fn sequential_with(
 
 /// The physical reference: per step, one sled insert of `value_len` bytes under `key`, then a
 /// flush, on a fresh database with sled's default configuration (as the runtime opens it).
-pub fn sled_reference(db: &Path, key: &[u8], value_len: usize, n: u64) -> Result<Duration, BoxError> {
+/// Returns the wall and CPU time of the `n` steps.
+pub fn sled_reference(
+    db: &Path,
+    key: &[u8],
+    value_len: usize,
+    n: u64,
+) -> Result<(Duration, Duration), BoxError> {
     sys::remove(db);
     let sled_db = sled::Config::new().path(db).open()?;
     let tree = sled_db.open_tree("instances")?;
-    let mut value = vec![0u8; value_len];
+    let mut value = vec![0u8; value_len.max(8)];
+    let cpu = sys::cpu_time();
     let t = Instant::now();
     for i in 0..n {
         value[..8].copy_from_slice(&i.to_le_bytes());
@@ -186,55 +204,90 @@ pub fn sled_reference(db: &Path, key: &[u8], value_len: usize, n: u64) -> Result
         sled_db.flush()?;
     }
     let took = t.elapsed();
+    let cpu = sys::cpu_time().saturating_sub(cpu);
     drop(tree);
     drop(sled_db);
     sys::remove(db);
-    Ok(took)
+    Ok((took, cpu))
 }
 
-/// A store that records the sizes of instance records written through it (calibration only).
+/// A store that records the sizes of instance records written through it and counts the calls
+/// (calibration only).
+#[derive(Default)]
+struct Calls {
+    gets: AtomicU64,
+    puts: AtomicU64,
+    flushes: AtomicU64,
+    others: AtomicU64,
+}
+
 struct SizeProbe {
     inner: SledStore,
     sizes: Mutex<Vec<usize>>,
+    calls: Calls,
 }
 
 impl Store for SizeProbe {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.calls.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.get(space, key)
     }
     fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         if space == Space::Instances {
             self.sizes.lock().unwrap_or_else(|p| p.into_inner()).push(value.len());
         }
+        self.calls.puts.fetch_add(1, Ordering::Relaxed);
         self.inner.put(space, key, value)
     }
     fn put_new(&self, space: Space, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.put_new(space, key, value)
     }
     fn delete(&self, space: Space, key: &[u8]) -> Result<(), StoreError> {
+        self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.delete(space, key)
     }
     fn scan(&self, space: Space, after: Option<&[u8]>, limit: usize) -> Result<Entries, StoreError> {
+        self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.scan(space, after, limit)
     }
     fn flush(&self) -> Result<(), StoreError> {
+        self.calls.flushes.fetch_add(1, Ordering::Relaxed);
         self.inner.flush()
     }
 }
 
-/// The median size of the checkpoints `plain_loop` writes mid-run (key `seq`), in bytes.
-pub async fn checkpoint_size(db: &Path, n: u64) -> Result<usize, BoxError> {
+/// What the store saw while `plain_loop` ran `n` steps.
+pub struct Calibration {
+    /// The median size of the checkpoints written mid-run (key `seq`), in bytes.
+    pub record: usize,
+    /// Store calls per step: gets, puts, flushes, other calls (start and resume included).
+    pub per_step: [f64; 4],
+}
+
+/// Runs `plain_loop` for `n` steps on a store that watches (default durability).
+pub async fn calibrate(db: &Path, n: u64) -> Result<Calibration, BoxError> {
     sys::remove(db);
-    let store = Arc::new(SizeProbe { inner: SledStore::open(db)?, sizes: Mutex::new(Vec::new()) });
+    let store = Arc::new(SizeProbe {
+        inner: SledStore::open(db)?,
+        sizes: Mutex::new(Vec::new()),
+        calls: Calls::default(),
+    });
     let rt = Runtime::builder(db).store(store.clone()).orchestration(plain_loop).open().await?;
+    let before = [&store.calls.gets, &store.calls.puts, &store.calls.flushes, &store.calls.others]
+        .map(|c| c.load(Ordering::SeqCst));
     rt.start(plain_loop, "seq", n).await?.wait().await?;
+    let after = [&store.calls.gets, &store.calls.puts, &store.calls.flushes, &store.calls.others]
+        .map(|c| c.load(Ordering::SeqCst));
     rt.shutdown().await;
     drop(rt);
     let mut sizes = store.sizes.lock().unwrap_or_else(|p| p.into_inner()).clone();
     drop(store);
     sys::remove(db);
     sizes.sort_unstable();
-    Ok(sizes.get(sizes.len() / 2).copied().unwrap_or(0))
+    let record = sizes.get(sizes.len() / 2).copied().unwrap_or(0);
+    let per_step = [0, 1, 2, 3].map(|i| after[i].saturating_sub(before[i]) as f64 / n as f64);
+    Ok(Calibration { record, per_step })
 }
 
 // ----- many instances at once -----
@@ -268,7 +321,10 @@ pub async fn fan_out(db: &Path, instances: u64, handles: bool) -> Result<Duratio
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    counter.wait_for(instances).await;
+    if tokio::time::timeout(Duration::from_secs(300), counter.wait_for(instances)).await.is_err() {
+        let done = counter.count.load(Ordering::SeqCst);
+        return Err(format!("fan-out: {done} of {instances} instances completed in 300 s").into());
+    }
     let took = t.elapsed();
     rt.shutdown().await;
     drop(rt);
@@ -316,7 +372,10 @@ pub async fn waiting(db: &Path, n: u64, concurrency: usize) -> Result<Waiting, B
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    counter.wait_for(n).await;
+    if tokio::time::timeout(Duration::from_secs(300), counter.wait_for(n)).await.is_err() {
+        let done = counter.count.load(Ordering::SeqCst);
+        return Err(format!("waiting: {done} of {n} instances parked in 300 s").into());
+    }
     let started_in = t.elapsed();
     // Let drivers that just parked finish ending.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -227,38 +227,67 @@ pub async fn resume(db: &Path, k: u64) -> Result<[Duration; 3], BoxError> {
 
 // ----- many instances at once -----
 
+/// What a duroxide throughput run gave.
+pub struct FanOut {
+    /// From the first start call to the last completion seen.
+    pub took: Duration,
+    pub completed: u64,
+    /// Instances that ended `Failed` (e.g. "database is locked" after the retries of an ack).
+    pub failed: u64,
+}
+
 /// `instances` instances of `Three` started at once: the time from the first start call until
 /// the provider counts them all completed (polled every 5 ms). duroxide's default options but
 /// for `concurrency` (its default is 2).
-pub async fn fan_out(db: &Path, instances: u64, concurrency: usize) -> Result<Duration, BoxError> {
+///
+/// An instance whose ack failed for good ends `Failed` without its row in `instances`, which the
+/// provider's counts read: when the count stops moving for a second, each instance is asked for
+/// its status, and the run ends at the last progress seen once every instance is terminal.
+pub async fn fan_out(db: &Path, instances: u64, concurrency: usize) -> Result<FanOut, BoxError> {
     remove_db(db);
     let store = open_store(db).await?;
     let default_poll = RuntimeOptions::default().dispatcher_min_poll_interval;
     let rt = start(store.clone(), default_poll, concurrency, None).await;
     let client = Client::new(store);
+    let ids: Vec<String> = (0..instances).map(|i| format!("fan-{i:06}")).collect();
     let t = Instant::now();
     // One start after the other: starting them all concurrently made duroxide slower (more
     // "database is locked" retries, each backing off 200 ms or more).
-    for i in 0..instances {
-        client.start_orchestration_typed(format!("fan-{i:06}"), "Three", i).await?;
+    for (i, id) in (0u64..).zip(&ids) {
+        client.start_orchestration_typed(id.clone(), "Three", i).await?;
     }
     let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
+    let mut last = (0, 0);
+    let mut last_progress = t.elapsed();
+    let result = loop {
         let m = client.get_system_metrics().await?;
-        if m.completed_instances >= instances {
-            break;
+        let seen = (m.completed_instances, m.failed_instances);
+        if seen != last {
+            last = seen;
+            last_progress = t.elapsed();
         }
-        if m.failed_instances > 0 {
-            return Err(format!("{} instances failed", m.failed_instances).into());
+        if seen.0 + seen.1 >= instances {
+            break FanOut { took: last_progress, completed: seen.0, failed: seen.1 };
+        }
+        if t.elapsed() > last_progress + Duration::from_secs(1) {
+            let (mut completed, mut failed, mut running) = (0, 0, 0);
+            for id in &ids {
+                match client.get_orchestration_status(id).await? {
+                    duroxide::OrchestrationStatus::Completed { .. } => completed += 1,
+                    duroxide::OrchestrationStatus::Failed { .. } => failed += 1,
+                    _ => running += 1,
+                }
+            }
+            if running == 0 {
+                break FanOut { took: last_progress, completed, failed };
+            }
         }
         if Instant::now() > deadline {
-            return Err("duroxide fan-out did not finish in 300 s".into());
+            return Err(format!("duroxide fan-out did not finish in 300 s: {last:?} of {instances}").into());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let took = t.elapsed();
+    };
     rt.shutdown(Some(1000)).await;
-    drop(client);
     remove_db(db);
-    Ok(took)
+    Ok(result)
 }
