@@ -96,7 +96,9 @@ impl Config {
                 "--duroxide-real-max" => {
                     c.duroxide_real_max = value()?.parse().map_err(|e| format!("{a}: {e}"))?
                 }
-                "--concurrency" => c.concurrency = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
+                "--concurrency" => {
+                    c.concurrency = value()?.parse().map_err(|e| format!("{a}: {e}"))?
+                }
                 "--dir" => c.dir = PathBuf::from(value()?),
                 "--out" => c.out = PathBuf::from(value()?),
                 "-h" | "--help" => return Err(String::new()),
@@ -125,7 +127,8 @@ fn main() {
     // duroxide installs a global log subscriber printing its warnings (e.g. "database is locked,
     // backing off") to stdout unless one is set: keep the report readable.
     if std::env::var_os("DUROXIDE_LOGS").is_none() {
-        let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
+        let _ =
+            tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
     }
     if args.first().map(String::as_str) == Some("child") {
         let code = match rt.block_on(child(&args[1..])) {
@@ -209,7 +212,11 @@ async fn child(args: &[String]) -> Result<(), BoxError> {
         }
         "durable-waiting-reopen" => {
             let (opened, rss, peak) = durable_side::waiting_reopen(Path::new(&arg(1)?)).await?;
-            result_line(&[("open_us", us(opened)), ("rss", rss.to_string()), ("peak", peak.to_string())]);
+            result_line(&[
+                ("open_us", us(opened)),
+                ("rss", rss.to_string()),
+                ("peak", peak.to_string()),
+            ]);
         }
         other => return Err(format!("unknown child `{other}`").into()),
     }
@@ -289,8 +296,9 @@ async fn parent(c: Config) -> Result<(), BoxError> {
     if c.wants("resume") {
         resume_rows(&c, &mut table, &mut details).await?;
     }
+    let mut cpu_rows = Table::default();
     if c.wants("seq") || c.wants("cpu") {
-        sequential_rows(&c, &mut table, &mut details).await?;
+        sequential_rows(&c, &mut table, &mut cpu_rows, &mut details).await?;
     }
     if c.wants("fanout") {
         fan_out_rows(&c, &mut table, &mut details).await?;
@@ -298,6 +306,7 @@ async fn parent(c: Config) -> Result<(), BoxError> {
     if c.wants("wait") {
         waiting_rows(&c, &mut table, &mut details).await?;
     }
+    table.append(cpu_rows);
 
     let mut report = String::new();
     report.push_str(&format!(
@@ -322,7 +331,11 @@ async fn parent(c: Config) -> Result<(), BoxError> {
 
 // ----- resume cost -----
 
-async fn resume_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) -> Result<(), BoxError> {
+async fn resume_rows(
+    c: &Config,
+    table: &mut Table,
+    details: &mut Vec<String>,
+) -> Result<(), BoxError> {
     let dir = c.dir.join("resume");
     sys::remove(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -407,13 +420,18 @@ async fn resume_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) -
     for round in 0..rounds {
         let warm_up = round == 0;
         let with_duroxide = c.duroxide && !warm_up && round <= c.runs;
-        eprintln!("resume: round {round}/{}{}", rounds - 1, if warm_up { " (warm-up)" } else { "" });
+        eprintln!(
+            "resume: round {round}/{}{}",
+            rounds - 1,
+            if warm_up { " (warm-up)" } else { "" }
+        );
         let mut this_run: HashMap<(u64, bool), f64> = HashMap::new();
         for &k in &c.ks {
             let copy = dir.join("run.db");
             sys::remove(&copy);
             sys::copy_dir(&pristine_durable(k), &copy)?;
-            let (r, wall) = run_child(&[s("durable-resume"), copy.display().to_string(), s(k)]).await?;
+            let (r, wall) =
+                run_child(&[s("durable-resume"), copy.display().to_string(), s(k)]).await?;
             sys::remove(&copy);
             if warm_up {
                 continue;
@@ -425,13 +443,18 @@ async fn resume_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) -
             this_run.insert((k, true), r["next_us"]);
             // The storage engine's share: sled alone opening another fresh copy.
             sys::copy_dir(&pristine_durable(k), &copy)?;
-            let (r, _) = run_child(&[s("sled-open"), copy.display().to_string()]).await?;
-            durable_other.entry((k, "sled")).or_default().push(r["open_us"] / 1e3);
+            let (sled, _) = run_child(&[s("sled-open"), copy.display().to_string()]).await?;
+            durable_other.entry((k, "sled")).or_default().push(sled["open_us"] / 1e3);
+            durable_other
+                .entry((k, "runtime"))
+                .or_default()
+                .push((r["next_us"] - sled["open_us"]) / 1e3);
             sys::remove(&copy);
             if with_duroxide {
                 let copy = dir.join("run.sqlite");
                 duroxide_side::copy_db(&pristine_duroxide(k), &copy)?;
-                let (r, wall) = run_child(&[s("duroxide-resume"), copy.display().to_string(), s(k)]).await?;
+                let (r, wall) =
+                    run_child(&[s("duroxide-resume"), copy.display().to_string(), s(k)]).await?;
                 duroxide_next.entry(k).or_default().push(r["next_us"] / 1e3);
                 duroxide_other.entry((k, "open")).or_default().push(r["open_us"] / 1e3);
                 duroxide_other.entry((k, "first")).or_default().push(r["first_us"] / 1e3);
@@ -452,7 +475,10 @@ async fn resume_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) -
     for &k in &c.ks {
         let d = durable_next[&k].median();
         let (x, ratio) = match duroxide_next.get(&k) {
-            Some(x) => (format!("duroxide {} ms", table::num(x.median())), format!("{}×", table::num(d / x.median()))),
+            Some(x) => (
+                format!("duroxide {} ms", table::num(x.median())),
+                format!("{}×", table::num(d / x.median())),
+            ),
             None => ("—".into(), "—".into()),
         };
         table.push(Row::new(
@@ -465,13 +491,15 @@ async fn resume_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) -
         ));
         details.push(format!(
             "resume K={k}, durable: next new step {} ms ({}); open {} ms (sled alone opening the \
-             same database: {} ms, {}); in-flight call K+1 restarted at {} ms; parent's spawn → \
-             result line {} ms",
+             same database: {} ms, {}; next new step minus that, per round: {} ms, {}); in-flight \
+             call K+1 restarted at {} ms; parent's spawn → result line {} ms",
             table::num(d),
             durable_next[&k].spread(),
             table::num(durable_other[&(k, "open")].median()),
             table::num(durable_other[&(k, "sled")].median()),
             durable_other[&(k, "sled")].spread(),
+            table::num(durable_other[&(k, "runtime")].median()),
+            durable_other[&(k, "runtime")].spread(),
             table::num(durable_other[&(k, "first")].median()),
             table::num(durable_other[&(k, "spawn")].median()),
         ));
@@ -491,7 +519,11 @@ async fn resume_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) -
     table.push(Row::new(
         format!("Resume growth: K={} / K={} (same run)", table::int(k_hi), table::int(k_lo)),
         format!("{}×", table::num(g)),
-        if c.duroxide { format!("duroxide {}×", table::num(growth_duroxide.median())) } else { "—".into() },
+        if c.duroxide {
+            format!("duroxide {}×", table::num(growth_duroxide.median()))
+        } else {
+            "—".into()
+        },
         "—",
         "≤ 1.2×",
         table::met(g <= 1.2),
@@ -510,7 +542,12 @@ async fn resume_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) -
 
 // ----- one instance, sequential steps; CPU per step -----
 
-async fn sequential_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) -> Result<(), BoxError> {
+async fn sequential_rows(
+    c: &Config,
+    table: &mut Table,
+    cpu_table: &mut Table,
+    details: &mut Vec<String>,
+) -> Result<(), BoxError> {
     let dir = c.dir.join("seq");
     std::fs::create_dir_all(&dir)?;
     let n = c.seq_steps;
@@ -544,8 +581,12 @@ async fn sequential_rows(c: &Config, table: &mut Table, details: &mut Vec<String
         cpu_flush.push(cpu.as_secs_f64() * 1e6 / steps);
         cpu_reference.push(r_cpu.as_secs_f64() * 1e6 / steps);
         if c.wants("cpu") {
-            let (wall, cpu) =
-                durable_side::sequential_with(&dir.join("durable"), n, durable::Durability::Buffered).await?;
+            let (wall, cpu) = durable_side::sequential_with(
+                &dir.join("durable"),
+                n,
+                durable::Durability::Buffered,
+            )
+            .await?;
             rate_buffered.push(steps / wall.as_secs_f64());
             cpu_buffered.push(cpu.as_secs_f64() * 1e6 / steps);
             let before = sys::cpu_time();
@@ -595,7 +636,7 @@ async fn sequential_rows(c: &Config, table: &mut Table, details: &mut Vec<String
             } else {
                 format!("plain call: {} µs", table::num(plain))
             };
-            table.push(Row::new(
+            cpu_table.push(Row::new(
                 format!("CPU per step, sequential loop ({label})"),
                 format!("{} µs", table::num(m)),
                 compared,
@@ -623,7 +664,11 @@ async fn sequential_rows(c: &Config, table: &mut Table, details: &mut Vec<String
 
 // ----- many instances at once -----
 
-async fn fan_out_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) -> Result<(), BoxError> {
+async fn fan_out_rows(
+    c: &Config,
+    table: &mut Table,
+    details: &mut Vec<String>,
+) -> Result<(), BoxError> {
     let dir = c.dir.join("fanout");
     std::fs::create_dir_all(&dir)?;
     let n = c.fan_instances;
@@ -635,11 +680,18 @@ async fn fan_out_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) 
     let mut duroxide_failed = 0;
     for run in 0..c.runs {
         eprintln!("fan-out: run {}/{}", run + 1, c.runs);
-        let t = durable_side::fan_out(&dir.join("durable"), n, false).await?;
-        let d = steps / t.as_secs_f64();
-        durable_rate.push(d);
-        let t = durable_side::fan_out(&dir.join("durable"), n, true).await?;
-        handles_rate.push(steps / t.as_secs_f64());
+        // Alternate which variant goes first, so that neither always runs on a cooler machine.
+        let mut d = 0.0;
+        for handles in if run % 2 == 0 { [false, true] } else { [true, false] } {
+            let t = durable_side::fan_out(&dir.join("durable"), n, handles).await?;
+            let rate = steps / t.as_secs_f64();
+            if handles {
+                handles_rate.push(rate);
+            } else {
+                d = rate;
+                durable_rate.push(rate);
+            }
+        }
         if c.duroxide {
             let f = duroxide_side::fan_out(&dir.join("duroxide.sqlite"), n, c.concurrency).await?;
             // Steps of the instances that completed.
@@ -700,7 +752,11 @@ async fn fan_out_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) 
 
 // ----- waiting instances -----
 
-async fn waiting_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) -> Result<(), BoxError> {
+async fn waiting_rows(
+    c: &Config,
+    table: &mut Table,
+    details: &mut Vec<String>,
+) -> Result<(), BoxError> {
     let dir = c.dir.join("waiting");
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("durable.db");
@@ -717,7 +773,8 @@ async fn waiting_rows(c: &Config, table: &mut Table, details: &mut Vec<String>) 
     let runs = c.runs.min(3);
     for run in 0..runs {
         eprintln!("waiting: run {}/{runs} ({} instances)", run + 1, table::int(n));
-        let (r, _) = run_child(&[s("durable-waiting"), db.display().to_string(), s(n), s(1_000)]).await?;
+        let (r, _) =
+            run_child(&[s("durable-waiting"), db.display().to_string(), s(n), s(1_000)]).await?;
         rss.push(r["rss"] / 1e6);
         peak.push(r["peak"] / 1e6);
         started.push(n as f64 / (r["started_us"] / 1e6));

@@ -77,7 +77,10 @@ struct StepCounter {
 }
 
 impl StepCounter {
-    fn observe(self: &Arc<Self>, filter: fn(&StepEvent) -> bool) -> impl Fn(&StepEvent) + Send + Sync + 'static {
+    fn observe(
+        self: &Arc<Self>,
+        filter: fn(&StepEvent) -> bool,
+    ) -> impl Fn(&StepEvent) + Send + Sync + 'static {
         let this = self.clone();
         move |e: &StepEvent| {
             if filter(e) {
@@ -239,7 +242,12 @@ impl Store for SizeProbe {
         self.calls.puts.fetch_add(1, Ordering::Relaxed);
         self.inner.put(space, key, value)
     }
-    fn put_new(&self, space: Space, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn put_new(
+        &self,
+        space: Space,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.put_new(space, key, value)
     }
@@ -247,7 +255,12 @@ impl Store for SizeProbe {
         self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.delete(space, key)
     }
-    fn scan(&self, space: Space, after: Option<&[u8]>, limit: usize) -> Result<Entries, StoreError> {
+    fn scan(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
         self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.scan(space, after, limit)
     }

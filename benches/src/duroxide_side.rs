@@ -17,7 +17,10 @@ use duroxide::providers::sqlite::SqliteProvider;
 use duroxide::providers::{ExecutionMetadata, Provider, WorkItem};
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{self, Runtime};
-use duroxide::{ActivityContext, Client, Event, EventKind, OrchestrationContext, OrchestrationRegistry, RuntimeOptions};
+use duroxide::{
+    ActivityContext, Client, Event, EventKind, OrchestrationContext, OrchestrationRegistry,
+    RuntimeOptions,
+};
 
 use crate::probe;
 use crate::sys;
@@ -152,7 +155,9 @@ pub async fn synthesize_history(db: &Path, k: u64) -> Result<Duration, BoxError>
         .ok_or("the start item has no input")?;
     // The registry's default version, which the runtime resolves for an unversioned start.
     let version = String::from("1.0.0");
-    let ev = |id: u64, source: Option<u64>, kind: EventKind| Event::with_event_id(id, RESUME_ID, 1, source, kind);
+    let ev = |id: u64, source: Option<u64>, kind: EventKind| {
+        Event::with_event_id(id, RESUME_ID, 1, source, kind)
+    };
     let started = ev(
         1,
         None,
@@ -174,14 +179,32 @@ pub async fn synthesize_history(db: &Path, k: u64) -> Result<Duration, BoxError>
     let mut acc = 0u64;
     let mut id = 2;
     for i in 0..k {
-        let scheduled = EventKind::ActivityScheduled { name: "Step".into(), input: json(&(acc, i))?, session_id: None, tag: None };
+        let scheduled = EventKind::ActivityScheduled {
+            name: "Step".into(),
+            input: json(&(acc, i))?,
+            session_id: None,
+            tag: None,
+        };
         events.push(ev(id, None, scheduled));
         acc = acc.wrapping_add(i);
-        events.push(ev(id + 1, Some(id), EventKind::ActivityCompleted { result: serde_json::to_string(&acc)? }));
+        events.push(ev(
+            id + 1,
+            Some(id),
+            EventKind::ActivityCompleted { result: serde_json::to_string(&acc)? },
+        ));
         id += 2;
     }
     let input = json(&(acc, k))?;
-    events.push(ev(id, None, EventKind::ActivityScheduled { name: "Step".into(), input: input.clone(), session_id: None, tag: None }));
+    events.push(ev(
+        id,
+        None,
+        EventKind::ActivityScheduled {
+            name: "Step".into(),
+            input: input.clone(),
+            session_id: None,
+            tag: None,
+        },
+    ));
     let work = WorkItem::ActivityExecute {
         instance: RESUME_ID.into(),
         execution_id: 1,
@@ -208,7 +231,9 @@ pub async fn history_fingerprint(db: &Path) -> Result<Vec<String>, BoxError> {
     let events = store.read(RESUME_ID).await?;
     Ok(events
         .iter()
-        .map(|e| format!("{} {:?} {:?} {}", e.event_id, e.source_event_id, e.kind, e.duroxide_version))
+        .map(|e| {
+            format!("{} {:?} {:?} {}", e.event_id, e.source_event_id, e.kind, e.duroxide_version)
+        })
         .collect())
 }
 
@@ -283,7 +308,10 @@ pub async fn fan_out(db: &Path, instances: u64, concurrency: usize) -> Result<Fa
             }
         }
         if Instant::now() > deadline {
-            return Err(format!("duroxide fan-out did not finish in 300 s: {last:?} of {instances}").into());
+            return Err(format!(
+                "duroxide fan-out did not finish in 300 s: {last:?} of {instances}"
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };

@@ -87,6 +87,8 @@ pub async fn done() {
 pub fn resume_times() -> (Duration, Duration) {
     PROBE
         .get()
-        .map(|p| (p.first.get().copied().unwrap_or_default(), p.next.get().copied().unwrap_or_default()))
+        .map(|p| {
+            (p.first.get().copied().unwrap_or_default(), p.next.get().copied().unwrap_or_default())
+        })
         .unwrap_or_default()
 }

@@ -14,7 +14,16 @@ impl Row {
         target: impl Into<String>,
         met: impl Into<String>,
     ) -> Row {
-        Row { cells: [row.into(), value.into(), compared.into(), ratio.into(), target.into(), met.into()] }
+        Row {
+            cells: [
+                row.into(),
+                value.into(),
+                compared.into(),
+                ratio.into(),
+                target.into(),
+                met.into(),
+            ],
+        }
     }
 }
 
@@ -26,6 +35,10 @@ pub struct Table {
 impl Table {
     pub fn push(&mut self, row: Row) {
         self.rows.push(row);
+    }
+
+    pub fn append(&mut self, other: Table) {
+        self.rows.extend(other.rows);
     }
 
     pub fn markdown(&self) -> String {
