@@ -268,40 +268,6 @@ fn first_span<T: quote::ToTokens>(t: &T) -> Span {
     t.to_token_stream().into_iter().next().map_or_else(Span::call_site, |t| t.span())
 }
 
-/// Blocks in depth-first order from the entry, following jumps in the order they are written.
-fn emission_order(m: &Machine) -> Vec<usize> {
-    fn succ(m: &Machine, nodes: &[Node], out: &mut Vec<usize>) {
-        for n in nodes {
-            match n {
-                Node::Code { gotos, .. } => out.extend(gotos.iter().map(|g| m.gotos[*g].target)),
-                Node::If { then, els, .. } => {
-                    succ(m, then, out);
-                    succ(m, els, out);
-                }
-                Node::Match { arms, .. } => arms.iter().for_each(|a| succ(m, &a.body, out)),
-                Node::Goto(g) => out.push(m.gotos[*g].target),
-                Node::Suspend(p) => out.push(m.points[*p].resume),
-                Node::Return { .. } => {}
-            }
-        }
-    }
-    fn visit(m: &Machine, b: usize, seen: &mut Vec<bool>, order: &mut Vec<usize>) {
-        if std::mem::replace(&mut seen[b], true) {
-            return;
-        }
-        order.push(b);
-        let mut next = Vec::new();
-        succ(m, &m.blocks[b].body, &mut next);
-        for n in next {
-            visit(m, n, seen, order);
-        }
-    }
-    let mut seen = vec![false; m.blocks.len()];
-    let mut order = Vec::new();
-    visit(m, 0, &mut seen, &mut order);
-    order
-}
-
 /// The input type: the single parameter's type, or a tuple of them, reported at the first one.
 fn input_type(inputs: &[(syn::Pat, syn::Type)]) -> TokenStream {
     match inputs {
@@ -405,7 +371,7 @@ pub(crate) fn orchestration(
     let input_ty = input_type(&f.inputs);
     let cx = Ctx { m, krate };
     let order: Vec<usize> =
-        emission_order(m).into_iter().filter(|b| m.blocks[*b].kind != BlockKind::Branch).collect();
+        m.depth_first().into_iter().filter(|b| m.blocks[*b].kind != BlockKind::Branch).collect();
 
     // The state enum: one type parameter per stored binding and per awaited operation.
     let mut params: Vec<syn::Ident> = Vec::new();

@@ -130,6 +130,41 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
+    /// The blocks `nodes` can jump or resume to, in the order they are written.
+    pub(crate) fn successors(&self, nodes: &[Node], out: &mut Vec<BlockId>) {
+        for n in nodes {
+            match n {
+                Node::Code { gotos, .. } => out.extend(gotos.iter().map(|g| self.gotos[*g].target)),
+                Node::If { then, els, .. } => {
+                    self.successors(then, out);
+                    self.successors(els, out);
+                }
+                Node::Match { arms, .. } => arms.iter().for_each(|a| self.successors(&a.body, out)),
+                Node::Goto(g) => out.push(self.gotos[*g].target),
+                Node::Suspend(p) => out.push(self.points[*p].resume),
+                Node::Return { .. } => {}
+            }
+        }
+    }
+
+    /// The blocks reachable from the entry, depth first, following jumps in the order they are
+    /// written: each block comes after one that builds its state variant.
+    pub(crate) fn depth_first(&self) -> Vec<BlockId> {
+        let mut seen = vec![false; self.blocks.len()];
+        let mut order = Vec::new();
+        let mut stack = vec![0];
+        while let Some(b) = stack.pop() {
+            if std::mem::replace(&mut seen[b], true) {
+                continue;
+            }
+            order.push(b);
+            let mut next = Vec::new();
+            self.successors(&self.blocks[b].body, &mut next);
+            stack.extend(next.into_iter().rev().filter(|n| !seen[*n]));
+        }
+        order
+    }
+
     /// The names of the locals stored at each point, in point order.
     #[cfg(test)]
     pub(crate) fn stored_locals(&self) -> Vec<(String, Vec<String>)> {

@@ -1093,30 +1093,9 @@ fn inline_branches(m: &mut Machine) {
 
 /// Blocks reachable from the entry through gotos and suspensions.
 fn reachable(m: &Machine) -> Vec<bool> {
-    fn succ(m: &Machine, nodes: &[Node], out: &mut Vec<BlockId>) {
-        for n in nodes {
-            match n {
-                Node::Code { gotos, .. } => out.extend(gotos.iter().map(|g| m.gotos[*g].target)),
-                Node::If { then, els, .. } => {
-                    succ(m, then, out);
-                    succ(m, els, out);
-                }
-                Node::Match { arms, .. } => arms.iter().for_each(|a| succ(m, &a.body, out)),
-                Node::Goto(g) => out.push(m.gotos[*g].target),
-                Node::Suspend(p) => out.push(m.points[*p].resume),
-                Node::Return { .. } => {}
-            }
-        }
-    }
     let mut seen = vec![false; m.blocks.len()];
-    let mut stack = vec![0];
-    while let Some(b) = stack.pop() {
-        if std::mem::replace(&mut seen[b], true) {
-            continue;
-        }
-        let mut next = Vec::new();
-        succ(m, &m.blocks[b].body, &mut next);
-        stack.extend(next.into_iter().filter(|n| !seen[*n]));
+    for b in m.depth_first() {
+        seen[b] = true;
     }
     seen
 }

@@ -23,7 +23,6 @@ use tracing::Instrument;
 
 use crate::activity::{ActivityContext, ActivityRegistry};
 use crate::clock::Clock;
-use crate::codec;
 use crate::commit::GroupCommit;
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion, RetryPolicy};
 use crate::orchestration::{
@@ -1069,11 +1068,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     } else {
         "non-string panic payload".to_owned()
     }
-}
-
-#[allow(dead_code)]
-fn _codec_is_used() -> Result<Vec<u8>, codec::CodecError> {
-    codec::encode(&0u8)
 }
 
 /// Keeps the completion of a step this build refused, so that a compatible build resumes with it
