@@ -10,6 +10,8 @@
 //! external events, and waits for all of them. It prints, for the driver to read:
 //!
 //! - `checkpoint <instance> <step> <outcome>` after every durable checkpoint;
+//! - `branch <instance> <step> <n>` when branch `n` of the join issued at `step` has its result
+//!   stored (durably) before the join's own step;
 //! - `running <activity> for <instance> (key <key>, attempt <n>)` when an activity starts;
 //! - `raised <instance> <event>` when it raised an event (durably);
 //! - `completed: <id> <output>` per top-level instance, then `final <id> <state> <steps>` for
@@ -228,6 +230,11 @@ async fn main() {
         .orchestration(parent)
         .durability(durability)
         .on_step(move |e| {
+            if let StepOutcome::BranchRecorded(b) = e.outcome {
+                // A join branch's result stored on its own, before the join's step.
+                println!("branch {} {} {b}", e.instance, e.step);
+                return;
+            }
             println!("checkpoint {} {} {}", e.instance, e.step, outcome_word(&e.outcome));
             if matches!(e.outcome, StepOutcome::Suspended(_)) {
                 let _ = to_feeder.send(e.instance.clone());

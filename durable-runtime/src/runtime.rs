@@ -276,6 +276,9 @@ pub enum StepOutcome {
     Cancelled(String),
     /// The instance started over with a new input.
     ContinuedAsNew,
+    /// Not a new step: the result of branch `n` of the pending join or race was stored on its
+    /// own (`step` is the step that issued it), so a crash will not run that branch again.
+    BranchRecorded(usize),
 }
 
 pub(crate) type Observer = Arc<dyn Fn(&StepEvent) + Send + Sync>;

@@ -535,10 +535,12 @@ impl Inner {
                 continue;
             }
             if progress.changed {
-                if let Err(e) =
-                    self.save_branches(&id, &pending.key, &progress.branches, &progress.taken).await
+                match self
+                    .save_branches(&id, &pending.key, &progress.branches, &progress.taken)
+                    .await
                 {
-                    tracing::error!("cannot record branch progress: {e}");
+                    Ok(()) => self.report_branches(&id, rec.steps, &pending, &progress.branches),
+                    Err(e) => tracing::error!("cannot record branch progress: {e}"),
                 }
                 continue;
             }
@@ -806,6 +808,22 @@ impl Inner {
         })?;
         self.make_durable().await?;
         Ok(())
+    }
+
+    /// Tells the observer which branches got a stored result just now.
+    fn report_branches(&self, id: &str, step: u64, before: &Pending, after: &[Branch]) {
+        let Some(observer) = &self.observer else { return };
+        let leaves = before.command.leaves();
+        for (i, (old, new)) in before.branches.iter().zip(after).enumerate() {
+            if old.done.is_none() && new.done.is_some() {
+                observer(&StepEvent {
+                    instance: id.to_owned(),
+                    step,
+                    completed: leaves.get(i).map(Command::describe),
+                    outcome: StepOutcome::BranchRecorded(i),
+                });
+            }
+        }
     }
 
     /// Runs one step of the orchestration and checkpoints the result; retries the write until

@@ -98,6 +98,9 @@ pub(crate) async fn side_effect(ctx: &ActivityContext) {
 /// Prints one line per durable step; the crash tests read these lines.
 pub(crate) fn print_step(event: &durable::StepEvent) {
     match (&event.completed, &event.outcome) {
+        (Some(done), durable::StepOutcome::BranchRecorded(i)) => {
+            println!("step {}: branch {i} ({done}) recorded ({})", event.step, event.instance)
+        }
         (Some(done), _) => println!("step {}: {done} completed ({})", event.step, event.instance),
         (None, durable::StepOutcome::Suspended(next)) => {
             println!("step {}: started {}, calling {next}", event.step, event.instance)

@@ -20,9 +20,8 @@
 //!   recorded by a process that started that activity, at most once per process; so an effect
 //!   recorded more than once comes from an activity that a kill caught in flight.
 //!
-//! What it cannot see: a join branch whose result was stored on its own (before the join's
-//! step) is not announced, so such a branch counts as in flight until the join's step is
-//! checkpointed; a rerun of it after a kill is accepted even if its result had been stored.
+//! A join branch whose result is stored on its own (before the join's step) is announced by a
+//! `branch` line; from then on it counts as done, exactly like a checkpointed step.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -355,19 +354,35 @@ struct Start {
     instance: String,
     /// The checkpoint that consumes this call's result.
     consumed_by: u64,
+    /// Its branch in a join (0 otherwise).
+    branch: usize,
 }
 
 /// `running <activity> for <instance> (key <key>, attempt <n>)` → (effect record, instance,
 /// step of the call).
-fn parse_start(line: &str) -> Option<(String, String, u64)> {
+fn parse_start(line: &str) -> Option<(String, String, u64, usize)> {
     let t: Vec<&str> = line.split_whitespace().collect();
     if t.len() != 8 || t[0] != "running" || t[2] != "for" || t[4] != "(key" {
         return None;
     }
     let key = t[5].trim_end_matches(',');
     let rest = key.strip_prefix(t[3])?.strip_prefix(':')?;
-    let step = rest.split('.').next()?.parse().ok()?;
-    Some((format!("{} {} {key}", t[1], t[3]), t[3].to_owned(), step))
+    let mut parts = rest.split('.');
+    let step = parts.next()?.parse().ok()?;
+    let branch = match parts.next() {
+        Some(b) => b.parse().ok()?,
+        None => 0,
+    };
+    Some((format!("{} {} {key}", t[1], t[3]), t[3].to_owned(), step, branch))
+}
+
+/// `branch <instance> <step> <n>`: branch `n` of the join issued at `step` has its result stored.
+fn parse_branch(line: &str) -> Option<(String, u64, usize)> {
+    let t: Vec<&str> = line.split_whitespace().collect();
+    if t.len() != 4 || t[0] != "branch" {
+        return None;
+    }
+    Some((t[1].to_owned(), t[2].parse().ok()?, t[3].parse().ok()?))
 }
 
 /// `checkpoint <instance> <step> <outcome>`.
@@ -566,24 +581,44 @@ fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut 
         }
     }
 
+    // Join branches whose result was stored before their join's step: the first time each was.
+    let mut branches: HashMap<(String, u64, usize), (usize, usize)> = HashMap::new();
+    for (r, run) in runs.iter().enumerate() {
+        for (i, line) in run.out.iter().enumerate() {
+            if let Some(key) = parse_branch(line) {
+                branches.entry(key).or_insert((r, i));
+            }
+        }
+    }
+
     // Activity starts.
     let mut starts: BTreeMap<String, Vec<Start>> = BTreeMap::new();
     for (r, run) in runs.iter().enumerate() {
         for (i, line) in run.out.iter().enumerate() {
-            if let Some((effect, instance, step)) = parse_start(line) {
+            if let Some((effect, instance, step, branch)) = parse_start(line) {
                 starts.entry(effect).or_default().push(Start {
                     run: r,
                     line: i,
                     instance,
                     consumed_by: step + 1,
+                    branch,
                 });
             }
         }
     }
     for (effect, list) in &starts {
-        let consumed = checkpoints
+        // The result is safe from the first durable record of it: the step that consumed it, or
+        // its branch's own record inside a join.
+        let step = checkpoints
             .get(&(list[0].instance.clone(), list[0].consumed_by))
             .and_then(|at| at.first().copied());
+        let branch = branches
+            .get(&(list[0].instance.clone(), list[0].consumed_by - 1, list[0].branch))
+            .copied();
+        let consumed = match (step, branch) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         for (k, s) in list.iter().enumerate() {
             if let Some((cr, ci)) = consumed
                 && (cr < s.run || (cr == s.run && ci < s.line))
@@ -744,6 +779,19 @@ mod checker {
         assert!(summary.violations.is_empty(), "{:#?}", summary.violations);
         assert_eq!((summary.in_flight, summary.duplicates, summary.activity_runs), (1, 1, 2));
         assert_eq!(summary.distribution, [(2, 1)].into());
+    }
+
+    #[test]
+    fn a_join_branch_recorded_before_a_kill_must_not_run_again() {
+        // Run 0 stored branch 0's result (`branch t-0 1 0`) before it was killed; run 1 running
+        // that activity again is a violation, exactly like re-running a checkpointed step.
+        reports(
+            |r, _| r[0].out.push("branch t-0 1 0".into()),
+            "started in run 1 after its result was checkpointed",
+        );
+        // A record of another branch does not cover this one.
+        let v = violations(|r, _| r[0].out.push("branch t-0 1 3".into()));
+        assert!(v.is_empty(), "{v:#?}");
     }
 
     #[test]
