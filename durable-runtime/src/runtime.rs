@@ -497,6 +497,9 @@ impl Runtime {
     }
 
     /// The status of instance `id`, or `None` if there is none.
+    ///
+    /// It shows the latest write, which can be up to one group commit ahead of what is on disk;
+    /// [`Handle::wait`] hands out only results that are durable.
     pub fn status(&self, id: &str) -> Result<Option<InstanceStatus>, StoreError> {
         let Some(bytes) = self.inner.store.get(Space::Instances, id.as_bytes())? else {
             return Ok(None);
@@ -629,7 +632,8 @@ impl<O: Orchestration> Handle<O> {
         self.rt.status(&self.id)
     }
 
-    /// Waits until the instance completes, fails or is cancelled, and returns its result.
+    /// Waits until the instance completes, fails or is cancelled, and returns its result, once
+    /// that result is durable.
     pub async fn wait(&self) -> Result<OutputOf<O>, InstanceError<ErrorOf<O>>> {
         let mut changes = self.rt.inner.changes.subscribe();
         loop {
@@ -640,6 +644,11 @@ impl<O: Orchestration> Handle<O> {
             let rec = InstanceRecord::from_bytes(&rec).map_err(|e| {
                 InstanceError::Faulted(format!("instance `{}`: unreadable record: {e}", self.id))
             })?;
+            if rec.is_terminal() {
+                // The record may have been written but not yet flushed by its driver: a result
+                // handed out must survive a crash, so wait until everything written is durable.
+                self.rt.inner.make_durable().await?;
+            }
             match rec.state {
                 State::Completed { output } => {
                     return codec::decode(&output)

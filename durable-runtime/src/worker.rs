@@ -206,6 +206,9 @@ impl Inner {
                         requested: orchestration.into(),
                     });
                 }
+                // Another caller may have written it an instant ago: acknowledge only once it is
+                // durable.
+                self.make_durable().await?;
                 Ok(())
             }
         }
