@@ -320,6 +320,10 @@ async fn main() {
         };
         println!("final {} {state} {}", s.id, s.steps);
     }
+    // `status` shows the latest writes, which the group commit may not have flushed yet: stop
+    // cleanly (a final flush) before announcing the end, or the last steps of a process that
+    // exits right away could run again in the next one.
+    rt.shutdown().await;
     println!("all done");
     std::process::exit(i32::from(failed));
 }

@@ -31,6 +31,10 @@ impl GroupCommit {
                     let _ = waiter.send(result.clone());
                 }
             }
+            // The runtime is gone: make whatever it wrote last durable too.
+            if let Err(e) = store.flush() {
+                tracing::error!("final flush failed: {e}");
+            }
         })?;
         Ok(Self { tx: Some(tx), thread: Some(thread) })
     }
