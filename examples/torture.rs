@@ -221,7 +221,15 @@ async fn main() {
 
     // Checkpoints of suspended instances go to the feeder, which raises wanted events.
     let (to_feeder, mut feeder_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let rt = Runtime::builder(&options.db)
+    // `TORTURE_REOPEN_EVERY=N` makes the store snapshot itself (close and reopen sled) every N
+    // writes, so that kills also land around those reopens.
+    let mut builder = Runtime::builder(&options.db);
+    if let Some(n) = std::env::var("TORTURE_REOPEN_EVERY").ok().and_then(|v| v.parse().ok()) {
+        let store = durable::store::SledStore::open_with(&options.db, n)
+            .unwrap_or_else(|e| fail("open", e));
+        builder = builder.store(std::sync::Arc::new(store));
+    }
+    let rt = builder
         .orchestration(sequence)
         .orchestration(looping)
         .orchestration(fan_out)

@@ -106,10 +106,24 @@ impl SledStore {
         if let Some(open) = slot.as_ref() {
             open.db.flush().map_err(io)?;
         }
-        // sled releases its lock when the last handle is dropped, and snapshots while opening.
+        // sled snapshots while opening. Its background thread may hold the directory's lock for
+        // a moment after the last handle is dropped: retry the open for a while.
         drop(slot.take());
-        *slot = Some(open_at(&self.shared.path)?);
-        Ok(())
+        let mut wait = std::time::Duration::from_millis(1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open_at(&self.shared.path) {
+                Ok(open) => {
+                    *slot = Some(open);
+                    return Ok(());
+                }
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
