@@ -321,7 +321,6 @@ impl Lowerer<'_> {
                 let mut expr = value.unwrap_or_else(|| parse_quote!(()));
                 let uses = self.resolve(names_in(&expr));
                 let gotos = self.rewrite(&mut expr);
-                debug_assert!(gotos.is_empty() || !gotos.is_empty());
                 if gotos.is_empty() {
                     self.emit(Node::Return { expr, uses });
                 } else {

@@ -78,15 +78,6 @@ impl<O: DurableOp> Default for Marker<O> {
 #[inline(always)]
 pub fn assert_input<T: Persistable>() {}
 
-/// Asserts at the user's binding that a local kept across an `.await` can be stored.
-#[inline(always)]
-pub fn assert_persistable<T: Persistable>(_: &T) {}
-
-/// The type name recorded in a layout.
-pub fn type_name<T: ?Sized>() -> &'static str {
-    std::any::type_name::<T>()
-}
-
 /// FNV-1a over the identity and the layout: stable across builds and platforms.
 pub fn fingerprint(identity: &str, layout: &[(&str, &str)]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -17,7 +17,8 @@ enum Inner {
     Manual { now_ms: AtomicU64, moved: Notify },
 }
 
-fn ms(d: Duration) -> u64 {
+/// A duration in whole milliseconds, saturating (the unit of every stored time).
+pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -496,8 +496,7 @@ impl<T> WaitEvent<T> {
     /// Gives up after `timeout` (from now, on the runtime's clock) with
     /// [`EventError::TimedOut`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.timeout_at_ms = Some(self.now_ms.saturating_add(ms));
+        self.timeout_at_ms = Some(self.now_ms.saturating_add(crate::clock::ms(timeout)));
         self
     }
 }

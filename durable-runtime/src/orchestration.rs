@@ -115,14 +115,12 @@ impl Ctx {
     /// instance holds no task and no memory; a timer that came due while the process was down
     /// fires on the next open.
     pub fn sleep(&self, duration: Duration) -> Sleep {
-        let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-        Sleep { fire_at_ms: self.inner.now_ms.saturating_add(ms) }
+        Sleep { fire_at_ms: self.inner.now_ms.saturating_add(crate::clock::ms(duration)) }
     }
 
     /// A durable timer until `time`.
     pub fn sleep_until(&self, time: SystemTime) -> Sleep {
-        let ms = time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-        Sleep { fire_at_ms: u64::try_from(ms).unwrap_or(u64::MAX) }
+        Sleep { fire_at_ms: crate::clock::ms(time.duration_since(UNIX_EPOCH).unwrap_or_default()) }
     }
 
     /// Waits for the external event `name` and decodes its payload as `T`. Events raised before

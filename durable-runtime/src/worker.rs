@@ -22,7 +22,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
 use crate::activity::{ActivityContext, ActivityRegistry};
-use crate::clock::Clock;
+use crate::clock::{Clock, ms};
 use crate::commit::GroupCommit;
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion, RetryPolicy};
 use crate::orchestration::{
@@ -85,10 +85,6 @@ fn timer_key(at_ms: u64, id: &str) -> Vec<u8> {
     let mut k = at_ms.to_be_bytes().to_vec();
     k.extend_from_slice(id.as_bytes());
     k
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Inner {
