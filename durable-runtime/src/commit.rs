@@ -1,10 +1,18 @@
 //! Group commit: many checkpoints, one flush.
 //!
-//! A writer puts its record, then asks for a commit and waits. One thread takes every request
-//! queued so far and flushes once; a flush covers every write that returned before it started,
-//! so all those writers are durable when it returns.
+//! A writer takes the current [`Epoch`], puts its record, then asks for a commit of everything
+//! written since that epoch and waits. One thread takes every request queued so far and flushes
+//! once; a flush covers every write that returned before it started, so all those writers are
+//! durable when it returns.
+//!
+//! A failed flush fails every request of its batch, then the store recovers (forgetting what was
+//! not durable) and the epoch moves on twice: once before the recovery and once after it. A
+//! request whose epoch is older than the flush's saw a recovery happen after its write began, so
+//! its write may be gone: it fails too, and its writer starts over from what the store holds.
+//! Nothing is acknowledged that was not flushed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
@@ -12,23 +20,51 @@ use tokio::sync::oneshot;
 
 use crate::store::{Store, StoreError};
 
-type Waiter = oneshot::Sender<Result<(), StoreError>>;
+/// When a writer began: taken before its write, handed to [`GroupCommit::commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Epoch(u64);
+
+struct Request {
+    since: Epoch,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
 
 pub(crate) struct GroupCommit {
-    tx: Option<mpsc::Sender<Waiter>>,
+    tx: Option<mpsc::Sender<Request>>,
     thread: Option<thread::JoinHandle<()>>,
+    epoch: Arc<AtomicU64>,
 }
 
 impl GroupCommit {
     pub(crate) fn start(store: Arc<dyn Store>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<Waiter>();
+        let (tx, rx) = mpsc::channel::<Request>();
+        let epoch = Arc::new(AtomicU64::new(0));
+        let current = epoch.clone();
         let thread = thread::Builder::new().name("durable-commit".into()).spawn(move || {
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
+                let at = Epoch(current.load(Ordering::SeqCst));
                 let result = store.flush();
-                for waiter in batch {
-                    let _ = waiter.send(result.clone());
+                if let Err(e) = &result {
+                    tracing::error!(
+                        "flush failed; forgetting what it would have made durable: {e}"
+                    );
+                    current.fetch_add(1, Ordering::SeqCst);
+                    if let Err(e) = store.recover() {
+                        tracing::error!("the store could not recover: {e}");
+                    }
+                    current.fetch_add(1, Ordering::SeqCst);
+                }
+                for request in batch {
+                    let reply = match &result {
+                        Err(e) => Err(e.clone()),
+                        Ok(()) if request.since != at => Err(StoreError::Io(
+                            "a failed flush discarded this write; it must be made again".into(),
+                        )),
+                        Ok(()) => Ok(()),
+                    };
+                    let _ = request.reply.send(reply);
                 }
             }
             // The runtime is gone: make whatever it wrote last durable too.
@@ -36,14 +72,24 @@ impl GroupCommit {
                 tracing::error!("final flush failed: {e}");
             }
         })?;
-        Ok(Self { tx: Some(tx), thread: Some(thread) })
+        Ok(Self { tx: Some(tx), thread: Some(thread), epoch })
     }
 
-    /// Waits until every write made before this call is durable.
-    pub(crate) async fn commit(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
+    /// The epoch to take before a write that will be committed.
+    pub(crate) fn epoch(&self) -> Epoch {
+        Epoch(self.epoch.load(Ordering::SeqCst))
+    }
+
+    /// Waits until every write made since `since` (and before this call) is durable; fails when
+    /// a flush failed, or when a recovery since `since` may have discarded them.
+    pub(crate) async fn commit(&self, since: Epoch) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
         let closed = || StoreError::Io("the commit thread has stopped".into());
-        self.tx.as_ref().ok_or_else(closed)?.send(tx).map_err(|_| closed())?;
+        self.tx
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(Request { since, reply })
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 }

@@ -637,6 +637,7 @@ impl<O: Orchestration> Handle<O> {
     pub async fn wait(&self) -> Result<OutputOf<O>, InstanceError<ErrorOf<O>>> {
         let mut changes = self.rt.inner.changes.subscribe();
         loop {
+            let since = self.rt.inner.epoch();
             let rec = match self.rt.inner.store.get(Space::Instances, self.id.as_bytes())? {
                 Some(b) => b,
                 None => return Err(InstanceError::NotFound(self.id.clone())),
@@ -647,7 +648,17 @@ impl<O: Orchestration> Handle<O> {
             if rec.is_terminal() {
                 // The record may have been written but not yet flushed by its driver: a result
                 // handed out must survive a crash, so wait until everything written is durable.
-                self.rt.inner.make_durable().await?;
+                if let Err(e) = self.rt.inner.make_durable(since).await {
+                    match e {
+                        // The store stopped: nothing more will become durable.
+                        StoreError::Failed(_) => return Err(e.into()),
+                        // What was read may be gone: read again.
+                        _ => {
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    }
+                }
             }
             match rec.state {
                 State::Completed { output } => {

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::activity::{ActivityContext, ActivityRegistry};
 use crate::clock::{Clock, ms};
-use crate::commit::GroupCommit;
+use crate::commit::{Epoch, GroupCommit};
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion, RetryPolicy};
 use crate::orchestration::{
     Ctx, ErasedOrchestration, Fault, Orchestration, Registry, Resume, StepResult,
@@ -110,9 +110,16 @@ impl Inner {
         self.store.put(Space::Instances, id.as_bytes(), &bytes)
     }
 
-    pub(crate) async fn make_durable(&self) -> Result<(), StoreError> {
+    /// The epoch to take before writing what [`make_durable`](Self::make_durable) will wait for.
+    pub(crate) fn epoch(&self) -> Epoch {
+        self.commit.epoch()
+    }
+
+    /// Waits until what was written since `since` is durable. An error means it may be lost:
+    /// read the record again before deciding anything on it.
+    pub(crate) async fn make_durable(&self, since: Epoch) -> Result<(), StoreError> {
         match self.durability {
-            Durability::Flush => self.commit.commit().await,
+            Durability::Flush => self.commit.commit(since).await,
             Durability::Buffered => Ok(()),
         }
     }
@@ -142,6 +149,7 @@ impl Inner {
         f: impl FnOnce(&mut InstanceRecord),
     ) -> Result<(), ClientError> {
         let mut finished = None;
+        let since = self.epoch();
         let done = self.update(id, |rec| {
             if rec.is_terminal() {
                 finished = Some(state_of(rec, true));
@@ -155,7 +163,7 @@ impl Inner {
         if let Some(state) = finished {
             return Err(ClientError::Finished { id: id.into(), state });
         }
-        self.make_durable().await?;
+        self.make_durable(since).await?;
         Ok(())
     }
 
@@ -185,9 +193,10 @@ impl Inner {
         let bytes = rec
             .to_bytes()
             .map_err(|e| StartError::Input { id: id.into(), reason: e.to_string() })?;
+        let since = self.epoch();
         match self.store.put_new(Space::Instances, id.as_bytes(), &bytes)? {
             None => {
-                self.make_durable().await?;
+                self.make_durable(since).await?;
                 tracing::debug!(instance = %id, orchestration, "started");
                 self.wake(id);
                 Ok(())
@@ -204,13 +213,14 @@ impl Inner {
                 }
                 // Another caller may have written it an instant ago: acknowledge only once it is
                 // durable.
-                self.make_durable().await?;
+                self.make_durable(since).await?;
                 Ok(())
             }
         }
     }
 
     pub(crate) async fn purge(&self, id: &str) -> Result<(), ClientError> {
+        let since = self.epoch();
         {
             let _guard = lock(self.stripe(id));
             match self.load(id) {
@@ -220,7 +230,7 @@ impl Inner {
             }
             self.store.delete(Space::Instances, id.as_bytes())?;
         }
-        self.make_durable().await?;
+        self.make_durable(since).await?;
         Ok(())
     }
 
@@ -798,6 +808,7 @@ impl Inner {
         branches: &[Branch],
         taken: &[u64],
     ) -> Result<(), ClientError> {
+        let since = self.epoch();
         self.update(id, |rec| {
             if let Some(p) = rec.pending.as_mut().filter(|p| p.key == key) {
                 p.branches = branches.to_vec();
@@ -805,7 +816,7 @@ impl Inner {
                 rec.updated_ms = self.clock.now_ms();
             }
         })?;
-        self.make_durable().await?;
+        self.make_durable(since).await?;
         Ok(())
     }
 
@@ -854,6 +865,7 @@ impl Inner {
                 std::panic::catch_unwind(AssertUnwindSafe(|| orchestration.step(&ctx, resume)))
             };
             let status = ctx.take_status();
+            let since = self.epoch();
             let applied = self.update(id, |latest| {
                 let outcome = apply_step(id, latest, rec.steps, now, result, status, &taken);
                 if let (Some(StepOutcome::Incompatible(_)), Some(c)) = (&outcome, &completion) {
@@ -871,11 +883,13 @@ impl Inner {
                     continue;
                 }
             };
-            // The record is written; until it is durable nothing may depend on it.
-            while let Err(e) = self.make_durable().await {
-                tracing::error!("flush failed, retrying it: {e}");
+            // The record is written; until it is durable nothing may depend on it. A failed
+            // flush may have discarded it: run the step again on what the store holds.
+            if let Err(e) = self.make_durable(since).await {
+                tracing::error!("checkpoint not durable, running the step again: {e}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
             }
             let terminal = matches!(
                 outcome,
@@ -904,6 +918,7 @@ impl Inner {
 
     async fn apply_cancel(self: &Arc<Self>, id: &str, reason: &str) {
         let mut children = Vec::new();
+        let since = self.epoch();
         let applied = self.update(id, |rec| {
             if rec.is_terminal() {
                 return None;
@@ -928,8 +943,10 @@ impl Inner {
                 return;
             }
         };
-        if let Err(e) = self.make_durable().await {
+        if let Err(e) = self.make_durable(since).await {
+            // Not durable: the request stays in the record, and the next run applies it.
             tracing::error!("cannot make the cancellation durable: {e}");
+            return;
         }
         tracing::info!(instance = %id, "cancelled: {reason}");
         for child in children {

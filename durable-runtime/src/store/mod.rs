@@ -1,9 +1,10 @@
 //! Where instances live: the [`Store`] trait and its embedded default, [`SledStore`].
 //!
 //! The runtime keeps one record per instance under its id, so a checkpoint is a single-key write
-//! and needs no transaction. Writes become durable only at [`Store::flush`]; the runtime calls it
-//! once for a whole group of checkpoints (group commit) and dispatches no command before it
-//! returns. A server database with several workers would implement the same trait and add leases.
+//! and needs no transaction. Writes become durable (against a power cut, not only a killed
+//! process) only at [`Store::flush`]; the runtime calls it once for a whole group of checkpoints
+//! (group commit) and dispatches no command before it returns. A server database with several
+//! workers would implement the same trait and add leases.
 
 pub mod conformance;
 mod sled;
@@ -24,6 +25,23 @@ pub enum StoreError {
         /// What the storage engine said.
         detail: String,
     },
+    /// A file of the database is damaged; `detail` says what and what to do.
+    #[error("database file {file} is damaged: {detail}")]
+    Damaged {
+        /// The damaged file.
+        file: String,
+        /// What is wrong, and what to do about it.
+        detail: String,
+    },
+    /// The disk is full (or over quota): nothing written since the last durable flush is kept.
+    /// Work can go on once space is freed.
+    #[error("the disk is full: {0}")]
+    Full(String),
+    /// Syncing to stable storage failed. What the operating system still caches can no longer
+    /// be trusted to be on disk, so the store refuses all work until the process restarts and
+    /// reads the database from disk again.
+    #[error("the store stopped after a failed sync and accepts no work until restarted: {0}")]
+    Failed(String),
     /// Any other storage failure.
     #[error("storage error: {0}")]
     Io(String),
@@ -63,7 +81,15 @@ pub trait Store: Send + Sync + 'static {
     fn scan(&self, space: Space, after: Option<&[u8]>, limit: usize)
     -> Result<Entries, StoreError>;
     /// Makes all earlier writes durable.
+    ///
+    /// When it fails, writes made since the last successful flush may be lost; the runtime calls
+    /// [`recover`](Store::recover) before it writes again.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Brings the store back to its durable state after a failed [`flush`](Store::flush): what
+    /// was not durable is forgotten. An error means the store cannot be used any more.
+    fn recover(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -94,5 +120,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn flush(&self) -> Result<(), StoreError> {
         (**self).flush()
+    }
+    fn recover(&self) -> Result<(), StoreError> {
+        (**self).recover()
     }
 }

@@ -1,0 +1,350 @@
+//! The embedded default store: sled 0.34. The only module that names sled.
+//!
+//! sled writes its recovery snapshot only while a database is being opened, so the next open
+//! replays every log entry written since the previous one: after a long run, the first open after
+//! a crash gets slower with history. To keep that replay bounded, the store reopens its database
+//! (flush, close, open: sled snapshots) after every `reopen_every` writes.
+//!
+//! sled alone is not durable against a power cut; [`disk`] adds the syncs it leaves out, owns the
+//! directory for the store's whole life and detects damaged files.
+//!
+//! Failures: a full disk ([`StoreError::Full`]) fails the flush and the writes it would have made
+//! durable; [`Store::recover`] then reopens the database from disk, so work goes on once space is
+//! freed. Any other failed write or sync stops the store for good ([`StoreError::Failed`]): after a
+//! failed `fsync` the kernel may have dropped the data while its cache still shows it, so only a
+//! new process, reading the disk, knows what is durable.
+
+mod disk;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use self::disk::Directory;
+use super::{Entries, Space, Store, StoreError};
+
+/// A [`Store`] in a sled database directory. One process owns a directory at a time. Clones
+/// share the database.
+///
+/// The directory is created `0700` and its files `0600`: checkpoints hold user data.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    open: RwLock<Option<Open>>,
+    directory: Mutex<Directory>,
+    writes: AtomicU64,
+    reopen_every: u64,
+    /// Set by a failed sync: every later operation fails with it.
+    stopped: Mutex<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Open {
+    db: sled::Db,
+    instances: sled::Tree,
+    timers: sled::Tree,
+}
+
+/// A sled error, classified: a full disk can be recovered from by reopening, anything else that
+/// touched the disk cannot.
+fn io(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(e) if is_full(&e) => StoreError::Full(e.to_string()),
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+fn open_at(path: &Path, directory: &mut Directory) -> Result<Open, StoreError> {
+    let db = sled::Config::new().path(path).open().map_err(|e| match e {
+        sled::Error::Io(e) if is_full(&e) => StoreError::Full(e.to_string()),
+        sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked {
+            path: path.display().to_string(),
+            detail: "sled still holds its lock".into(),
+        },
+        sled::Error::Corruption { .. } => StoreError::Damaged {
+            file: path.join("db").display().to_string(),
+            detail: format!(
+                "sled reports {e}. Restore the directory from a backup, or move it away to \
+                 start with an empty database"
+            ),
+        },
+        sled::Error::Unsupported(msg) => StoreError::Damaged {
+            file: path.join("conf").display().to_string(),
+            detail: format!(
+                "sled cannot read its configuration ({msg}). If the file was not written by \
+                 another sled version it is damaged: restore the directory from a backup"
+            ),
+        },
+        other => StoreError::Io(format!("cannot open database {}: {other}", path.display())),
+    })?;
+    let instances = db.open_tree("instances").map_err(io)?;
+    let timers = db.open_tree("timers").map_err(io)?;
+    directory.settle()?;
+    Ok(Open { db, instances, timers })
+}
+
+impl SledStore {
+    /// How many writes pass between two snapshots by default.
+    pub const DEFAULT_REOPEN_EVERY: u64 = 10_000;
+
+    /// Opens (or creates) the database in directory `path`.
+    ///
+    /// A directory that another process holds gives [`StoreError::Locked`] naming the path; a
+    /// damaged file gives [`StoreError::Damaged`] naming the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, Self::DEFAULT_REOPEN_EVERY)
+    }
+
+    /// Opens the database, snapshotting it (by reopening) after every `reopen_every` writes
+    /// (0: never), which bounds what an open after a crash must replay.
+    pub fn open_with(path: impl AsRef<Path>, reopen_every: u64) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_owned();
+        let mut directory = Directory::claim(&path)?;
+        let open = open_at(&path, &mut directory)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path,
+                open: RwLock::new(Some(open)),
+                directory: Mutex::new(directory),
+                writes: AtomicU64::new(0),
+                reopen_every,
+                stopped: Mutex::new(None),
+            }),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        space: Space,
+        f: impl FnOnce(&sled::Tree) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.check_running()?;
+        let guard = self.read()?;
+        let open = guard.as_ref().ok_or_else(unavailable)?;
+        f(match space {
+            Space::Instances => &open.instances,
+            Space::Timers => &open.timers,
+        })
+    }
+
+    fn read(&self) -> Result<RwLockReadGuard<'_, Option<Open>>, StoreError> {
+        self.shared.open.read().map_err(|_| StoreError::Io("store lock poisoned".into()))
+    }
+
+    fn check_running(&self) -> Result<(), StoreError> {
+        match &*lock(&self.shared.stopped) {
+            Some(why) => Err(StoreError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Remembers a failed sync for good, unless the disk was only full.
+    fn stop_unless_full(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Full(_) => e,
+            other => {
+                let why = other.to_string();
+                tracing::error!("store stopped: {why}");
+                *lock(&self.shared.stopped) = Some(why.clone());
+                StoreError::Failed(why)
+            }
+        }
+    }
+
+    /// Counts a write; every `reopen_every` writes, snapshots the database by reopening it.
+    fn wrote(&self) -> Result<(), StoreError> {
+        let every = self.shared.reopen_every;
+        let n = self.shared.writes.fetch_add(1, Ordering::Relaxed) + 1;
+        if every == 0 || !n.is_multiple_of(every) {
+            return Ok(());
+        }
+        self.reopen(true)
+    }
+
+    /// Closes and opens the database again, flushing first when `flush` (a snapshot) and
+    /// dropping what is not durable otherwise (recovery).
+    fn reopen(&self, flush: bool) -> Result<(), StoreError> {
+        let mut slot =
+            self.shared.open.write().map_err(|_| StoreError::Io("store lock poisoned".into()))?;
+        if flush && let Some(open) = slot.as_ref() {
+            open.db.flush().map_err(io)?;
+            lock(&self.shared.directory).sync()?;
+        }
+        // sled snapshots while opening. Its background thread may hold the directory's lock for
+        // a moment after the last handle is dropped: retry the open for a while. No other
+        // process can take it meanwhile: the directory's own lock is held throughout.
+        drop(slot.take());
+        let mut wait = std::time::Duration::from_millis(1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut directory = lock(&self.shared.directory);
+            match open_at(&self.shared.path, &mut directory) {
+                Ok(open) => {
+                    *slot = Some(open);
+                    return Ok(());
+                }
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    drop(directory);
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Io("the database could not be reopened after a snapshot or a failure".into())
+}
+
+impl Store for SledStore {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(space, |t| Ok(t.get(key).map_err(io)?.map(|v| v.to_vec())))
+    }
+
+    fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.with(space, |t| t.insert(key, value).map(drop).map_err(io))?;
+        self.wrote()
+    }
+
+    fn put_new(
+        &self,
+        space: Space,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let present = self.with(space, |t| {
+            match t.compare_and_swap(key, None::<&[u8]>, Some(value)).map_err(io)? {
+                Ok(()) => Ok(None),
+                Err(cas) => Ok(cas.current.map(|v| v.to_vec())),
+            }
+        })?;
+        if present.is_none() {
+            self.wrote()?;
+        }
+        Ok(present)
+    }
+
+    fn delete(&self, space: Space, key: &[u8]) -> Result<(), StoreError> {
+        self.with(space, |t| t.remove(key).map(drop).map_err(io))?;
+        self.wrote()
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Unbounded,
+        };
+        self.with(space, |tree| {
+            let mut out = Vec::new();
+            for item in tree.range::<Vec<u8>, _>((lower, Bound::Unbounded)).take(limit) {
+                let (k, v) = item.map_err(io)?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.check_running()?;
+        let guard = self.read()?;
+        let open = guard.as_ref().ok_or_else(unavailable)?;
+        let synced = open.db.flush().map_err(io).and_then(|_| lock(&self.shared.directory).sync());
+        synced.map_err(|e| self.stop_unless_full(e))
+    }
+
+    fn recover(&self) -> Result<(), StoreError> {
+        self.check_running()?;
+        self.reopen(false).map_err(|e| self.stop_unless_full(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("durable-sled-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn snapshots_by_reopening_keep_every_write_and_conform() {
+        let dir = fresh("reopen");
+        {
+            let store = SledStore::open_with(&dir, 7).unwrap();
+            crate::store::conformance::check(&store).unwrap();
+            for i in 0u32..100 {
+                store.put(Space::Instances, &i.to_be_bytes(), &i.to_le_bytes()).unwrap();
+            }
+            store.flush().unwrap();
+            for i in 0u32..100 {
+                let v = store.get(Space::Instances, &i.to_be_bytes()).unwrap();
+                assert_eq!(v.as_deref(), Some(&i.to_le_bytes()[..]));
+            }
+        }
+        let store = SledStore::open(&dir).unwrap();
+        assert_eq!(store.scan(Space::Instances, None, 1000).unwrap().len(), 100);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_directory_stays_owned_while_the_store_snapshots() {
+        let dir = fresh("owned");
+        let store = SledStore::open_with(&dir, 3).unwrap();
+        for i in 0u32..30 {
+            store.put(Space::Instances, &i.to_be_bytes(), b"v").unwrap();
+            // Between two writes the store may be reopening: a second opener never gets in.
+            assert!(matches!(SledStore::open(&dir), Err(StoreError::Locked { .. })));
+        }
+        store.flush().unwrap();
+        drop(store);
+        assert!(SledStore::open(&dir).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_directory_and_its_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = fresh("private");
+        let store = SledStore::open(&dir).unwrap();
+        store.put(Space::Instances, b"big", &vec![7u8; 1 << 20]).unwrap();
+        store.flush().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let mut files = 0;
+        for entry in
+            std::fs::read_dir(&dir).unwrap().chain(std::fs::read_dir(dir.join("blobs")).unwrap())
+        {
+            let path = entry.unwrap().path();
+            let want = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode(&path), want, "{}", path.display());
+            files += 1;
+        }
+        assert!(files >= 4, "db, conf, lock, blobs and a blob at least");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
