@@ -5,17 +5,19 @@
 //! file's size; it writes large log entries to `blobs/<lsn>` files that it never syncs; it writes
 //! `conf` without a sync and never syncs a directory. [`Directory`] fills each gap:
 //!
-//! - [`Directory::sync`] after every sled flush: `fdatasync` of `db`, then of every blob file
-//!   written since the last sync and of the `blobs` directory. A blob sync also advances the
-//!   *seal* (`blobs.seal`, the highest synced blob's number), so that on the next open a damaged
-//!   blob the seal covers is reported instead of being silently dropped with everything after it.
+//! - [`Directory::sync`] after every sled flush: `fdatasync` of `db`, then of every complete blob
+//!   file written since the last sync and of the `blobs` directory. Synced blobs are listed in
+//!   the *seal* (`blobs.seal`), so that on the next open a damaged blob the seal lists is reported
+//!   instead of being silently dropped by sled with every write after it. A blob still being
+//!   written (its checksum does not match yet) belongs to a later flush and waits for it: sled's
+//!   flush returns only once every blob below its log position is complete.
 //! - [`Directory::claim`] before sled opens: creates the directory `0700`, takes an exclusive
 //!   lock on `durable.lock` held for the store's whole life (sled's own lock is released while the
 //!   store reopens the database for a snapshot), and checks every blob against its checksum.
 //! - [`Directory::settle`] after every open: `0600` on every file, then syncs `conf`, `db`, the
 //!   snapshot's rename (the directory) and the directory's own entry in its parent.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -33,10 +35,8 @@ pub(super) struct Directory {
     path: PathBuf,
     /// Held for the store's whole life: the exclusive lock is on this file.
     _lock: File,
-    /// Blob files already synced (by name).
-    synced_blobs: HashSet<OsString>,
-    /// The highest blob number covered by the seal.
-    sealed: u64,
+    /// Blob files already synced, and listed in the seal (by name).
+    synced_blobs: BTreeSet<OsString>,
 }
 
 impl Directory {
@@ -73,8 +73,8 @@ impl Directory {
             }
         }
         let sealed = read_seal(path)?;
-        let synced_blobs = check_blobs(path, sealed)?;
-        Ok(Self { path: path.to_owned(), _lock: lock, synced_blobs, sealed })
+        let synced_blobs = check_blobs(path, &sealed)?;
+        Ok(Self { path: path.to_owned(), _lock: lock, synced_blobs })
     }
 
     /// Makes the directory's files private and syncs what sled's open created or renamed.
@@ -117,34 +117,36 @@ impl Directory {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(at(&blobs, "cannot list", &e)),
         };
-        let mut present = HashSet::new();
-        let mut highest = None;
+        let mut present = BTreeSet::new();
+        let mut added = false;
         for entry in listing {
             let entry = entry.map_err(|e| at(&blobs, "cannot list", &e))?;
             let name = entry.file_name();
             if !self.synced_blobs.contains(&name) {
                 let file = entry.path();
+                match blob_problem(&file) {
+                    Ok(None) => {}
+                    // Still being written, for a later flush.
+                    Ok(Some(_)) => continue,
+                    // sled removed it meanwhile: nothing left to make durable.
+                    Err(_) if !file.exists() => continue,
+                    Err(e) => return Err(e),
+                }
                 match sync_file(&file) {
                     Ok(()) => {}
-                    // sled removed it meanwhile: nothing left to make durable.
                     Err(_) if !file.exists() => continue,
                     Err(e) => return Err(e),
                 }
                 fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
                     .map_err(|e| at(&file, "cannot make private", &e))?;
-                if let Some(n) = blob_number(&name) {
-                    highest = highest.max(Some(n));
-                }
+                added = true;
             }
             present.insert(name);
         }
         self.synced_blobs = present;
-        if let Some(n) = highest {
+        if added {
             sync_dir(&blobs)?;
-            if n > self.sealed {
-                write_seal(&self.path, n)?;
-                self.sealed = n;
-            }
+            write_seal(&self.path, &self.synced_blobs)?;
         }
         Ok(())
     }
@@ -162,36 +164,39 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path).and_then(|f| f.sync_all()).map_err(|e| at(path, "cannot sync directory", &e))
 }
 
-fn blob_number(name: &std::ffi::OsStr) -> Option<u64> {
-    name.to_str()?.parse().ok()
-}
-
-fn read_seal(dir: &Path) -> Result<u64, StoreError> {
+fn read_seal(dir: &Path) -> Result<BTreeSet<OsString>, StoreError> {
     let path = dir.join(SEAL_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
         Err(e) => return Err(at(&path, "cannot read", &e)),
     };
-    // Eight bytes of number, then their checksum.
+    // The names, one per line, then the checksum of those lines.
     let damaged = || StoreError::Damaged {
         file: path.display().to_string(),
-        detail: "the seal file is not 12 bytes with a valid checksum".into(),
+        detail: "the list of synced blobs does not match its checksum. Restore the database \
+                 directory from a backup"
+            .into(),
     };
-    let (n, crc) = bytes.split_at_checked(8).ok_or_else(damaged)?;
-    let n: [u8; 8] = n.try_into().map_err(|_| damaged())?;
-    if crc != crc32fast::hash(&n).to_le_bytes() {
+    let (names, crc) = bytes.split_last_chunk::<4>().ok_or_else(damaged)?;
+    if u32::from_le_bytes(*crc) != crc32fast::hash(names) {
         return Err(damaged());
     }
-    Ok(u64::from_le_bytes(n))
+    let names = std::str::from_utf8(names).map_err(|_| damaged())?;
+    Ok(names.lines().map(OsString::from).collect())
 }
 
 /// Replaces the seal atomically: a new file, synced, renamed over the old one, directory synced.
-fn write_seal(dir: &Path, n: u64) -> Result<(), StoreError> {
+fn write_seal(dir: &Path, names: &BTreeSet<OsString>) -> Result<(), StoreError> {
     let path = dir.join(SEAL_FILE);
     let fresh = dir.join(format!("{SEAL_FILE}.new"));
-    let mut bytes = n.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&crc32fast::hash(&n.to_le_bytes()).to_le_bytes());
+    let mut bytes = Vec::new();
+    for name in names {
+        bytes.extend_from_slice(name.as_encoded_bytes());
+        bytes.push(b'\n');
+    }
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
     let write = || -> io::Result<()> {
         let mut f =
             OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&fresh)?;
@@ -204,11 +209,12 @@ fn write_seal(dir: &Path, n: u64) -> Result<(), StoreError> {
 }
 
 /// Checks every blob file against the checksum sled wrote at its start. A damaged blob that the
-/// seal covers was acknowledged: report it. One past the seal was never acknowledged (a power
-/// cut before its sync): sled's open discards it with the log entries after it.
-fn check_blobs(dir: &Path, sealed: u64) -> Result<HashSet<OsString>, StoreError> {
+/// seal lists was synced, so a power cut cannot have damaged it: report it. One the seal does not
+/// list was never acknowledged (a cut before its sync): sled's open discards it with the log
+/// entries after it.
+fn check_blobs(dir: &Path, sealed: &BTreeSet<OsString>) -> Result<BTreeSet<OsString>, StoreError> {
     let blobs = dir.join("blobs");
-    let mut present = HashSet::new();
+    let mut present = BTreeSet::new();
     let listing = match fs::read_dir(&blobs) {
         Ok(l) => l,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(present),
@@ -218,8 +224,7 @@ fn check_blobs(dir: &Path, sealed: u64) -> Result<HashSet<OsString>, StoreError>
         let entry = entry.map_err(|e| at(&blobs, "cannot list", &e))?;
         let name = entry.file_name();
         let file = entry.path();
-        let covered = blob_number(&name).is_some_and(|n| n <= sealed);
-        if covered {
+        if sealed.contains(&name) {
             if let Some(problem) = blob_problem(&file)? {
                 return Err(StoreError::Damaged {
                     file: file.display().to_string(),
