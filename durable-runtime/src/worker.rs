@@ -214,6 +214,11 @@ impl Inner {
                 // Another caller may have written it an instant ago: acknowledge only once it is
                 // durable.
                 self.make_durable(since).await?;
+                // An earlier start may have written it and then failed to make it durable before
+                // waking it: make sure it runs.
+                if !existing.is_terminal() {
+                    self.wake(id);
+                }
                 Ok(())
             }
         }
@@ -886,6 +891,12 @@ impl Inner {
             // The record is written; until it is durable nothing may depend on it. A failed
             // flush may have discarded it: run the step again on what the store holds.
             if let Err(e) = self.make_durable(since).await {
+                if let StoreError::Failed(_) = e {
+                    // Nothing can become durable any more: stop, and let waiting clients see it.
+                    tracing::error!("instance `{id}` stops: {e}");
+                    self.changes.send_modify(|v| *v += 1);
+                    return None;
+                }
                 tracing::error!("checkpoint not durable, running the step again: {e}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

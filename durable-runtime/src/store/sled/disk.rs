@@ -89,7 +89,10 @@ impl Directory {
             fs::set_permissions(file, fs::Permissions::from_mode(private))
                 .map_err(|e| at(file, "cannot make private", &e))?;
             if file.is_file() {
-                sync_file(file)?;
+                // At open, a file may be new: sync its metadata too.
+                File::open(file)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| at(file, "cannot sync", &e))?;
             }
         }
         let blobs = self.path.join("blobs");
@@ -260,4 +263,39 @@ fn blob_problem(file: &Path) -> Result<Option<String>, StoreError> {
         return Ok(Some("its checksum does not match its contents".into()));
     }
     Ok(None)
+}
+
+/// Free space the store leaves untouched on the database's file system: sled stops for good
+/// (its writes hang) when the disk fills under it, so the store refuses a write that would come
+/// close to that instead, with [`StoreError::Full`], and accepts it again once space is freed.
+pub(super) const RESERVE: u64 = 8 << 20;
+
+/// Looks at the free space before every write: another process may fill the disk at any time,
+/// and a `statvfs` costs about a microsecond, far below a write's flush.
+#[derive(Debug)]
+pub(super) struct Room {
+    path: PathBuf,
+}
+
+impl Room {
+    pub(super) fn new(path: &Path) -> Self {
+        Self { path: path.to_owned() }
+    }
+
+    /// Makes sure a write of `bytes` leaves the reserve free.
+    pub(super) fn claim(&self, bytes: usize) -> Result<(), StoreError> {
+        // sled may write a value twice (log and, later, a rewritten page), plus headers.
+        let need = u64::try_from(bytes).unwrap_or(u64::MAX).saturating_mul(2).saturating_add(512);
+        let stat = rustix::fs::statvfs(&self.path)
+            .map_err(|e| at(&self.path, "cannot read the free space of", &e.into()))?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if free.saturating_sub(RESERVE) < need {
+            return Err(StoreError::Full(format!(
+                "{free} bytes free on the file system of {}, and the store keeps {RESERVE} in \
+                 reserve: free some space",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
 }

@@ -8,9 +8,10 @@
 //! sled alone is not durable against a power cut; [`disk`] adds the syncs it leaves out, owns the
 //! directory for the store's whole life and detects damaged files.
 //!
-//! Failures: a full disk ([`StoreError::Full`]) fails the flush and the writes it would have made
-//! durable; [`Store::recover`] then reopens the database from disk, so work goes on once space is
-//! freed. Any other failed write or sync stops the store for good ([`StoreError::Failed`]): after a
+//! Failures: sled hangs when its disk fills, so writes are refused with [`StoreError::Full`] while
+//! less than [`disk::RESERVE`] would stay free, and accepted again once space is freed. A full
+//! disk that sled meets anyway (another process filled it) fails the flush and the writes it would
+//! have made durable; [`Store::recover`] then reopens the database from disk. Any other failed write or sync stops the store for good ([`StoreError::Failed`]): after a
 //! failed `fsync` the kernel may have dropped the data while its cache still shows it, so only a
 //! new process, reading the disk, knows what is durable.
 
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
-use self::disk::Directory;
+use self::disk::{Directory, Room};
 use super::{Entries, Space, Store, StoreError};
 
 /// A [`Store`] in a sled database directory. One process owns a directory at a time. Clones
@@ -37,6 +38,7 @@ struct Shared {
     path: PathBuf,
     open: RwLock<Option<Open>>,
     directory: Mutex<Directory>,
+    room: Room,
     writes: AtomicU64,
     reopen_every: u64,
     /// Set by a failed sync: every later operation fails with it.
@@ -66,10 +68,16 @@ fn is_full(e: &std::io::Error) -> bool {
 fn open_at(path: &Path, directory: &mut Directory) -> Result<Open, StoreError> {
     let db = sled::Config::new().path(path).open().map_err(|e| match e {
         sled::Error::Io(e) if is_full(&e) => StoreError::Full(e.to_string()),
-        sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked {
-            path: path.display().to_string(),
-            detail: "sled still holds its lock".into(),
-        },
+        // sled reports its own lock as `Other` with this text.
+        sled::Error::Io(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock") =>
+        {
+            StoreError::Locked {
+                path: path.display().to_string(),
+                detail: "sled still holds its lock".into(),
+            }
+        }
         sled::Error::Corruption { .. } => StoreError::Damaged {
             file: path.join("db").display().to_string(),
             detail: format!(
@@ -112,9 +120,10 @@ impl SledStore {
         let open = open_at(&path, &mut directory)?;
         Ok(Self {
             shared: Arc::new(Shared {
-                path,
                 open: RwLock::new(Some(open)),
                 directory: Mutex::new(directory),
+                room: Room::new(&path),
+                path,
                 writes: AtomicU64::new(0),
                 reopen_every,
                 stopped: Mutex::new(None),
@@ -217,6 +226,7 @@ impl Store for SledStore {
     }
 
     fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.shared.room.claim(key.len() + value.len())?;
         self.with(space, |t| t.insert(key, value).map(drop).map_err(io))?;
         self.wrote()
     }
@@ -227,6 +237,7 @@ impl Store for SledStore {
         key: &[u8],
         value: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.shared.room.claim(key.len() + value.len())?;
         let present = self.with(space, |t| {
             match t.compare_and_swap(key, None::<&[u8]>, Some(value)).map_err(io)? {
                 Ok(()) => Ok(None),
