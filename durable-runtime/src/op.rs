@@ -317,9 +317,15 @@ impl<A: Activity> Call<A> {
         Self { input, policy: RetryPolicy::default(), _activity: PhantomData }
     }
 
-    /// Retries and timeouts for this call.
+    /// Retries and timeouts for this call. A timeout set with
+    /// [`with_timeout`](Self::with_timeout) is kept unless `policy` sets its own, so the two
+    /// calls can come in either order.
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        let timeout = self.policy.attempt_timeout;
         self.policy = policy;
+        if self.policy.attempt_timeout.is_none() {
+            self.policy.attempt_timeout = timeout;
+        }
         self
     }
 
@@ -374,6 +380,37 @@ mod tests {
         assert_eq!(p.backoff(2), Duration::from_millis(300));
         assert_eq!(p.backoff(3), Duration::from_millis(500));
         assert_eq!(p.backoff(9), Duration::from_millis(500));
+    }
+
+    struct Noop;
+    impl Activity for Noop {
+        type Input = ();
+        type Ok = ();
+        type Err = String;
+        const NAME: &'static str = "noop";
+        #[allow(clippy::manual_async_fn, reason = "the trait asks for a `'static` future")]
+        fn invoke(
+            &self,
+            _: crate::ActivityContext,
+            _: (),
+        ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+            async { Ok(()) }
+        }
+    }
+
+    #[test]
+    fn timeout_survives_a_later_retry_policy_in_either_order() {
+        let t = Duration::from_millis(500);
+        let a = Call::<Noop>::new(()).with_timeout(t).with_retry(RetryPolicy::attempts(3));
+        let b = Call::<Noop>::new(()).with_retry(RetryPolicy::attempts(3)).with_timeout(t);
+        for call in [a, b] {
+            assert_eq!(call.policy.attempt_timeout, Some(t));
+            assert_eq!(call.policy.max_attempts, 3);
+        }
+        let own =
+            RetryPolicy { attempt_timeout: Some(Duration::from_secs(9)), ..RetryPolicy::default() };
+        let c = Call::<Noop>::new(()).with_timeout(t).with_retry(own);
+        assert_eq!(c.policy.attempt_timeout, Some(Duration::from_secs(9)), "the policy's own wins");
     }
 }
 
