@@ -87,6 +87,23 @@ fn timer_key(at_ms: u64, id: &str) -> Vec<u8> {
     k
 }
 
+/// The timer index entries `pending` may have made: its timers, event timeouts and retry
+/// backoffs.
+fn timer_keys(id: &str, pending: &Pending) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for (leaf, branch) in pending.command.leaves().iter().zip(&pending.branches) {
+        match leaf {
+            Command::Timer { fire_at_ms } => keys.push(timer_key(*fire_at_ms, id)),
+            Command::Event { timeout_at_ms: Some(t), .. } => keys.push(timer_key(*t, id)),
+            _ => {}
+        }
+        if branch.not_before_ms > 0 {
+            keys.push(timer_key(branch.not_before_ms, id));
+        }
+    }
+    keys
+}
+
 impl Inner {
     // ----- records -----
 
@@ -213,12 +230,16 @@ impl Inner {
     pub(crate) async fn purge(&self, id: &str) -> Result<(), ClientError> {
         {
             let _guard = lock(self.stripe(id));
-            match self.load(id) {
+            let pending = match self.load(id) {
                 Ok(None) => return Err(ClientError::NotFound(id.into())),
                 Ok(Some(rec)) if !rec.is_terminal() => return Err(ClientError::Running(id.into())),
-                Ok(Some(_)) | Err(_) => {}
-            }
+                Ok(Some(rec)) => rec.pending,
+                Err(_) => None,
+            };
             self.store.delete(Space::Instances, id.as_bytes())?;
+            if let Some(p) = &pending {
+                self.unschedule_timers(id, p);
+            }
         }
         self.make_durable().await?;
         Ok(())
@@ -440,6 +461,17 @@ impl Inner {
             }
         });
         *lock(&self.timer_task) = Some(task);
+    }
+
+    /// Removes the timer index entries of a pending command that is over (its instance stepped
+    /// on, ended or was purged). An entry a crash leaves behind only wakes the instance for
+    /// nothing when it comes due.
+    fn unschedule_timers(&self, id: &str, pending: &Pending) {
+        for key in timer_keys(id, pending) {
+            if let Err(e) = self.store.delete(Space::Timers, &key) {
+                tracing::warn!("cannot remove a timer entry: {e}");
+            }
+        }
     }
 
     fn schedule_timer(&self, at_ms: u64, id: &str) {
@@ -877,6 +909,9 @@ impl Inner {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+            if let Some(p) = &rec.pending {
+                self.unschedule_timers(id, p);
+            }
             let terminal = matches!(
                 outcome,
                 StepOutcome::Completed
@@ -904,10 +939,12 @@ impl Inner {
 
     async fn apply_cancel(self: &Arc<Self>, id: &str, reason: &str) {
         let mut children = Vec::new();
+        let mut pending = None;
         let applied = self.update(id, |rec| {
             if rec.is_terminal() {
                 return None;
             }
+            pending = rec.pending.clone();
             if let Some(p) = &rec.pending {
                 for (leaf, b) in p.command.leaves().iter().zip(&p.branches) {
                     if let (Command::Child { .. }, Some(child), None) = (leaf, &b.child_id, &b.done)
@@ -930,6 +967,9 @@ impl Inner {
         };
         if let Err(e) = self.make_durable().await {
             tracing::error!("cannot make the cancellation durable: {e}");
+        }
+        if let Some(p) = &pending {
+            self.unschedule_timers(id, p);
         }
         tracing::info!(instance = %id, "cancelled: {reason}");
         for child in children {
