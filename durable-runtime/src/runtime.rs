@@ -29,10 +29,60 @@ pub enum OpenError {
     Thread(String),
 }
 
+/// The longest instance id a client may choose, in bytes. Ids a parent derives for its
+/// sub-orchestrations (`<parent>:<step>`) may be longer.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Checks an instance id chosen by a client or given with `Child::with_id`: not empty, no NUL
+/// byte, at most [`MAX_ID_BYTES`].
+pub(crate) fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("an instance id must not be empty".into());
+    }
+    if id.contains('\0') {
+        return Err("an instance id must not contain a NUL character".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!(
+            "an instance id must be at most {MAX_ID_BYTES} bytes, this one has {}",
+            id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// An id short enough to print in an error.
+pub(crate) fn shown_id(id: &str) -> String {
+    match id.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &id[..cut]),
+        None => id.to_owned(),
+    }
+}
+
 /// Starting an instance failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
+    /// The id is empty, contains a NUL character or is longer than [`MAX_ID_BYTES`].
+    #[error("invalid instance id `{id}`: {reason}")]
+    InvalidId {
+        /// The id (its first 64 characters).
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The id is taken by an instance of the same orchestration that belongs to another parent
+    /// (or to none): a client cannot take over a sub-orchestration's id, nor a parent a
+    /// client's instance.
+    #[error("instance `{id}` already exists and belongs to {owner}, not to {requested}")]
+    Taken {
+        /// The instance id.
+        id: String,
+        /// Who started the existing instance (`a client` or `parent `P``).
+        owner: String,
+        /// Who asked.
+        requested: String,
+    },
     /// The id is taken by an instance of another orchestration.
     #[error("instance `{id}` already exists as orchestration `{existing}`, not `{requested}`")]
     Conflict {
@@ -464,8 +514,10 @@ impl Runtime {
 
     /// Starts an instance of `orchestration` under `id`, durably, and returns a handle to it.
     ///
-    /// Idempotent: if `id` exists as an instance of the same orchestration, returns a handle to
-    /// that instance and starts nothing; if it exists as another orchestration, an error.
+    /// Idempotent: if `id` exists as an instance of the same orchestration started by a client,
+    /// returns a handle to that instance and starts nothing, whatever input it was started with;
+    /// if it exists as another orchestration, or as a sub-orchestration of some parent, an
+    /// error. `id` must not be empty, contain NUL or exceed [`MAX_ID_BYTES`].
     pub async fn start<O: Orchestration>(
         &self,
         orchestration: impl FnOnce() -> O,
@@ -473,6 +525,7 @@ impl Runtime {
         input: O::Input,
     ) -> Result<Handle<O>, StartError> {
         let id = id.into();
+        validate_id(&id).map_err(|reason| StartError::InvalidId { id: shown_id(&id), reason })?;
         self.inner.register(orchestration());
         let bytes = codec::encode(&input)
             .map_err(|e| StartError::Input { id: id.clone(), reason: e.to_string() })?;

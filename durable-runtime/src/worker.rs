@@ -31,7 +31,7 @@ use crate::orchestration::{
 use crate::record::{Branch, InstanceRecord, Pending, State};
 use crate::runtime::{
     ClientError, Durability, InstanceState, InstanceStatus, Observer, StartError, StepEvent,
-    StepOutcome, time_of,
+    StepOutcome, shown_id, time_of, validate_id,
 };
 use crate::store::{Space, Store, StoreError};
 
@@ -198,7 +198,8 @@ impl Inner {
             Some(v) => v,
             None => self.newest(orchestration).map_or(1, |(v, _)| v),
         };
-        let rec = InstanceRecord::new(orchestration, version, input, self.clock.now_ms(), parent);
+        let rec =
+            InstanceRecord::new(orchestration, version, input, self.clock.now_ms(), parent.clone());
         let bytes = rec
             .to_bytes()
             .map_err(|e| StartError::Input { id: id.into(), reason: e.to_string() })?;
@@ -217,6 +218,19 @@ impl Inner {
                         id: id.into(),
                         existing: existing.orchestration,
                         requested: orchestration.into(),
+                    });
+                }
+                // A sub-orchestration's id is derived from its parent's; a client that took it
+                // first (or another parent) must not hand its result to this parent.
+                if existing.parent != parent {
+                    let who = |p: &Option<String>| match p {
+                        Some(p) => format!("parent `{}`", shown_id(p)),
+                        None => "a client".to_owned(),
+                    };
+                    return Err(StartError::Taken {
+                        id: shown_id(id),
+                        owner: who(&existing.parent),
+                        requested: who(&parent),
                     });
                 }
                 // Another caller may have written it an instant ago: acknowledge only once it is
@@ -743,9 +757,19 @@ impl Inner {
                         changed = true;
                     }
                 }
-                Command::Child { orchestration, input, .. } => {
+                Command::Child { orchestration, input, id: chosen } => {
                     let child_id =
                         branch.child_id.clone().unwrap_or_else(|| format!("{id}:child-{i}"));
+                    if !branch.child_started
+                        && let Some(reason) = chosen.as_deref().and_then(|c| validate_id(c).err())
+                    {
+                        branch.done = Some(Completion::Child(Err(ChildFailure::NotStarted(
+                            format!("invalid instance id `{}`: {reason}", shown_id(&child_id)),
+                        ))));
+                        branch.child_started = true;
+                        changed = true;
+                        continue;
+                    }
                     if !branch.child_started {
                         match self
                             .start_encoded(
