@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use durable::store::{SledStore, Space, Store};
-use durable::{Ctx, Durability, Failure, Runtime, orchestration};
+use durable::{
+    Clock, Ctx, Durability, Failure, InstanceError, InstanceState, Runtime, activity, orchestration,
+};
+use serde::{Deserialize, Serialize};
 use support::harness::fresh_db;
 
 #[orchestration]
@@ -131,5 +134,146 @@ async fn empty_nul_and_overlong_ids_are_refused() {
     }
     let longest = "z".repeat(durable::MAX_ID_BYTES);
     assert_eq!(rt.start(kid, longest, 1).await.unwrap().wait().await.unwrap(), 10);
+    rt.shutdown().await;
+}
+
+// ----- deeply nested values -----
+
+/// A value nested as deep as one likes. Built, encoded and dropped without recursion, so only
+/// decoding it (derived, recursive) is at risk.
+#[derive(Deserialize, Debug)]
+enum Nest {
+    Leaf,
+    Node(Box<Nest>),
+}
+
+fn deep(levels: usize) -> Nest {
+    let mut n = Nest::Leaf;
+    for _ in 0..levels {
+        n = Nest::Node(Box::new(n));
+    }
+    n
+}
+
+impl Serialize for Nest {
+    /// The bytes bincode writes for the derived form: variant index 1 per `Node`, then 0.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut levels = 0;
+        let mut at = self;
+        while let Nest::Node(next) = at {
+            levels += 1;
+            at = next;
+        }
+        let mut t = s.serialize_tuple(levels + 1)?;
+        for _ in 0..levels {
+            t.serialize_element(&1u32)?;
+        }
+        t.serialize_element(&0u32)?;
+        t.end()
+    }
+}
+
+impl Drop for Nest {
+    fn drop(&mut self) {
+        if let Nest::Node(inner) = self {
+            let mut next = std::mem::replace(&mut **inner, Nest::Leaf);
+            while let Nest::Node(inner) = &mut next {
+                next = std::mem::replace(&mut **inner, Nest::Leaf);
+            }
+        }
+    }
+}
+
+#[orchestration]
+async fn takes_nest(_ctx: Ctx, nest: Nest) -> Result<bool, Failure> {
+    Ok(matches!(nest, Nest::Node(_)))
+}
+
+#[activity]
+async fn makes_nest(levels: u64) -> Result<Nest, String> {
+    Ok(deep(usize::try_from(levels).unwrap()))
+}
+
+#[orchestration]
+async fn gets_nest(ctx: Ctx, levels: u64) -> Result<bool, Failure> {
+    let nest = ctx.call(makes_nest, levels).await?;
+    Ok(matches!(nest, Nest::Node(_)))
+}
+
+fn assert_faulted<T: std::fmt::Debug, E: std::fmt::Debug>(
+    r: Option<Result<T, InstanceError<E>>>,
+    expect: &str,
+) {
+    match r {
+        Some(Err(InstanceError::Faulted(m))) => assert!(m.contains(expect), "{m}"),
+        other => panic!("expected a fault about {expect:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_input_or_activity_result_fails_its_instance_not_the_process() {
+    let db = fresh_db("deep-values");
+    let rt = Runtime::builder(&db)
+        .orchestration(takes_nest)
+        .orchestration(gets_nest)
+        .orchestration(kid)
+        .open()
+        .await
+        .unwrap();
+    let input = rt.start(takes_nest, "deep-input", deep(100_000)).await.unwrap();
+    let output = rt.start(gets_nest, "deep-output", 100_000).await.unwrap();
+    let fine = rt.start(gets_nest, "shallow", 10).await.unwrap();
+    let other = rt.start(kid, "neighbour", 4).await.unwrap();
+    let wait = Duration::from_secs(20);
+    assert_faulted(input.wait_timeout(wait).await, "nested more than");
+    assert_faulted(output.wait_timeout(wait).await, "nested more than");
+    assert!(fine.wait_timeout(wait).await.unwrap().unwrap());
+    assert_eq!(other.wait_timeout(wait).await.unwrap().unwrap(), 40);
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_deeply_nested_record_fails_only_its_instance() {
+    let db = fresh_db("deep-record");
+    let t0 = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let clock = Clock::manual(t0);
+    let b = || Runtime::builder(&db).orchestration(naps).clock(clock.clone());
+    let rt = b().open().await.unwrap();
+    for id in ["good", "crafted"] {
+        rt.start(naps, id, 1).await.unwrap();
+    }
+    wait_until("both sleep", || {
+        ["good", "crafted"]
+            .iter()
+            .all(|id| rt.status(id).unwrap().unwrap().pending.as_deref() == Some("timer"))
+    })
+    .await;
+    rt.shutdown().await;
+    drop(rt);
+    // Wrap the pending timer of `crafted` in 100,000 one-element joins.
+    {
+        let store = SledStore::open(&db).unwrap();
+        let mut bytes = store.get(Space::Instances, b"crafted").unwrap().unwrap();
+        let fire_at = 1_000_000_000 + 3_600_000u64;
+        let timer =
+            durable::codec::encode(&durable::Command::Timer { fire_at_ms: fire_at }).unwrap();
+        let at = bytes.windows(timer.len()).position(|w| w == timer).unwrap();
+        let join_of_one = [4u8, 1]; // variant `Join`, a Vec of length 1
+        let prefix: Vec<u8> = join_of_one.iter().copied().cycle().take(200_000).collect();
+        bytes.splice(at..at, prefix);
+        store.put(Space::Instances, b"crafted", &bytes).unwrap();
+        store.flush().unwrap();
+    }
+    let rt = b().open().await.unwrap();
+    clock.advance(Duration::from_secs(3600));
+    let good = rt.handle::<naps>("good").wait_timeout(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(good.unwrap(), 1, "the neighbour completes");
+    match rt.status("crafted").unwrap().unwrap().state {
+        InstanceState::Failed { message } => {
+            assert!(message.contains("nested more than"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
     rt.shutdown().await;
 }

@@ -2,7 +2,12 @@
 //!
 //! Everything durable writes goes through [`encode`] and comes back through [`decode`]: bincode 2
 //! with serde, positional and little-endian with variable-length integers. Every decode has a size
-//! limit, so a corrupt length prefix is an error and never an allocation of gigabytes.
+//! limit, so a corrupt length prefix is an error and never an allocation of gigabytes, and a depth
+//! limit ([`MAX_DEPTH`]), so a deeply nested value is an error and never a stack overflow.
+
+mod depth;
+
+pub use depth::MAX_DEPTH;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -39,8 +44,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes a `T` from `bytes`; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let (value, read) = decode_prefix(bytes)?;
     if read != bytes.len() {
         return Err(CodecError::Decode(format!(
             "{} trailing bytes after the value",
@@ -52,7 +56,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 
 /// Decodes a `T` from the front of `bytes`; returns it and the number of bytes read.
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
-    bincode::serde::decode_from_slice(bytes, config())
+    bincode::serde::seed_decode_from_slice(depth::Limited::<T>::new(), bytes, config())
         .map_err(|e| CodecError::Decode(e.to_string()))
 }
 
