@@ -277,3 +277,94 @@ async fn a_crafted_deeply_nested_record_fails_only_its_instance() {
     }
     rt.shutdown().await;
 }
+
+// ----- blocking activities and busy steps -----
+
+#[activity]
+async fn blocks_thread(ms: u64) -> Result<u64, String> {
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(ms)
+}
+
+#[orchestration]
+async fn calls_blocking(ctx: Ctx, ms: u64) -> Result<String, Failure> {
+    let r = ctx
+        .call(blocks_thread, ms)
+        .with_timeout(Duration::from_millis(500))
+        .with_retry(durable::RetryPolicy::attempts(1))
+        .await;
+    Ok(match r {
+        Ok(v) => format!("ran {v}"),
+        Err(durable::ActivityError::TimedOut(_)) => "timed out".into(),
+        Err(e) => format!("{e}"),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_activities_time_out_on_time_and_stall_nobody_else() {
+    let db = fresh_db("blocking-activities");
+    let rt = Runtime::builder(&db)
+        .orchestration(calls_blocking)
+        .orchestration(kid)
+        .open()
+        .await
+        .unwrap();
+    let began = std::time::Instant::now();
+    // As many blocked threads as the runtime has workers.
+    let a = rt.start(calls_blocking, "block-a", 3000).await.unwrap();
+    let b = rt.start(calls_blocking, "block-b", 3000).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let other = rt.start(kid, "meanwhile", 7).await.unwrap();
+    assert_eq!(other.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 70);
+    let other_done = began.elapsed();
+    for h in [a, b] {
+        assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), "timed out");
+    }
+    let timed_out = began.elapsed();
+    assert!(other_done < Duration::from_millis(1500), "the other instance waited {other_done:?}");
+    assert!(timed_out < Duration::from_millis(2500), "500 ms timeouts fired after {timed_out:?}");
+    rt.shutdown().await;
+}
+
+static STOP_SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[orchestration]
+async fn spins(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+    ctx.sleep(Duration::from_millis(1)).await;
+    // No `.await` in here: the step computes until told to stop.
+    while !STOP_SPINNING.load(std::sync::atomic::Ordering::Relaxed) {
+        std::hint::spin_loop();
+    }
+    Ok(x)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_steps_stall_only_themselves_and_cancel_and_shutdown_still_work() {
+    let db = fresh_db("busy-steps");
+    // Ends the spinning after 20 s whatever happens, so that a regression fails instead of
+    // hanging.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(20));
+        STOP_SPINNING.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let rt = Runtime::builder(&db).orchestration(spins).orchestration(kid).open().await.unwrap();
+    let began = std::time::Instant::now();
+    rt.start(spins, "spin-a", 1).await.unwrap();
+    let b = rt.start(spins, "spin-b", 2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let other = rt.start(kid, "meanwhile", 3).await.unwrap();
+    assert_eq!(other.wait_timeout(Duration::from_secs(30)).await.unwrap().unwrap(), 30);
+    let other_done = began.elapsed();
+    rt.cancel("spin-b", "enough").await.unwrap();
+    match b.wait_timeout(Duration::from_secs(30)).await.unwrap() {
+        Err(InstanceError::Cancelled(reason)) => assert_eq!(reason, "enough"),
+        other => panic!("{other:?}"),
+    }
+    let cancelled = began.elapsed();
+    tokio::time::timeout(Duration::from_secs(30), rt.shutdown()).await.unwrap();
+    let shut = began.elapsed();
+    STOP_SPINNING.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(other_done < Duration::from_secs(3), "the other instance waited {other_done:?}");
+    assert!(cancelled < Duration::from_secs(4), "the cancellation took until {cancelled:?}");
+    assert!(shut < Duration::from_secs(5), "shutdown returned at {shut:?}");
+}

@@ -28,7 +28,7 @@ use crate::op::{ActivityFailure, ChildFailure, Command, Completion, RetryPolicy}
 use crate::orchestration::{
     Ctx, ErasedOrchestration, Fault, Orchestration, Registry, Resume, StepResult,
 };
-use crate::record::{Branch, InstanceRecord, Pending, State};
+use crate::record::{Branch, Frame, InstanceRecord, Pending, State};
 use crate::runtime::{
     ClientError, Durability, InstanceState, InstanceStatus, Observer, StartError, StepEvent,
     StepOutcome, shown_id, time_of, validate_id,
@@ -551,7 +551,7 @@ impl Inner {
             let Some(pending) = rec.pending.clone() else {
                 // The first step, or the first after continue-as-new.
                 let outcome =
-                    self.run_step(&id, &rec, orchestration.as_ref(), None, Vec::new()).await;
+                    self.run_step(&id, &rec, &orchestration, None, Vec::new(), &notify).await;
                 if matches!(outcome, Some(StepOutcome::Incompatible(_)))
                     && self.may_stop(&id, &wakes, seen)
                 {
@@ -569,7 +569,7 @@ impl Inner {
                 running.clear();
                 finished.clear();
                 let outcome = self
-                    .run_step(&id, &rec, orchestration.as_ref(), Some(completion), progress.taken)
+                    .run_step(&id, &rec, &orchestration, Some(completion), progress.taken, &notify)
                     .await;
                 if matches!(outcome, Some(StepOutcome::Incompatible(_)))
                     && self.may_stop(&id, &wakes, seen)
@@ -694,16 +694,32 @@ impl Inner {
                 let result = match fut {
                     None => Err(ActivityFailure::NotRegistered(name)),
                     Some(fut) => {
-                        let inner = tokio::spawn(fut);
-                        let abort = AbortOnDrop(inner.abort_handle());
+                        // The attempt runs on a thread of its own (tokio's blocking pool), so an
+                        // activity that blocks its thread stalls only itself: its timeout is
+                        // enforced from here and fires on time. Dropping `stop` (on timeout, or
+                        // when this task is aborted) drops an async activity at its next
+                        // `.await`; a blocking one runs on until it returns, unheard.
+                        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                        let rt = tokio::runtime::Handle::current();
+                        let inner = tokio::task::spawn_blocking(move || {
+                            rt.block_on(async move {
+                                tokio::select! {
+                                    r = fut => Some(r),
+                                    _ = stopped => None,
+                                }
+                            })
+                        });
                         let joined = match timeout {
                             None => Some(inner.await),
                             Some(limit) => tokio::time::timeout(limit, inner).await.ok(),
                         };
-                        drop(abort);
+                        drop(stop);
                         match joined {
                             None => Err(ActivityFailure::TimedOut(timeout.unwrap_or_default())),
-                            Some(Ok(r)) => r,
+                            Some(Ok(Some(r))) => r,
+                            Some(Ok(None)) => Err(ActivityFailure::Panicked(
+                                "activity attempt was stopped".into(),
+                            )),
                             Some(Err(e)) if e.is_panic() => Err(ActivityFailure::Panicked(
                                 panic_message(e.into_panic().as_ref()),
                             )),
@@ -881,34 +897,73 @@ impl Inner {
         }
     }
 
+    /// Runs the orchestration's code of one step on a thread of tokio's blocking pool, so that a
+    /// step that computes for long (or never returns) holds that thread only: timers, commits,
+    /// clients and the other instances go on. While it runs, a cancellation of the instance is
+    /// applied at once; the step's result, if it ever comes, is then discarded.
+    async fn run_code(
+        self: &Arc<Self>,
+        id: &str,
+        orchestration: &Arc<dyn ErasedOrchestration>,
+        ctx: &Ctx,
+        resume: (Option<Frame>, Vec<u8>, Option<Completion>),
+        notify: &Notify,
+    ) -> Option<std::thread::Result<StepResult>> {
+        let orchestration = orchestration.clone();
+        let step_ctx = ctx.clone();
+        let span = tracing::Span::current();
+        let mut job = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let resume = match (&resume.0, resume.2) {
+                    (Some(frame), Some(completion)) => Resume::At { frame, completion },
+                    _ => Resume::Start(&resume.1),
+                };
+                std::panic::catch_unwind(AssertUnwindSafe(|| orchestration.step(&step_ctx, resume)))
+            })
+        });
+        loop {
+            tokio::select! {
+                joined = &mut job => return joined.ok(),
+                () = notify.notified() => {
+                    if let Ok(Some(rec)) = self.load(id)
+                        && let Some(reason) = rec.cancel
+                    {
+                        tracing::warn!("cancelled while its step still runs; the step's result will be discarded");
+                        self.apply_cancel(id, &reason).await;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs one step of the orchestration and checkpoints the result; retries the write until
     /// it succeeds (the step is not done before).
     async fn run_step(
         self: &Arc<Self>,
         id: &str,
         rec: &InstanceRecord,
-        orchestration: &dyn ErasedOrchestration,
+        orchestration: &Arc<dyn ErasedOrchestration>,
         completion: Option<Completion>,
         taken: Vec<u64>,
+        notify: &Notify,
     ) -> Option<StepOutcome> {
         let completed = rec.pending.as_ref().map(|p| p.command.describe());
         let mut delay = Duration::from_millis(10);
+        if rec.frame.is_some() && completion.is_none() {
+            tracing::error!("instance `{id}`: a frame without a completion");
+            return None;
+        }
         loop {
             let now = self.clock.now_ms();
             let ctx = Ctx::new(id, now, rec.steps + 1);
             let span = tracing::debug_span!("step", n = rec.steps + 1);
-            let result = {
-                let _enter = span.enter();
-                let resume = match (&rec.frame, completion.clone()) {
-                    (None, _) => Resume::Start(&rec.input),
-                    (Some(frame), Some(completion)) => Resume::At { frame, completion },
-                    (Some(_), None) => {
-                        tracing::error!("instance `{id}`: a frame without a completion");
-                        return None;
-                    }
-                };
-                std::panic::catch_unwind(AssertUnwindSafe(|| orchestration.step(&ctx, resume)))
+            let resume = match &rec.frame {
+                Some(frame) => (Some(frame.clone()), Vec::new(), completion.clone()),
+                None => (None, rec.input.clone(), None),
             };
+            let result =
+                self.run_code(id, orchestration, &ctx, resume, notify).instrument(span).await?;
             let status = ctx.take_status();
             let applied = self.update(id, |latest| {
                 let outcome = apply_step(id, latest, rec.steps, now, result, status, &taken);
