@@ -368,3 +368,152 @@ async fn busy_steps_stall_only_themselves_and_cancel_and_shutdown_still_work() {
     assert!(cancelled < Duration::from_secs(4), "the cancellation took until {cancelled:?}");
     assert!(shut < Duration::from_secs(5), "shutdown returned at {shut:?}");
 }
+
+// ----- oversized values -----
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+#[orchestration]
+async fn collects(ctx: Ctx, n: u64) -> Result<usize, Failure> {
+    let () = ctx.wait_event("go").await?;
+    let mut total = 0;
+    for _ in 0..n {
+        let part: String = ctx.wait_event("part").await?;
+        total += part.len();
+    }
+    Ok(total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_that_would_overfill_the_record_are_refused_and_nothing_is_lost() {
+    let db = fresh_db("big-events");
+    let rt = Runtime::builder(&db)
+        .orchestration(collects)
+        .max_record(MIB)
+        .max_payload(400 * KIB)
+        .open()
+        .await
+        .unwrap();
+    let h = rt.start(collects, "c", 3).await.unwrap();
+    // Until `go`, the events accumulate in the record.
+    let part = "p".repeat(300 * KIB);
+    for _ in 0..3 {
+        rt.raise_event("c", "part", &part).await.unwrap();
+    }
+    match rt.raise_event("c", "part", &part).await {
+        Err(durable::ClientError::Payload { reason, .. }) => {
+            assert!(reason.contains("over the limit of 1048576 bytes"), "{reason}");
+            assert!(reason.contains("buffered events"), "{reason}");
+        }
+        other => panic!("a fourth 300 KiB event in a 1 MiB record: {other:?}"),
+    }
+    let status = rt.status("c").unwrap().unwrap();
+    assert_eq!(status.buffered_events, 3, "the refused event was not stored");
+    rt.raise_event("c", "go", &()).await.unwrap();
+    assert_eq!(h.wait_timeout(Duration::from_secs(20)).await.unwrap().unwrap(), 900 * KIB);
+    rt.shutdown().await;
+}
+
+#[orchestration]
+async fn sets_status(ctx: Ctx, bytes: u64) -> Result<u64, Failure> {
+    ctx.set_status(&"s".repeat(usize::try_from(bytes).unwrap()));
+    ctx.sleep(Duration::from_millis(1)).await;
+    Ok(bytes)
+}
+
+#[orchestration]
+async fn grows(ctx: Ctx, step: u64) -> Result<usize, Failure> {
+    let mut blob = String::new();
+    for _ in 0..20 {
+        blob.push_str(&"g".repeat(usize::try_from(step).unwrap()));
+        ctx.sleep(Duration::from_millis(1)).await;
+    }
+    Ok(blob.len())
+}
+
+#[activity]
+async fn returns_bytes(n: u64) -> Result<String, String> {
+    Ok("r".repeat(usize::try_from(n).unwrap()))
+}
+
+#[orchestration]
+async fn fetches(ctx: Ctx, n: u64) -> Result<String, Failure> {
+    let r = ctx.call(returns_bytes, n).await;
+    Ok(match r {
+        Ok(s) => format!("got {}", s.len()),
+        Err(durable::ActivityError::Rejected(m)) => format!("rejected: {m}"),
+        Err(e) => format!("other error: {e}"),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_would_overfill_its_record_fails_its_instance_saying_why() {
+    let db = fresh_db("big-steps");
+    let rt = Runtime::builder(&db)
+        .orchestration(sets_status)
+        .orchestration(grows)
+        .orchestration(fetches)
+        .orchestration(kid)
+        .orchestration(collects_text)
+        .max_record(MIB)
+        .open()
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(20);
+    // A custom status larger than the record.
+    let s = rt.start(sets_status, "status", 2 * MIB as u64).await.unwrap();
+    assert_faulted(s.wait_timeout(wait).await, "the custom status: 20");
+    // A local that grows past the limit, named.
+    let g = rt.start(grows, "grows", 100 * KIB as u64).await.unwrap();
+    assert_faulted(g.wait_timeout(wait).await, "local `blob`");
+    // An activity result that does not fit fails the attempt, not the instance.
+    let f = rt.start(fetches, "fetch-big", 2 * MIB as u64).await.unwrap();
+    let out = f.wait_timeout(wait).await.unwrap().unwrap();
+    assert!(out.starts_with("rejected: ") && out.contains("does not fit"), "{out}");
+    let f = rt.start(fetches, "fetch-small", 1000).await.unwrap();
+    assert_eq!(f.wait_timeout(wait).await.unwrap().unwrap(), "got 1000");
+    // An input larger than the record is refused, and nothing is stored.
+    let too_big = "i".repeat(2 * MIB);
+    match rt.start(collects_text, "big-input", too_big).await {
+        Err(durable::StartError::Input { reason, .. }) => {
+            assert!(reason.contains("limit"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(rt.status("big-input").unwrap().is_none());
+    // Every instance that failed can still be read, and the others run.
+    for id in ["status", "grows"] {
+        assert!(matches!(rt.status(id).unwrap().unwrap().state, InstanceState::Failed { .. }));
+    }
+    assert_eq!(rt.start(kid, "after", 5).await.unwrap().wait().await.unwrap(), 50);
+    rt.shutdown().await;
+}
+
+#[orchestration]
+async fn collects_text(_ctx: Ctx, text: String) -> Result<usize, Failure> {
+    Ok(text.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_default_limit_huge_inputs_and_results_are_refused_cleanly() {
+    let db = fresh_db("default-limit");
+    let rt = Runtime::builder(&db)
+        .orchestration(fetches)
+        .orchestration(collects_text)
+        .max_payload(128 * MIB)
+        .open()
+        .await
+        .unwrap();
+    match rt.start(collects_text, "huge", "h".repeat(70 * MIB)).await {
+        Err(durable::StartError::Input { reason, .. }) => {
+            assert!(reason.contains("limit of 67108864 bytes"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(rt.status("huge").unwrap().is_none());
+    let f = rt.start(fetches, "huge-result", 100 * MIB as u64).await.unwrap();
+    let out = f.wait_timeout(Duration::from_secs(60)).await.unwrap().unwrap();
+    assert!(out.starts_with("rejected: ") && out.contains("67108864"), "{out}");
+    rt.shutdown().await;
+}

@@ -143,6 +143,9 @@ pub enum ActivityFailure {
     TimedOut(Duration),
     /// No activity of that name is registered in this process.
     NotRegistered(String),
+    /// The attempt's result could not be stored: too large for the instance's record, or it
+    /// would not decode again. The message says which.
+    Rejected(String),
 }
 
 /// How often and how long an activity call is attempted.
@@ -204,6 +207,9 @@ pub enum ActivityError<E> {
     TimedOut(Duration),
     /// The activity is not registered in the process that ran the call.
     NotRegistered(String),
+    /// The activity's result (on the last attempt) could not be stored: too large, or it would
+    /// not decode again.
+    Rejected(String),
 }
 
 impl<E: fmt::Display> fmt::Display for ActivityError<E> {
@@ -213,6 +219,7 @@ impl<E: fmt::Display> fmt::Display for ActivityError<E> {
             ActivityError::Panicked(m) => write!(f, "activity panicked: {m}"),
             ActivityError::TimedOut(d) => write!(f, "activity timed out after {d:?}"),
             ActivityError::NotRegistered(n) => write!(f, "activity `{n}` is not registered"),
+            ActivityError::Rejected(m) => write!(f, "activity result refused: {m}"),
         }
     }
 }
@@ -358,6 +365,7 @@ impl<A: Activity> DurableOp for Call<A> {
                 ActivityFailure::Panicked(m) => ActivityError::Panicked(m),
                 ActivityFailure::TimedOut(d) => ActivityError::TimedOut(d),
                 ActivityFailure::NotRegistered(n) => ActivityError::NotRegistered(n),
+                ActivityFailure::Rejected(m) => ActivityError::Rejected(m),
             })),
             other => Err(mismatch("an activity call", &other)),
         }

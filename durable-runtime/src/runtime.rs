@@ -153,6 +153,15 @@ pub enum ClientError {
         /// What is wrong.
         reason: String,
     },
+    /// The change would make the instance's record larger than the record limit
+    /// ([`RuntimeBuilder::max_record`]); nothing was written.
+    #[error("instance `{id}`: {reason}")]
+    TooLarge {
+        /// The instance id.
+        id: String,
+        /// The sizes involved.
+        reason: String,
+    },
     /// The instance's record cannot be read.
     #[error("instance `{id}`: unreadable record: {reason}")]
     Unreadable {
@@ -341,6 +350,7 @@ pub struct RuntimeBuilder {
     observer: Option<Observer>,
     durability: Durability,
     max_payload: usize,
+    max_record: usize,
     clock: Clock,
 }
 
@@ -385,9 +395,22 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The largest input or event payload a client may pass, in bytes (default 16 MiB).
+    /// The largest input or event payload a client may pass, in bytes (default 16 MiB; never
+    /// more than the record limit).
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
+        self
+    }
+
+    /// The largest stored instance record, in bytes: input, current frame, pending command,
+    /// buffered events, custom status and output together (default and maximum 64 MiB,
+    /// [`codec::DECODE_LIMIT`], what the decoder accepts). Every write is checked against it, so
+    /// nothing is acknowledged that could not be read back: a start or an event that would
+    /// exceed it is refused, a step whose checkpoint would exceed it fails its instance with a
+    /// message naming what is large, and an activity result that does not fit fails that
+    /// attempt.
+    pub fn max_record(mut self, bytes: usize) -> Self {
+        self.max_record = bytes;
         self
     }
 
@@ -413,7 +436,8 @@ impl RuntimeBuilder {
             activities: RwLock::new(self.registry.activities),
             observer: self.observer,
             durability: self.durability,
-            max_payload: self.max_payload,
+            max_record: self.max_record.min(codec::DECODE_LIMIT),
+            max_payload: self.max_payload.min(self.max_record).min(codec::DECODE_LIMIT),
             clock: self.clock,
             active: Mutex::new(HashMap::new()),
             unregistered: Mutex::new(HashMap::new()),
@@ -490,6 +514,7 @@ impl Runtime {
             observer: None,
             durability: Durability::default(),
             max_payload: 16 << 20,
+            max_record: codec::DECODE_LIMIT,
             clock: Clock::system(),
         }
     }
@@ -528,6 +553,7 @@ impl Runtime {
         validate_id(&id).map_err(|reason| StartError::InvalidId { id: shown_id(&id), reason })?;
         self.inner.register(orchestration());
         let bytes = codec::encode(&input)
+            .and_then(|b| codec::check_readable::<O::Input>(&b).map(|()| b))
             .map_err(|e| StartError::Input { id: id.clone(), reason: e.to_string() })?;
         // New instances start on the newest registered version of the name, which must take
         // the same input as the version the caller named.
@@ -569,6 +595,7 @@ impl Runtime {
         payload: &T,
     ) -> Result<(), ClientError> {
         let bytes = codec::encode(payload)
+            .and_then(|b| codec::check_readable::<T>(&b).map(|()| b))
             .map_err(|e| ClientError::Payload { id: id.into(), reason: e.to_string() })?;
         if bytes.len() > self.inner.max_payload {
             return Err(ClientError::Payload {
@@ -586,7 +613,14 @@ impl Runtime {
                 rec.next_event_seq += 1;
                 rec.inbox.push(InboxEvent { seq, name: name.to_owned(), payload: bytes });
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                ClientError::TooLarge { id, reason } => ClientError::Payload {
+                    id,
+                    reason: format!("refused, nothing was stored: {reason}"),
+                },
+                e => e,
+            })?;
         self.inner.wake(id);
         Ok(())
     }

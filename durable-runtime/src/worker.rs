@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::activity::{ActivityContext, ActivityRegistry};
 use crate::clock::{Clock, ms};
+use crate::codec;
 use crate::commit::GroupCommit;
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion, RetryPolicy};
 use crate::orchestration::{
@@ -57,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) observer: Option<Observer>,
     pub(crate) durability: Durability,
     pub(crate) max_payload: usize,
+    /// The largest record written (at most `codec::DECODE_LIMIT`).
+    pub(crate) max_record: usize,
     pub(crate) clock: Clock,
     /// Driver tasks of this process, by instance.
     pub(crate) active: Mutex<HashMap<String, Driver>>,
@@ -73,11 +76,16 @@ pub(crate) struct Inner {
 /// What an activity task reports to its driver: the step key, the branch, the result.
 type Finished = (String, usize, Result<Vec<u8>, ActivityFailure>);
 
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// An activity attempt: dropping it aborts its task and, at once, tells the thread that runs
+/// the activity to stop (an async activity stops at its next `.await`).
+struct AbortOnDrop {
+    task: tokio::task::AbortHandle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -122,9 +130,47 @@ impl Inner {
         bytes.map(|b| InstanceRecord::from_bytes(&b).map_err(|e| e.to_string())).transpose()
     }
 
-    fn put(&self, id: &str, rec: &InstanceRecord) -> Result<(), StoreError> {
+    fn put(&self, id: &str, rec: &InstanceRecord) -> Result<(), ClientError> {
+        let bytes = self.record_bytes(id, rec)?;
+        self.store.put(Space::Instances, id.as_bytes(), &bytes)?;
+        Ok(())
+    }
+
+    /// Encodes a record about to be written, refusing one that could not be read back: larger
+    /// than the record limit, or beyond what the decoder accepts.
+    fn record_bytes(&self, id: &str, rec: &InstanceRecord) -> Result<Vec<u8>, ClientError> {
         let bytes = rec.to_bytes().map_err(|e| StoreError::Io(e.to_string()))?;
-        self.store.put(Space::Instances, id.as_bytes(), &bytes)
+        let too_large = |reason| ClientError::TooLarge { id: shown_id(id), reason };
+        if bytes.len() > self.max_record {
+            return Err(too_large(format!(
+                "the record would be {} bytes, over the limit of {} bytes ({})",
+                bytes.len(),
+                self.max_record,
+                size_breakdown(rec)
+            )));
+        }
+        if bytes.len().saturating_mul(16) > codec::DECODE_LIMIT {
+            InstanceRecord::from_bytes(&bytes).map_err(|e| {
+                too_large(format!(
+                    "the record of {} bytes would not decode again: {e}",
+                    bytes.len()
+                ))
+            })?;
+        }
+        Ok(bytes)
+    }
+
+    /// Bytes of the record a step may fill with its frame, its command and its output: the
+    /// limit less what the record holds besides (an estimate, generous by a kilobyte).
+    fn step_budget(&self, rec: &InstanceRecord) -> usize {
+        let inbox: usize = rec.inbox.iter().map(|e| e.payload.len() + e.name.len() + 16).sum();
+        let held = rec.input.len()
+            + inbox
+            + rec.custom_status.as_ref().map_or(0, Vec::len)
+            + rec.orchestration.len()
+            + rec.parent.as_ref().map_or(0, String::len)
+            + 1024;
+        self.max_record.saturating_sub(held)
     }
 
     pub(crate) async fn make_durable(&self) -> Result<(), StoreError> {
@@ -200,9 +246,10 @@ impl Inner {
         };
         let rec =
             InstanceRecord::new(orchestration, version, input, self.clock.now_ms(), parent.clone());
-        let bytes = rec
-            .to_bytes()
-            .map_err(|e| StartError::Input { id: id.into(), reason: e.to_string() })?;
+        let bytes = self.record_bytes(id, &rec).map_err(|e| match e {
+            ClientError::Store(e) => StartError::Store(e),
+            e => StartError::Input { id: shown_id(id), reason: e.to_string() },
+        })?;
         match self.store.put_new(Space::Instances, id.as_bytes(), &bytes)? {
             None => {
                 self.make_durable().await?;
@@ -585,6 +632,15 @@ impl Inner {
                     .await
                 {
                     Ok(()) => self.report_branches(&id, rec.steps, &pending, &progress.branches),
+                    Err(ClientError::TooLarge { reason, .. }) => {
+                        // The branches' results together do not fit: retrying cannot help.
+                        self.fail_oversized(
+                            &id,
+                            &rec,
+                            &format!("cannot record a result: {reason}"),
+                        )
+                        .await;
+                    }
                     Err(e) => tracing::error!("cannot record branch progress: {e}"),
                 }
                 continue;
@@ -689,6 +745,7 @@ impl Inner {
         let name = name.to_owned();
         let timeout = policy.attempt_timeout;
         let span = tracing::info_span!("activity", name = %name, attempt);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(
             async move {
                 let result = match fut {
@@ -696,16 +753,17 @@ impl Inner {
                     Some(fut) => {
                         // The attempt runs on a thread of its own (tokio's blocking pool), so an
                         // activity that blocks its thread stalls only itself: its timeout is
-                        // enforced from here and fires on time. Dropping `stop` (on timeout, or
-                        // when this task is aborted) drops an async activity at its next
+                        // enforced from here and fires on time. When the driver drops the
+                        // attempt (its result arrived, the branch is abandoned, the runtime shuts
+                        // down), `stop` is dropped: an async activity stops at its next
                         // `.await`; a blocking one runs on until it returns, unheard.
-                        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                         let rt = tokio::runtime::Handle::current();
                         let inner = tokio::task::spawn_blocking(move || {
                             rt.block_on(async move {
                                 tokio::select! {
-                                    r = fut => Some(r),
+                                    biased;
                                     _ = stopped => None,
+                                    r = fut => Some(r),
                                 }
                             })
                         });
@@ -713,7 +771,6 @@ impl Inner {
                             None => Some(inner.await),
                             Some(limit) => tokio::time::timeout(limit, inner).await.ok(),
                         };
-                        drop(stop);
                         match joined {
                             None => Err(ActivityFailure::TimedOut(timeout.unwrap_or_default())),
                             Some(Ok(Some(r))) => r,
@@ -733,7 +790,7 @@ impl Inner {
             }
             .instrument(span),
         );
-        AbortOnDrop(handle.abort_handle())
+        AbortOnDrop { task: handle.abort_handle(), _stop: stop }
     }
 
     /// Works out which branches of `pending` are done now.
@@ -749,6 +806,11 @@ impl Inner {
         let mut taken = Vec::new();
         let mut changed = false;
         let mut inbox: Vec<_> = rec.inbox.clone();
+        // Room for the results of activities: what the record has left, less the results of
+        // this command's branches already stored.
+        let mut room = self.step_budget(rec).saturating_sub(
+            branches.iter().filter_map(|b| b.done.as_ref()).map(completion_size).sum(),
+        );
         for (i, leaf) in pending.command.leaves().iter().enumerate() {
             let Some(branch) = branches.get_mut(i) else { continue };
             if branch.done.is_some() {
@@ -827,7 +889,19 @@ impl Inner {
                     }
                 }
                 Command::Activity { policy, .. } => {
-                    if let Some(result) = finished.remove(&i) {
+                    if let Some(mut result) = finished.remove(&i) {
+                        if let Ok(bytes) = &result {
+                            if bytes.len() > room {
+                                result = Err(ActivityFailure::Rejected(format!(
+                                    "its result of {} bytes does not fit in the instance's record \
+                                     ({room} bytes left of the limit of {} bytes)",
+                                    bytes.len(),
+                                    self.max_record
+                                )));
+                            } else {
+                                room -= bytes.len();
+                            }
+                        }
                         let attempt = branch.failed_attempts + 1;
                         match result {
                             Err(f) if attempt < policy.max_attempts && retryable(&f) => {
@@ -907,6 +981,7 @@ impl Inner {
         orchestration: &Arc<dyn ErasedOrchestration>,
         ctx: &Ctx,
         resume: (Option<Frame>, Vec<u8>, Option<Completion>),
+        budget: usize,
         notify: &Notify,
     ) -> Option<std::thread::Result<StepResult>> {
         let orchestration = orchestration.clone();
@@ -918,7 +993,11 @@ impl Inner {
                     (Some(frame), Some(completion)) => Resume::At { frame, completion },
                     _ => Resume::Start(&resume.1),
                 };
-                std::panic::catch_unwind(AssertUnwindSafe(|| orchestration.step(&step_ctx, resume)))
+                crate::__private::with_frame_budget(budget, || {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        orchestration.step(&step_ctx, resume)
+                    }))
+                })
             })
         });
         loop {
@@ -962,8 +1041,10 @@ impl Inner {
                 Some(frame) => (Some(frame.clone()), Vec::new(), completion.clone()),
                 None => (None, rec.input.clone(), None),
             };
-            let result =
-                self.run_code(id, orchestration, &ctx, resume, notify).instrument(span).await?;
+            let result = self
+                .run_code(id, orchestration, &ctx, resume, self.step_budget(rec), notify)
+                .instrument(span)
+                .await?;
             let status = ctx.take_status();
             let applied = self.update(id, |latest| {
                 let outcome = apply_step(id, latest, rec.steps, now, result, status, &taken);
@@ -972,6 +1053,13 @@ impl Inner {
                 }
                 outcome
             });
+            let applied = match applied {
+                // The checkpoint cannot be stored: the instance fails instead, saying why.
+                Err(ClientError::TooLarge { reason, .. }) => self.update(id, |latest| {
+                    fail_step(id, latest, rec.steps, now, &format!("cannot checkpoint: {reason}"))
+                }),
+                other => other,
+            };
             let outcome = match applied {
                 Ok(Some(Some(outcome))) => outcome,
                 Ok(_) => return None,
@@ -1013,6 +1101,32 @@ impl Inner {
                 }
             }
             return Some(outcome);
+        }
+    }
+
+    /// Fails an instance whose record cannot hold what it must store next.
+    async fn fail_oversized(self: &Arc<Self>, id: &str, rec: &InstanceRecord, why: &str) {
+        let now = self.clock.now_ms();
+        match self.update(id, |latest| fail_step(id, latest, rec.steps, now, why)) {
+            Ok(Some(Some(outcome))) => {
+                if let Err(e) = self.make_durable().await {
+                    tracing::error!("cannot make the failure durable: {e}");
+                }
+                if let Some(observer) = &self.observer {
+                    observer(&StepEvent {
+                        instance: id.to_owned(),
+                        step: rec.steps + 1,
+                        completed: None,
+                        outcome,
+                    });
+                }
+                self.changes.send_modify(|v| *v += 1);
+                if let Some(parent) = &rec.parent {
+                    self.wake(parent);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("cannot record the failure: {e}"),
         }
     }
 
@@ -1176,6 +1290,78 @@ fn apply_step(
         }
     };
     Some(outcome)
+}
+
+/// Fails an instance whose step produced a checkpoint that cannot be stored; `None` when the
+/// record moved on meanwhile.
+fn fail_step(
+    id: &str,
+    rec: &mut InstanceRecord,
+    expected_steps: u64,
+    now: u64,
+    why: &str,
+) -> Option<StepOutcome> {
+    if rec.steps != expected_steps || rec.is_terminal() {
+        return None;
+    }
+    let message = format!("instance `{id}` of orchestration `{}`: {why}", rec.orchestration);
+    tracing::error!("{message}");
+    rec.steps += 1;
+    rec.updated_ms = now;
+    rec.state = State::Failed { message: message.clone(), payload: None };
+    rec.frame = None;
+    rec.pending = None;
+    Some(StepOutcome::Failed(message))
+}
+
+/// The stored bytes of a branch's result.
+fn completion_size(c: &Completion) -> usize {
+    match c {
+        Completion::Activity(Ok(b)) | Completion::Child(Ok(b)) => b.len(),
+        Completion::Event { payload: Some(b), .. } => b.len(),
+        Completion::Activity(Err(ActivityFailure::Error { payload, .. })) => payload.len(),
+        Completion::Child(Err(ChildFailure::Failed { payload: Some(p), .. })) => p.len(),
+        _ => 0,
+    }
+}
+
+/// What takes the room in a record, largest first, for the message of a refused write.
+fn size_breakdown(rec: &InstanceRecord) -> String {
+    let mut parts: Vec<(usize, String)> = Vec::new();
+    if let Some(f) = &rec.frame {
+        let names: Vec<&str> = f.layout.iter().map(|(n, _)| n.as_str()).collect();
+        parts.push((
+            f.locals.len(),
+            format!(
+                "the locals at suspension point `{}` (line {}: {})",
+                f.point,
+                f.line,
+                names.join(", ")
+            ),
+        ));
+    }
+    if let Some(p) = &rec.pending {
+        let size = codec::encode(&p.command).map_or(0, |b| b.len());
+        parts.push((size, format!("the command `{}`", p.command.describe())));
+    }
+    parts.push((rec.input.len(), "the input".into()));
+    if let Some(s) = &rec.custom_status {
+        parts.push((s.len(), "the custom status".into()));
+    }
+    let inbox: usize = rec.inbox.iter().map(|e| e.payload.len()).sum();
+    parts.push((inbox, format!("{} buffered events", rec.inbox.len())));
+    match &rec.state {
+        State::Completed { output } => parts.push((output.len(), "the output".into())),
+        State::Failed { payload: Some(p), .. } => parts.push((p.len(), "the error value".into())),
+        _ => {}
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{what}: {n} bytes"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub(crate) fn state_of(rec: &InstanceRecord, registered: bool) -> InstanceState {
