@@ -11,6 +11,11 @@
 //!
 //! Every write of an instance record happens under that instance's lock (striped), after
 //! re-reading it, so a client's event and the driver's checkpoint never overwrite each other.
+//!
+//! The orchestration's code of each step and each activity attempt run on tokio's blocking pool,
+//! never on the worker threads that run drivers, the timer task and clients: code that blocks or
+//! loops stalls only its own instance. Every record written is checked first against the record
+//! limit and the decoder's limits, so nothing is acknowledged that could not be read back.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
