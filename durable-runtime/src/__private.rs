@@ -95,6 +95,19 @@ pub fn fingerprint(identity: &str, layout: &[(&str, &str)]) -> u64 {
     h
 }
 
+thread_local! {
+    /// The bytes the frame being written may take (set by the runtime around each step).
+    static FRAME_BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Runs `f` (a step) with frames limited to `budget` bytes on this thread.
+pub(crate) fn with_frame_budget<R>(budget: usize, f: impl FnOnce() -> R) -> R {
+    let before = FRAME_BUDGET.with(|b| b.replace(budget));
+    let out = f();
+    FRAME_BUDGET.with(|b| b.set(before));
+    out
+}
+
 /// Writes the locals of a suspension point into a frame, one after the other.
 pub struct FrameWriter {
     bytes: Vec<u8>,
@@ -121,6 +134,18 @@ impl FrameWriter {
         } else {
             codec::encode_checked(value)
         };
+        let budget = FRAME_BUDGET.with(std::cell::Cell::get);
+        let encoded = encoded.and_then(|b| {
+            if self.bytes.len().saturating_add(b.len()) > budget {
+                return Err(codec::CodecError::TooLarge(format!(
+                    "{} bytes make the frame {} bytes, over the {budget} bytes the instance's \
+                     record has room for",
+                    b.len(),
+                    self.bytes.len() + b.len()
+                )));
+            }
+            codec::check_readable::<T>(&b).map(|()| b)
+        });
         match encoded {
             Ok(b) => self.bytes.extend_from_slice(&b),
             Err(e) => self.error = Some(Fault::Codec(format!("local `{name}`: {e}"))),

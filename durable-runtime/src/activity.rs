@@ -108,7 +108,15 @@ impl<A: Activity> ErasedActivity for Erased<A> {
         let fut = self.0.invoke(ctx, input);
         Box::pin(async move {
             match fut.await {
-                Ok(v) => codec::encode(&v).map_err(|e| ActivityFailure::Panicked(e.to_string())),
+                Ok(v) => {
+                    let bytes =
+                        codec::encode(&v).map_err(|e| ActivityFailure::Panicked(e.to_string()))?;
+                    // Refused here, where its type is known, rather than found unreadable later.
+                    codec::check_readable::<A::Ok>(&bytes).map_err(|e| {
+                        ActivityFailure::Rejected(format!("result of activity `{}`: {e}", A::NAME))
+                    })?;
+                    Ok(bytes)
+                }
                 Err(e) => Err(ActivityFailure::Error {
                     message: e.to_string(),
                     payload: codec::encode(&e)

@@ -2,7 +2,12 @@
 //!
 //! Everything durable writes goes through [`encode`] and comes back through [`decode`]: bincode 2
 //! with serde, positional and little-endian with variable-length integers. Every decode has a size
-//! limit, so a corrupt length prefix is an error and never an allocation of gigabytes.
+//! limit, so a corrupt length prefix is an error and never an allocation of gigabytes, and a depth
+//! limit ([`MAX_DEPTH`]), so a deeply nested value is an error and never a stack overflow.
+
+mod depth;
+
+pub use depth::MAX_DEPTH;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,6 +25,9 @@ pub enum CodecError {
     /// The bytes do not decode as the expected type, or exceed the size limit.
     #[error("cannot decode value: {0}")]
     Decode(String),
+    /// The encoded value is larger than what may be stored, or would not decode again.
+    #[error("{0}")]
+    TooLarge(String),
     /// The bytes decode, but not to the same value: the type does not round-trip through the codec.
     #[error(
         "value does not round-trip through the codec (untagged or internally tagged enums, \
@@ -39,8 +47,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes a `T` from `bytes`; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let (value, read) = decode_prefix(bytes)?;
     if read != bytes.len() {
         return Err(CodecError::Decode(format!(
             "{} trailing bytes after the value",
@@ -52,8 +59,29 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 
 /// Decodes a `T` from the front of `bytes`; returns it and the number of bytes read.
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
-    bincode::serde::decode_from_slice(bytes, config())
+    bincode::serde::seed_decode_from_slice(depth::Limited::<T>::new(), bytes, config())
         .map_err(|e| CodecError::Decode(e.to_string()))
+}
+
+/// Checks that `bytes`, the encoding of a `T` about to be stored, will decode again: at most
+/// [`DECODE_LIMIT`] bytes, and within the decoder's allowance.
+///
+/// The decoder's limit counts the memory it claims, not the bytes it reads: up to 16 bytes per
+/// encoded byte (a `u128` written in one byte claims 16). An encoding of at most a sixteenth of
+/// the limit therefore always decodes; a larger one is decoded here once to find out.
+pub fn check_readable<T: DeserializeOwned>(bytes: &[u8]) -> Result<(), CodecError> {
+    if bytes.len() > DECODE_LIMIT {
+        return Err(CodecError::TooLarge(format!(
+            "{} bytes exceed the limit of {DECODE_LIMIT} bytes on any stored value",
+            bytes.len()
+        )));
+    }
+    if bytes.len().saturating_mul(16) > DECODE_LIMIT {
+        decode::<T>(bytes).map_err(|e| {
+            CodecError::TooLarge(format!("{} bytes that would not decode again: {e}", bytes.len()))
+        })?;
+    }
+    Ok(())
 }
 
 /// Encodes `value`, decodes the bytes again and re-encodes the result: the value round-trips when
@@ -87,6 +115,19 @@ mod tests {
         // A Vec<u8> whose varint length claims 2^60 elements.
         let bytes = [0xFFu8, 0, 0, 0, 0, 0, 0, 0x10, 0];
         assert!(matches!(decode::<Vec<u8>>(&bytes), Err(CodecError::Decode(_))));
+    }
+
+    #[test]
+    fn values_that_would_not_decode_again_are_refused() {
+        // Small numbers encode in one byte each but claim eight when decoded: 6 MiB of them
+        // claim 48 MiB, fine; 9 MiB claim 72 MiB, over the limit.
+        let fine = vec![1u64; 6 << 20];
+        assert!(check_readable::<Vec<u64>>(&encode(&fine).unwrap()).is_ok());
+        let over = vec![1u64; 9 << 20];
+        let b = encode(&over).unwrap();
+        assert!(b.len() < DECODE_LIMIT);
+        assert!(matches!(check_readable::<Vec<u64>>(&b), Err(CodecError::TooLarge(_))));
+        assert!(decode::<Vec<u64>>(&b).is_err(), "the check matches what decoding does");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use orchestration::{
 pub use record::{FORMAT_VERSION, Frame};
 pub use runtime::{
     ClientError, Durability, Handle, InstanceError, InstanceState, InstanceStatus, ListFilter,
-    OpenError, Page, Runtime, RuntimeBuilder, StartError, StepEvent, StepOutcome,
+    MAX_ID_BYTES, OpenError, Page, Runtime, RuntimeBuilder, StartError, StepEvent, StepOutcome,
 };
 
 /// A value that can be kept in a checkpoint: serde-serializable and owned.

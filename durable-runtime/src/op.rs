@@ -143,6 +143,9 @@ pub enum ActivityFailure {
     TimedOut(Duration),
     /// No activity of that name is registered in this process.
     NotRegistered(String),
+    /// The attempt's result could not be stored: too large for the instance's record, or it
+    /// would not decode again. The message says which.
+    Rejected(String),
 }
 
 /// How often and how long an activity call is attempted.
@@ -204,6 +207,9 @@ pub enum ActivityError<E> {
     TimedOut(Duration),
     /// The activity is not registered in the process that ran the call.
     NotRegistered(String),
+    /// The activity's result (on the last attempt) could not be stored: too large, or it would
+    /// not decode again.
+    Rejected(String),
 }
 
 impl<E: fmt::Display> fmt::Display for ActivityError<E> {
@@ -213,6 +219,7 @@ impl<E: fmt::Display> fmt::Display for ActivityError<E> {
             ActivityError::Panicked(m) => write!(f, "activity panicked: {m}"),
             ActivityError::TimedOut(d) => write!(f, "activity timed out after {d:?}"),
             ActivityError::NotRegistered(n) => write!(f, "activity `{n}` is not registered"),
+            ActivityError::Rejected(m) => write!(f, "activity result refused: {m}"),
         }
     }
 }
@@ -317,9 +324,15 @@ impl<A: Activity> Call<A> {
         Self { input, policy: RetryPolicy::default(), _activity: PhantomData }
     }
 
-    /// Retries and timeouts for this call.
+    /// Retries and timeouts for this call. A timeout set with
+    /// [`with_timeout`](Self::with_timeout) is kept unless `policy` sets its own, so the two
+    /// calls can come in either order.
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        let timeout = self.policy.attempt_timeout;
         self.policy = policy;
+        if self.policy.attempt_timeout.is_none() {
+            self.policy.attempt_timeout = timeout;
+        }
         self
     }
 
@@ -352,6 +365,7 @@ impl<A: Activity> DurableOp for Call<A> {
                 ActivityFailure::Panicked(m) => ActivityError::Panicked(m),
                 ActivityFailure::TimedOut(d) => ActivityError::TimedOut(d),
                 ActivityFailure::NotRegistered(n) => ActivityError::NotRegistered(n),
+                ActivityFailure::Rejected(m) => ActivityError::Rejected(m),
             })),
             other => Err(mismatch("an activity call", &other)),
         }
@@ -374,6 +388,37 @@ mod tests {
         assert_eq!(p.backoff(2), Duration::from_millis(300));
         assert_eq!(p.backoff(3), Duration::from_millis(500));
         assert_eq!(p.backoff(9), Duration::from_millis(500));
+    }
+
+    struct Noop;
+    impl Activity for Noop {
+        type Input = ();
+        type Ok = ();
+        type Err = String;
+        const NAME: &'static str = "noop";
+        #[allow(clippy::manual_async_fn, reason = "the trait asks for a `'static` future")]
+        fn invoke(
+            &self,
+            _: crate::ActivityContext,
+            _: (),
+        ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+            async { Ok(()) }
+        }
+    }
+
+    #[test]
+    fn timeout_survives_a_later_retry_policy_in_either_order() {
+        let t = Duration::from_millis(500);
+        let a = Call::<Noop>::new(()).with_timeout(t).with_retry(RetryPolicy::attempts(3));
+        let b = Call::<Noop>::new(()).with_retry(RetryPolicy::attempts(3)).with_timeout(t);
+        for call in [a, b] {
+            assert_eq!(call.policy.attempt_timeout, Some(t));
+            assert_eq!(call.policy.max_attempts, 3);
+        }
+        let own =
+            RetryPolicy { attempt_timeout: Some(Duration::from_secs(9)), ..RetryPolicy::default() };
+        let c = Call::<Noop>::new(()).with_timeout(t).with_retry(own);
+        assert_eq!(c.policy.attempt_timeout, Some(Duration::from_secs(9)), "the policy's own wins");
     }
 }
 

@@ -29,10 +29,60 @@ pub enum OpenError {
     Thread(String),
 }
 
+/// The longest instance id a client may choose, in bytes. Ids a parent derives for its
+/// sub-orchestrations (`<parent>:<step>`) may be longer.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Checks an instance id chosen by a client or given with `Child::with_id`: not empty, no NUL
+/// byte, at most [`MAX_ID_BYTES`].
+pub(crate) fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("an instance id must not be empty".into());
+    }
+    if id.contains('\0') {
+        return Err("an instance id must not contain a NUL character".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!(
+            "an instance id must be at most {MAX_ID_BYTES} bytes, this one has {}",
+            id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// An id short enough to print in an error.
+pub(crate) fn shown_id(id: &str) -> String {
+    match id.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &id[..cut]),
+        None => id.to_owned(),
+    }
+}
+
 /// Starting an instance failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
+    /// The id is empty, contains a NUL character or is longer than [`MAX_ID_BYTES`].
+    #[error("invalid instance id `{id}`: {reason}")]
+    InvalidId {
+        /// The id (its first 64 characters).
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The id is taken by an instance of the same orchestration that belongs to another parent
+    /// (or to none): a client cannot take over a sub-orchestration's id, nor a parent a
+    /// client's instance.
+    #[error("instance `{id}` already exists and belongs to {owner}, not to {requested}")]
+    Taken {
+        /// The instance id.
+        id: String,
+        /// Who started the existing instance (`a client` or `parent `P``).
+        owner: String,
+        /// Who asked.
+        requested: String,
+    },
     /// The id is taken by an instance of another orchestration.
     #[error("instance `{id}` already exists as orchestration `{existing}`, not `{requested}`")]
     Conflict {
@@ -101,6 +151,15 @@ pub enum ClientError {
         /// The instance id.
         id: String,
         /// What is wrong.
+        reason: String,
+    },
+    /// The change would make the instance's record larger than the record limit
+    /// ([`RuntimeBuilder::max_record`]); nothing was written.
+    #[error("instance `{id}`: {reason}")]
+    TooLarge {
+        /// The instance id.
+        id: String,
+        /// The sizes involved.
         reason: String,
     },
     /// The instance's record cannot be read.
@@ -291,6 +350,7 @@ pub struct RuntimeBuilder {
     observer: Option<Observer>,
     durability: Durability,
     max_payload: usize,
+    max_record: usize,
     clock: Clock,
 }
 
@@ -335,9 +395,22 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The largest input or event payload a client may pass, in bytes (default 16 MiB).
+    /// The largest input or event payload a client may pass, in bytes (default 16 MiB; never
+    /// more than the record limit).
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
+        self
+    }
+
+    /// The largest stored instance record, in bytes: input, current frame, pending command,
+    /// buffered events, custom status and output together (default and maximum 64 MiB,
+    /// [`codec::DECODE_LIMIT`], what the decoder accepts). Every write is checked against it, so
+    /// nothing is acknowledged that could not be read back: a start or an event that would
+    /// exceed it is refused, a step whose checkpoint would exceed it fails its instance with a
+    /// message naming what is large, and an activity result that does not fit fails that
+    /// attempt.
+    pub fn max_record(mut self, bytes: usize) -> Self {
+        self.max_record = bytes;
         self
     }
 
@@ -363,7 +436,8 @@ impl RuntimeBuilder {
             activities: RwLock::new(self.registry.activities),
             observer: self.observer,
             durability: self.durability,
-            max_payload: self.max_payload,
+            max_record: self.max_record.min(codec::DECODE_LIMIT),
+            max_payload: self.max_payload.min(self.max_record).min(codec::DECODE_LIMIT),
             clock: self.clock,
             active: Mutex::new(HashMap::new()),
             unregistered: Mutex::new(HashMap::new()),
@@ -440,6 +514,7 @@ impl Runtime {
             observer: None,
             durability: Durability::default(),
             max_payload: 16 << 20,
+            max_record: codec::DECODE_LIMIT,
             clock: Clock::system(),
         }
     }
@@ -464,8 +539,10 @@ impl Runtime {
 
     /// Starts an instance of `orchestration` under `id`, durably, and returns a handle to it.
     ///
-    /// Idempotent: if `id` exists as an instance of the same orchestration, returns a handle to
-    /// that instance and starts nothing; if it exists as another orchestration, an error.
+    /// Idempotent: if `id` exists as an instance of the same orchestration started by a client,
+    /// returns a handle to that instance and starts nothing, whatever input it was started with;
+    /// if it exists as another orchestration, or as a sub-orchestration of some parent, an
+    /// error. `id` must not be empty, contain NUL or exceed [`MAX_ID_BYTES`].
     pub async fn start<O: Orchestration>(
         &self,
         orchestration: impl FnOnce() -> O,
@@ -473,8 +550,10 @@ impl Runtime {
         input: O::Input,
     ) -> Result<Handle<O>, StartError> {
         let id = id.into();
+        validate_id(&id).map_err(|reason| StartError::InvalidId { id: shown_id(&id), reason })?;
         self.inner.register(orchestration());
         let bytes = codec::encode(&input)
+            .and_then(|b| codec::check_readable::<O::Input>(&b).map(|()| b))
             .map_err(|e| StartError::Input { id: id.clone(), reason: e.to_string() })?;
         // New instances start on the newest registered version of the name, which must take
         // the same input as the version the caller named.
@@ -516,6 +595,7 @@ impl Runtime {
         payload: &T,
     ) -> Result<(), ClientError> {
         let bytes = codec::encode(payload)
+            .and_then(|b| codec::check_readable::<T>(&b).map(|()| b))
             .map_err(|e| ClientError::Payload { id: id.into(), reason: e.to_string() })?;
         if bytes.len() > self.inner.max_payload {
             return Err(ClientError::Payload {
@@ -533,7 +613,14 @@ impl Runtime {
                 rec.next_event_seq += 1;
                 rec.inbox.push(InboxEvent { seq, name: name.to_owned(), payload: bytes });
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                ClientError::TooLarge { id, reason } => ClientError::Payload {
+                    id,
+                    reason: format!("refused, nothing was stored: {reason}"),
+                },
+                e => e,
+            })?;
         self.inner.wake(id);
         Ok(())
     }

@@ -11,6 +11,11 @@
 //!
 //! Every write of an instance record happens under that instance's lock (striped), after
 //! re-reading it, so a client's event and the driver's checkpoint never overwrite each other.
+//!
+//! The orchestration's code of each step and each activity attempt run on tokio's blocking pool,
+//! never on the worker threads that run drivers, the timer task and clients: code that blocks or
+//! loops stalls only its own instance. Every record written is checked first against the record
+//! limit and the decoder's limits, so nothing is acknowledged that could not be read back.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -23,15 +28,16 @@ use tracing::Instrument;
 
 use crate::activity::{ActivityContext, ActivityRegistry};
 use crate::clock::{Clock, ms};
+use crate::codec;
 use crate::commit::{Epoch, GroupCommit};
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion, RetryPolicy};
 use crate::orchestration::{
     Ctx, ErasedOrchestration, Fault, Orchestration, Registry, Resume, StepResult,
 };
-use crate::record::{Branch, InstanceRecord, Pending, State};
+use crate::record::{Branch, Frame, InstanceRecord, Pending, State};
 use crate::runtime::{
     ClientError, Durability, InstanceState, InstanceStatus, Observer, StartError, StepEvent,
-    StepOutcome, time_of,
+    StepOutcome, shown_id, time_of, validate_id,
 };
 use crate::store::{Space, Store, StoreError};
 
@@ -57,6 +63,8 @@ pub(crate) struct Inner {
     pub(crate) observer: Option<Observer>,
     pub(crate) durability: Durability,
     pub(crate) max_payload: usize,
+    /// The largest record written (at most `codec::DECODE_LIMIT`).
+    pub(crate) max_record: usize,
     pub(crate) clock: Clock,
     /// Driver tasks of this process, by instance.
     pub(crate) active: Mutex<HashMap<String, Driver>>,
@@ -73,11 +81,16 @@ pub(crate) struct Inner {
 /// What an activity task reports to its driver: the step key, the branch, the result.
 type Finished = (String, usize, Result<Vec<u8>, ActivityFailure>);
 
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// An activity attempt: dropping it aborts its task and, at once, tells the thread that runs
+/// the activity to stop (an async activity stops at its next `.await`).
+struct AbortOnDrop {
+    task: tokio::task::AbortHandle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -85,6 +98,23 @@ fn timer_key(at_ms: u64, id: &str) -> Vec<u8> {
     let mut k = at_ms.to_be_bytes().to_vec();
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// The timer index entries `pending` may have made: its timers, event timeouts and retry
+/// backoffs.
+fn timer_keys(id: &str, pending: &Pending) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for (leaf, branch) in pending.command.leaves().iter().zip(&pending.branches) {
+        match leaf {
+            Command::Timer { fire_at_ms } => keys.push(timer_key(*fire_at_ms, id)),
+            Command::Event { timeout_at_ms: Some(t), .. } => keys.push(timer_key(*t, id)),
+            _ => {}
+        }
+        if branch.not_before_ms > 0 {
+            keys.push(timer_key(branch.not_before_ms, id));
+        }
+    }
+    keys
 }
 
 impl Inner {
@@ -105,9 +135,47 @@ impl Inner {
         bytes.map(|b| InstanceRecord::from_bytes(&b).map_err(|e| e.to_string())).transpose()
     }
 
-    fn put(&self, id: &str, rec: &InstanceRecord) -> Result<(), StoreError> {
+    fn put(&self, id: &str, rec: &InstanceRecord) -> Result<(), ClientError> {
+        let bytes = self.record_bytes(id, rec)?;
+        self.store.put(Space::Instances, id.as_bytes(), &bytes)?;
+        Ok(())
+    }
+
+    /// Encodes a record about to be written, refusing one that could not be read back: larger
+    /// than the record limit, or beyond what the decoder accepts.
+    fn record_bytes(&self, id: &str, rec: &InstanceRecord) -> Result<Vec<u8>, ClientError> {
         let bytes = rec.to_bytes().map_err(|e| StoreError::Io(e.to_string()))?;
-        self.store.put(Space::Instances, id.as_bytes(), &bytes)
+        let too_large = |reason| ClientError::TooLarge { id: shown_id(id), reason };
+        if bytes.len() > self.max_record {
+            return Err(too_large(format!(
+                "the record would be {} bytes, over the limit of {} bytes ({})",
+                bytes.len(),
+                self.max_record,
+                size_breakdown(rec)
+            )));
+        }
+        if bytes.len().saturating_mul(16) > codec::DECODE_LIMIT {
+            InstanceRecord::from_bytes(&bytes).map_err(|e| {
+                too_large(format!(
+                    "the record of {} bytes would not decode again: {e}",
+                    bytes.len()
+                ))
+            })?;
+        }
+        Ok(bytes)
+    }
+
+    /// Bytes of the record a step may fill with its frame, its command and its output: the
+    /// limit less what the record holds besides (an estimate, generous by a kilobyte).
+    fn step_budget(&self, rec: &InstanceRecord) -> usize {
+        let inbox: usize = rec.inbox.iter().map(|e| e.payload.len() + e.name.len() + 16).sum();
+        let held = rec.input.len()
+            + inbox
+            + rec.custom_status.as_ref().map_or(0, Vec::len)
+            + rec.orchestration.len()
+            + rec.parent.as_ref().map_or(0, String::len)
+            + 1024;
+        self.max_record.saturating_sub(held)
     }
 
     /// The epoch to take before writing what [`make_durable`](Self::make_durable) will wait for.
@@ -189,10 +257,12 @@ impl Inner {
             Some(v) => v,
             None => self.newest(orchestration).map_or(1, |(v, _)| v),
         };
-        let rec = InstanceRecord::new(orchestration, version, input, self.clock.now_ms(), parent);
-        let bytes = rec
-            .to_bytes()
-            .map_err(|e| StartError::Input { id: id.into(), reason: e.to_string() })?;
+        let rec =
+            InstanceRecord::new(orchestration, version, input, self.clock.now_ms(), parent.clone());
+        let bytes = self.record_bytes(id, &rec).map_err(|e| match e {
+            ClientError::Store(e) => StartError::Store(e),
+            e => StartError::Input { id: shown_id(id), reason: e.to_string() },
+        })?;
         let since = self.epoch();
         match self.store.put_new(Space::Instances, id.as_bytes(), &bytes)? {
             None => {
@@ -209,6 +279,19 @@ impl Inner {
                         id: id.into(),
                         existing: existing.orchestration,
                         requested: orchestration.into(),
+                    });
+                }
+                // A sub-orchestration's id is derived from its parent's; a client that took it
+                // first (or another parent) must not hand its result to this parent.
+                if existing.parent != parent {
+                    let who = |p: &Option<String>| match p {
+                        Some(p) => format!("parent `{}`", shown_id(p)),
+                        None => "a client".to_owned(),
+                    };
+                    return Err(StartError::Taken {
+                        id: shown_id(id),
+                        owner: who(&existing.parent),
+                        requested: who(&parent),
                     });
                 }
                 // Another caller may have written it an instant ago: acknowledge only once it is
@@ -228,12 +311,16 @@ impl Inner {
         let since = self.epoch();
         {
             let _guard = lock(self.stripe(id));
-            match self.load(id) {
+            let pending = match self.load(id) {
                 Ok(None) => return Err(ClientError::NotFound(id.into())),
                 Ok(Some(rec)) if !rec.is_terminal() => return Err(ClientError::Running(id.into())),
-                Ok(Some(_)) | Err(_) => {}
-            }
+                Ok(Some(rec)) => rec.pending,
+                Err(_) => None,
+            };
             self.store.delete(Space::Instances, id.as_bytes())?;
+            if let Some(p) = &pending {
+                self.unschedule_timers(id, p);
+            }
         }
         self.make_durable(since).await?;
         Ok(())
@@ -457,6 +544,17 @@ impl Inner {
         *lock(&self.timer_task) = Some(task);
     }
 
+    /// Removes the timer index entries of a pending command that is over (its instance stepped
+    /// on, ended or was purged). An entry a crash leaves behind only wakes the instance for
+    /// nothing when it comes due.
+    fn unschedule_timers(&self, id: &str, pending: &Pending) {
+        for key in timer_keys(id, pending) {
+            if let Err(e) = self.store.delete(Space::Timers, &key) {
+                tracing::warn!("cannot remove a timer entry: {e}");
+            }
+        }
+    }
+
     fn schedule_timer(&self, at_ms: u64, id: &str) {
         if let Err(e) = self.store.put(Space::Timers, &timer_key(at_ms, id), &[]) {
             tracing::error!("cannot index timer: {e}");
@@ -520,7 +618,7 @@ impl Inner {
             let Some(pending) = rec.pending.clone() else {
                 // The first step, or the first after continue-as-new.
                 let outcome =
-                    self.run_step(&id, &rec, orchestration.as_ref(), None, Vec::new()).await;
+                    self.run_step(&id, &rec, &orchestration, None, Vec::new(), &notify).await;
                 if matches!(outcome, Some(StepOutcome::Incompatible(_)))
                     && self.may_stop(&id, &wakes, seen)
                 {
@@ -538,7 +636,7 @@ impl Inner {
                 running.clear();
                 finished.clear();
                 let outcome = self
-                    .run_step(&id, &rec, orchestration.as_ref(), Some(completion), progress.taken)
+                    .run_step(&id, &rec, &orchestration, Some(completion), progress.taken, &notify)
                     .await;
                 if matches!(outcome, Some(StepOutcome::Incompatible(_)))
                     && self.may_stop(&id, &wakes, seen)
@@ -554,6 +652,15 @@ impl Inner {
                     .await
                 {
                     Ok(()) => self.report_branches(&id, rec.steps, &pending, &progress.branches),
+                    Err(ClientError::TooLarge { reason, .. }) => {
+                        // The branches' results together do not fit: retrying cannot help.
+                        self.fail_oversized(
+                            &id,
+                            &rec,
+                            &format!("cannot record a result: {reason}"),
+                        )
+                        .await;
+                    }
                     Err(e) => tracing::error!("cannot record branch progress: {e}"),
                 }
                 continue;
@@ -658,21 +765,38 @@ impl Inner {
         let name = name.to_owned();
         let timeout = policy.attempt_timeout;
         let span = tracing::info_span!("activity", name = %name, attempt);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(
             async move {
                 let result = match fut {
                     None => Err(ActivityFailure::NotRegistered(name)),
                     Some(fut) => {
-                        let inner = tokio::spawn(fut);
-                        let abort = AbortOnDrop(inner.abort_handle());
+                        // The attempt runs on a thread of its own (tokio's blocking pool), so an
+                        // activity that blocks its thread stalls only itself: its timeout is
+                        // enforced from here and fires on time. When the driver drops the
+                        // attempt (its result arrived, the branch is abandoned, the runtime shuts
+                        // down), `stop` is dropped: an async activity stops at its next
+                        // `.await`; a blocking one runs on until it returns, unheard.
+                        let rt = tokio::runtime::Handle::current();
+                        let inner = tokio::task::spawn_blocking(move || {
+                            rt.block_on(async move {
+                                tokio::select! {
+                                    biased;
+                                    _ = stopped => None,
+                                    r = fut => Some(r),
+                                }
+                            })
+                        });
                         let joined = match timeout {
                             None => Some(inner.await),
                             Some(limit) => tokio::time::timeout(limit, inner).await.ok(),
                         };
-                        drop(abort);
                         match joined {
                             None => Err(ActivityFailure::TimedOut(timeout.unwrap_or_default())),
-                            Some(Ok(r)) => r,
+                            Some(Ok(Some(r))) => r,
+                            Some(Ok(None)) => Err(ActivityFailure::Panicked(
+                                "activity attempt was stopped".into(),
+                            )),
                             Some(Err(e)) if e.is_panic() => Err(ActivityFailure::Panicked(
                                 panic_message(e.into_panic().as_ref()),
                             )),
@@ -686,7 +810,7 @@ impl Inner {
             }
             .instrument(span),
         );
-        AbortOnDrop(handle.abort_handle())
+        AbortOnDrop { task: handle.abort_handle(), _stop: stop }
     }
 
     /// Works out which branches of `pending` are done now.
@@ -702,6 +826,11 @@ impl Inner {
         let mut taken = Vec::new();
         let mut changed = false;
         let mut inbox: Vec<_> = rec.inbox.clone();
+        // Room for the results of activities: what the record has left, less the results of
+        // this command's branches already stored.
+        let mut room = self.step_budget(rec).saturating_sub(
+            branches.iter().filter_map(|b| b.done.as_ref()).map(completion_size).sum(),
+        );
         for (i, leaf) in pending.command.leaves().iter().enumerate() {
             let Some(branch) = branches.get_mut(i) else { continue };
             if branch.done.is_some() {
@@ -726,9 +855,19 @@ impl Inner {
                         changed = true;
                     }
                 }
-                Command::Child { orchestration, input, .. } => {
+                Command::Child { orchestration, input, id: chosen } => {
                     let child_id =
                         branch.child_id.clone().unwrap_or_else(|| format!("{id}:child-{i}"));
+                    if !branch.child_started
+                        && let Some(reason) = chosen.as_deref().and_then(|c| validate_id(c).err())
+                    {
+                        branch.done = Some(Completion::Child(Err(ChildFailure::NotStarted(
+                            format!("invalid instance id `{}`: {reason}", shown_id(&child_id)),
+                        ))));
+                        branch.child_started = true;
+                        changed = true;
+                        continue;
+                    }
                     if !branch.child_started {
                         match self
                             .start_encoded(
@@ -770,7 +909,19 @@ impl Inner {
                     }
                 }
                 Command::Activity { policy, .. } => {
-                    if let Some(result) = finished.remove(&i) {
+                    if let Some(mut result) = finished.remove(&i) {
+                        if let Ok(bytes) = &result {
+                            if bytes.len() > room {
+                                result = Err(ActivityFailure::Rejected(format!(
+                                    "its result of {} bytes does not fit in the instance's record \
+                                     ({room} bytes left of the limit of {} bytes)",
+                                    bytes.len(),
+                                    self.max_record
+                                )));
+                            } else {
+                                room -= bytes.len();
+                            }
+                        }
                         let attempt = branch.failed_attempts + 1;
                         match result {
                             Err(f) if attempt < policy.max_attempts && retryable(&f) => {
@@ -841,34 +992,80 @@ impl Inner {
         }
     }
 
+    /// Runs the orchestration's code of one step on a thread of tokio's blocking pool, so that a
+    /// step that computes for long (or never returns) holds that thread only: timers, commits,
+    /// clients and the other instances go on. While it runs, a cancellation of the instance is
+    /// applied at once; the step's result, if it ever comes, is then discarded.
+    async fn run_code(
+        self: &Arc<Self>,
+        id: &str,
+        orchestration: &Arc<dyn ErasedOrchestration>,
+        ctx: &Ctx,
+        resume: (Option<Frame>, Vec<u8>, Option<Completion>),
+        budget: usize,
+        notify: &Notify,
+    ) -> Option<std::thread::Result<StepResult>> {
+        let orchestration = orchestration.clone();
+        let step_ctx = ctx.clone();
+        let span = tracing::Span::current();
+        let mut job = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let resume = match (&resume.0, resume.2) {
+                    (Some(frame), Some(completion)) => Resume::At { frame, completion },
+                    _ => Resume::Start(&resume.1),
+                };
+                crate::__private::with_frame_budget(budget, || {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        orchestration.step(&step_ctx, resume)
+                    }))
+                })
+            })
+        });
+        loop {
+            tokio::select! {
+                joined = &mut job => return joined.ok(),
+                () = notify.notified() => {
+                    if let Ok(Some(rec)) = self.load(id)
+                        && let Some(reason) = rec.cancel
+                    {
+                        tracing::warn!("cancelled while its step still runs; the step's result will be discarded");
+                        self.apply_cancel(id, &reason).await;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs one step of the orchestration and checkpoints the result; retries the write until
     /// it succeeds (the step is not done before).
     async fn run_step(
         self: &Arc<Self>,
         id: &str,
         rec: &InstanceRecord,
-        orchestration: &dyn ErasedOrchestration,
+        orchestration: &Arc<dyn ErasedOrchestration>,
         completion: Option<Completion>,
         taken: Vec<u64>,
+        notify: &Notify,
     ) -> Option<StepOutcome> {
         let completed = rec.pending.as_ref().map(|p| p.command.describe());
         let mut delay = Duration::from_millis(10);
+        if rec.frame.is_some() && completion.is_none() {
+            tracing::error!("instance `{id}`: a frame without a completion");
+            return None;
+        }
         loop {
             let now = self.clock.now_ms();
             let ctx = Ctx::new(id, now, rec.steps + 1);
             let span = tracing::debug_span!("step", n = rec.steps + 1);
-            let result = {
-                let _enter = span.enter();
-                let resume = match (&rec.frame, completion.clone()) {
-                    (None, _) => Resume::Start(&rec.input),
-                    (Some(frame), Some(completion)) => Resume::At { frame, completion },
-                    (Some(_), None) => {
-                        tracing::error!("instance `{id}`: a frame without a completion");
-                        return None;
-                    }
-                };
-                std::panic::catch_unwind(AssertUnwindSafe(|| orchestration.step(&ctx, resume)))
+            let resume = match &rec.frame {
+                Some(frame) => (Some(frame.clone()), Vec::new(), completion.clone()),
+                None => (None, rec.input.clone(), None),
             };
+            let result = self
+                .run_code(id, orchestration, &ctx, resume, self.step_budget(rec), notify)
+                .instrument(span)
+                .await?;
             let status = ctx.take_status();
             let since = self.epoch();
             let applied = self.update(id, |latest| {
@@ -878,6 +1075,13 @@ impl Inner {
                 }
                 outcome
             });
+            let applied = match applied {
+                // The checkpoint cannot be stored: the instance fails instead, saying why.
+                Err(ClientError::TooLarge { reason, .. }) => self.update(id, |latest| {
+                    fail_step(id, latest, rec.steps, now, &format!("cannot checkpoint: {reason}"))
+                }),
+                other => other,
+            };
             let outcome = match applied {
                 Ok(Some(Some(outcome))) => outcome,
                 Ok(_) => return None,
@@ -901,6 +1105,9 @@ impl Inner {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
                 continue;
+            }
+            if let Some(p) = &rec.pending {
+                self.unschedule_timers(id, p);
             }
             let terminal = matches!(
                 outcome,
@@ -927,13 +1134,42 @@ impl Inner {
         }
     }
 
+    /// Fails an instance whose record cannot hold what it must store next.
+    async fn fail_oversized(self: &Arc<Self>, id: &str, rec: &InstanceRecord, why: &str) {
+        let now = self.clock.now_ms();
+        let since = self.epoch();
+        match self.update(id, |latest| fail_step(id, latest, rec.steps, now, why)) {
+            Ok(Some(Some(outcome))) => {
+                if let Err(e) = self.make_durable(since).await {
+                    tracing::error!("cannot make the failure durable: {e}");
+                }
+                if let Some(observer) = &self.observer {
+                    observer(&StepEvent {
+                        instance: id.to_owned(),
+                        step: rec.steps + 1,
+                        completed: None,
+                        outcome,
+                    });
+                }
+                self.changes.send_modify(|v| *v += 1);
+                if let Some(parent) = &rec.parent {
+                    self.wake(parent);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("cannot record the failure: {e}"),
+        }
+    }
+
     async fn apply_cancel(self: &Arc<Self>, id: &str, reason: &str) {
         let mut children = Vec::new();
         let since = self.epoch();
+        let mut pending = None;
         let applied = self.update(id, |rec| {
             if rec.is_terminal() {
                 return None;
             }
+            pending = rec.pending.clone();
             if let Some(p) = &rec.pending {
                 for (leaf, b) in p.command.leaves().iter().zip(&p.branches) {
                     if let (Command::Child { .. }, Some(child), None) = (leaf, &b.child_id, &b.done)
@@ -958,6 +1194,9 @@ impl Inner {
             // Not durable: the request stays in the record, and the next run applies it.
             tracing::error!("cannot make the cancellation durable: {e}");
             return;
+        }
+        if let Some(p) = &pending {
+            self.unschedule_timers(id, p);
         }
         tracing::info!(instance = %id, "cancelled: {reason}");
         for child in children {
@@ -1085,6 +1324,78 @@ fn apply_step(
         }
     };
     Some(outcome)
+}
+
+/// Fails an instance whose step produced a checkpoint that cannot be stored; `None` when the
+/// record moved on meanwhile.
+fn fail_step(
+    id: &str,
+    rec: &mut InstanceRecord,
+    expected_steps: u64,
+    now: u64,
+    why: &str,
+) -> Option<StepOutcome> {
+    if rec.steps != expected_steps || rec.is_terminal() {
+        return None;
+    }
+    let message = format!("instance `{id}` of orchestration `{}`: {why}", rec.orchestration);
+    tracing::error!("{message}");
+    rec.steps += 1;
+    rec.updated_ms = now;
+    rec.state = State::Failed { message: message.clone(), payload: None };
+    rec.frame = None;
+    rec.pending = None;
+    Some(StepOutcome::Failed(message))
+}
+
+/// The stored bytes of a branch's result.
+fn completion_size(c: &Completion) -> usize {
+    match c {
+        Completion::Activity(Ok(b)) | Completion::Child(Ok(b)) => b.len(),
+        Completion::Event { payload: Some(b), .. } => b.len(),
+        Completion::Activity(Err(ActivityFailure::Error { payload, .. })) => payload.len(),
+        Completion::Child(Err(ChildFailure::Failed { payload: Some(p), .. })) => p.len(),
+        _ => 0,
+    }
+}
+
+/// What takes the room in a record, largest first, for the message of a refused write.
+fn size_breakdown(rec: &InstanceRecord) -> String {
+    let mut parts: Vec<(usize, String)> = Vec::new();
+    if let Some(f) = &rec.frame {
+        let names: Vec<&str> = f.layout.iter().map(|(n, _)| n.as_str()).collect();
+        parts.push((
+            f.locals.len(),
+            format!(
+                "the locals at suspension point `{}` (line {}: {})",
+                f.point,
+                f.line,
+                names.join(", ")
+            ),
+        ));
+    }
+    if let Some(p) = &rec.pending {
+        let size = codec::encode(&p.command).map_or(0, |b| b.len());
+        parts.push((size, format!("the command `{}`", p.command.describe())));
+    }
+    parts.push((rec.input.len(), "the input".into()));
+    if let Some(s) = &rec.custom_status {
+        parts.push((s.len(), "the custom status".into()));
+    }
+    let inbox: usize = rec.inbox.iter().map(|e| e.payload.len()).sum();
+    parts.push((inbox, format!("{} buffered events", rec.inbox.len())));
+    match &rec.state {
+        State::Completed { output } => parts.push((output.len(), "the output".into())),
+        State::Failed { payload: Some(p), .. } => parts.push((p.len(), "the error value".into())),
+        _ => {}
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{what}: {n} bytes"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub(crate) fn state_of(rec: &InstanceRecord, registered: bool) -> InstanceState {
