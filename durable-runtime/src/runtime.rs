@@ -371,6 +371,7 @@ impl RuntimeBuilder {
             timer_wake: tokio::sync::Notify::new(),
             timer_task: Mutex::new(None),
             changes,
+            resident: Mutex::new(HashMap::new()),
         });
         inner.start_timers();
         inner.resume_all()?;

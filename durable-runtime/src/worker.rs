@@ -26,7 +26,7 @@ use crate::clock::{Clock, ms};
 use crate::commit::GroupCommit;
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion, RetryPolicy};
 use crate::orchestration::{
-    Ctx, ErasedOrchestration, Fault, Orchestration, Registry, Resume, StepResult,
+    Ctx, ErasedOrchestration, Fault, LiveState, Orchestration, Registry, Resume, StepResult,
 };
 use crate::record::{Branch, InstanceRecord, Pending, State};
 use crate::runtime::{
@@ -68,7 +68,14 @@ pub(crate) struct Inner {
     pub(crate) timer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Bumped whenever an instance reaches a terminal or refused state.
     pub(crate) changes: watch::Sender<u64>,
+    /// The in-memory state of suspended instances, by instance: the step count it belongs to
+    /// and the state. See [`Inner::keep_resident`].
+    pub(crate) resident: Mutex<HashMap<String, (u64, LiveState)>>,
 }
+
+/// At most this many suspended instances keep their state in memory; past it, the state of
+/// another one is dropped and decoded from its checkpoint when it resumes.
+const RESIDENT_LIMIT: usize = 10_000;
 
 /// What an activity task reports to its driver: the step key, the branch, the result.
 type Finished = (String, usize, Result<Vec<u8>, ActivityFailure>);
@@ -281,12 +288,26 @@ impl Inner {
     pub(crate) fn register<O: Orchestration>(self: &Arc<Self>, orchestration: O) {
         let mut registry = Registry::default();
         registry.add_orchestration(|| orchestration);
+        self.adopt(registry, true);
+    }
+
+    /// Adds what `registry` knows; `replace` replaces registrations of the same names.
+    fn adopt(self: &Arc<Self>, registry: Registry, replace: bool) {
         if let Ok(mut a) = self.activities.write() {
-            a.by_name.extend(registry.activities.by_name);
+            for (name, activity) in registry.activities.by_name {
+                if replace || !a.by_name.contains_key(name) {
+                    a.by_name.insert(name, activity);
+                }
+            }
         }
-        let names: Vec<&'static str> = registry.orchestrations.keys().map(|(n, _)| *n).collect();
+        let mut names: Vec<&'static str> = Vec::new();
         if let Ok(mut o) = self.orchestrations.write() {
-            o.extend(registry.orchestrations);
+            for (key, orchestration) in registry.orchestrations {
+                if replace || !o.contains_key(&key) {
+                    o.insert(key, orchestration);
+                    names.push(key.0);
+                }
+            }
         }
         for name in names {
             let parked = lock(&self.unregistered).remove(name).unwrap_or_default();
@@ -348,6 +369,9 @@ impl Inner {
         for t in tasks {
             let _ = t.await;
         }
+        // Like the futures of a runtime that shuts down, the kept states are dropped.
+        let kept = std::mem::take(&mut *lock(&self.resident));
+        drop(kept);
         let _ = self.store.flush();
     }
 
@@ -474,6 +498,7 @@ impl Inner {
                 }
             };
             if rec.is_terminal() {
+                self.forget_resident(&id);
                 break;
             }
             if rec.suspended {
@@ -837,21 +862,34 @@ impl Inner {
     ) -> Option<StepOutcome> {
         let completed = rec.pending.as_ref().map(|p| p.command.describe());
         let mut delay = Duration::from_millis(10);
+        // The state the previous step of this process left, if it is that of this record.
+        let mut live = self.take_resident(id, rec.steps);
         loop {
             let now = self.clock.now_ms();
             let ctx = Ctx::new(id, now, rec.steps + 1);
             let span = tracing::debug_span!("step", n = rec.steps + 1);
             let result = {
                 let _enter = span.enter();
-                let resume = match (&rec.frame, completion.clone()) {
-                    (None, _) => Resume::Start(&rec.input),
-                    (Some(frame), Some(completion)) => Resume::At { frame, completion },
-                    (Some(_), None) => {
+                let resume = match (&rec.frame, completion.clone(), live.take()) {
+                    (None, _, _) => Resume::Start(&rec.input),
+                    (Some(frame), Some(completion), Some(state)) => {
+                        Resume::Live { frame, state, completion }
+                    }
+                    (Some(frame), Some(completion), None) => Resume::At { frame, completion },
+                    (Some(_), None, _) => {
                         tracing::error!("instance `{id}`: a frame without a completion");
                         return None;
                     }
                 };
                 std::panic::catch_unwind(AssertUnwindSafe(|| orchestration.step(&ctx, resume)))
+            };
+            // Activities and children this step's operations use, however they were named.
+            self.adopt(ctx.take_used(), false);
+            let (result, kept) = match result {
+                Ok(StepResult::Suspend { frame, command, live }) => {
+                    (Ok(StepResult::Suspend { frame, command, live: None }), live)
+                }
+                other => (other, None),
             };
             let status = ctx.take_status();
             let applied = self.update(id, |latest| {
@@ -877,6 +915,9 @@ impl Inner {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+            if let (StepOutcome::Suspended(_), Some(state)) = (&outcome, kept) {
+                self.keep_resident(id, rec.steps + 1, state);
+            }
             let terminal = matches!(
                 outcome,
                 StepOutcome::Completed
@@ -900,6 +941,38 @@ impl Inner {
             }
             return Some(outcome);
         }
+    }
+
+    /// Keeps the state a step suspended with for the next step of this process. Values then
+    /// live on exactly as in plain Rust; only a restart decodes them from the checkpoint.
+    fn keep_resident(&self, id: &str, steps: u64, state: LiveState) {
+        let evicted = {
+            let mut resident = lock(&self.resident);
+            let evicted = if resident.len() >= RESIDENT_LIMIT && !resident.contains_key(id) {
+                let other = resident.keys().next().cloned();
+                other.and_then(|k| resident.remove(&k))
+            } else {
+                None
+            };
+            (resident.insert(id.to_owned(), (steps, state)), evicted)
+        };
+        // Dropped outside the lock: a value's `Drop` may take its time.
+        drop(evicted);
+    }
+
+    /// The kept state of `id` if it belongs to the record after `steps` steps.
+    fn take_resident(&self, id: &str, steps: u64) -> Option<LiveState> {
+        let kept = lock(&self.resident).remove(id);
+        match kept {
+            Some((s, state)) if s == steps => Some(state),
+            _ => None,
+        }
+    }
+
+    /// Drops the kept state of an instance that will not run another step here.
+    pub(crate) fn forget_resident(&self, id: &str) {
+        let kept = lock(&self.resident).remove(id);
+        drop(kept);
     }
 
     async fn apply_cancel(self: &Arc<Self>, id: &str, reason: &str) {
@@ -932,6 +1005,7 @@ impl Inner {
             tracing::error!("cannot make the cancellation durable: {e}");
         }
         tracing::info!(instance = %id, "cancelled: {reason}");
+        self.forget_resident(id);
         for child in children {
             let _ =
                 Box::pin(self.update_live(&child, |r| {
@@ -995,7 +1069,7 @@ fn apply_step(
             rec.pending = None;
             StepOutcome::ContinuedAsNew
         }
-        Ok(StepResult::Suspend { frame, command }) => {
+        Ok(StepResult::Suspend { frame, command, .. }) => {
             rec.steps += 1;
             let key = format!("{id}:{}", rec.steps);
             let branches = command
