@@ -293,12 +293,15 @@ pub fn decode_input<T: Persistable>(bytes: &[u8]) -> Result<T, Fault> {
 /// What a machine keeps in memory between steps: its state, whose stored locals must be `Send`
 /// (the runtime keeps the state while other tasks run).
 #[diagnostic::on_unimplemented(
-    message = "a local alive across a durable `.await` must be `Send`",
+    message = "a local alive across this durable `.await` is not `Send`",
     label = "a local stored at this `.await` is not `Send`",
-    note = "between two steps the orchestration's locals are kept in memory, on any of the runtime's threads"
+    note = "between two steps the orchestration's locals stay in memory and may move to another of the runtime's threads: every local alive across an `.await` must be `Send` (the state type lists them in order)"
 )]
 pub trait Resident: std::any::Any + Send {}
 
+// `do_not_recommend`: the error names `Resident`, with the message above, instead of the
+// first field of the state that is not `Send`.
+#[diagnostic::do_not_recommend]
 impl<T: std::any::Any + Send> Resident for T {}
 
 /// Splits a later step's resume into its frame, the state kept in memory if any, and the

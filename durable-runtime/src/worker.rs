@@ -292,7 +292,20 @@ impl Inner {
     }
 
     /// Adds what `registry` knows; `replace` replaces registrations of the same names.
-    fn adopt(self: &Arc<Self>, registry: Registry, replace: bool) {
+    fn adopt(self: &Arc<Self>, mut registry: Registry, replace: bool) {
+        if !replace {
+            // Every step hands over what it used: most of it is known already, and a read lock
+            // keeps steps of different instances from queueing behind each other.
+            if let Ok(a) = self.activities.read() {
+                registry.activities.by_name.retain(|name, _| !a.by_name.contains_key(name));
+            }
+            if let Ok(o) = self.orchestrations.read() {
+                registry.orchestrations.retain(|key, _| !o.contains_key(key));
+            }
+            if registry.activities.by_name.is_empty() && registry.orchestrations.is_empty() {
+                return;
+            }
+        }
         if let Ok(mut a) = self.activities.write() {
             for (name, activity) in registry.activities.by_name {
                 if replace || !a.by_name.contains_key(name) {
