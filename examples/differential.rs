@@ -2,8 +2,9 @@
 //!
 //! - `differential run <case> <id> <db> <abort-after>`: one durable run in this process,
 //!   aborting right after checkpoint `abort-after` (0: never); used by the tests.
-//! - `differential long [rounds]`: every case, in process and with a real process aborted
-//!   after every checkpoint, `rounds` times (default 1).
+//! - `differential long [rounds]`: every case, hand-written and generated, in process and with
+//!   a real process aborted after every checkpoint, `rounds` times (default 1). See the README
+//!   for a loop over many generated batches.
 
 #![allow(clippy::unwrap_used, reason = "a test driver fails loudly")]
 
@@ -12,6 +13,8 @@
 mod differential;
 #[path = "../tests/support/differential_cases.rs"]
 mod cases;
+#[path = "../tests/support/differential_generated.rs"]
+mod generated;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -23,7 +26,7 @@ async fn main() {
         std::fs::create_dir_all(&dir).unwrap();
         let (mut runs, mut checkpoints) = (0u64, 0u64);
         for round in 0..rounds {
-            for case in cases::CASES {
+            for case in cases::CASES.iter().chain(generated::GENERATED) {
                 let tag = format!("long{round}");
                 checkpoints += differential::check_in_process(case, &tag).await;
                 differential::check_with_processes(case, &tag, &exe, &dir).await;
@@ -33,5 +36,7 @@ async fn main() {
         }
         return;
     }
-    std::process::exit(differential::process_main(cases::CASES, &args).await);
+    let all: Vec<differential::Case> =
+        cases::CASES.iter().chain(generated::GENERATED).copied().collect();
+    std::process::exit(differential::process_main(&all, &args).await);
 }

@@ -12,6 +12,8 @@
 mod differential;
 #[path = "support/differential_cases.rs"]
 mod cases;
+#[path = "support/differential_generated.rs"]
+mod generated;
 
 mod support;
 
@@ -33,4 +35,15 @@ async fn every_case_matches_plain_rust_with_a_process_aborted_after_every_checkp
     for case in cases::CASES {
         differential::check_with_processes(case, "proc", &exe, &dir).await;
     }
+}
+
+/// The checked-in seeded batch of random bodies (`examples/differential_gen.rs`), stopped in
+/// process after every checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_bodies_match_plain_rust_with_a_stop_after_every_checkpoint() {
+    let mut checkpoints = 0;
+    for case in generated::GENERATED {
+        checkpoints += differential::check_in_process(case, "ci").await;
+    }
+    assert!(checkpoints > 2 * generated::GENERATED.len() as u64, "{checkpoints} checkpoints");
 }

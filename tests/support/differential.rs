@@ -58,7 +58,7 @@ macro_rules! differential_case {
                 $($body)*
             }
 
-            #[allow(unused_mut, clippy::all)]
+            #[allow(unused_mut, unused_variables, unused_assignments, unused_parens, unreachable_code, clippy::all)]
             pub async fn plain_body($ctx: PlainCtx, $input: $ity) -> ::core::result::Result<$out, ::durable::Failure> {
                 $($body)*
             }
@@ -86,6 +86,15 @@ macro_rules! differential_case {
             };
         }
     };
+}
+
+/// A map's entries in key order, for outputs that must not depend on iteration order.
+pub fn sorted_entries<K: Ord + Clone, V: Clone>(
+    m: &std::collections::HashMap<K, V>,
+) -> Vec<(K, V)> {
+    let mut v: Vec<(K, V)> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
 
 /// The output of a plain run as the runners compare it.
