@@ -447,7 +447,7 @@ fn run_process(exe: &Path, log: &Path, args: &[&str]) -> (Option<Result<String, 
 /// and a fresh process resuming, for every `k`. `exe` is the driver binary.
 pub async fn check_with_processes(case: &Case, tag: &str, exe: &Path, dir: &Path) -> u64 {
     let name = case.name;
-    let reference = plain_reference(case, &format!("{tag}-{name}-plain")).await;
+    let reference = plain_reference(case, &format!("{tag}-{name}-plain-for-processes")).await;
     let log = dir.join(format!("{tag}-{name}.log"));
     let _ = std::fs::remove_file(&log);
     let whole = format!("{tag}-{name}-whole");
