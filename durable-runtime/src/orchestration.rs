@@ -133,7 +133,8 @@ impl Ctx {
     }
 
     /// A durable timer: `.await` it to sleep for `duration` (on the runtime's clock). A sleeping
-    /// instance holds no task and no memory; a timer that came due while the process was down
+    /// instance holds no task (its locals stay in memory, up to a limit of instances, so that
+    /// the next step continues with them); a timer that came due while the process was down
     /// fires on the next open.
     pub fn sleep(&self, duration: Duration) -> Sleep {
         Sleep { fire_at_ms: self.inner.now_ms.saturating_add(crate::clock::ms(duration)) }

@@ -6,8 +6,9 @@
 //! child, a finished activity); when the command is complete, run the orchestration's step and
 //! checkpoint its result (one write, then a group-committed flush) before anything else
 //! happens. When only waiting is left (timers, events, children) the driver ends: a waiting
-//! instance holds no task and no memory, only its record and, for timers, an index entry. The
-//! timer task, `raise_event`, a finishing child or a client wakes it again.
+//! instance holds no task, only its record, for timers an index entry, and (up to
+//! `RESIDENT_LIMIT` instances) its state in memory for the next step. The timer task,
+//! `raise_event`, a finishing child or a client wakes it again.
 //!
 //! Every write of an instance record happens under that instance's lock (striped), after
 //! re-reading it, so a client's event and the driver's checkpoint never overwrite each other.
