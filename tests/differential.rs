@@ -30,6 +30,13 @@ async fn every_case_matches_plain_rust_with_a_stop_after_every_checkpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_case_matches_plain_rust_with_a_process_aborted_after_every_checkpoint() {
+    // Built every time: a driver left from an older build would not know the newest cases.
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", "differential"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the differential driver failed");
     let exe = support::example("differential");
     let dir = support::scratch("differential-processes");
     for case in cases::CASES {

@@ -131,6 +131,11 @@ impl PlainCtx {
         let fut = activity().invoke(ctx, input);
         Box::pin(async move { fut.await.map_err(ActivityError::Failed) })
     }
+
+    /// Sleeps for `duration`, as a plain timer.
+    pub fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
 }
 
 // ----- the activities the cases call, which record every execution -----
@@ -425,9 +430,16 @@ fn run_process(exe: &Path, log: &Path, args: &[&str]) -> (Option<Result<String, 
     let out = std::process::Command::new(exe)
         .args(args)
         .env("DURABLE_DIFF_LOG", log)
-        .stderr(std::process::Stdio::null())
+        .env("RUST_BACKTRACE", "0")
         .output()
         .expect("spawn the differential driver");
+    if out.status.code().is_some_and(|c| c != 0) {
+        panic!(
+            "the differential driver failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut output = None;
     let mut steps = 0;

@@ -151,6 +151,27 @@ differential_case!(drops_in_process, false, (_x: u32 = 0), |ctx| -> Vec<String> 
     Ok(seen)
 });
 
+differential_case!(timers, true, (n: i64 = 3), |ctx| -> Vec<i64> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        ctx.sleep(std::time::Duration::from_millis(1)).await;
+        v.push(ctx.call(dadd, (i, 10)).await?);
+    }
+    ctx.sleep(std::time::Duration::from_millis(2)).await;
+    v.push(n);
+    Ok(v)
+});
+
+differential_case!(drops_across_a_timer, false, (_x: u32 = 0), |ctx| -> Vec<String> {
+    let run = ctx.instance_id().to_string();
+    let keep = Noisy::new(&run, "keep");
+    ctx.sleep(std::time::Duration::from_millis(1)).await;
+    let slept = drops(&run);
+    ctx.call(dadd, (1, 1)).await?;
+    let _ = &keep;
+    Ok(slept)
+});
+
 /// A type with a field the checkpoint leaves out.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct WithSkip {
@@ -172,4 +193,6 @@ pub const CASES: &[Case] = &[
     context_through_a_reference::CASE,
     serde_skip_in_process::CASE,
     drops_in_process::CASE,
+    timers::CASE,
+    drops_across_a_timer::CASE,
 ];
