@@ -119,6 +119,45 @@ async fn activity_called_through_a_helper_resumes_after_a_restart() {
     rt.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_call_of_an_unknown_activity_waits_for_its_registration() {
+    // As above, but the second process does not register `upper` up front: the instance waits
+    // (instead of failing the call) until the activity is registered.
+    let db = fresh_db("sem-helper-late");
+    let id = "sem-helper-late";
+    let reached = std::sync::Arc::new(tokio::sync::Notify::new());
+    let rt = {
+        let reached = reached.clone();
+        open(move || {
+            let reached = reached.clone();
+            Runtime::builder(&db).orchestration(through_helper).on_step(move |e| {
+                if e.step == 1 {
+                    support::harness::freeze(&e.instance);
+                    reached.notify_one();
+                }
+            })
+        })
+        .await
+    };
+    let notified = reached.notified();
+    rt.start(through_helper, id, "late".to_string()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), notified).await.unwrap();
+    rt.shutdown().await;
+    drop(rt);
+    support::harness::thaw(id);
+    let db = fresh_db_keep("sem-helper-late");
+    let rt = open(|| Runtime::builder(&db).orchestration(through_helper)).await;
+    let h = rt.handle::<through_helper>(id);
+    assert!(h.wait_timeout(Duration::from_millis(300)).await.is_none(), "finished unregistered");
+    let st = rt.status(id).unwrap().unwrap();
+    assert_eq!(st.state, InstanceState::Running);
+    assert_eq!(st.pending.as_deref(), Some("upper"));
+    rt.register_activity(upper);
+    let out = h.wait_timeout(Duration::from_secs(30)).await.unwrap().unwrap();
+    assert_eq!(out, "LATE-AGAIN");
+    rt.shutdown().await;
+}
+
 /// The directory `fresh_db` made, without emptying it.
 fn fresh_db_keep(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -83,8 +83,9 @@ impl Ctx {
     /// the call is written (a helper that takes `&Ctx` and returns the [`Call`] works too). Only
     /// an instance that a restarted process resumes while such a call is pending needs the
     /// activity registered up front, with [`RuntimeBuilder::activity`](crate::RuntimeBuilder::activity)
-    /// or [`Runtime::register_activity`](crate::Runtime::register_activity); activities named as
-    /// `ctx.call(path, ..)` in the orchestration's body are registered with it.
+    /// or [`Runtime::register_activity`](crate::Runtime::register_activity) (until then it
+    /// waits); activities named as `ctx.call(path, ..)` in the orchestration's body are
+    /// registered with it.
     pub fn call<A: Activity>(&self, activity: impl FnOnce() -> A, input: A::Input) -> Call<A> {
         if let Ok(mut used) = self.inner.used.lock()
             && !used.activities.by_name.contains_key(A::NAME)

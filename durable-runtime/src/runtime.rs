@@ -372,6 +372,7 @@ impl RuntimeBuilder {
             timer_task: Mutex::new(None),
             changes,
             resident: Mutex::new(HashMap::new()),
+            awaiting_activity: Mutex::new(HashMap::new()),
         });
         inner.start_timers();
         inner.resume_all()?;
@@ -458,9 +459,9 @@ impl Runtime {
 
     /// Registers an activity.
     pub fn register_activity<A: crate::Activity>(&self, activity: impl FnOnce() -> A) {
-        if let Ok(mut a) = self.inner.activities.write() {
-            a.add(activity());
-        }
+        let mut registry = Registry::default();
+        registry.add_activity(activity);
+        self.inner.adopt(registry, true);
     }
 
     /// Starts an instance of `orchestration` under `id`, durably, and returns a handle to it.

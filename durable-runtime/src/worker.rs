@@ -72,6 +72,9 @@ pub(crate) struct Inner {
     /// The in-memory state of suspended instances, by instance: the step count it belongs to
     /// and the state. See [`Inner::keep_resident`].
     pub(crate) resident: Mutex<HashMap<String, (u64, LiveState)>>,
+    /// Instances whose pending call names an activity this process does not know, by
+    /// activity: they wait for it to be registered rather than fail the call.
+    pub(crate) awaiting_activity: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// At most this many suspended instances keep their state in memory; past it, the state of
@@ -292,8 +295,9 @@ impl Inner {
         self.adopt(registry, true);
     }
 
-    /// Adds what `registry` knows; `replace` replaces registrations of the same names.
-    fn adopt(self: &Arc<Self>, mut registry: Registry, replace: bool) {
+    /// Adds what `registry` knows; `replace` replaces registrations of the same names. Wakes
+    /// the instances that waited for one of them.
+    pub(crate) fn adopt(self: &Arc<Self>, mut registry: Registry, replace: bool) {
         if !replace {
             // Every step hands over what it used: most of it is known already, and a read lock
             // keeps steps of different instances from queueing behind each other.
@@ -307,11 +311,19 @@ impl Inner {
                 return;
             }
         }
+        let mut added: Vec<&'static str> = Vec::new();
         if let Ok(mut a) = self.activities.write() {
             for (name, activity) in registry.activities.by_name {
                 if replace || !a.by_name.contains_key(name) {
                     a.by_name.insert(name, activity);
+                    added.push(name);
                 }
+            }
+        }
+        for name in added {
+            let waiting = lock(&self.awaiting_activity).remove(name).unwrap_or_default();
+            for id in waiting {
+                self.wake(&id);
             }
         }
         let mut names: Vec<&'static str> = Vec::new();
@@ -585,6 +597,7 @@ impl Inner {
             // Start the activities that may run now.
             let now = self.clock.now_ms();
             let mut next_wake: Option<u64> = None;
+            let mut look_again = false;
             for (i, (leaf, branch)) in
                 pending.command.leaves().iter().zip(&progress.branches).enumerate()
             {
@@ -592,6 +605,25 @@ impl Inner {
                     continue;
                 }
                 match leaf {
+                    Command::Activity { name, .. }
+                        if !running.contains_key(&i)
+                            && !finished.contains_key(&i)
+                            && !self.knows_activity(name) =>
+                    {
+                        // A call issued by another process (or build) of an activity this one
+                        // has not registered: wait for the registration instead of failing the
+                        // call. Checked again under the lock `adopt` drains after registering.
+                        let mut waiting = lock(&self.awaiting_activity);
+                        if self.knows_activity(name) {
+                            look_again = true;
+                        } else {
+                            tracing::warn!(
+                                "activity `{name}` is not registered in this process; the \
+                                 instance waits until it is (`RuntimeBuilder::activity`)"
+                            );
+                            waiting.entry(name.clone()).or_default().push(id.clone());
+                        }
+                    }
                     Command::Activity { name, input, policy }
                         if !running.contains_key(&i) && !finished.contains_key(&i) =>
                     {
@@ -618,6 +650,9 @@ impl Inner {
                     }
                     _ => {}
                 }
+            }
+            if look_again {
+                continue;
             }
             if running.is_empty() && finished.is_empty() {
                 if let Some(at) = next_wake {
@@ -955,6 +990,10 @@ impl Inner {
             }
             return Some(outcome);
         }
+    }
+
+    fn knows_activity(&self, name: &str) -> bool {
+        self.activities.read().is_ok_and(|a| a.by_name.contains_key(name))
     }
 
     /// Keeps the state a step suspended with for the next step of this process. Values then
