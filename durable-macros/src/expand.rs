@@ -122,7 +122,8 @@ impl Ctx<'_> {
         let opv = format_ident!("__durable_opv", span = Span::mixed_site());
         let frame = format_ident!("__durable_frame", span = Span::mixed_site());
         let marker = located_at(quote!(#krate::__private::Marker::of(&#opv)), await_span);
-        let suspend = located_at(quote!(#krate::__private::suspend(#frame, #opv)), await_span);
+        let suspend =
+            located_at(quote!(#krate::__private::suspend(#frame, #opv, #var)), await_span);
         quote!({
             let #opv = #op;
             static __DURABLE_CHECKED: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
@@ -399,6 +400,7 @@ pub(crate) fn orchestration(
         variants.push(quote!(#v { #(#fields),* }));
     }
     let st = state_ident();
+    let holes = params.iter().map(|_| quote!(_));
     let completion = completion_ident();
     let var = var_ident();
     let l = label();
@@ -495,15 +497,24 @@ pub(crate) fn orchestration(
                         #bind_inputs
                         #st::B0 { #(#entry_fields),* }
                     }
-                    #krate::__private::Resume::At { frame: __durable_frame, completion } => {
+                    __durable_later => {
+                        let ::core::option::Option::Some((__durable_frame, __durable_live, completion)) =
+                            #krate::__private::resume_parts(__durable_later)
+                        else {
+                            return #krate::__private::fault(#krate::__private::Fault::Corrupt(
+                                ::std::string::String::from("unsupported resume")));
+                        };
                         #completion = ::core::option::Option::Some(completion);
-                        match __durable_frame.point.as_str() {
-                            #(#decodes)*
-                            _ => return #krate::__private::fault(#krate::__private::unknown_point(__durable_frame)),
+                        // The state the previous step of this process left in memory, or, after
+                        // a restart, the one decoded from the frame.
+                        match #krate::__private::take_live::<#st<#(#holes),*>>(__durable_live) {
+                            ::core::option::Option::Some(__durable_kept) => __durable_kept,
+                            ::core::option::Option::None => match __durable_frame.point.as_str() {
+                                #(#decodes)*
+                                _ => return #krate::__private::fault(#krate::__private::unknown_point(__durable_frame)),
+                            },
                         }
                     }
-                    _ => return #krate::__private::fault(#krate::__private::Fault::Corrupt(
-                        ::std::string::String::from("unsupported resume"))),
                 };
                 #l: loop {
                     match #var {

@@ -7,8 +7,8 @@ pub use crate::Persistable;
 pub use crate::activity::{Activity, ActivityContext, ActivityRegistry};
 pub use crate::op::{Completion, DurableOp, Failure};
 pub use crate::orchestration::{
-    ActivityOutput, Ctx, Fault, Orchestration, OrchestrationOutput, PointInfo, Registry, Resume,
-    StepResult,
+    ActivityOutput, Ctx, Fault, LiveState, Orchestration, OrchestrationOutput, PointInfo, Registry,
+    Resume, StepResult,
 };
 pub use crate::record::Frame;
 
@@ -315,14 +315,52 @@ pub fn decode_input<T: Persistable>(bytes: &[u8]) -> Result<T, Fault> {
     codec::decode(bytes).map_err(|e| Fault::Corrupt(format!("input: {e}")))
 }
 
-/// Parks at a suspension point: the frame plus the command of `op`.
-pub fn suspend<O: DurableOp, R>(frame: Result<Frame, Fault>, op: O) -> Step<R> {
+/// What a machine keeps in memory between steps: its state, whose stored locals must be `Send`
+/// (the runtime keeps the state while other tasks run).
+#[diagnostic::on_unimplemented(
+    message = "a local alive across this durable `.await` is not `Send`",
+    label = "a local stored at this `.await` is not `Send`",
+    note = "between two steps the orchestration's locals stay in memory and may move to another of the runtime's threads: every local alive across an `.await` must be `Send` (the state type lists them in order)"
+)]
+pub trait Resident: std::any::Any + Send {}
+
+// `do_not_recommend`: the error names `Resident`, with the message above, instead of the
+// first field of the state that is not `Send`.
+#[diagnostic::do_not_recommend]
+impl<T: std::any::Any + Send> Resident for T {}
+
+/// Splits a later step's resume into its frame, the state kept in memory if any, and the
+/// completion; `None` for the first step.
+pub fn resume_parts(resume: Resume<'_>) -> Option<(&Frame, Option<LiveState>, Completion)> {
+    match resume {
+        Resume::Start(_) => None,
+        Resume::At { frame, completion } => Some((frame, None, completion)),
+        Resume::Live { frame, state, completion } => Some((frame, Some(state), completion)),
+    }
+}
+
+/// The state kept in memory, when it is the machine's state type `S`.
+pub fn take_live<S: std::any::Any>(live: Option<LiveState>) -> Option<S> {
+    live.and_then(LiveState::take)
+}
+
+/// Parks at a suspension point: the frame plus the command of `op`, and the machine's `state`
+/// for the next step if it runs in this process.
+pub fn suspend<O: DurableOp, R, S: Resident>(
+    frame: Result<Frame, Fault>,
+    op: O,
+    state: S,
+) -> Step<R> {
     let frame = match frame {
         Ok(f) => f,
         Err(e) => return Step::Exit(Box::new(StepResult::Fault(e))),
     };
     match op.into_command() {
-        Ok(command) => Step::Exit(Box::new(StepResult::Suspend { frame, command })),
+        Ok(command) => Step::Exit(Box::new(StepResult::Suspend {
+            frame,
+            command,
+            live: Some(LiveState::new(state)),
+        })),
         Err(e) => Step::Exit(Box::new(StepResult::Fault(Fault::Codec(format!(
             "command input at `{}`: {e}",
             frame.point

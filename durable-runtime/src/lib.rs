@@ -25,8 +25,8 @@ pub use op::{
     IntoAnyOp, Join, Join2, NotInAnOrchestration, Race, Race2, RetryPolicy, Sleep, WaitEvent,
 };
 pub use orchestration::{
-    ActivityOutput, Ctx, Fault, Orchestration, OrchestrationOutput, PointInfo, Registry, Resume,
-    StepResult,
+    ActivityOutput, Ctx, Fault, LiveState, Orchestration, OrchestrationOutput, PointInfo, Registry,
+    Resume, StepResult,
 };
 pub use record::{FORMAT_VERSION, Frame};
 pub use runtime::{

@@ -226,6 +226,69 @@ impl<E: fmt::Display> fmt::Display for ActivityError<E> {
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for ActivityError<E> {}
 
+impl<E> ActivityError<E> {
+    /// The activity's own error, when it returned one; otherwise the whole error back (it
+    /// panicked, timed out or is not registered).
+    ///
+    /// ```
+    /// use durable_runtime::ActivityError;
+    ///
+    /// let e: ActivityError<u32> = ActivityError::Failed(7);
+    /// assert_eq!(e.into_failed().ok(), Some(7));
+    /// let e: ActivityError<u32> = ActivityError::Panicked("boom".into());
+    /// assert!(e.into_failed().is_err());
+    /// ```
+    pub fn into_failed(self) -> Result<E, Self> {
+        match self {
+            ActivityError::Failed(e) => Ok(e),
+            other => Err(other),
+        }
+    }
+
+    /// The activity's own error, when it returned one.
+    pub fn failed(&self) -> Option<&E> {
+        match self {
+            ActivityError::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// `?` on an activity call in an orchestration that returns `Result<T, String>`: the error's
+/// message.
+///
+/// An orchestration with an error type of its own converts with a `From` impl in its crate,
+/// which the orphan rules allow because the error type is local:
+///
+/// ```
+/// use durable_runtime::ActivityError;
+///
+/// #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// enum OrderError {
+///     Payment(String),
+///     Other(String),
+/// }
+///
+/// impl From<ActivityError<String>> for OrderError {
+///     fn from(e: ActivityError<String>) -> Self {
+///         match e.into_failed() {
+///             Ok(refused) => OrderError::Payment(refused),
+///             Err(other) => OrderError::Other(other.to_string()),
+///         }
+///     }
+/// }
+///
+/// let e: OrderError = ActivityError::Failed("card declined".to_string()).into();
+/// assert!(matches!(e, OrderError::Payment(m) if m == "card declined"));
+/// let s: String = ActivityError::<String>::TimedOut(std::time::Duration::from_secs(1)).into();
+/// assert_eq!(s, "activity timed out after 1s");
+/// ```
+impl<E: fmt::Display> From<ActivityError<E>> for String {
+    fn from(e: ActivityError<E>) -> Self {
+        e.to_string()
+    }
+}
+
 /// A general-purpose orchestration error: a message. Any [`ActivityError`] converts into it, so
 /// `?` works on activity calls in an orchestration returning `Result<T, Failure>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! Orchestrations: the step machines `#[orchestration]` generates, and the context they run with.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +30,9 @@ struct CtxInner {
     now_ms: u64,
     rng: Mutex<u64>,
     status: Mutex<Option<Vec<u8>>>,
+    /// Activities and sub-orchestrations this step created operations for, however the code
+    /// that did it was written (`ctx.call(a, ..)`, a helper taking `&Ctx`, a renamed context).
+    used: Mutex<Registry>,
 }
 
 impl fmt::Debug for Ctx {
@@ -51,12 +55,18 @@ impl Ctx {
                 now_ms,
                 rng: Mutex::new(seed | 1),
                 status: Mutex::new(None),
+                used: Mutex::new(Registry::default()),
             }),
         }
     }
 
     pub(crate) fn take_status(&self) -> Option<Vec<u8>> {
         self.inner.status.lock().ok()?.take()
+    }
+
+    /// What this step's operations need registered before their commands go out.
+    pub(crate) fn take_used(&self) -> Registry {
+        self.inner.used.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
     }
 
     /// The id of the running instance.
@@ -68,8 +78,20 @@ impl Ctx {
     ///
     /// The input is recorded in the checkpoint before the activity runs; the activity runs at
     /// least once and its result (or error) is recorded before the orchestration continues.
+    ///
+    /// The activity needs no separate registration: the runtime learns it from the call, however
+    /// the call is written (a helper that takes `&Ctx` and returns the [`Call`] works too). Only
+    /// an instance that a restarted process resumes while such a call is pending needs the
+    /// activity registered up front, with [`RuntimeBuilder::activity`](crate::RuntimeBuilder::activity)
+    /// or [`Runtime::register_activity`](crate::Runtime::register_activity) (until then it
+    /// waits); activities named as `ctx.call(path, ..)` in the orchestration's body are
+    /// registered with it.
     pub fn call<A: Activity>(&self, activity: impl FnOnce() -> A, input: A::Input) -> Call<A> {
-        let _ = activity;
+        if let Ok(mut used) = self.inner.used.lock()
+            && !used.activities.by_name.contains_key(A::NAME)
+        {
+            used.add_activity(activity);
+        }
         Call::new(input)
     }
 
@@ -112,7 +134,8 @@ impl Ctx {
     }
 
     /// A durable timer: `.await` it to sleep for `duration` (on the runtime's clock). A sleeping
-    /// instance holds no task and no memory; a timer that came due while the process was down
+    /// instance holds no task (its locals stay in memory, up to a limit of instances, so that
+    /// the next step continues with them); a timer that came due while the process was down
     /// fires on the next open.
     pub fn sleep(&self, duration: Duration) -> Sleep {
         Sleep { fire_at_ms: self.inner.now_ms.saturating_add(crate::clock::ms(duration)) }
@@ -141,7 +164,11 @@ impl Ctx {
         orchestration: impl FnOnce() -> O,
         input: O::Input,
     ) -> Child<O> {
-        let _ = orchestration;
+        if let Ok(mut used) = self.inner.used.lock()
+            && !used.orchestrations.contains_key(&(O::NAME, O::VERSION))
+        {
+            used.add_orchestration(orchestration);
+        }
         Child { input, id: None }
     }
 
@@ -218,7 +245,8 @@ pub struct PointInfo {
     pub locals: &'static [&'static str],
 }
 
-/// How a step starts: from the input, or from a saved frame with the completion of its command.
+/// How a step starts: from the input, from a saved frame, or from the state the previous step
+/// of this process left in memory; each with the completion of the point's command.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Resume<'a> {
@@ -231,6 +259,41 @@ pub enum Resume<'a> {
         /// The completion of the point's command.
         completion: Completion,
     },
+    /// A later step in the process that ran the previous one: the machine's state as that step
+    /// left it (the very values, not decoded copies), and the frame saved with it, which the
+    /// machine decodes instead when the state is not of its type.
+    Live {
+        /// The frame saved at the suspension point.
+        frame: &'a Frame,
+        /// The state the previous step suspended with.
+        state: LiveState,
+        /// The completion of the point's command.
+        completion: Completion,
+    },
+}
+
+/// The state of a suspended orchestration, kept in memory between two steps in one process: its
+/// live locals themselves, so that within a process they are exactly the values plain Rust
+/// would have (fields that `#[serde(skip)]` leaves out of the checkpoint included), and they are
+/// dropped when plain Rust would drop them rather than at every checkpoint.
+pub struct LiveState(Box<dyn Any + Send>);
+
+impl LiveState {
+    /// Keeps `state`.
+    pub fn new<S: Any + Send>(state: S) -> Self {
+        Self(Box::new(state))
+    }
+
+    /// The state, if it is an `S`.
+    pub fn take<S: Any>(self) -> Option<S> {
+        self.0.downcast::<S>().ok().map(|b| *b)
+    }
+}
+
+impl fmt::Debug for LiveState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LiveState(..)")
+    }
 }
 
 /// Why a step could not run.
@@ -258,6 +321,8 @@ pub enum StepResult {
         frame: Frame,
         /// The command to persist with it and then carry out.
         command: Command,
+        /// The state itself, for the next step if it runs in this process.
+        live: Option<LiveState>,
     },
     /// Returned `Ok`: the encoded value.
     Complete(Vec<u8>),

@@ -445,6 +445,8 @@ impl RuntimeBuilder {
             timer_wake: tokio::sync::Notify::new(),
             timer_task: Mutex::new(None),
             changes,
+            resident: Mutex::new(HashMap::new()),
+            awaiting_activity: Mutex::new(HashMap::new()),
         });
         inner.start_timers();
         inner.resume_all()?;
@@ -532,9 +534,9 @@ impl Runtime {
 
     /// Registers an activity.
     pub fn register_activity<A: crate::Activity>(&self, activity: impl FnOnce() -> A) {
-        if let Ok(mut a) = self.inner.activities.write() {
-            a.add(activity());
-        }
+        let mut registry = Registry::default();
+        registry.add_activity(activity);
+        self.inner.adopt(registry, true);
     }
 
     /// Starts an instance of `orchestration` under `id`, durably, and returns a handle to it.

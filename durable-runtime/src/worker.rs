@@ -6,8 +6,9 @@
 //! child, a finished activity); when the command is complete, run the orchestration's step and
 //! checkpoint its result (one write, then a group-committed flush) before anything else
 //! happens. When only waiting is left (timers, events, children) the driver ends: a waiting
-//! instance holds no task and no memory, only its record and, for timers, an index entry. The
-//! timer task, `raise_event`, a finishing child or a client wakes it again.
+//! instance holds no task, only its record, for timers an index entry, and (up to
+//! `RESIDENT_LIMIT` instances) its state in memory for the next step. The timer task,
+//! `raise_event`, a finishing child or a client wakes it again.
 //!
 //! Every write of an instance record happens under that instance's lock (striped), after
 //! re-reading it, so a client's event and the driver's checkpoint never overwrite each other.
@@ -32,7 +33,7 @@ use crate::codec;
 use crate::commit::{Epoch, GroupCommit};
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion, RetryPolicy};
 use crate::orchestration::{
-    Ctx, ErasedOrchestration, Fault, Orchestration, Registry, Resume, StepResult,
+    Ctx, ErasedOrchestration, Fault, LiveState, Orchestration, Registry, Resume, StepResult,
 };
 use crate::record::{Branch, Frame, InstanceRecord, Pending, State};
 use crate::runtime::{
@@ -76,7 +77,17 @@ pub(crate) struct Inner {
     pub(crate) timer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Bumped whenever an instance reaches a terminal or refused state.
     pub(crate) changes: watch::Sender<u64>,
+    /// The in-memory state of suspended instances, by instance: the step count it belongs to
+    /// and the state. See [`Inner::keep_resident`].
+    pub(crate) resident: Mutex<HashMap<String, (u64, LiveState)>>,
+    /// Instances whose pending call names an activity this process does not know, by
+    /// activity: they wait for it to be registered rather than fail the call.
+    pub(crate) awaiting_activity: Mutex<HashMap<String, Vec<String>>>,
 }
+
+/// At most this many suspended instances keep their state in memory; past it, the state of
+/// another one is dropped and decoded from its checkpoint when it resumes.
+const RESIDENT_LIMIT: usize = 10_000;
 
 /// What an activity task reports to its driver: the step key, the branch, the result.
 type Finished = (String, usize, Result<Vec<u8>, ActivityFailure>);
@@ -383,12 +394,48 @@ impl Inner {
     pub(crate) fn register<O: Orchestration>(self: &Arc<Self>, orchestration: O) {
         let mut registry = Registry::default();
         registry.add_orchestration(|| orchestration);
-        if let Ok(mut a) = self.activities.write() {
-            a.by_name.extend(registry.activities.by_name);
+        self.adopt(registry, true);
+    }
+
+    /// Adds what `registry` knows; `replace` replaces registrations of the same names. Wakes
+    /// the instances that waited for one of them.
+    pub(crate) fn adopt(self: &Arc<Self>, mut registry: Registry, replace: bool) {
+        if !replace {
+            // Every step hands over what it used: most of it is known already, and a read lock
+            // keeps steps of different instances from queueing behind each other.
+            if let Ok(a) = self.activities.read() {
+                registry.activities.by_name.retain(|name, _| !a.by_name.contains_key(name));
+            }
+            if let Ok(o) = self.orchestrations.read() {
+                registry.orchestrations.retain(|key, _| !o.contains_key(key));
+            }
+            if registry.activities.by_name.is_empty() && registry.orchestrations.is_empty() {
+                return;
+            }
         }
-        let names: Vec<&'static str> = registry.orchestrations.keys().map(|(n, _)| *n).collect();
+        let mut added: Vec<&'static str> = Vec::new();
+        if let Ok(mut a) = self.activities.write() {
+            for (name, activity) in registry.activities.by_name {
+                if replace || !a.by_name.contains_key(name) {
+                    a.by_name.insert(name, activity);
+                    added.push(name);
+                }
+            }
+        }
+        for name in added {
+            let waiting = lock(&self.awaiting_activity).remove(name).unwrap_or_default();
+            for id in waiting {
+                self.wake(&id);
+            }
+        }
+        let mut names: Vec<&'static str> = Vec::new();
         if let Ok(mut o) = self.orchestrations.write() {
-            o.extend(registry.orchestrations);
+            for (key, orchestration) in registry.orchestrations {
+                if replace || !o.contains_key(&key) {
+                    o.insert(key, orchestration);
+                    names.push(key.0);
+                }
+            }
         }
         for name in names {
             let parked = lock(&self.unregistered).remove(name).unwrap_or_default();
@@ -450,6 +497,9 @@ impl Inner {
         for t in tasks {
             let _ = t.await;
         }
+        // Like the futures of a runtime that shuts down, the kept states are dropped.
+        let kept = std::mem::take(&mut *lock(&self.resident));
+        drop(kept);
         let _ = self.store.flush();
     }
 
@@ -587,6 +637,7 @@ impl Inner {
                 }
             };
             if rec.is_terminal() {
+                self.forget_resident(&id);
                 break;
             }
             if rec.suspended {
@@ -668,6 +719,7 @@ impl Inner {
             // Start the activities that may run now.
             let now = self.clock.now_ms();
             let mut next_wake: Option<u64> = None;
+            let mut look_again = false;
             for (i, (leaf, branch)) in
                 pending.command.leaves().iter().zip(&progress.branches).enumerate()
             {
@@ -675,6 +727,25 @@ impl Inner {
                     continue;
                 }
                 match leaf {
+                    Command::Activity { name, .. }
+                        if !running.contains_key(&i)
+                            && !finished.contains_key(&i)
+                            && !self.knows_activity(name) =>
+                    {
+                        // A call issued by another process (or build) of an activity this one
+                        // has not registered: wait for the registration instead of failing the
+                        // call. Checked again under the lock `adopt` drains after registering.
+                        let mut waiting = lock(&self.awaiting_activity);
+                        if self.knows_activity(name) {
+                            look_again = true;
+                        } else {
+                            tracing::warn!(
+                                "activity `{name}` is not registered in this process; the \
+                                 instance waits until it is (`RuntimeBuilder::activity`)"
+                            );
+                            waiting.entry(name.clone()).or_default().push(id.clone());
+                        }
+                    }
                     Command::Activity { name, input, policy }
                         if !running.contains_key(&i) && !finished.contains_key(&i) =>
                     {
@@ -701,6 +772,9 @@ impl Inner {
                     }
                     _ => {}
                 }
+            }
+            if look_again {
+                continue;
             }
             if running.is_empty() && finished.is_empty() {
                 if let Some(at) = next_wake {
@@ -1001,7 +1075,7 @@ impl Inner {
         id: &str,
         orchestration: &Arc<dyn ErasedOrchestration>,
         ctx: &Ctx,
-        resume: (Option<Frame>, Vec<u8>, Option<Completion>),
+        resume: (Option<Frame>, Vec<u8>, Option<Completion>, Option<LiveState>),
         budget: usize,
         notify: &Notify,
     ) -> Option<std::thread::Result<StepResult>> {
@@ -1010,8 +1084,11 @@ impl Inner {
         let span = tracing::Span::current();
         let mut job = tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
-                let resume = match (&resume.0, resume.2) {
-                    (Some(frame), Some(completion)) => Resume::At { frame, completion },
+                let resume = match (&resume.0, resume.2, resume.3) {
+                    (Some(frame), Some(completion), Some(state)) => {
+                        Resume::Live { frame, state, completion }
+                    }
+                    (Some(frame), Some(completion), None) => Resume::At { frame, completion },
                     _ => Resume::Start(&resume.1),
                 };
                 crate::__private::with_frame_budget(budget, || {
@@ -1054,18 +1131,28 @@ impl Inner {
             tracing::error!("instance `{id}`: a frame without a completion");
             return None;
         }
+        // The state the previous step of this process left, if it is that of this record.
+        let mut live = self.take_resident(id, rec.steps);
         loop {
             let now = self.clock.now_ms();
             let ctx = Ctx::new(id, now, rec.steps + 1);
             let span = tracing::debug_span!("step", n = rec.steps + 1);
             let resume = match &rec.frame {
-                Some(frame) => (Some(frame.clone()), Vec::new(), completion.clone()),
-                None => (None, rec.input.clone(), None),
+                Some(frame) => (Some(frame.clone()), Vec::new(), completion.clone(), live.take()),
+                None => (None, rec.input.clone(), None, None),
             };
             let result = self
                 .run_code(id, orchestration, &ctx, resume, self.step_budget(rec), notify)
                 .instrument(span)
                 .await?;
+            // Activities and children this step's operations use, however they were named.
+            self.adopt(ctx.take_used(), false);
+            let (result, kept) = match result {
+                Ok(StepResult::Suspend { frame, command, live }) => {
+                    (Ok(StepResult::Suspend { frame, command, live: None }), live)
+                }
+                other => (other, None),
+            };
             let status = ctx.take_status();
             let since = self.epoch();
             let applied = self.update(id, |latest| {
@@ -1108,6 +1195,9 @@ impl Inner {
             }
             if let Some(p) = &rec.pending {
                 self.unschedule_timers(id, p);
+            }
+            if let (StepOutcome::Suspended(_), Some(state)) = (&outcome, kept) {
+                self.keep_resident(id, rec.steps + 1, state);
             }
             let terminal = matches!(
                 outcome,
@@ -1161,6 +1251,42 @@ impl Inner {
         }
     }
 
+    fn knows_activity(&self, name: &str) -> bool {
+        self.activities.read().is_ok_and(|a| a.by_name.contains_key(name))
+    }
+
+    /// Keeps the state a step suspended with for the next step of this process. Values then
+    /// live on exactly as in plain Rust; only a restart decodes them from the checkpoint.
+    fn keep_resident(&self, id: &str, steps: u64, state: LiveState) {
+        let evicted = {
+            let mut resident = lock(&self.resident);
+            let evicted = if resident.len() >= RESIDENT_LIMIT && !resident.contains_key(id) {
+                let other = resident.keys().next().cloned();
+                other.and_then(|k| resident.remove(&k))
+            } else {
+                None
+            };
+            (resident.insert(id.to_owned(), (steps, state)), evicted)
+        };
+        // Dropped outside the lock: a value's `Drop` may take its time.
+        drop(evicted);
+    }
+
+    /// The kept state of `id` if it belongs to the record after `steps` steps.
+    fn take_resident(&self, id: &str, steps: u64) -> Option<LiveState> {
+        let kept = lock(&self.resident).remove(id);
+        match kept {
+            Some((s, state)) if s == steps => Some(state),
+            _ => None,
+        }
+    }
+
+    /// Drops the kept state of an instance that will not run another step here.
+    pub(crate) fn forget_resident(&self, id: &str) {
+        let kept = lock(&self.resident).remove(id);
+        drop(kept);
+    }
+
     async fn apply_cancel(self: &Arc<Self>, id: &str, reason: &str) {
         let mut children = Vec::new();
         let since = self.epoch();
@@ -1199,6 +1325,7 @@ impl Inner {
             self.unschedule_timers(id, p);
         }
         tracing::info!(instance = %id, "cancelled: {reason}");
+        self.forget_resident(id);
         for child in children {
             let _ =
                 Box::pin(self.update_live(&child, |r| {
@@ -1262,7 +1389,7 @@ fn apply_step(
             rec.pending = None;
             StepOutcome::ContinuedAsNew
         }
-        Ok(StepResult::Suspend { frame, command }) => {
+        Ok(StepResult::Suspend { frame, command, .. }) => {
             rec.steps += 1;
             let key = format!("{id}:{}", rec.steps);
             let branches = command

@@ -19,6 +19,17 @@ fn runs() -> &'static Mutex<BTreeMap<(String, String), u64>> {
     R.get_or_init(Default::default)
 }
 
+/// Holds the activities of `instance` before they start (as a crash right after a checkpoint
+/// would), until [`thaw`].
+pub fn freeze(instance: &str) {
+    frozen().lock().unwrap().insert(instance.to_owned());
+}
+
+/// Lets the activities of `instance` run again.
+pub fn thaw(instance: &str) {
+    frozen().lock().unwrap().remove(instance);
+}
+
 /// Call at the start of every test activity: waits while its instance is frozen, then counts
 /// one execution under its idempotency key.
 pub async fn activity_body(ctx: &ActivityContext) {
