@@ -46,6 +46,37 @@ fn scan_tokens(tokens: TokenStream, out: &mut BTreeSet<String>) {
     }
 }
 
+/// The identifiers in a macro's tokens, format string captures included.
+pub(crate) fn names_in_tokens(tokens: &TokenStream) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    scan_tokens(tokens.clone(), &mut out);
+    out
+}
+
+/// Adds the names of the macros invoked in `node` (`name!`), at any depth, macro arguments and
+/// `macro_rules!` bodies included.
+pub(crate) fn macro_invocations<T: quote::ToTokens>(node: &T, out: &mut BTreeSet<String>) {
+    fn scan(tokens: TokenStream, out: &mut BTreeSet<String>) {
+        let mut prev: Option<String> = None;
+        for tt in tokens {
+            match &tt {
+                TokenTree::Punct(p) if p.as_char() == '!' => {
+                    if let Some(name) = prev.take() {
+                        out.insert(name);
+                    }
+                }
+                TokenTree::Group(g) => scan(g.stream(), out),
+                _ => {}
+            }
+            prev = match tt {
+                TokenTree::Ident(i) => Some(i.to_string()),
+                _ => None,
+            };
+        }
+    }
+    scan(node.to_token_stream(), out);
+}
+
 /// Identifiers captured by a format string literal: `"{x}"`, `"{x:?}"`, `"{x:>5}"`.
 fn format_captures(lit: &str, out: &mut BTreeSet<String>) {
     if !(lit.starts_with('"') || lit.starts_with('r')) {
@@ -308,6 +339,7 @@ fn live_nodes(m: &Machine, nodes: &[Node], live_in: &[BTreeSet<BindingId>]) -> B
                 }
                 live = all;
             }
+            Node::Scope(inner) => live = live_nodes(m, inner, live_in),
             Node::Goto(g) => live = goto_live(*g),
             Node::Suspend(p) => {
                 let point = &m.points[*p];

@@ -90,6 +90,10 @@ impl Ctx<'_> {
                 });
                 quote!(match #scrutinee { #(#arms)* })
             }
+            Node::Scope(inner) => {
+                let inner = self.nodes(inner);
+                quote!({ #inner })
+            }
             Node::Goto(g) => self.goto(*g),
             Node::Return { expr, .. } => quote!(return #krate::__private::Step::Done(#expr);),
             Node::Suspend(p) => self.suspend(*p),
@@ -473,6 +477,7 @@ pub(crate) fn orchestration(
 
             #[allow(
                 unused_mut, unused_variables, unused_assignments, unreachable_code, unused_braces,
+                unused_imports, unused_macros,
                 unused_parens, non_snake_case, non_camel_case_types, dead_code, clippy::all,
                 clippy::pedantic, clippy::nursery
             )]

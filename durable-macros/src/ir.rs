@@ -70,6 +70,9 @@ pub(crate) enum Node {
         uses: BTreeSet<BindingId>,
         arms: Vec<Arm>,
     },
+    /// A Rust block of its own (`{ … }`), for a user block that declares items: they must not
+    /// be visible outside it. Ends with a transfer like any node list.
+    Scope(Vec<Node>),
     Goto(GotoId),
     Suspend(PointId),
     Return {
@@ -121,7 +124,10 @@ pub(crate) struct Machine {
     pub blocks: Vec<Block>,
     pub points: Vec<Point>,
     pub gotos: Vec<Goto>,
-    /// Items declared in the body, hoisted to the top of the generated function.
+    /// Items declared in the body that define something unique (types, statics, impls…),
+    /// hoisted to the top of the generated function. Items that can be declared again (`const`,
+    /// `use`, `fn`, `type`, `macro_rules!`) stay in their block, declared again in each piece of
+    /// it.
     pub items: Vec<syn::Item>,
     /// The input patterns with the bindings they introduce, in parameter order.
     pub inputs: Vec<(syn::Pat, Vec<BindingId>)>,
@@ -140,6 +146,7 @@ impl Machine {
                     self.successors(els, out);
                 }
                 Node::Match { arms, .. } => arms.iter().for_each(|a| self.successors(&a.body, out)),
+                Node::Scope(inner) => self.successors(inner, out),
                 Node::Goto(g) => out.push(self.gotos[*g].target),
                 Node::Suspend(p) => out.push(self.points[*p].resume),
                 Node::Return { .. } => {}

@@ -60,6 +60,9 @@ pub(crate) struct Lowerer<'a> {
     path: Vec<String>,
     counters: Vec<HashMap<String, usize>>,
     temps: usize,
+    /// The items that can be declared again, per user block, innermost last: declared again at
+    /// the start of each block of the machine entered inside that user block.
+    item_scopes: Vec<Vec<syn::Item>>,
 }
 
 /// Lowers an orchestration body whose inputs bind `inputs`.
@@ -79,15 +82,21 @@ pub(crate) fn lower(
         path: Vec::new(),
         counters: vec![HashMap::new()],
         temps: 0,
+        item_scopes: Vec::new(),
     };
     lw.new_block(BlockKind::Entry);
     for pat in inputs {
         let defs = lw.define_pat(pat, None);
         lw.m.inputs.push((pat.clone(), defs));
     }
+    lw.item_scopes.push(Vec::new());
+    for item in redeclarable_items(&body.stmts) {
+        lw.declare_item(item);
+    }
     lw.lower_stmts(&body.stmts, Cont::Return);
     let mut m = lw.m;
     inline_branches(&mut m);
+    drop_unused_macro_rules(&mut m);
     m.reachable = reachable(&m);
     m
 }
@@ -100,6 +109,43 @@ impl Lowerer<'_> {
 
     fn emit(&mut self, node: Node) {
         self.m.blocks[self.cur].body.push(node);
+    }
+
+    /// Continues in block `b`, a new piece of the machine (its own match arm): the items of the
+    /// user blocks it is in are declared again there, innermost first, each name once.
+    fn enter_block(&mut self, b: BlockId) {
+        self.cur = b;
+        let mut seen = BTreeSet::new();
+        let mut items = Vec::new();
+        for scope in self.item_scopes.iter().rev() {
+            for item in scope.iter().rev() {
+                let names = item_names(item);
+                if names.is_empty() || names.iter().any(|n| !seen.contains(n)) {
+                    items.push(item.clone());
+                }
+                seen.extend(names);
+            }
+        }
+        for item in items.into_iter().rev() {
+            self.emit_item(item);
+        }
+    }
+
+    /// Declares `item` here and in every later piece of the current user block.
+    fn declare_item(&mut self, item: syn::Item) {
+        self.emit_item(item.clone());
+        if let Some(scope) = self.item_scopes.last_mut() {
+            scope.push(item);
+        }
+    }
+
+    fn emit_item(&mut self, item: syn::Item) {
+        // A `macro_rules!` names the locals in scope where it is declared.
+        let uses = match &item {
+            syn::Item::Macro(m) => self.resolve(crate::analyze::names_in_tokens(&m.mac.tokens)),
+            _ => BTreeSet::new(),
+        };
+        self.emit(Node::Code { stmt: Stmt::Item(item), uses, defs: Vec::new(), gotos: Vec::new() });
     }
 
     fn visible(&self) -> HashMap<String, BindingId> {
@@ -204,9 +250,22 @@ impl Lowerer<'_> {
 
     // ----- statements -----
 
+    /// A user block: its own scope of names, and if it declares items, its own Rust block, so
+    /// that they are not visible outside it (`Node::Scope`).
     fn lower_block(&mut self, block: &syn::Block, cont: Cont) {
         self.scopes.push(HashMap::new());
+        let has_items = block.stmts.iter().any(|s| matches!(s, Stmt::Item(i) if redeclarable(i)));
+        let start = has_items.then(|| (self.cur, self.m.blocks[self.cur].body.len()));
+        self.item_scopes.push(Vec::new());
+        for item in redeclarable_items(&block.stmts) {
+            self.declare_item(item);
+        }
         self.lower_stmts(&block.stmts, cont);
+        self.item_scopes.pop();
+        if let Some((b, i)) = start {
+            let inner: Vec<Node> = self.m.blocks[b].body.drain(i..).collect();
+            self.m.blocks[b].body.push(Node::Scope(inner));
+        }
         self.scopes.pop();
     }
 
@@ -227,6 +286,12 @@ impl Lowerer<'_> {
 
     fn lower_stmt(&mut self, stmt: &Stmt) {
         match stmt {
+            // Declared at the start of their block (`lower_block`); a `macro_rules!` where it is
+            // written, since it sees only what is declared before it.
+            Stmt::Item(item @ syn::Item::Macro(m)) if m.ident.is_some() => {
+                self.declare_item(item.clone());
+            }
+            Stmt::Item(item) if redeclarable(item) => {}
             Stmt::Item(item) => self.m.items.push(item.clone()),
             Stmt::Local(local) => self.lower_local(local),
             Stmt::Expr(e, semi) => {
@@ -235,7 +300,7 @@ impl Lowerer<'_> {
                 } else if is_control_flow(e) {
                     let join = self.new_block(BlockKind::Join);
                     self.lower_expr_to(e, Cont::Goto { target: join, value: None });
-                    self.cur = join;
+                    self.enter_block(join);
                 } else {
                     let mut e = e.clone();
                     self.lift(&mut e, &mut false);
@@ -267,7 +332,7 @@ impl Lowerer<'_> {
             let join = self.new_block(BlockKind::Join);
             let t = self.temp("value", false, init.expr.span_of());
             self.lower_expr_to(&init.expr, Cont::Goto { target: join, value: Some(t) });
-            self.cur = join;
+            self.enter_block(join);
             self.bring_into_scope(t);
             self.temp_expr(t)
         } else {
@@ -577,7 +642,7 @@ impl Lowerer<'_> {
         }
         self.loops.pop();
         self.leave();
-        self.cur = exit;
+        self.enter_block(exit);
         let v = value.map(|t| {
             self.bring_into_scope(t);
             self.temp_expr(t)
@@ -589,7 +654,7 @@ impl Lowerer<'_> {
         let head = self.new_block(BlockKind::Join);
         let g = self.goto(head, Vec::new(), Span::call_site());
         self.emit(Node::Goto(g));
-        self.cur = head;
+        self.enter_block(head);
         head
     }
 
@@ -724,7 +789,7 @@ impl Lowerer<'_> {
         let visible = self.visible();
         self.m.points.push(Point { identity, op, uses, value, try_op, resume, visible, span });
         self.emit(Node::Suspend(point));
-        self.cur = resume;
+        self.enter_block(resume);
         self.bring_into_scope(value);
         *e = self.temp_expr(value);
     }
@@ -1057,6 +1122,104 @@ fn describe_op(op: &Expr) -> String {
     }
 }
 
+/// Items that can be declared again in each piece of their block without changing what they
+/// mean (a type, `static` or `impl` declared twice would be two different things).
+fn redeclarable(item: &syn::Item) -> bool {
+    match item {
+        syn::Item::Const(_) | syn::Item::Use(_) | syn::Item::Fn(_) | syn::Item::Type(_) => true,
+        syn::Item::Macro(m) => m.ident.is_some(),
+        _ => false,
+    }
+}
+
+/// The redeclarable items of a block that are visible throughout it (not `macro_rules!`).
+fn redeclarable_items(stmts: &[Stmt]) -> Vec<syn::Item> {
+    stmts
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::Item(syn::Item::Macro(_)) => None,
+            Stmt::Item(i) if redeclarable(i) => Some(i.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The names an item declares (none for a glob import).
+fn item_names(item: &syn::Item) -> Vec<String> {
+    fn use_names(t: &syn::UseTree, out: &mut Vec<String>) {
+        match t {
+            syn::UseTree::Path(p) => use_names(&p.tree, out),
+            syn::UseTree::Name(n) => out.push(n.ident.to_string()),
+            syn::UseTree::Rename(r) => out.push(r.rename.to_string()),
+            syn::UseTree::Glob(_) => {}
+            syn::UseTree::Group(g) => g.items.iter().for_each(|t| use_names(t, out)),
+        }
+    }
+    let mut out = Vec::new();
+    match item {
+        syn::Item::Const(c) => out.push(c.ident.to_string()),
+        syn::Item::Fn(f) => out.push(f.sig.ident.to_string()),
+        syn::Item::Type(t) => out.push(t.ident.to_string()),
+        syn::Item::Macro(m) => out.extend(m.ident.as_ref().map(|i| format!("{i}!"))),
+        syn::Item::Use(u) => use_names(&u.tree, &mut out),
+        _ => {}
+    }
+    out
+}
+
+/// Removes each `macro_rules!` declaration from the pieces of the machine that do not invoke
+/// it: declaring it names the locals it uses, which would keep them alive for nothing.
+fn drop_unused_macro_rules(m: &mut Machine) {
+    use crate::analyze::macro_invocations as scan;
+    fn invoked(m: &Machine, nodes: &[Node], out: &mut BTreeSet<String>) {
+        for n in nodes {
+            match n {
+                Node::Code { stmt, .. } => scan(stmt, out),
+                Node::If { cond, then, els, .. } => {
+                    scan(cond, out);
+                    invoked(m, then, out);
+                    invoked(m, els, out);
+                }
+                Node::Match { scrutinee, arms, .. } => {
+                    scan(scrutinee, out);
+                    for a in arms {
+                        scan(&a.pat, out);
+                        invoked(m, &a.body, out);
+                    }
+                }
+                Node::Scope(inner) => invoked(m, inner, out),
+                Node::Return { expr, .. } => scan(expr, out),
+                Node::Suspend(p) => scan(&m.points[*p].op, out),
+                Node::Goto(_) => {}
+            }
+        }
+    }
+    fn retain(nodes: &mut Vec<Node>, used: &BTreeSet<String>) {
+        nodes.retain(|n| match n {
+            Node::Code { stmt: Stmt::Item(syn::Item::Macro(mac)), .. } => {
+                mac.ident.as_ref().is_none_or(|i| used.contains(&i.to_string()))
+            }
+            _ => true,
+        });
+        for n in nodes {
+            match n {
+                Node::If { then, els, .. } => {
+                    retain(then, used);
+                    retain(els, used);
+                }
+                Node::Match { arms, .. } => arms.iter_mut().for_each(|a| retain(&mut a.body, used)),
+                Node::Scope(inner) => retain(inner, used),
+                _ => {}
+            }
+        }
+    }
+    for b in 0..m.blocks.len() {
+        let mut used = BTreeSet::new();
+        invoked(m, &m.blocks[b].body, &mut used);
+        retain(&mut m.blocks[b].body, &used);
+    }
+}
+
 /// Replaces each `if`/`match` branch that jumps to a branch block with that block's code.
 fn inline_branches(m: &mut Machine) {
     fn inline(m: &mut Machine, nodes: &mut [Node]) {
@@ -1064,6 +1227,7 @@ fn inline_branches(m: &mut Machine) {
             let lists: Vec<&mut Vec<Node>> = match node {
                 Node::If { then, els, .. } => vec![then, els],
                 Node::Match { arms, .. } => arms.iter_mut().map(|a| &mut a.body).collect(),
+                Node::Scope(inner) => vec![inner],
                 _ => continue,
             };
             for list in lists {
@@ -1287,5 +1451,34 @@ mod tests {
         assert!(errors.is_empty(), "{:?}", errors.messages());
         assert_eq!(m.points[0].identity, "loop0/while0/call(f)#0");
         assert_eq!(m.stored_locals()[0].1, names(&["n"]));
+    }
+
+    #[test]
+    fn items_stay_in_their_block_and_are_declared_again_after_an_await() {
+        let (m, errors) = lower_for_test(
+            parse_quote!({
+                let base = RATE;
+                {
+                    const RATE: i64 = 20;
+                    let a = ctx.call(f, RATE).await?;
+                    g(a, RATE);
+                }
+                struct Hoisted;
+                Ok(base)
+            }),
+            &[],
+        );
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        assert_eq!(m.items.len(), 1, "only the struct is hoisted");
+        let entry = &m.blocks[0].body;
+        assert!(matches!(entry[0], Node::Code { .. }), "`let base` outside the scope");
+        let Some(Node::Scope(inner)) = entry.last() else { panic!("no scope for the block") };
+        let declared_first =
+            matches!(&inner[0], Node::Code { stmt: Stmt::Item(syn::Item::Const(_)), .. });
+        assert!(declared_first, "the const is declared inside the block");
+        let resume = &m.blocks[m.points[0].resume].body;
+        let declared_again =
+            matches!(&resume[0], Node::Code { stmt: Stmt::Item(syn::Item::Const(_)), .. });
+        assert!(declared_again, "and again after the await");
     }
 }
