@@ -54,3 +54,61 @@ async fn items_in_a_block_keep_the_blocks_scope() {
     let (out, _) = stop_at_every_point(block_items, "items-neg", -5).await;
     assert_eq!(out, (10, 35, -3, 96));
 }
+
+// ----- evaluation order: operands left of an await are evaluated before it -----
+
+static COUNTED_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[activity]
+async fn counted(x: i64, y: i64) -> Result<i64, String> {
+    COUNTED_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(x + y)
+}
+
+#[orchestration]
+async fn divide_then_call(ctx: Ctx, count: i64) -> Result<i64, Failure> {
+    let total = 12;
+    let v = total / count + ctx.call(counted, (1, 1)).await?;
+    Ok(v)
+}
+
+fn shipping(log: &mut Vec<String>) -> i64 {
+    log.push("shipping".into());
+    5
+}
+
+#[orchestration]
+async fn left_to_right(ctx: Ctx, x0: i64) -> Result<(i64, i64, i64, Vec<String>), Failure> {
+    let mut x = x0;
+    let y = x + ctx
+        .call(
+            add,
+            (
+                {
+                    x += 1;
+                    x
+                },
+                0,
+            ),
+        )
+        .await?;
+    let mut log = Vec::new();
+    let z = shipping(&mut log) + ctx.call(add, (1, 2)).await?;
+    Ok((y, x, z, log))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operands_left_of_an_await_are_evaluated_first() {
+    let (out, _) = stop_at_every_point(left_to_right, "left-to-right", 10).await;
+    assert_eq!(out, (21, 11, 8, vec!["shipping".to_string()]));
+
+    let db = support::harness::fresh_db("divide-first");
+    let rt =
+        support::harness::open(|| durable::Runtime::builder(&db).orchestration(divide_then_call))
+            .await;
+    let h = rt.start(divide_then_call, "divide-first", 0).await.unwrap();
+    let err = h.wait().await.unwrap_err().to_string();
+    assert!(err.contains("panicked: attempt to divide by zero"), "{err}");
+    assert_eq!(COUNTED_RUNS.load(std::sync::atomic::Ordering::SeqCst), 0, "panicked first");
+    rt.shutdown().await;
+}

@@ -7,9 +7,14 @@
 //! ```text
 //! let x = op.await?;  rest        B0: suspend P1(op)            P1: let v = <completion>;
 //!                                                                    let x = v?;  rest
-//! a.await? + b.await?             lifted in evaluation order into two suspensions; anything
-//!                                 evaluated before an await must be free of effects, or the
-//!                                 statement is rejected ("bind it to a `let` first")
+//! a.await? + b.await?             lifted in evaluation order into two suspensions
+//! f(x) / n + op.await?            let t = f(x) / n; suspend P(op)    P: t + v?
+//!                                 (operands Rust evaluates before the await go into
+//!                                 temporaries first; places that are borrowed stay places)
+//! { const C: T = ..; A.await; B } { const C: T = ..; A; suspend P }  P: const C: T = ..; B
+//!                                 (a block that declares items is a Rust block of its own;
+//!                                 `const`/`use`/`fn`/`type`/`macro_rules!` are declared again
+//!                                 in each piece, other items are hoisted to the function)
 //! if c { A } else { B }; rest     if c { A; goto J } else { B; goto J }       J: rest
 //! let v = match e { p => A, .. }  match e { p => { let t = A; goto J } .. }  J: let v = t; rest
 //! loop { A }; rest                goto H      H: A; goto H       break → goto X     X: rest
@@ -303,7 +308,7 @@ impl Lowerer<'_> {
                     self.enter_block(join);
                 } else {
                     let mut e = e.clone();
-                    self.lift(&mut e, &mut false);
+                    self.lift(&mut e);
                     self.code(Stmt::Expr(e, *semi), Vec::new());
                 }
             }
@@ -337,7 +342,7 @@ impl Lowerer<'_> {
             self.temp_expr(t)
         } else {
             let mut e = (*init.expr).clone();
-            self.lift(&mut e, &mut false);
+            self.lift(&mut e);
             e
         };
         if let Some(i) = local2.init.as_mut() {
@@ -375,7 +380,7 @@ impl Lowerer<'_> {
             return self.lower_expr_to(e, cont);
         }
         let mut e = e.clone();
-        self.lift(&mut e, &mut false);
+        self.lift(&mut e);
         self.finish(cont, Some(e));
     }
 
@@ -436,7 +441,7 @@ impl Lowerer<'_> {
     fn lower_if(&mut self, i: &syn::ExprIf, cont: Cont) {
         self.enter("if");
         let mut cond = (*i.cond).clone();
-        self.lift(&mut cond, &mut false);
+        self.lift(&mut cond);
         let cond_uses = self.resolve(names_in(&cond));
         let then_block = self.new_block(BlockKind::Branch);
         let else_block = self.new_block(BlockKind::Branch);
@@ -484,7 +489,7 @@ impl Lowerer<'_> {
     fn lower_match(&mut self, mt: &syn::ExprMatch, cont: Cont) {
         self.enter("match");
         let mut scrutinee = (*mt.expr).clone();
-        self.lift(&mut scrutinee, &mut false);
+        self.lift(&mut scrutinee);
         let uses = self.resolve(names_in(&scrutinee));
         let gotos = self.rewrite(&mut scrutinee);
         self.add_gotos_to_uses(&gotos);
@@ -552,7 +557,7 @@ impl Lowerer<'_> {
             Expr::While(w) => {
                 let head = self.jump_to_new_head();
                 let mut cond = (*w.cond).clone();
-                self.lift(&mut cond, &mut false);
+                self.lift(&mut cond);
                 let uses = self.resolve(names_in(&cond));
                 let body = self.new_block(BlockKind::Branch);
                 let exit_goto = self.goto(exit, Vec::new(), Span::call_site());
@@ -586,7 +591,7 @@ impl Lowerer<'_> {
                          `String`s, e.g. `[\"a\", \"b\"].map(String::from)`",
                     );
                 }
-                self.lift(&mut iterable, &mut false);
+                self.lift(&mut iterable);
                 let span = f.expr.span_of();
                 let it = self.temp("iter", true, span);
                 let it_ident = self.m.bindings[it].ident.clone();
@@ -661,84 +666,99 @@ impl Lowerer<'_> {
     // ----- awaits inside expressions -----
 
     /// Lifts the durable awaits of `e` into suspension points, in evaluation order, replacing
-    /// each with the local that receives its value. `impure` tells whether code with possible
-    /// effects has been evaluated before the current position.
-    fn lift(&mut self, e: &mut Expr, impure: &mut bool) {
+    /// each with the local that receives its value. An operand evaluated before an await in
+    /// Rust is evaluated into a temporary before the suspension (`spill`), so its effects and
+    /// panics come first and it sees the values from before the await.
+    fn lift(&mut self, e: &mut Expr) {
         if !has_await(e) {
-            if !is_pure(e) {
-                *impure = true;
-            }
             return;
         }
         match e {
-            Expr::Await(_) => self.lift_await(e, false, impure),
-            Expr::Try(t) if matches!(&*t.expr, Expr::Await(_)) => self.lift_await(e, true, impure),
-            Expr::Try(t) => {
-                self.lift(&mut t.expr, impure);
-                *impure = true;
-            }
-            Expr::Paren(x) => self.lift(&mut x.expr, impure),
-            Expr::Group(x) => self.lift(&mut x.expr, impure),
-            Expr::Reference(x) => self.lift(&mut x.expr, impure),
-            Expr::Unary(x) => self.lift(&mut x.expr, impure),
-            Expr::Cast(x) => self.lift(&mut x.expr, impure),
-            Expr::Field(x) => self.lift(&mut x.base, impure),
-            Expr::Let(x) => self.lift(&mut x.expr, impure),
+            Expr::Await(_) => self.lift_await(e, false),
+            Expr::Try(t) if matches!(&*t.expr, Expr::Await(_)) => self.lift_await(e, true),
+            Expr::Try(t) => self.lift(&mut t.expr),
+            Expr::Paren(x) => self.lift(&mut x.expr),
+            Expr::Group(x) => self.lift(&mut x.expr),
+            Expr::Reference(x) => self.lift(&mut x.expr),
+            Expr::Unary(x) => self.lift(&mut x.expr),
+            Expr::Cast(x) => self.lift(&mut x.expr),
+            Expr::Field(x) => self.lift(&mut x.base),
+            Expr::Let(x) => self.lift(&mut x.expr),
             Expr::Return(x) => {
                 if let Some(v) = &mut x.expr {
-                    self.lift(v, impure);
+                    self.lift(v);
                 }
             }
             Expr::Binary(b) => {
-                self.lift(&mut b.left, impure);
+                self.lift(&mut b.left);
                 if matches!(b.op, syn::BinOp::And(_) | syn::BinOp::Or(_)) && has_await(&*b.right) {
                     self.errors.at(
                         &b.right,
                         "a durable `.await` on the right of `&&`/`||` runs \
                         only sometimes; write it as an `if`",
                     );
-                } else {
-                    self.lift(&mut b.right, impure);
+                    return;
                 }
+                if has_await(&*b.right) {
+                    // Comparisons borrow their operands and compound assignments write to a
+                    // place: those stay places; arithmetic takes the left operand's value.
+                    let by_value = !matches!(
+                        b.op,
+                        syn::BinOp::Eq(_)
+                            | syn::BinOp::Ne(_)
+                            | syn::BinOp::Lt(_)
+                            | syn::BinOp::Le(_)
+                            | syn::BinOp::Gt(_)
+                            | syn::BinOp::Ge(_)
+                    ) && !is_compound_assign(&b.op);
+                    self.spill(&mut b.left, by_value);
+                }
+                self.lift(&mut b.right);
             }
             Expr::Index(x) => {
-                self.lift(&mut x.expr, impure);
-                self.lift(&mut x.index, impure);
+                self.lift(&mut x.expr);
+                if has_await(&*x.index) {
+                    self.spill(&mut x.expr, false);
+                }
+                self.lift(&mut x.index);
             }
             Expr::Call(c) => {
-                self.lift(&mut c.func, impure);
-                for a in c.args.iter_mut() {
-                    self.lift(a, impure);
+                self.lift(&mut c.func);
+                let mut rest: Vec<&mut Expr> = c.args.iter_mut().collect();
+                if rest.iter().any(|a| has_await(&**a)) {
+                    self.spill(&mut c.func, false);
                 }
-                *impure = true;
+                self.lift_in_order(&mut rest);
             }
             Expr::MethodCall(c) => {
-                self.lift(&mut c.receiver, impure);
-                for a in c.args.iter_mut() {
-                    self.lift(a, impure);
+                self.lift(&mut c.receiver);
+                let mut rest: Vec<&mut Expr> = c.args.iter_mut().collect();
+                if rest.iter().any(|a| has_await(&**a)) {
+                    self.spill(&mut c.receiver, false);
                 }
-                *impure = true;
+                self.lift_in_order(&mut rest);
             }
-            Expr::Tuple(t) => t.elems.iter_mut().for_each(|x| self.lift(x, impure)),
-            Expr::Array(t) => t.elems.iter_mut().for_each(|x| self.lift(x, impure)),
+            Expr::Tuple(t) => self.lift_in_order(&mut t.elems.iter_mut().collect::<Vec<_>>()),
+            Expr::Array(t) => self.lift_in_order(&mut t.elems.iter_mut().collect::<Vec<_>>()),
             Expr::Struct(s) => {
-                for f in s.fields.iter_mut() {
-                    self.lift(&mut f.expr, impure);
-                }
+                let mut parts: Vec<&mut Expr> = s.fields.iter_mut().map(|f| &mut f.expr).collect();
                 if let Some(r) = &mut s.rest {
-                    self.lift(r, impure);
+                    parts.push(&mut **r);
                 }
+                self.lift_in_order(&mut parts);
             }
             Expr::Range(r) => {
+                let mut parts: Vec<&mut Expr> = Vec::new();
                 if let Some(x) = &mut r.start {
-                    self.lift(x, impure);
+                    parts.push(&mut **x);
                 }
                 if let Some(x) = &mut r.end {
-                    self.lift(x, impure);
+                    parts.push(&mut **x);
                 }
+                self.lift_in_order(&mut parts);
             }
             Expr::Assign(a) => {
-                self.lift(&mut a.right, impure);
+                self.lift(&mut a.right);
                 if has_await(&*a.left) {
                     self.errors.at(&a.left, "a durable `.await` cannot be on the left of `=`");
                 }
@@ -754,24 +774,60 @@ impl Lowerer<'_> {
         }
     }
 
-    fn lift_await(&mut self, e: &mut Expr, try_op: bool, impure: &mut bool) {
+    /// Operands evaluated left to right by value (arguments, elements, fields): each one with an
+    /// await after it is evaluated into a temporary first.
+    fn lift_in_order(&mut self, parts: &mut [&mut Expr]) {
+        for i in 0..parts.len() {
+            self.lift(parts[i]);
+            if parts[i + 1..].iter().any(|p| has_await(&**p)) {
+                self.spill(parts[i], true);
+            }
+        }
+    }
+
+    /// Evaluates `e` (its awaits already lifted) into a temporary now, because an await that
+    /// follows it in the same expression suspends before the expression completes:
+    ///
+    /// ```text
+    /// a / b + op.await?            let t = a / b;  suspend P(op)   P: t + v?
+    /// ```
+    /// Left alone: literals, paths that are not locals (constants, functions), closures, and
+    /// places where the context borrows or writes (`by_value == false`: a method's receiver,
+    /// a comparison's operand, a borrowed `&x`), which Rust does not copy either.
+    fn spill(&mut self, e: &mut Expr, by_value: bool) {
+        match e {
+            Expr::Lit(_) | Expr::Closure(_) => return,
+            Expr::Paren(p) => return self.spill(&mut p.expr, by_value),
+            Expr::Reference(r) => return self.spill(&mut r.expr, false),
+            Expr::Path(p) if p.qself.is_none() => {
+                // A temporary of the lowering (an awaited value) cannot change meanwhile.
+                let local = p.path.get_ident().and_then(|i| {
+                    let name = i.to_string();
+                    self.scopes.iter().rev().find_map(|s| s.get(&name).copied())
+                });
+                if local.is_none_or(|b| self.m.bindings[b].synthetic) || !by_value {
+                    return;
+                }
+            }
+            Expr::Path(_) => return,
+            _ if !by_value && is_place(e) => return,
+            _ => {}
+        }
+        let t = self.temp("operand", true, e.span_of());
+        let ident = self.m.bindings[t].ident.clone();
+        let value = std::mem::replace(e, self.temp_expr(t));
+        self.code(parse_quote!(let mut #ident = #value;), vec![t]);
+        self.bring_into_scope(t);
+    }
+
+    fn lift_await(&mut self, e: &mut Expr, try_op: bool) {
         let await_expr = match &mut *e {
             Expr::Try(t) => &mut *t.expr,
             other => other,
         };
         let Expr::Await(aw) = await_expr else { return };
         let span = aw.await_token.span;
-        let before = *impure;
-        self.lift(&mut aw.base, impure);
-        if before {
-            self.errors.at_span(
-                span,
-                "this durable `.await` would run after other work in the same \
-                expression, which the step machine cannot order faithfully; bind the awaited value \
-                to a `let` first and use the local",
-            );
-        }
-        *impure = before;
+        self.lift(&mut aw.base);
         let mut op = (*aw.base).clone();
         let uses = self.resolve(names_in(&op));
         let gotos = self.rewrite(&mut op);
@@ -1003,21 +1059,34 @@ fn is_control_flow(e: &Expr) -> bool {
     }
 }
 
-/// Free of effects when evaluated: may be moved after an await.
-fn is_pure(e: &Expr) -> bool {
+/// A place expression: a local, a field, an element or a dereference of one.
+fn is_place(e: &Expr) -> bool {
     match e {
-        Expr::Lit(_) | Expr::Path(_) => true,
-        Expr::Paren(p) => is_pure(&p.expr),
-        Expr::Group(g) => is_pure(&g.expr),
-        Expr::Reference(r) => is_pure(&r.expr),
-        Expr::Field(f) => is_pure(&f.base),
-        Expr::Unary(u) => is_pure(&u.expr),
-        Expr::Cast(c) => is_pure(&c.expr),
-        Expr::Binary(b) => is_pure(&b.left) && is_pure(&b.right),
-        Expr::Tuple(t) => t.elems.iter().all(is_pure),
-        Expr::Index(i) => is_pure(&i.expr) && is_pure(&i.index),
+        Expr::Path(_) => true,
+        Expr::Paren(p) => is_place(&p.expr),
+        Expr::Group(g) => is_place(&g.expr),
+        Expr::Field(f) => is_place(&f.base),
+        Expr::Index(i) => is_place(&i.expr),
+        Expr::Unary(u) => matches!(u.op, syn::UnOp::Deref(_)) && is_place(&u.expr),
         _ => false,
     }
+}
+
+fn is_compound_assign(op: &syn::BinOp) -> bool {
+    use syn::BinOp as B;
+    matches!(
+        op,
+        B::AddAssign(_)
+            | B::SubAssign(_)
+            | B::MulAssign(_)
+            | B::DivAssign(_)
+            | B::RemAssign(_)
+            | B::BitXorAssign(_)
+            | B::BitAndAssign(_)
+            | B::BitOrAssign(_)
+            | B::ShlAssign(_)
+            | B::ShrAssign(_)
+    )
 }
 
 fn kind_name(e: &Expr) -> &'static str {
@@ -1318,15 +1387,23 @@ mod tests {
     }
 
     #[test]
-    fn effects_before_an_await_in_the_same_expression_are_rejected() {
-        let (_, errors) = lower_for_test(
+    fn operands_before_an_await_are_evaluated_first() {
+        let (m, errors) = lower_for_test(
             parse_quote!({
-                let t = f() + ctx.call(a, 1).await?;
-                Ok(t)
+                let t = total / count + ctx.call(a, 1).await?;
+                let u = v.len() + f(x, ctx.call(b, 2).await?);
+                Ok((t, u))
             }),
-            &[],
+            &[parse_quote!(total), parse_quote!(count), parse_quote!(v), parse_quote!(x)],
         );
-        assert!(errors.messages()[0].contains("bind the awaited value to a `let` first"));
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        let s = m.stored_locals();
+        assert_eq!(s[0].1, names(&["v", "x", "operand@#0"]), "`total / count` before the call");
+        assert_eq!(
+            s[1].1,
+            names(&["t", "operand@#1", "operand@#2"]),
+            "`v.len()` and `x` before it"
+        );
     }
 
     #[test]
