@@ -112,3 +112,64 @@ async fn operands_left_of_an_await_are_evaluated_first() {
     assert_eq!(COUNTED_RUNS.load(std::sync::atomic::Ordering::SeqCst), 0, "panicked first");
     rt.shutdown().await;
 }
+
+// ----- assignment is not a use -----
+
+#[activity]
+async fn upper(ctx: ActivityContext, s: String) -> Result<String, String> {
+    activity_body(&ctx).await;
+    Ok(s.to_uppercase())
+}
+
+#[orchestration]
+async fn assignments(ctx: Ctx, c: bool) -> Result<(String, i64, i64, String), Failure> {
+    let mut buf = String::from("ab");
+    buf = ctx.call(upper, buf).await?;
+    buf.push('c');
+    let mut again = buf.clone();
+    for _ in 0..2 {
+        again = ctx.call(upper, again).await?;
+        again.push('x');
+    }
+    let x;
+    if c {
+        x = ctx.call(add, (1, 2)).await?;
+    } else {
+        x = 0;
+    }
+    let y;
+    y = ctx.call(add, (x, 10)).await?;
+    Ok((buf, x, y, again))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assigning_a_moved_or_unset_local() {
+    let (out, _) = stop_at_every_point(assignments, "assign", true).await;
+    assert_eq!(out, ("ABc".to_string(), 3, 13, "ABCXx".to_string()));
+    let (out, _) = stop_at_every_point(assignments, "assign-else", false).await;
+    assert_eq!(out, ("ABc".to_string(), 0, 10, "ABCXx".to_string()));
+}
+
+// ----- assignments from `if`/`match` with awaits, like `let` -----
+
+#[orchestration]
+async fn assign_from_branches(ctx: Ctx, n: i64) -> Result<(i64, i64, i64), Failure> {
+    let mut v = 1;
+    v = match ctx.call(add, (n, 0)).await? {
+        0 => -1,
+        k => ctx.call(add, (k, v)).await?,
+    };
+    let mut w = 0;
+    w = if n > 2 { ctx.call(add, (n, w)).await? } else { 7 };
+    let mut total = 100;
+    total += if n > 2 { ctx.call(add, (1, 1)).await? } else { 0 };
+    Ok((v, w, total))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assigning_an_if_or_match_with_awaits() {
+    let (out, _) = stop_at_every_point(assign_from_branches, "assign-branch", 5).await;
+    assert_eq!(out, (6, 5, 102));
+    let (out, _) = stop_at_every_point(assign_from_branches, "assign-branch-0", 0).await;
+    assert_eq!(out, (-1, 7, 100));
+}

@@ -30,7 +30,25 @@ impl<'ast> Visit<'ast> for Names {
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
         scan_tokens(m.tokens.clone(), &mut self.0);
     }
+    fn visit_expr_assign(&mut self, a: &'ast syn::ExprAssign) {
+        // Assigning a local does not read it.
+        if plain_local(&a.left).is_none() {
+            self.visit_expr(&a.left);
+        }
+        self.visit_expr(&a.right);
+    }
     fn visit_item(&mut self, _: &'ast syn::Item) {}
+}
+
+/// The local an expression names, if it is just a name: `x`, `(x)`.
+pub(crate) fn plain_local(e: &syn::Expr) -> Option<String> {
+    match e {
+        syn::Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => {
+            p.path.get_ident().map(ToString::to_string)
+        }
+        syn::Expr::Paren(p) => plain_local(&p.expr),
+        _ => None,
+    }
 }
 
 fn scan_tokens(tokens: TokenStream, out: &mut BTreeSet<String>) {

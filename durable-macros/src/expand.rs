@@ -17,6 +17,8 @@
 //! returns the frame with the operation's command. Arms are emitted in depth-first order from
 //! the entry, so each variant is built before an arm reads it and every type is inferred.
 
+use std::collections::BTreeSet;
+
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::visit_mut::VisitMut;
@@ -64,40 +66,98 @@ impl Ctx<'_> {
         quote!({ #var = #st::#v { #(#fields),* }; continue #l; })
     }
 
-    fn nodes(&self, nodes: &[Node]) -> TokenStream {
-        nodes.iter().map(|n| self.node(n)).collect()
+    /// `bound`: the bindings declared in the Rust scope being written (the arm's fields, then
+    /// each `let`), so that `x = e;` where `x` is not becomes `let x = e;`.
+    fn nodes(&self, nodes: &[Node], bound: &BTreeSet<BindingId>) -> TokenStream {
+        let mut bound = bound.clone();
+        let mut out = TokenStream::new();
+        for (i, n) in nodes.iter().enumerate() {
+            out.extend(self.node(n, &nodes[i + 1..], &mut bound));
+        }
+        out
     }
 
-    fn node(&self, node: &Node) -> TokenStream {
+    fn node(&self, node: &Node, rest: &[Node], bound: &mut BTreeSet<BindingId>) -> TokenStream {
         let krate = self.krate;
         match node {
-            Node::Code { stmt, .. } => {
+            Node::Code { stmt, defs, .. } => {
                 let mut stmt = stmt.clone();
+                if let syn::Stmt::Local(l) = &stmt
+                    && l.init.is_none()
+                    && !defs.iter().any(|b| self.mentioned(*b, rest))
+                {
+                    // `let x;` assigned only in other pieces of the machine: there, the
+                    // assignment declares it; here, it would be a local of unknown type.
+                    return TokenStream::new();
+                }
+                if let syn::Stmt::Expr(syn::Expr::Assign(a), _) = &stmt
+                    && let [b] = defs.as_slice()
+                    && !bound.contains(b)
+                {
+                    let binding = &self.m.bindings[*b];
+                    let ident = &binding.ident;
+                    let mutability = binding.mutable.then(|| quote!(mut));
+                    let right = &a.right;
+                    stmt = syn::parse_quote!(let #mutability #ident = #right;);
+                }
+                bound.extend(defs.iter().copied());
                 ReplaceGotos(self).visit_stmt_mut(&mut stmt);
                 quote!(#stmt)
             }
-            Node::If { cond, then, els, .. } => {
+            Node::If { cond, then, els, defs, .. } => {
                 let mut cond = cond.clone();
                 ReplaceGotos(self).visit_expr_mut(&mut cond);
-                let (t, e) = (self.nodes(then), self.nodes(els));
+                let mut in_then = bound.clone();
+                in_then.extend(defs.iter().copied());
+                let (t, e) = (self.nodes(then, &in_then), self.nodes(els, bound));
                 quote!(if #cond { #t } else { #e })
             }
             Node::Match { scrutinee, arms, .. } => {
                 let arms = arms.iter().map(|a| {
                     let pat = &a.pat;
-                    let body = self.nodes(&a.body);
+                    let mut in_arm = bound.clone();
+                    in_arm.extend(a.defs.iter().copied());
+                    let body = self.nodes(&a.body, &in_arm);
                     quote!(#pat => { #body })
                 });
                 quote!(match #scrutinee { #(#arms)* })
             }
             Node::Scope(inner) => {
-                let inner = self.nodes(inner);
+                let inner = self.nodes(inner, bound);
                 quote!({ #inner })
             }
             Node::Goto(g) => self.goto(*g),
             Node::Return { expr, .. } => quote!(return #krate::__private::Step::Done(#expr);),
             Node::Suspend(p) => self.suspend(*p),
         }
+    }
+
+    /// Whether binding `b` is named by `nodes` or carried by one of their transfers.
+    fn mentioned(&self, b: BindingId, nodes: &[Node]) -> bool {
+        let name = self.m.bindings[b].ident.to_string();
+        let named = |t: TokenStream| names_ident(t, &name);
+        let carried = |g: &usize| self.m.blocks[self.m.gotos[*g].target].live_in.contains(&b);
+        nodes.iter().any(|n| match n {
+            Node::Code { stmt, gotos, .. } => named(quote!(#stmt)) || gotos.iter().any(carried),
+            Node::If { cond, then, els, .. } => {
+                named(quote!(#cond)) || self.mentioned(b, then) || self.mentioned(b, els)
+            }
+            Node::Match { scrutinee, arms, .. } => {
+                named(quote!(#scrutinee))
+                    || arms.iter().any(|a| {
+                        let pat = &a.pat;
+                        named(quote!(#pat)) || self.mentioned(b, &a.body)
+                    })
+            }
+            Node::Scope(inner) => self.mentioned(b, inner),
+            Node::Goto(g) => carried(g),
+            Node::Return { expr, .. } => named(quote!(#expr)),
+            Node::Suspend(p) => {
+                let point = &self.m.points[*p];
+                let op = &point.op;
+                named(quote!(#op)) || self.m.blocks[point.resume].live_in.contains(&b)
+            }
+        })
     }
 
     fn suspend(&self, p: usize) -> TokenStream {
@@ -149,7 +209,11 @@ impl Ctx<'_> {
             let ident = &binding.ident;
             if binding.mutable { quote!(mut #ident) } else { quote!(#ident) }
         });
-        let body = self.nodes(&block.body);
+        let mut bound: BTreeSet<BindingId> = block.live_in.iter().copied().collect();
+        if let BlockKind::Resume(p) = block.kind {
+            bound.insert(self.m.points[p].value);
+        }
+        let body = self.nodes(&block.body, &bound);
         match block.kind {
             BlockKind::Resume(p) => {
                 let point = &self.m.points[p];
@@ -266,6 +330,15 @@ fn located_at(tokens: TokenStream, span: Span) -> TokenStream {
             }
         })
         .collect()
+}
+
+/// Whether `tokens` contain the identifier `name`.
+fn names_ident(tokens: TokenStream, name: &str) -> bool {
+    tokens.into_iter().any(|tt| match tt {
+        TokenTree::Ident(i) => i == name,
+        TokenTree::Group(g) => names_ident(g.stream(), name),
+        _ => false,
+    })
 }
 
 fn first_span<T: quote::ToTokens>(t: &T) -> Span {

@@ -15,6 +15,9 @@
 //!                                 (a block that declares items is a Rust block of its own;
 //!                                 `const`/`use`/`fn`/`type`/`macro_rules!` are declared again
 //!                                 in each piece, other items are hoisted to the function)
+//! x = op(x).await?;               B0: suspend P1(op(x))     P1: let x = v?;  (x is not stored:
+//!                                 a plain assignment kills it; `let x` where x is not bound)
+//! v = match e { p => A, .. }      as `let t = match …`, then J: v = t;   (also `if`, `op=`)
 //! if c { A } else { B }; rest     if c { A; goto J } else { B; goto J }       J: rest
 //! let v = match e { p => A, .. }  match e { p => { let t = A; goto J } .. }  J: let v = t; rest
 //! loop { A }; rest                goto H      H: A; goto H       break → goto X     X: rest
@@ -308,7 +311,9 @@ impl Lowerer<'_> {
                     self.enter_block(join);
                 } else {
                     let mut e = e.clone();
-                    self.lift(&mut e);
+                    if !self.assign_from_control_flow(&mut e) {
+                        self.lift(&mut e);
+                    }
                     self.code(Stmt::Expr(e, *semi), Vec::new());
                 }
             }
@@ -366,8 +371,16 @@ impl Lowerer<'_> {
         self.emit(Node::Code { stmt: Stmt::Local(local), uses, defs, gotos });
     }
 
-    fn code(&mut self, mut stmt: Stmt, defs: Vec<BindingId>) {
+    /// A statement kept as written. `x = e;` kills `x` (liveness: the old value is not used);
+    /// `expand` makes it a `let` where `x` is not bound.
+    fn code(&mut self, mut stmt: Stmt, mut defs: Vec<BindingId>) {
         let uses = self.resolve(names_in(&stmt));
+        if let Stmt::Expr(Expr::Assign(a), _) = &stmt
+            && let Some(name) = crate::analyze::plain_local(&a.left)
+            && let Some(b) = self.resolve([name].into()).into_iter().next()
+        {
+            defs.push(b);
+        }
         let gotos = self.rewrite(&mut stmt);
         self.emit(Node::Code { stmt, uses, defs, gotos });
     }
@@ -380,8 +393,34 @@ impl Lowerer<'_> {
             return self.lower_expr_to(e, cont);
         }
         let mut e = e.clone();
-        self.lift(&mut e);
+        if !self.assign_from_control_flow(&mut e) {
+            self.lift(&mut e);
+        }
         self.finish(cont, Some(e));
+    }
+
+    /// `place = <if/match/loop/block with an await>` (or `place op= …`): the right side is
+    /// lowered like a `let`'s initialiser into a temporary, and `e` becomes `place = t`.
+    ///
+    /// ```text
+    /// v = match op.await? { p => A, .. }    (as `let t = match …`)    J: v = t;
+    /// ```
+    fn assign_from_control_flow(&mut self, e: &mut Expr) -> bool {
+        let (left, right) = match e {
+            Expr::Assign(a) => (&*a.left, &mut *a.right),
+            Expr::Binary(b) if is_compound_assign(&b.op) => (&*b.left, &mut *b.right),
+            _ => return false,
+        };
+        if has_await(left) || !is_control_flow(right) || !has_await(&*right) {
+            return false;
+        }
+        let join = self.new_block(BlockKind::Join);
+        let t = self.temp("value", false, right.span_of());
+        self.lower_expr_to(right, Cont::Goto { target: join, value: Some(t) });
+        self.enter_block(join);
+        self.bring_into_scope(t);
+        *right = self.temp_expr(t);
+        true
     }
 
     /// Hands a value (or `()`) to the continuation.
@@ -1557,5 +1596,21 @@ mod tests {
         let declared_again =
             matches!(&resume[0], Node::Code { stmt: Stmt::Item(syn::Item::Const(_)), .. });
         assert!(declared_again, "and again after the await");
+    }
+
+    #[test]
+    fn assignment_kills_rather_than_uses() {
+        let s = stored(
+            parse_quote!({
+                let mut buf = s;
+                buf = ctx.call(up, buf).await?;
+                let x;
+                x = ctx.call(f, 1).await?;
+                Ok((buf, x))
+            }),
+            &[parse_quote!(s)],
+        );
+        assert_eq!(s[0].1, Vec::<String>::new(), "`buf` is moved into the call, then set");
+        assert_eq!(s[1].1, names(&["buf"]), "`x` is set after the await, not stored");
     }
 }
