@@ -173,3 +173,55 @@ async fn assigning_an_if_or_match_with_awaits() {
     let (out, _) = stop_at_every_point(assign_from_branches, "assign-branch-0", 0).await;
     assert_eq!(out, (-1, 7, 100));
 }
+
+// ----- names resolve to bindings, not to spellings -----
+
+#[activity]
+async fn echo(ctx: ActivityContext, s: String) -> Result<String, String> {
+    activity_body(&ctx).await;
+    Ok(s)
+}
+
+#[orchestration]
+async fn same_names(ctx: Ctx, name: String) -> Result<(String, Vec<usize>, usize), Failure> {
+    let items = vec!["a".to_string(), "bcd".to_string()];
+    let data = vec![1u8, 2, 3];
+    let echoed = ctx.call(echo, name).await?;
+    let lens: Vec<usize> = items.iter().map(|name| name.len()).collect();
+    let _ = ctx.call(measure_bytes, data).await?;
+    let inner = {
+        let data = vec![0u8; 4];
+        data.len()
+    };
+    Ok((echoed, lens, inner))
+}
+
+#[activity]
+async fn measure_bytes(ctx: ActivityContext, data: Vec<u8>) -> Result<usize, String> {
+    activity_body(&ctx).await;
+    Ok(data.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closure_parameter_or_inner_let_named_like_a_moved_local() {
+    let (out, _) = stop_at_every_point(same_names, "same-names", "n".to_string()).await;
+    assert_eq!(out, ("n".to_string(), vec![1, 3], 4));
+}
+
+// ----- format-spec counts and uppercase locals are uses and locals -----
+
+#[orchestration]
+async fn specs_and_uppercase(ctx: Ctx, v: i64) -> Result<(String, i64), Failure> {
+    let width = 6;
+    let prec = 2;
+    let N = v * 2;
+    let x = ctx.call(add, (v, 1)).await?;
+    let f = 1.5_f64;
+    Ok((format!("[{x:>width$}][{f:.prec$}][{:>1$}]", x, width), N))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_spec_counts_and_uppercase_locals_are_kept() {
+    let (out, _) = stop_at_every_point(specs_and_uppercase, "specs", 4).await;
+    assert_eq!(out, ("[     5][1.50][     5]".to_string(), 8));
+}

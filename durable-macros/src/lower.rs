@@ -38,7 +38,7 @@ use quote::{ToTokens, format_ident};
 use syn::visit_mut::{self, VisitMut};
 use syn::{Expr, Pat, Stmt, parse_quote};
 
-use crate::analyze::{has_await, names_in, pattern_bindings};
+use crate::analyze::{has_await, names_in, pattern_bindings_in};
 use crate::error::Errors;
 use crate::ir::{Arm, Binding, BindingId, Block, BlockId, BlockKind, Goto, Machine, Node, Point};
 
@@ -94,7 +94,7 @@ pub(crate) fn lower(
     };
     lw.new_block(BlockKind::Entry);
     for pat in inputs {
-        let defs = lw.define_pat(pat, None);
+        let defs = lw.define_pat(pat, None, true);
         lw.m.inputs.push((pat.clone(), defs));
     }
     lw.item_scopes.push(Vec::new());
@@ -190,9 +190,9 @@ impl Lowerer<'_> {
         id
     }
 
-    fn define_pat(&mut self, pat: &Pat, init: Option<&Expr>) -> Vec<BindingId> {
+    fn define_pat(&mut self, pat: &Pat, init: Option<&Expr>, irrefutable: bool) -> Vec<BindingId> {
         let init_borrow = init.and_then(borrow_of);
-        pattern_bindings(pat)
+        pattern_bindings_in(pat, irrefutable)
             .into_iter()
             .map(|b| {
                 let borrowed =
@@ -367,7 +367,8 @@ impl Lowerer<'_> {
         }
         let uses = self.resolve(names);
         let gotos = self.rewrite(&mut local);
-        let defs = self.define_pat(&local.pat, original_init);
+        let irrefutable = local.init.as_ref().is_none_or(|i| i.diverge.is_none());
+        let defs = self.define_pat(&local.pat, original_init, irrefutable);
         self.emit(Node::Code { stmt: Stmt::Local(local), uses, defs, gotos });
     }
 
@@ -486,8 +487,10 @@ impl Lowerer<'_> {
         let else_block = self.new_block(BlockKind::Branch);
         let else_goto = self.goto(else_block, Vec::new(), Span::call_site());
         self.scopes.push(HashMap::new());
-        let defs =
-            let_patterns(&cond).iter().flat_map(|p| self.define_pat(p, None)).collect::<Vec<_>>();
+        let defs = let_patterns(&cond)
+            .iter()
+            .flat_map(|p| self.define_pat(p, None, false))
+            .collect::<Vec<_>>();
         let then_goto = self.goto(then_block, Vec::new(), Span::call_site());
         let gotos = self.rewrite(&mut cond);
         self.add_gotos_to_uses(&gotos);
@@ -537,7 +540,7 @@ impl Lowerer<'_> {
         for arm in &mt.arms {
             let block = self.new_block(BlockKind::Branch);
             self.scopes.push(HashMap::new());
-            let defs = self.define_pat(&arm.pat, None);
+            let defs = self.define_pat(&arm.pat, None, false);
             let mut pat = arm.pat.clone();
             if let Pat::Guard(g) = &mut pat {
                 if has_await(&*g.guard) {
@@ -603,7 +606,7 @@ impl Lowerer<'_> {
                 self.scopes.push(HashMap::new());
                 let defs = let_patterns(&cond)
                     .iter()
-                    .flat_map(|p| self.define_pat(p, None))
+                    .flat_map(|p| self.define_pat(p, None, false))
                     .collect::<Vec<_>>();
                 let body_goto = self.goto(body, Vec::new(), Span::call_site());
                 let gotos = self.rewrite(&mut cond);
@@ -655,7 +658,7 @@ impl Lowerer<'_> {
                 let exit_goto = self.goto(exit, Vec::new(), Span::call_site());
                 self.scopes.push(HashMap::new());
                 let pat = (*f.pat).clone();
-                let defs = self.define_pat(&pat, None);
+                let defs = self.define_pat(&pat, None, true);
                 let body_goto = self.goto(body, Vec::new(), Span::call_site());
                 let scrutinee: Expr =
                     parse_quote!(#krate::__private::ForIter::next_item(&mut #it_ident));
