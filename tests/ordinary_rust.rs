@@ -225,3 +225,37 @@ async fn format_spec_counts_and_uppercase_locals_are_kept() {
     let (out, _) = stop_at_every_point(specs_and_uppercase, "specs", 4).await;
     assert_eq!(out, ("[     5][1.50][     5]".to_string(), 8));
 }
+
+// ----- types inferred from code after the await that first stores them -----
+
+#[orchestration]
+async fn inferred_later(ctx: Ctx, n: i64) -> Result<(Option<i64>, Vec<i64>, Option<i64>), Failure> {
+    let mut best = None;
+    for i in 0..3 {
+        let v = ctx.call(add, (n, i)).await?;
+        if v > n {
+            break;
+        }
+    }
+    best = Some(n);
+    let mut seen = Vec::new();
+    if n > 0 {
+        let v = ctx.call(add, (n, 2)).await?;
+        seen.push(v);
+    }
+    let mut found = None;
+    loop {
+        let v = ctx.call(add, (n, 3)).await?;
+        found = Some(v);
+        break;
+    }
+    Ok((best, seen, found))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_fixed_after_the_first_await_are_inferred() {
+    let (out, _) = stop_at_every_point(inferred_later, "inferred", 1).await;
+    assert_eq!(out, (Some(1), vec![3], Some(4)));
+    let (out, _) = stop_at_every_point(inferred_later, "inferred-0", 0).await;
+    assert_eq!(out, (Some(0), vec![], Some(3)));
+}

@@ -15,7 +15,10 @@
 //! A goto is `{ state = State::Bk { live locals }; continue 'machine }`; a suspension writes the
 //! live locals into a frame, builds the resume variant (so the compiler infers its types) and
 //! returns the frame with the operation's command. Arms are emitted in depth-first order from
-//! the entry, so each variant is built before an arm reads it and every type is inferred.
+//! the entry, so each variant is built before an arm reads it and every type is inferred. A
+//! local set by plain assignment (`x = e;` becomes `let x = e;` in a piece where `x` is not
+//! bound) has a `PhantomData` type witness that each of its `let`s is tied to, so the pieces
+//! agree on its type as one function would.
 
 use std::collections::BTreeSet;
 
@@ -55,6 +58,40 @@ fn completion_ident() -> syn::Ident {
 struct Ctx<'a> {
     m: &'a Machine,
     krate: &'a TokenStream,
+    /// Locals set by a plain assignment somewhere: each `let` of one, and each assignment that
+    /// becomes a `let`, is tied to one type witness, so that a type fixed only by a later piece
+    /// of the machine (`let mut best = None; … best = Some(v)`) is inferred as in one function.
+    tied: BTreeSet<BindingId>,
+}
+
+/// The bindings a plain assignment sets, anywhere in the machine.
+fn assigned_bindings(m: &Machine) -> BTreeSet<BindingId> {
+    fn scan(nodes: &[Node], out: &mut BTreeSet<BindingId>) {
+        for n in nodes {
+            match n {
+                Node::Code { stmt: syn::Stmt::Expr(syn::Expr::Assign(_), _), defs, .. } => {
+                    out.extend(defs.iter().copied());
+                }
+                Node::If { then, els, .. } => {
+                    scan(then, out);
+                    scan(els, out);
+                }
+                Node::Match { arms, .. } => arms.iter().for_each(|a| scan(&a.body, out)),
+                Node::Scope(inner) => scan(inner, out),
+                _ => {}
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    m.blocks.iter().for_each(|b| scan(&b.body, &mut out));
+    out
+}
+
+fn witness(b: BindingId) -> syn::Ident {
+    format_ident!("__durable_type_of{}", b, span = Span::mixed_site())
+}
+fn tie_fn() -> syn::Ident {
+    format_ident!("__durable_same_type", span = Span::mixed_site())
 }
 
 impl Ctx<'_> {
@@ -90,6 +127,10 @@ impl Ctx<'_> {
                     // assignment declares it; here, it would be a local of unknown type.
                     return TokenStream::new();
                 }
+                let mut declares = match &stmt {
+                    syn::Stmt::Local(l) if l.init.is_some() => defs.clone(),
+                    _ => Vec::new(),
+                };
                 if let syn::Stmt::Expr(syn::Expr::Assign(a), _) = &stmt
                     && let [b] = defs.as_slice()
                     && !bound.contains(b)
@@ -99,10 +140,16 @@ impl Ctx<'_> {
                     let mutability = binding.mutable.then(|| quote!(mut));
                     let right = &a.right;
                     stmt = syn::parse_quote!(let #mutability #ident = #right;);
+                    declares.push(*b);
                 }
                 bound.extend(defs.iter().copied());
                 ReplaceGotos(self).visit_stmt_mut(&mut stmt);
-                quote!(#stmt)
+                let tie = tie_fn();
+                let ties = declares.iter().filter(|b| self.tied.contains(b)).map(|b| {
+                    let (w, ident) = (witness(*b), &self.m.bindings[*b].ident);
+                    quote!(#tie(&#w, &#ident);)
+                });
+                quote!(#stmt #(#ties)*)
             }
             Node::If { cond, then, els, defs, .. } => {
                 let mut cond = cond.clone();
@@ -446,7 +493,9 @@ pub(crate) fn orchestration(
     let version = args.version.unwrap_or(1);
     let output = &f.output;
     let input_ty = input_type(&f.inputs);
-    let cx = Ctx { m, krate };
+    let cx = Ctx { m, krate, tied: assigned_bindings(m) };
+    let witnesses = cx.tied.iter().map(|b| witness(*b));
+    let tie = tie_fn();
     let order: Vec<usize> =
         m.depth_first().into_iter().filter(|b| m.blocks[*b].kind != BlockKind::Branch).collect();
 
@@ -560,6 +609,8 @@ pub(crate) fn orchestration(
             ) -> #krate::__private::Step<#output> #where_c {
                 #(#items)*
                 enum #st<#(#params),*> { #(#variants),* }
+                fn #tie<T>(_: &::core::marker::PhantomData<T>, _: &T) {}
+                #(let #witnesses = ::core::marker::PhantomData;)*
                 let #ctx_pat: #ctx_ty = ::core::clone::Clone::clone(__durable_ctx);
                 let mut #completion: ::core::option::Option<#krate::__private::Completion> =
                     ::core::option::Option::None;
