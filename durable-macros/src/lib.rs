@@ -83,6 +83,10 @@ fn expand_orchestration(args: TokenStream2, item: TokenStream2) -> TokenStream2 
     if item_fn.sig.receiver().is_some() {
         return in_impl_fallback(&errors, item_fn);
     }
+    if let Some(span) = ast::self_type_use(&item_fn) {
+        errors.at_span(span, ast::in_impl_message("#[orchestration]"));
+        return in_impl_fallback(&errors, item_fn);
+    }
     analyze::check_await_positions(&f.item.block, &errors);
     let inputs: Vec<syn::Pat> = f.inputs.iter().map(|(p, _)| p.clone()).collect();
     let mut machine = lower::lower(&f.item.block, &inputs, &krate, &errors);
@@ -161,6 +165,12 @@ fn expand_activity(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
         }
     };
     let krate = krate(&args);
+    if item_fn.sig.receiver().is_none()
+        && let Some(span) = ast::self_type_use(&item_fn)
+    {
+        errors.at_span(span, ast::in_impl_message("#[activity]"));
+        return in_impl_fallback(&errors, item_fn);
+    }
     let f = ast::ActivityFn::parse(item_fn.clone(), &errors);
     match f {
         Some(f) if errors.is_empty() => expand::activity(&f, &args, &krate),
