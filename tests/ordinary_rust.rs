@@ -259,3 +259,26 @@ async fn types_fixed_after_the_first_await_are_inferred() {
     let (out, _) = stop_at_every_point(inferred_later, "inferred-0", 0).await;
     assert_eq!(out, (Some(0), vec![], Some(3)));
 }
+
+// ----- custom status from a `&str` -----
+
+#[orchestration]
+async fn status_from_str(ctx: Ctx, n: i64) -> Result<i64, Failure> {
+    ctx.set_status("waiting");
+    let v = ctx.call(add, (n, 1)).await?;
+    ctx.set_status("done");
+    Ok(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_status_takes_a_str() {
+    let db = support::harness::fresh_db("status-str");
+    let rt =
+        support::harness::open(|| durable::Runtime::builder(&db).orchestration(status_from_str))
+            .await;
+    let h = rt.start(status_from_str, "status-str", 1).await.unwrap();
+    assert_eq!(h.wait().await.unwrap(), 2);
+    let status = rt.status("status-str").unwrap().unwrap();
+    assert_eq!(status.custom_status::<String>().unwrap().unwrap(), "done");
+    rt.shutdown().await;
+}

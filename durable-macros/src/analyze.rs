@@ -334,11 +334,37 @@ impl AwaitSource for syn::Block {
 }
 
 /// Rejects `.await` where no step machine can resume: inside closures, async blocks and macro
-/// invocations.
-pub(crate) fn check_await_positions(body: &syn::Block, errors: &Errors) {
+/// invocations; and the `join!`/`select!` macros of async runtimes, which await by themselves.
+pub(crate) fn check_await_positions(body: &syn::Block, ctx: &syn::Pat, errors: &Errors) {
     struct Check<'e> {
         errors: &'e Errors,
         inside: Option<&'static str>,
+        ctx: Option<String>,
+    }
+    impl Check<'_> {
+        /// `tokio::join!(ctx.call(..), ..)`, `futures::select! { .. }`, or such a macro whose
+        /// arguments await or use the context.
+        fn awaiting_macro(&self, m: &syn::Macro) -> Option<&'static str> {
+            let segments: Vec<String> =
+                m.path.segments.iter().map(|s| s.ident.to_string()).collect();
+            let last = segments.last()?;
+            let instead = match last.as_str() {
+                "join" | "try_join" => {
+                    "`ctx.join([..]).await` (same kind) or `ctx.join2(a, b).await`"
+                }
+                "select" | "select_biased" => {
+                    "`ctx.race([..]).await` (same kind) or `ctx.race2(a, b).await`"
+                }
+                _ => return None,
+            };
+            let from_runtime = segments.len() > 1
+                && ["tokio", "futures", "futures_util", "futures_lite"]
+                    .contains(&segments[0].as_str());
+            let names = names_in_tokens(&m.tokens);
+            let uses_ctx = self.ctx.as_ref().is_some_and(|c| names.contains(c));
+            (from_runtime || uses_ctx || await_in_tokens(m.tokens.clone()).is_some())
+                .then_some(instead)
+        }
     }
     impl<'ast> Visit<'ast> for Check<'_> {
         fn visit_expr_await(&mut self, a: &'ast syn::ExprAwait) {
@@ -365,7 +391,18 @@ pub(crate) fn check_await_positions(body: &syn::Block, errors: &Errors) {
         }
         fn visit_item(&mut self, _: &'ast syn::Item) {}
         fn visit_macro(&mut self, m: &'ast syn::Macro) {
-            if let Some(span) = await_in_tokens(m.tokens.clone()) {
+            if self.inside.is_none()
+                && let Some(instead) = self.awaiting_macro(m)
+            {
+                let name = m.path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+                self.errors.at(
+                    &m.path,
+                    format!(
+                        "`{name}!` awaits its futures itself, which the step machine cannot make \
+                         durable; await the durable operations together with {instead}"
+                    ),
+                );
+            } else if let Some(span) = await_in_tokens(m.tokens.clone()) {
                 self.errors.at_span(
                     span,
                     "`.await` inside a macro invocation cannot be made durable; bind the awaited \
@@ -374,7 +411,11 @@ pub(crate) fn check_await_positions(body: &syn::Block, errors: &Errors) {
             }
         }
     }
-    Check { errors, inside: None }.visit_block(body);
+    let ctx = match ctx {
+        syn::Pat::Ident(p) => Some(p.ident.to_string()),
+        _ => None,
+    };
+    Check { errors, inside: None, ctx }.visit_block(body);
 }
 
 fn await_in_tokens(tokens: TokenStream) -> Option<proc_macro2::Span> {

@@ -87,7 +87,7 @@ fn expand_orchestration(args: TokenStream2, item: TokenStream2) -> TokenStream2 
         errors.at_span(span, ast::in_impl_message("#[orchestration]"));
         return in_impl_fallback(&errors, item_fn);
     }
-    analyze::check_await_positions(&f.item.block, &errors);
+    analyze::check_await_positions(&f.item.block, &f.ctx, &errors);
     let inputs: Vec<syn::Pat> = f.inputs.iter().map(|(p, _)| p.clone()).collect();
     let mut machine = lower::lower(&f.item.block, &inputs, &krate, &errors);
     analyze::liveness(&mut machine, &errors);
