@@ -23,12 +23,19 @@
 use std::collections::BTreeSet;
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{format_ident, quote_spanned};
 use syn::visit_mut::VisitMut;
 
 use crate::args::Args;
 use crate::ast::{ActivityFn, OrchestrationFn};
 use crate::ir::{BindingId, BlockKind, Machine, Node};
+
+/// `quote!` with the macro's own hygiene: every identifier the template writes (`registry`,
+/// `ctx`, `v`, `__durable_frame`…) resolves at the mixed site, so no user item or local of the
+/// same name can capture it; interpolated user tokens keep their spans.
+macro_rules! hygienic {
+    ($($t:tt)*) => { quote::quote_spanned!(proc_macro2::Span::mixed_site()=> $($t)*) };
+}
 
 fn state_ident() -> syn::Ident {
     format_ident!("__DurableState", span = Span::mixed_site())
@@ -100,7 +107,7 @@ impl Ctx<'_> {
         let (st, var, l) = (state_ident(), var_ident(), label());
         let v = variant(goto.target);
         let fields = self.m.blocks[goto.target].live_in.iter().map(|b| &self.m.bindings[*b].ident);
-        quote!({ #var = #st::#v { #(#fields),* }; continue #l; })
+        hygienic!({ #var = #st::#v { #(#fields),* }; continue #l; })
     }
 
     /// `bound`: the bindings declared in the Rust scope being written (the arm's fields, then
@@ -137,7 +144,7 @@ impl Ctx<'_> {
                 {
                     let binding = &self.m.bindings[*b];
                     let ident = &binding.ident;
-                    let mutability = binding.mutable.then(|| quote!(mut));
+                    let mutability = binding.mutable.then(|| hygienic!(mut));
                     let right = &a.right;
                     stmt = syn::parse_quote!(let #mutability #ident = #right;);
                     declares.push(*b);
@@ -147,9 +154,9 @@ impl Ctx<'_> {
                 let tie = tie_fn();
                 let ties = declares.iter().filter(|b| self.tied.contains(b)).map(|b| {
                     let (w, ident) = (witness(*b), &self.m.bindings[*b].ident);
-                    quote!(#tie(&#w, &#ident);)
+                    hygienic!(#tie(&#w, &#ident);)
                 });
-                quote!(#stmt #(#ties)*)
+                hygienic!(#stmt #(#ties)*)
             }
             Node::If { cond, then, els, defs, .. } => {
                 let mut cond = cond.clone();
@@ -157,7 +164,7 @@ impl Ctx<'_> {
                 let mut in_then = bound.clone();
                 in_then.extend(defs.iter().copied());
                 let (t, e) = (self.nodes(then, &in_then), self.nodes(els, bound));
-                quote!(if #cond { #t } else { #e })
+                hygienic!(if #cond { #t } else { #e })
             }
             Node::Match { scrutinee, arms, .. } => {
                 let arms = arms.iter().map(|a| {
@@ -165,16 +172,16 @@ impl Ctx<'_> {
                     let mut in_arm = bound.clone();
                     in_arm.extend(a.defs.iter().copied());
                     let body = self.nodes(&a.body, &in_arm);
-                    quote!(#pat => { #body })
+                    hygienic!(#pat => { #body })
                 });
-                quote!(match #scrutinee { #(#arms)* })
+                hygienic!(match #scrutinee { #(#arms)* })
             }
             Node::Scope(inner) => {
                 let inner = self.nodes(inner, bound);
-                quote!({ #inner })
+                hygienic!({ #inner })
             }
             Node::Goto(g) => self.goto(*g),
-            Node::Return { expr, .. } => quote!(return #krate::__private::Step::Done(#expr);),
+            Node::Return { expr, .. } => hygienic!(return #krate::__private::Step::Done(#expr);),
             Node::Suspend(p) => self.suspend(*p),
         }
     }
@@ -185,24 +192,24 @@ impl Ctx<'_> {
         let named = |t: TokenStream| names_ident(t, &name);
         let carried = |g: &usize| self.m.blocks[self.m.gotos[*g].target].live_in.contains(&b);
         nodes.iter().any(|n| match n {
-            Node::Code { stmt, gotos, .. } => named(quote!(#stmt)) || gotos.iter().any(carried),
+            Node::Code { stmt, gotos, .. } => named(hygienic!(#stmt)) || gotos.iter().any(carried),
             Node::If { cond, then, els, .. } => {
-                named(quote!(#cond)) || self.mentioned(b, then) || self.mentioned(b, els)
+                named(hygienic!(#cond)) || self.mentioned(b, then) || self.mentioned(b, els)
             }
             Node::Match { scrutinee, arms, .. } => {
-                named(quote!(#scrutinee))
+                named(hygienic!(#scrutinee))
                     || arms.iter().any(|a| {
                         let pat = &a.pat;
-                        named(quote!(#pat)) || self.mentioned(b, &a.body)
+                        named(hygienic!(#pat)) || self.mentioned(b, &a.body)
                     })
             }
             Node::Scope(inner) => self.mentioned(b, inner),
             Node::Goto(g) => carried(g),
-            Node::Return { expr, .. } => named(quote!(#expr)),
+            Node::Return { expr, .. } => named(hygienic!(#expr)),
             Node::Suspend(p) => {
                 let point = &self.m.points[*p];
                 let op = &point.op;
-                named(quote!(#op)) || self.m.blocks[point.resume].live_in.contains(&b)
+                named(hygienic!(#op)) || self.m.blocks[point.resume].live_in.contains(&b)
             }
         })
     }
@@ -220,10 +227,10 @@ impl Ctx<'_> {
             let (ident, name) = (&binding.ident, &binding.name);
             let value = format_ident!("__durable_value", span = Span::mixed_site());
             let write = located_at(
-                quote!(#krate::__private::FrameWriter::write(&mut #w, #name, #value)),
+                hygienic!(#krate::__private::FrameWriter::write(&mut #w, #name, #value)),
                 ident.span(),
             );
-            quote!({ let #value = &#ident; #write; })
+            hygienic!({ let #value = &#ident; #write; })
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
         let (st, var, v, opf) =
@@ -232,9 +239,9 @@ impl Ctx<'_> {
         let line = quote_spanned!(point.span=> ::core::line!());
         let opv = format_ident!("__durable_opv", span = Span::mixed_site());
         let frame = format_ident!("__durable_frame", span = Span::mixed_site());
-        let marker = located_at(quote!(#krate::__private::Marker::of(&#opv)), await_span);
-        let suspend = located_at(quote!(#krate::__private::suspend(#frame, #opv)), await_span);
-        quote!({
+        let marker = located_at(hygienic!(#krate::__private::Marker::of(&#opv)), await_span);
+        let suspend = located_at(hygienic!(#krate::__private::suspend(#frame, #opv)), await_span);
+        hygienic!({
             let #opv = #op;
             static __DURABLE_CHECKED: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
             let mut #w = #krate::__private::FrameWriter::new(&__DURABLE_CHECKED);
@@ -254,7 +261,7 @@ impl Ctx<'_> {
         let fields = block.live_in.iter().map(|id| {
             let binding = &self.m.bindings[*id];
             let ident = &binding.ident;
-            if binding.mutable { quote!(mut #ident) } else { quote!(#ident) }
+            if binding.mutable { hygienic!(mut #ident) } else { hygienic!(#ident) }
         });
         let mut bound: BTreeSet<BindingId> = block.live_in.iter().copied().collect();
         if let BlockKind::Resume(p) = block.kind {
@@ -267,27 +274,27 @@ impl Ctx<'_> {
                 let value = &self.m.bindings[point.value].ident;
                 let opf = op_field(self.m);
                 let unwrap = point.try_op.then(|| {
-                    quote_spanned!(point.span=> let #value = match #value {
-                        ::core::result::Result::Ok(v) => v,
-                        ::core::result::Result::Err(e) => return #krate::__private::Step::Done(
-                            ::core::result::Result::Err(::core::convert::From::from(e))),
+                    quote_spanned!(Span::mixed_site().located_at(point.span)=> let #value = match #value {
+                        ::core::result::Result::Ok(__durable_v) => __durable_v,
+                        ::core::result::Result::Err(__durable_e) => return #krate::__private::Step::Done(
+                            ::core::result::Result::Err(::core::convert::From::from(__durable_e))),
                     };)
                 });
                 let completion = completion_ident();
                 let complete = located_at(
-                    quote!(#krate::__private::Marker::complete(#opf, &mut #completion)),
+                    hygienic!(#krate::__private::Marker::complete(#opf, &mut #completion)),
                     point.span,
                 );
-                quote!(#st::#v { #(#fields,)* #opf } => {
+                hygienic!(#st::#v { #(#fields,)* #opf } => {
                     let #value = match #complete {
-                        ::core::result::Result::Ok(v) => v,
-                        ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+                        ::core::result::Result::Ok(__durable_v) => __durable_v,
+                        ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
                     };
                     #unwrap
                     #body
                 })
             }
-            _ => quote!(#st::#v { #(#fields),* } => { #body }),
+            _ => hygienic!(#st::#v { #(#fields),* } => { #body }),
         }
     }
 
@@ -304,24 +311,24 @@ impl Ctx<'_> {
         let r = format_ident!("__durable_r", span = Span::mixed_site());
         let reads = live.iter().zip(&markers).map(|(b, marker)| {
             let ident = &self.m.bindings[*b].ident;
-            let read = located_at(quote!(#krate::__private::read(&mut #r, #marker)), ident.span());
-            quote!(let #ident = match #read {
-                ::core::result::Result::Ok(v) => v,
-                ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+            let read = located_at(hygienic!(#krate::__private::read(&mut #r, #marker)), ident.span());
+            hygienic!(let #ident = match #read {
+                ::core::result::Result::Ok(__durable_v) => __durable_v,
+                ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
             };)
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
         let (st, v, opf) = (state_ident(), variant(point.resume), op_field(self.m));
         let identity = &point.identity;
         let line = quote_spanned!(point.span=> ::core::line!());
-        let marker = located_at(quote!(#krate::__private::Marker::new()), point.span);
-        quote!(#identity => {
+        let marker = located_at(hygienic!(#krate::__private::Marker::new()), point.span);
+        hygienic!(#identity => {
             #(let #markers = ::core::marker::PhantomData;)*
             let mut #r = match #krate::__private::FrameReader::open(
                 __durable_frame, #line, &[#((#names, #krate::__private::type_name_of(&#markers))),*]
             ) {
-                ::core::result::Result::Ok(r) => r,
-                ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+                ::core::result::Result::Ok(__durable_r) => __durable_r,
+                ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
             };
             #(#reads)*
             #st::#v { #(#fields,)* #opf: #marker }
@@ -351,7 +358,7 @@ impl VisitMut for ReplaceGotos<'_, '_> {
             && let Ok(mut args) = parser.parse2(mac.tokens.clone())
         {
             args.iter_mut().for_each(|a| self.visit_expr_mut(a));
-            mac.tokens = quote!(#args);
+            mac.tokens = hygienic!(#args);
         }
     }
 }
@@ -395,10 +402,10 @@ fn first_span<T: quote::ToTokens>(t: &T) -> Span {
 /// The input type: the single parameter's type, or a tuple of them, reported at the first one.
 fn input_type(inputs: &[(syn::Pat, syn::Type)]) -> TokenStream {
     match inputs {
-        [(_, ty)] => quote!(#ty),
+        [(_, ty)] => hygienic!(#ty),
         _ => {
             let tys = inputs.iter().map(|(_, t)| t);
-            let mut tuple = Group::new(Delimiter::Parenthesis, quote!(#(#tys,)*));
+            let mut tuple = Group::new(Delimiter::Parenthesis, hygienic!(#(#tys,)*));
             if let Some((_, first)) = inputs.first() {
                 tuple.set_span(Span::mixed_site().located_at(first_span(first)));
             }
@@ -412,7 +419,7 @@ fn input_asserts(inputs: &[(syn::Pat, syn::Type)], krate: &TokenStream) -> Token
     inputs
         .iter()
         .map(|(_, ty)| {
-            located_at(quote!(#krate::__private::assert_input::<#ty>();), first_span(ty))
+            located_at(hygienic!(#krate::__private::assert_input::<#ty>();), first_span(ty))
         })
         .collect()
 }
@@ -449,15 +456,15 @@ pub(crate) fn named_item(
     let (impl_g, ty_g, where_c) = generics.split_for_impl();
     let marker = format_ident!("__durable_types", span = Span::mixed_site());
     let (field, init) = if params.is_empty() {
-        (quote!(), quote!())
+        (hygienic!(), hygienic!())
     } else {
         (
-            quote!(#marker: ::core::marker::PhantomData<fn() -> (#(#params,)*)>),
-            quote!(#marker: ::core::marker::PhantomData),
+            hygienic!(#marker: ::core::marker::PhantomData<fn() -> (#(#params,)*)>),
+            hygienic!(#marker: ::core::marker::PhantomData),
         )
     };
     let name = ident.to_string();
-    quote! {
+    hygienic! {
         #(#docs)*
         #[allow(non_camel_case_types)]
         #vis struct #ident #impl_g #where_c { #field }
@@ -467,15 +474,19 @@ pub(crate) fn named_item(
         #[inline]
         #vis const fn #ident #impl_g () -> #ident #ty_g #where_c { #ident { #init } }
 
+        #[automatically_derived]
         impl #impl_g ::core::clone::Clone for #ident #ty_g #where_c {
             fn clone(&self) -> Self { *self }
         }
+        #[automatically_derived]
         impl #impl_g ::core::marker::Copy for #ident #ty_g #where_c {}
+        #[automatically_derived]
         impl #impl_g ::core::default::Default for #ident #ty_g #where_c {
             fn default() -> Self { #ident { #init } }
         }
+        #[automatically_derived]
         impl #impl_g ::core::fmt::Debug for #ident #ty_g #where_c {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result { f.write_str(#name) }
+            fn fmt(&self, __durable_f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result { __durable_f.write_str(#name) }
         }
     }
 }
@@ -513,16 +524,16 @@ pub(crate) fn orchestration(
                 p
             });
             let fi = &m.bindings[*id].ident;
-            fields.push(quote!(#fi: #p));
+            fields.push(hygienic!(#fi: #p));
         }
         if let BlockKind::Resume(p) = block.kind {
             let op = format_ident!("__DurableOp{}", p);
             params.push(op.clone());
             let opf = op_field(m);
-            fields.push(quote!(#opf: #krate::__private::Marker<#op>));
+            fields.push(hygienic!(#opf: #krate::__private::Marker<#op>));
         }
         let v = variant(b);
-        variants.push(quote!(#v { #(#fields),* }));
+        variants.push(hygienic!(#v { #(#fields),* }));
     }
     let st = state_ident();
     let completion = completion_ident();
@@ -540,8 +551,8 @@ pub(crate) fn orchestration(
     // Inputs: decoded as a whole, then bound by the user's patterns.
     let input_pats = f.inputs.iter().map(|(p, _)| p);
     let bind_inputs = match f.inputs.len() {
-        1 => quote!(let #(#input_pats)* : #input_ty = __durable_input;),
-        _ => quote!(let (#(#input_pats,)*) : #input_ty = __durable_input;),
+        1 => hygienic!(let #(#input_pats)* : #input_ty = __durable_input;),
+        _ => hygienic!(let (#(#input_pats,)*) : #input_ty = __durable_input;),
     };
     let entry_fields = m.blocks[0].live_in.iter().map(|b| &m.bindings[*b].ident);
 
@@ -549,7 +560,7 @@ pub(crate) fn orchestration(
         let identity = &p.identity;
         let line = quote_spanned!(p.span=> ::core::line!());
         let locals = m.blocks[p.resume].live_in.iter().map(|b| &m.bindings[*b].name);
-        quote!(#krate::__private::PointInfo { identity: #identity, line: #line, locals: &[#(#locals),*] })
+        hygienic!(#krate::__private::PointInfo { identity: #identity, line: #line, locals: &[#(#locals),*] })
     });
     let (activities, children) = crate::analyze::dependencies(&f.item.block, &f.ctx);
     let output_assert = quote_spanned!(first_span(output)=> type Output = #output;);
@@ -557,23 +568,24 @@ pub(crate) fn orchestration(
     // that rustc reports each failed bound once.
     let input_asserts = input_asserts(&f.inputs, krate);
     let bytes = format_ident!("__durable_bytes", span = Span::mixed_site());
-    let decode_input = quote!(#krate::__private::decode_input(#bytes));
+    let decode_input = hygienic!(#krate::__private::decode_input(#bytes));
     let decode_input = match f.inputs.as_slice() {
         [(_, ty)] => located_at(decode_input, first_span(ty)),
         _ => decode_input,
     };
     let step = format_ident!("__durable_step", span = Span::mixed_site());
-    let finish = located_at(quote!(#krate::__private::finish(#step)), first_span(output));
+    let finish = located_at(hygienic!(#krate::__private::finish(#step)), first_span(output));
 
     let docs: Vec<&syn::Attribute> = docs.collect();
     let generics = &item.sig.generics;
     let named = named_item(vis, ident, generics, &docs);
     let (impl_g, ty_g, where_c) = generics.split_for_impl();
     let turbofish = ty_g.as_turbofish();
-    quote! {
+    hygienic! {
         #named
 
         const _: () = {
+            #[automatically_derived]
             impl #impl_g #krate::__private::Orchestration for #ident #ty_g #where_c {
                 type Input = #input_ty;
                 #output_assert
@@ -582,17 +594,17 @@ pub(crate) fn orchestration(
                 fn points(&self) -> &'static [#krate::__private::PointInfo] {
                     &[#(#points),*]
                 }
-                fn register(&self, registry: &mut #krate::__private::Registry) {
-                    let _ = &registry;
-                    #(registry.add_activity(#activities);)*
-                    #(registry.add_orchestration(#children);)*
+                fn register(&self, __durable_registry: &mut #krate::__private::Registry) {
+                    let _ = &__durable_registry;
+                    #(__durable_registry.add_activity(#activities);)*
+                    #(__durable_registry.add_orchestration(#children);)*
                 }
                 fn step(
                     &self,
-                    ctx: &#krate::__private::Ctx,
-                    resume: #krate::__private::Resume<'_>,
+                    __durable_ctx: &#krate::__private::Ctx,
+                    __durable_resume: #krate::__private::Resume<'_>,
                 ) -> #krate::__private::StepResult {
-                    let #step = __durable_machine #turbofish (ctx, resume);
+                    let #step = __durable_machine #turbofish (__durable_ctx, __durable_resume);
                     #finish
                 }
             }
@@ -618,14 +630,14 @@ pub(crate) fn orchestration(
                     #krate::__private::Resume::Start(#bytes) => {
                         #input_asserts
                         let __durable_input: #input_ty = match #decode_input {
-                            ::core::result::Result::Ok(v) => v,
-                            ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+                            ::core::result::Result::Ok(__durable_v) => __durable_v,
+                            ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
                         };
                         #bind_inputs
                         #st::B0 { #(#entry_fields),* }
                     }
-                    #krate::__private::Resume::At { frame: __durable_frame, completion } => {
-                        #completion = ::core::option::Option::Some(completion);
+                    #krate::__private::Resume::At { frame: __durable_frame, completion: __durable_c } => {
+                        #completion = ::core::option::Option::Some(__durable_c);
                         match __durable_frame.point.as_str() {
                             #(#decodes)*
                             _ => return #krate::__private::fault(#krate::__private::unknown_point(__durable_frame)),
@@ -658,41 +670,45 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
         .map(|i| format_ident!("__durable_in{}", i, span = Span::mixed_site()))
         .collect();
     let bind = match f.inputs.len() {
-        1 => quote!(let #(#temps)* = __durable_input;),
-        _ => quote!(let (#(#temps,)*) = __durable_input;),
+        1 => quote::quote!(let #(#temps)* = __durable_input;),
+        _ => quote::quote!(let (#(#temps,)*) = __durable_input;),
     };
     // Arguments of the direct call, in parameter order, with the context where it was.
-    let mut call_args: Vec<TokenStream> = temps.iter().map(|t| quote!(#t)).collect();
+    let mut call_args: Vec<TokenStream> = temps.iter().map(|t| quote::quote!(#t)).collect();
     if let Some((pos, _)) = &f.ctx {
         let by_ref = item.sig.inputs.iter().nth(*pos).is_some_and(
             |a| matches!(a, syn::FnArg::Typed(t) if matches!(*t.ty, syn::Type::Reference(_))),
         );
-        let c = if by_ref { quote!(&__durable_actx) } else { quote!(__durable_actx) };
+        let c = if by_ref { quote::quote!(&__durable_actx) } else { quote::quote!(__durable_actx) };
         call_args.insert((*pos).min(call_args.len()), c);
     }
     // `Result<T, E>` as written: `T` and `E` are checked at their own spans by the bounds of
     // `Activity::Ok` and `Activity::Err`. Any other return type (an alias) goes through
     // `ActivityOutput`.
     let (ok, err, into_result) = match result_parts(output) {
-        Some((ok, err)) => (quote!(#ok), quote!(#err), quote!(::core::convert::identity)),
+        Some((ok, err)) => {
+            (quote::quote!(#ok), quote::quote!(#err), quote::quote!(::core::convert::identity))
+        }
         None => {
             let output_as = |assoc: TokenStream| {
                 located_at(
-                    quote!(<#output as #krate::__private::ActivityOutput>::#assoc),
+                    quote::quote!(<#output as #krate::__private::ActivityOutput>::#assoc),
                     first_span(output),
                 )
             };
             let into_result = located_at(
-                quote!(#krate::__private::ActivityOutput::into_result),
+                quote::quote!(#krate::__private::ActivityOutput::into_result),
                 first_span(output),
             );
-            (output_as(quote!(Ok)), output_as(quote!(Err)), into_result)
+            (output_as(quote::quote!(Ok)), output_as(quote::quote!(Err)), into_result)
         }
     };
     let input_asserts = input_asserts(&f.inputs, krate);
     let docs: Vec<&syn::Attribute> = docs.collect();
     let named = named_item(vis, ident, &syn::Generics::default(), &docs);
-    quote! {
+    // Call-site spans here: a failed bound of `invoke` is then reported once, at the
+    // user's return type (its locals are all `__durable_` names).
+    quote::quote! {
         #named
 
         impl #ident {
@@ -705,6 +721,7 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
             #[allow(dead_code, clippy::all)]
             fn __durable_assert_inputs() { #input_asserts }
 
+            #[automatically_derived]
             impl #krate::__private::Activity for #ident {
                 type Input = #input_ty;
                 type Ok = #ok;

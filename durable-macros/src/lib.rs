@@ -288,6 +288,102 @@ impl VisitMut for UnreportedAwaits {
 mod tests {
     use super::*;
 
+    /// Token text, one statement or brace per line, indented: enough to read and diff.
+    fn pretty(tokens: TokenStream2) -> String {
+        let text = tokens.to_string();
+        let mut out = String::new();
+        let mut depth = 0usize;
+        let mut line = String::new();
+        let mut flush = |line: &mut String, depth: usize, out: &mut String| {
+            let t = line.trim();
+            if !t.is_empty() {
+                out.push_str(&"    ".repeat(depth));
+                out.push_str(t);
+                out.push('\n');
+            }
+            line.clear();
+        };
+        for c in text.chars() {
+            match c {
+                '{' => {
+                    line.push('{');
+                    flush(&mut line, depth, &mut out);
+                    depth += 1;
+                }
+                '}' => {
+                    flush(&mut line, depth, &mut out);
+                    depth = depth.saturating_sub(1);
+                    line.push('}');
+                    flush(&mut line, depth, &mut out);
+                }
+                ';' | ',' if line.trim().is_empty() && out.ends_with("}\n") => {
+                    out.pop();
+                    out.push(c);
+                    out.push('\n');
+                    line.clear();
+                }
+                ';' => {
+                    line.push(';');
+                    flush(&mut line, depth, &mut out);
+                }
+                c => line.push(c),
+            }
+        }
+        flush(&mut line, depth, &mut out);
+        out
+    }
+
+    /// Expands `item` and compares with `tests/expand/<name>.expanded.txt` in this crate; with
+    /// `DURABLE_BLESS=1`, writes the file instead. Review the diff of a blessed file like code.
+    fn expansion_snapshot(name: &str, args: &str, item: &str) {
+        let args: TokenStream2 = args.parse().unwrap_or_default();
+        let item: TokenStream2 = item.parse().unwrap_or_default();
+        let actual = pretty(expand_orchestration(args, item));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/expand")
+            .join(format!("{name}.expanded.txt"));
+        if std::env::var_os("DURABLE_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap_or(&path)).ok();
+            std::fs::write(&path, &actual).ok();
+            return;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            expected == actual,
+            "expansion of `{name}` changed; review it and bless with DURABLE_BLESS=1:\n{actual}"
+        );
+    }
+
+    #[test]
+    fn expansion_of_a_straight_line_orchestration() {
+        expansion_snapshot(
+            "straight_line",
+            "crate = \"::durable\"",
+            "async fn invoice(ctx: Ctx, data: Data) -> Result<Id, Failure> {
+                let id = ctx.call(issue, data).await?;
+                ctx.call(notify, id.clone()).await?;
+                Ok(id)
+            }",
+        );
+    }
+
+    #[test]
+    fn expansion_of_a_loop_with_a_branch() {
+        expansion_snapshot(
+            "loop_with_branch",
+            "crate = \"::durable\"",
+            "async fn sum(ctx: Ctx, n: u64) -> Result<u64, Failure> {
+                let mut total = 0;
+                for i in 0..n {
+                    if i % 2 == 0 {
+                        total = ctx.call(add, (total, i)).await?;
+                    }
+                }
+                Ok(total)
+            }",
+        );
+    }
+
     /// The macros never panic: on any input they produce tokens (code or errors).
     #[test]
     fn never_panics_on_odd_input() {
