@@ -282,3 +282,63 @@ async fn set_status_takes_a_str() {
     assert_eq!(status.custom_status::<String>().unwrap().unwrap(), "done");
     rt.shutdown().await;
 }
+
+// ----- `for` consumes its iterable lazily -----
+
+#[orchestration]
+async fn lazy_for(
+    ctx: Ctx,
+    names: Vec<String>,
+) -> Result<(i64, Vec<i64>, Vec<i64>, Vec<i64>, i64, Vec<(usize, i64)>), Failure> {
+    // An infinite range, left by `break`.
+    let mut tries = 0;
+    for attempt in 1.. {
+        tries = ctx.call(add, (attempt, 0)).await?;
+        if attempt == 3 {
+            break;
+        }
+    }
+    // A lazy `map` with effects: each item is produced when the loop reaches it.
+    let cell = std::cell::Cell::new(0_i64);
+    let mut produced = Vec::new();
+    for i in (0..3).map(|i| {
+        cell.set(cell.get() + 1);
+        i
+    }) {
+        produced.push(ctx.call(add, (cell.get(), i * 0)).await?);
+    }
+    // An inclusive range stopped at its last item does not yield it again.
+    let mut inclusive = Vec::new();
+    for i in 1..=3 {
+        inclusive.push(ctx.call(add, (i, 0)).await?);
+    }
+    let mut evens = Vec::new();
+    for i in (0..7_i64).filter(|i| i % 2 == 0).map(|i| i * 10) {
+        evens.push(ctx.call(add, (i, 0)).await?);
+    }
+    // Borrowed iteration: the collection stays a local of its own.
+    let mut total = 0;
+    for n in names.iter() {
+        total = ctx.call(add, (total, n.len() as i64)).await?;
+    }
+    for n in &names {
+        total = ctx.call(add, (total, n.len() as i64)).await?;
+    }
+    let mut indexed = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let len = ctx.call(add, (n.len() as i64, 0)).await?;
+        indexed.push((i, len));
+    }
+    let _still_here = names;
+    Ok((tries, produced, inclusive, evens, total, indexed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_loops_consume_their_iterable_lazily() {
+    let names = vec!["ab".to_string(), "cde".to_string()];
+    let (out, _) = stop_at_every_point(lazy_for, "lazy-for", names).await;
+    assert_eq!(
+        out,
+        (3, vec![1, 2, 3], vec![1, 2, 3], vec![0, 20, 40, 60], 10, vec![(0, 2), (1, 3)])
+    );
+}

@@ -24,7 +24,13 @@
 //! while c { A }                   H: if c { A; goto H } else { goto X }
 //! for p in e { A }                let it = iter(e); goto H
 //!                                 H: match next(&mut it) { Some(p) => { A; goto H } None => goto X }
-//!                                 (the iterator is the list of remaining items, or the range)
+//!                                 (the iterator is the range itself for `a..b`, `a..=b`, `a..`,
+//!                                 else the list of remaining items)
+//! for p in &v / v.iter()…         let it = cursor(); goto H
+//!                                 H: match it.next_in(&v) { Some(p) => …, None => goto X }
+//!                                 (`v` is stored; borrowed again at each iteration)
+//! for p in b.map(f).filter(q)     for t in b { let t2 = (f)(t); if !(q)(&t2) { continue }
+//!                                 let p = t2; A }     (adapters run item by item, lazily)
 //! return e / e?                   return Step::Done(e) / match e { Ok(v) => v, Err(e) =>
 //!                                 return Step::Done(Err(From::from(e))) }
 //! ```
@@ -635,20 +641,33 @@ impl Lowerer<'_> {
                 }
                 self.lift(&mut iterable);
                 let span = f.expr.span_of();
+                let (base, adapters) = peel_adapters(&iterable);
+                let cursor = reborrowable(&base);
                 let it = self.temp("iter", true, span);
                 let it_ident = self.m.bindings[it].ident.clone();
                 let krate = self.krate.clone();
-                let make = match &iterable {
-                    Expr::Range(r)
-                        if matches!(r.limits, syn::RangeLimits::HalfOpen(_))
-                            && r.start.is_some()
-                            && r.end.is_some() =>
-                    {
-                        quote::quote_spanned!(span=> #krate::__private::ForRange::new(#iterable))
-                    }
-                    _ => quote::quote_spanned!(span=> #krate::__private::ForItems::new(#iterable)),
+                let ty = match unparen(&base) {
+                    Expr::Range(r) => match (&r.limits, &r.start, &r.end) {
+                        (syn::RangeLimits::HalfOpen(_), Some(_), Some(_)) => Some("ForRange"),
+                        (syn::RangeLimits::HalfOpen(_), Some(_), None) => Some("ForRangeFrom"),
+                        (syn::RangeLimits::Closed(_), Some(_), Some(_)) => {
+                            Some("ForRangeInclusive")
+                        }
+                        _ => None,
+                    },
+                    _ => None,
                 };
-                let uses = self.resolve(names_in(&iterable));
+                let make = match ty {
+                    Some(ty) => {
+                        let ty = syn::Ident::new(ty, span);
+                        quote::quote_spanned!(span=> #krate::__private::#ty::new(#base))
+                    }
+                    None if cursor => {
+                        quote::quote_spanned!(span=> #krate::__private::ForCursor::new())
+                    }
+                    None => quote::quote_spanned!(span=> #krate::__private::ForItems::new(#base)),
+                };
+                let uses = if cursor { BTreeSet::new() } else { self.resolve(names_in(&base)) };
                 let mut stmt: Stmt = parse_quote!(let mut #it_ident = #make;);
                 let gotos = self.rewrite(&mut stmt);
                 self.bring_into_scope(it);
@@ -658,16 +677,37 @@ impl Lowerer<'_> {
                 let exit_goto = self.goto(exit, Vec::new(), Span::call_site());
                 self.scopes.push(HashMap::new());
                 let pat = (*f.pat).clone();
-                let defs = self.define_pat(&pat, None, true);
+                // With adapters, the arm binds the base's item; the adapters and the user's
+                // pattern follow in the body.
+                let item = (!adapters.is_empty()).then(|| self.temp("item", false, span));
+                let (arm_pat, defs) = match item {
+                    Some(t) => {
+                        self.bring_into_scope(t);
+                        let ident = self.m.bindings[t].ident.clone();
+                        (parse_quote!(#ident), vec![t])
+                    }
+                    None => (pat.clone(), self.define_pat(&pat, None, true)),
+                };
                 let body_goto = self.goto(body, Vec::new(), Span::call_site());
-                let scrutinee: Expr =
-                    parse_quote!(#krate::__private::ForIter::next_item(&mut #it_ident));
+                let (scrutinee, uses): (Expr, BTreeSet<BindingId>) = if cursor {
+                    let mut uses = self.resolve(names_in(&base));
+                    uses.insert(it);
+                    (
+                        parse_quote!(#krate::__private::ForCursor::next_in(&mut #it_ident, #base)),
+                        uses,
+                    )
+                } else {
+                    (
+                        parse_quote!(#krate::__private::ForIter::next_item(&mut #it_ident)),
+                        [it].into_iter().collect(),
+                    )
+                };
                 self.emit(Node::Match {
                     scrutinee,
-                    uses: [it].into_iter().collect(),
+                    uses,
                     arms: vec![
                         Arm {
-                            pat: parse_quote!(::core::option::Option::Some(#pat)),
+                            pat: parse_quote!(::core::option::Option::Some(#arm_pat)),
                             defs,
                             uses: BTreeSet::new(),
                             body: vec![Node::Goto(body_goto)],
@@ -682,6 +722,38 @@ impl Lowerer<'_> {
                 });
                 self.cur = body;
                 self.loops.push(LoopFrame { label, head, exit, value });
+                if let Some(mut t) = item {
+                    for (method, f) in &adapters {
+                        let x = self.m.bindings[t].ident.clone();
+                        let stmt: Stmt = match method.as_str() {
+                            "filter" => parse_quote!(if !(#f)(&#x) { continue; }),
+                            "inspect" => parse_quote!((#f)(&#x);),
+                            _ => {
+                                t = self.temp("item", false, span);
+                                let y = self.m.bindings[t].ident.clone();
+                                self.bring_into_scope(t);
+                                if method == "map" {
+                                    parse_quote!(let #y = (#f)(#x);)
+                                } else {
+                                    parse_quote!(let #y = match (#f)(#x) {
+                                        ::core::option::Option::Some(v) => v,
+                                        ::core::option::Option::None => continue,
+                                    };)
+                                }
+                            }
+                        };
+                        let defs = match &stmt {
+                            Stmt::Local(_) => vec![t],
+                            _ => Vec::new(),
+                        };
+                        self.code(stmt, defs);
+                    }
+                    let x = self.m.bindings[t].ident.clone();
+                    let bind: Stmt = parse_quote!(let #pat = #x;);
+                    if let Stmt::Local(local) = bind {
+                        self.code_local(local, None);
+                    }
+                }
                 self.lower_block(&f.body, Cont::Goto { target: head, value: None });
                 self.scopes.pop();
             }
@@ -1098,6 +1170,121 @@ fn is_control_flow(e: &Expr) -> bool {
         | Expr::Block(_) => true,
         Expr::Paren(p) => is_control_flow(&p.expr),
         _ => false,
+    }
+}
+
+/// The lazy adapters at the end of a `for` loop's iterable (`base.map(f).filter(p)`), applied
+/// to each item in turn as the loop runs: `map`, `filter`, `filter_map`, `inspect` with a
+/// closure that is not `move` (evaluated again for each item) or a path.
+fn peel_adapters(e: &Expr) -> (Expr, Vec<(String, Expr)>) {
+    let mut adapters = Vec::new();
+    let mut cur = e;
+    while let Expr::MethodCall(mc) = cur {
+        let method = mc.method.to_string();
+        let applies = ["map", "filter", "filter_map", "inspect"].contains(&method.as_str())
+            && mc.turbofish.is_none()
+            && mc.args.len() == 1
+            && match &mc.args[0] {
+                Expr::Closure(c) => c.capture.is_none(),
+                Expr::Path(_) => true,
+                _ => false,
+            };
+        // `[a, b].map(f)` is an array's eager `map`, not an iterator's.
+        if !applies || !looks_like_iterator(&mc.receiver) {
+            break;
+        }
+        adapters.push((method, mc.args[0].clone()));
+        cur = &mc.receiver;
+    }
+    adapters.reverse();
+    (cur.clone(), adapters)
+}
+
+/// Whether an expression is, by its shape, an iterator (so `.map` on it is `Iterator::map`).
+fn looks_like_iterator(e: &Expr) -> bool {
+    const ITERATORS: &[&str] = &[
+        "iter",
+        "iter_mut",
+        "into_iter",
+        "keys",
+        "values",
+        "values_mut",
+        "into_keys",
+        "into_values",
+        "chars",
+        "bytes",
+        "char_indices",
+        "lines",
+        "split_whitespace",
+        "drain",
+        "windows",
+        "chunks",
+        "enumerate",
+        "rev",
+        "skip",
+        "take",
+        "step_by",
+        "zip",
+        "chain",
+        "copied",
+        "cloned",
+        "map",
+        "filter",
+        "filter_map",
+        "inspect",
+        "skip_while",
+        "take_while",
+        "flat_map",
+        "flatten",
+        "peekable",
+    ];
+    match unparen(e) {
+        Expr::Range(_) => true,
+        Expr::MethodCall(mc) => ITERATORS.contains(&mc.method.to_string().as_str()),
+        _ => false,
+    }
+}
+
+/// An iterable that borrows a stored local and can be borrowed again at each iteration
+/// without effects: `&v`, `&mut v`, `v.iter()`, `v.iter().enumerate()`, `s.chars()`….
+fn reborrowable(e: &Expr) -> bool {
+    const SOURCES: &[&str] = &[
+        "iter",
+        "iter_mut",
+        "keys",
+        "values",
+        "values_mut",
+        "chars",
+        "bytes",
+        "char_indices",
+        "lines",
+        "split_whitespace",
+        "windows",
+        "chunks",
+        "chunks_exact",
+    ];
+    const ADAPTERS: &[&str] = &["enumerate", "rev", "skip", "step_by", "take", "copied", "cloned"];
+    match e {
+        Expr::Paren(p) => reborrowable(&p.expr),
+        Expr::Reference(r) => is_place(&r.expr),
+        Expr::MethodCall(mc) => {
+            let method = mc.method.to_string();
+            let plain_args = mc.args.iter().all(|a| matches!(a, Expr::Lit(_) | Expr::Path(_)));
+            plain_args
+                && if SOURCES.contains(&method.as_str()) {
+                    is_place(&mc.receiver)
+                } else {
+                    ADAPTERS.contains(&method.as_str()) && reborrowable(&mc.receiver)
+                }
+        }
+        _ => false,
+    }
+}
+
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        e => e,
     }
 }
 
@@ -1615,5 +1802,29 @@ mod tests {
         );
         assert_eq!(s[0].1, Vec::<String>::new(), "`buf` is moved into the call, then set");
         assert_eq!(s[1].1, names(&["buf"]), "`x` is set after the await, not stored");
+    }
+
+    #[test]
+    fn for_keeps_ranges_and_borrowed_collections_instead_of_collecting() {
+        let (m, errors) = lower_for_test(
+            parse_quote!({
+                for attempt in 1.. {
+                    ctx.call(f, attempt).await?;
+                }
+                for n in names.iter() {
+                    ctx.call(g, n.len()).await?;
+                }
+                Ok(names)
+            }),
+            &[parse_quote!(names)],
+        );
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        let made = |b: usize| match &m.blocks[b].body[..] {
+            [Node::Code { stmt, .. }, ..] => stmt.to_token_stream().to_string(),
+            _ => String::new(),
+        };
+        assert!(made(0).contains("ForRangeFrom :: new"), "{}", made(0));
+        let s = m.stored_locals();
+        assert_eq!(s[1].1, names(&["names", "iter@for1#0"]), "the collection and a cursor");
     }
 }

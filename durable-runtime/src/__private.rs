@@ -14,7 +14,7 @@ pub use crate::record::Frame;
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::ops::Range;
+use std::ops::{Range, RangeFrom, RangeInclusive};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec;
@@ -239,6 +239,79 @@ where
     type Item = T;
     fn next_item(&mut self) -> Option<T> {
         self.0.next()
+    }
+}
+
+/// The rest of a `for` loop over `a..`: one number, however long the loop runs.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ForRangeFrom<T>(RangeFrom<T>);
+
+impl<T> ForRangeFrom<T> {
+    /// Keeps the range.
+    pub fn new(range: RangeFrom<T>) -> Self {
+        ForRangeFrom(range)
+    }
+}
+
+impl<T> ForIter for ForRangeFrom<T>
+where
+    RangeFrom<T>: Iterator<Item = T>,
+{
+    type Item = T;
+    fn next_item(&mut self) -> Option<T> {
+        self.0.next()
+    }
+}
+
+/// The rest of a `for` loop over `a..=b`. A `RangeInclusive` does not store that it is
+/// exhausted (serde writes only its bounds), so that is kept beside it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ForRangeInclusive<T> {
+    range: RangeInclusive<T>,
+    done: bool,
+}
+
+impl<T> ForRangeInclusive<T> {
+    /// Keeps the range.
+    pub fn new(range: RangeInclusive<T>) -> Self {
+        ForRangeInclusive { range, done: false }
+    }
+}
+
+impl<T: PartialOrd> ForIter for ForRangeInclusive<T>
+where
+    RangeInclusive<T>: Iterator<Item = T>,
+{
+    type Item = T;
+    fn next_item(&mut self) -> Option<T> {
+        if self.done {
+            return None;
+        }
+        let item = self.range.next();
+        self.done = item.is_none() || self.range.is_empty();
+        item
+    }
+}
+
+/// The position of a `for` loop over a borrowed collection (`&v`, `v.iter()`): the collection
+/// is a stored local of its own, borrowed again at each iteration, and the cursor counts the
+/// items already visited.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+pub struct ForCursor(usize);
+
+impl ForCursor {
+    /// At the first item.
+    pub fn new() -> Self {
+        ForCursor(0)
+    }
+
+    /// The item after those already visited, from `iterable` borrowed again.
+    pub fn next_in<I: IntoIterator>(&mut self, iterable: I) -> Option<I::Item> {
+        let item = iterable.into_iter().nth(self.0);
+        if item.is_some() {
+            self.0 += 1;
+        }
+        item
     }
 }
 
