@@ -342,3 +342,27 @@ async fn for_loops_consume_their_iterable_lazily() {
         (3, vec![1, 2, 3], vec![1, 2, 3], vec![0, 20, 40, 60], 10, vec![(0, 2), (1, 3)])
     );
 }
+
+// ----- types declared in the body still see the imports and helpers beside them -----
+
+#[orchestration]
+async fn local_types(ctx: Ctx, x: i64) -> Result<String, Failure> {
+    use std::fmt;
+    struct Shown(i64);
+    impl fmt::Display for Shown {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "<{}>", twice(self.0))
+        }
+    }
+    fn twice(v: i64) -> i64 {
+        v * 2
+    }
+    let v = ctx.call(add, (x, 1)).await?;
+    Ok(format!("{}{}", Shown(v), twice(v)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_declared_in_the_body_see_their_neighbours() {
+    let (out, _) = stop_at_every_point(local_types, "local-types", 1).await;
+    assert_eq!(out, "<4>4");
+}

@@ -1,10 +1,12 @@
 //! Name analysis and liveness.
 //!
 //! Visitor policy: uses are collected everywhere a local can be named, including closures (they
-//! capture), macro invocations (every identifier token counts) and format strings (`"{x}"`).
-//! Nested items are not entered: they cannot name the function's locals. Over-approximating uses
-//! only stores a local that was not needed; missing one would lose it, so every doubt counts as a
-//! use.
+//! capture), macro invocations (every identifier token counts) and format strings (`"{x}"`,
+//! `"{:w$}"`). Names are resolved by scope: a closure parameter, an inner block's `let`, an
+//! arm's, `if let`'s or `for`'s pattern hides the local of the same name inside it; assigning a
+//! local (`x = e`) is not a use. Nested items are not entered: they cannot name the function's
+//! locals. Over-approximating uses only stores a local that was not needed; missing one would
+//! lose it, so every doubt (a name inside a macro) counts as a use.
 
 use std::collections::{BTreeSet, HashMap};
 

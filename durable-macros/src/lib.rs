@@ -406,6 +406,12 @@ mod tests {
             "(ctx.call(a, 1).await?, ctx.call(b, 2).await?).0",
             "ctx.call(a, 1).await?.field.method(ctx.call(b, 2).await?)",
             "let r = &mut x; *r = ctx.call(a, 1).await?; Ok(x)",
+            "{ const C: u8 = 1; use a::b; macro_rules! m { () => { x } } ctx.call(a, m!()).await?; }",
+            "x = match ctx.call(a, 1).await? { 0 => 1, v => v }; x += if c { ctx.call(a, 2).await? } else { 0 };",
+            "for i in (1..).map(|i| i * 2).filter(|i| *i > 2) { ctx.call(a, i).await?; break; }",
+            "for (i, n) in names.iter().enumerate() { ctx.call(a, (i, n)).await?; } for n in &v {}",
+            "let x; x = ctx.call(a, 1).await?; let N = x; Ok(f(N, g(), ctx.call(b, 2).await?))",
+            "tokio::join!(ctx.call(a, 1), ctx.call(b, 2)); ctx.set_status(\"x\")",
             "",
         ];
         let sigs = [
@@ -414,6 +420,7 @@ mod tests {
             "fn f(ctx: Ctx) -> u8",
             "async fn f<'a, T, const N: usize>(ctx: &'a Ctx, (a, b): (T, [u8; N])) -> impl Sized",
             "async fn f(self, ctx: Ctx)",
+            "async fn f(ctx: Ctx) -> Result<Self, Failure>",
             "async unsafe extern \"C\" fn f(ctx: Ctx, ...) -> Result<u64, Failure>",
         ];
         let args = [

@@ -104,6 +104,7 @@ pub(crate) fn lower(
         lw.m.inputs.push((pat.clone(), defs));
     }
     lw.item_scopes.push(Vec::new());
+    lw.hoist_for_types(&body.stmts);
     for item in redeclarable_items(&body.stmts) {
         lw.declare_item(item);
     }
@@ -271,6 +272,7 @@ impl Lowerer<'_> {
         let has_items = block.stmts.iter().any(|s| matches!(s, Stmt::Item(i) if redeclarable(i)));
         let start = has_items.then(|| (self.cur, self.m.blocks[self.cur].body.len()));
         self.item_scopes.push(Vec::new());
+        self.hoist_for_types(&block.stmts);
         for item in redeclarable_items(&block.stmts) {
             self.declare_item(item);
         }
@@ -281,6 +283,16 @@ impl Lowerer<'_> {
             self.m.blocks[b].body.push(Node::Scope(inner));
         }
         self.scopes.pop();
+    }
+
+    /// A block that declares a type, `impl` or `static` (hoisted to the function) also has its
+    /// `use`, `fn`, `const` and `type` items copied there, since those hoisted items may name
+    /// them (`use std::fmt; impl fmt::Display for S`).
+    fn hoist_for_types(&mut self, stmts: &[Stmt]) {
+        let hoists = stmts.iter().any(|s| matches!(s, Stmt::Item(i) if !redeclarable(i)));
+        if hoists {
+            self.m.items.extend(redeclarable_items(stmts));
+        }
     }
 
     fn lower_stmts(&mut self, stmts: &[Stmt], cont: Cont) {
