@@ -677,7 +677,11 @@ impl Lowerer<'_> {
                     None if cursor => {
                         quote::quote_spanned!(span=> #krate::__private::ForCursor::new())
                     }
-                    None => quote::quote_spanned!(span=> #krate::__private::ForItems::new(#base)),
+                    None => {
+                        // At the iterable, so that a failed `ForItem` bound is reported there.
+                        let new = respan(quote::quote!(#krate::__private::ForItems::new), span);
+                        quote::quote_spanned!(span=> #new(#base))
+                    }
                 };
                 let uses = if cursor { BTreeSet::new() } else { self.resolve(names_in(&base)) };
                 let mut stmt: Stmt = parse_quote!(let mut #it_ident = #make;);
@@ -1291,6 +1295,23 @@ fn reborrowable(e: &Expr) -> bool {
         }
         _ => false,
     }
+}
+
+/// `tokens` with every token at `span`'s location (resolved at the mixed site).
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    let span = Span::mixed_site().located_at(span);
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let proc_macro2::TokenTree::Group(g) = &tt {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tt = proc_macro2::TokenTree::Group(group);
+            }
+            tt.set_span(span);
+            tt
+        })
+        .collect()
 }
 
 fn unparen(e: &Expr) -> &Expr {

@@ -207,12 +207,23 @@ pub trait ForIter {
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct ForItems<T>(VecDeque<T>);
 
-impl<T> ForItems<T> {
+impl<T: ForItem> ForItems<T> {
     /// Collects the items.
     pub fn new(iterable: impl IntoIterator<Item = T>) -> Self {
         ForItems(iterable.into_iter().collect())
     }
 }
+
+/// An item of a `for` loop over a collection the loop keeps in its checkpoint.
+#[diagnostic::on_unimplemented(
+    message = "the items of this `for` loop, `{Self}`, cannot be kept in a checkpoint",
+    label = "the items still to visit are stored while the loop awaits, so they must be owned and serializable",
+    note = "iterate over a local with `&v` or `v.iter()` (the macro keeps `v` and borrows it again at each step), or over owned items: `.cloned()`, `.into_iter()`, `.to_vec()`"
+)]
+pub trait ForItem: Persistable {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Persistable> ForItem for T {}
 
 impl<T> ForIter for ForItems<T> {
     type Item = T;
