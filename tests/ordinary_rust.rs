@@ -313,7 +313,7 @@ async fn lazy_for(
         inclusive.push(ctx.call(add, (i, 0)).await?);
     }
     let mut evens = Vec::new();
-    for i in (0..7_i64).filter(|i| i % 2 == 0).map(|i| i * 10) {
+    for i in (0..7).filter(|i| i % 2 == 0).map(|i| i * 10) {
         evens.push(ctx.call(add, (i, 0)).await?);
     }
     // Borrowed iteration: the collection stays a local of its own.

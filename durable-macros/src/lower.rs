@@ -29,8 +29,8 @@
 //! for p in &v / v.iter()…         let it = cursor(); goto H
 //!                                 H: match it.next_in(&v) { Some(p) => …, None => goto X }
 //!                                 (`v` is stored; borrowed again at each iteration)
-//! for p in b.map(f).filter(q)     for t in b { let t2 = (f)(t); if !(q)(&t2) { continue }
-//!                                 let p = t2; A }     (adapters run item by item, lazily)
+//! for p in b.map(f).filter(q)     for t in b { let Some(t2) = once(t).map(f).filter(q).next()
+//!                                 else { continue }; let p = t2; A }   (item by item, lazily)
 //! return e / e?                   return Step::Done(e) / match e { Ok(v) => v, Err(e) =>
 //!                                 return Step::Done(Err(From::from(e))) }
 //! ```
@@ -738,34 +738,25 @@ impl Lowerer<'_> {
                 });
                 self.cur = body;
                 self.loops.push(LoopFrame { label, head, exit, value });
-                if let Some(mut t) = item {
-                    for (method, f) in &adapters {
-                        let x = self.m.bindings[t].ident.clone();
-                        let stmt: Stmt = match method.as_str() {
-                            "filter" => parse_quote!(if !(#f)(&#x) { continue; }),
-                            "inspect" => parse_quote!((#f)(&#x);),
-                            _ => {
-                                t = self.temp("item", false, span);
-                                let y = self.m.bindings[t].ident.clone();
-                                self.bring_into_scope(t);
-                                if method == "map" {
-                                    parse_quote!(let #y = (#f)(#x);)
-                                } else {
-                                    parse_quote!(let #y = match (#f)(#x) {
-                                        ::core::option::Option::Some(v) => v,
-                                        ::core::option::Option::None => continue,
-                                    };)
-                                }
-                            }
-                        };
-                        let defs = match &stmt {
-                            Stmt::Local(_) => vec![t],
-                            _ => Vec::new(),
-                        };
-                        self.code(stmt, defs);
-                    }
+                if let Some(t) = item {
+                    // The adapters, on this one item: closures are typed as in the chain.
                     let x = self.m.bindings[t].ident.clone();
-                    let bind: Stmt = parse_quote!(let #pat = #x;);
+                    let mut chain: Expr = parse_quote!(::core::iter::once(#x));
+                    for (method, f) in &adapters {
+                        let method = format_ident!("{}", method, span = f.span_of());
+                        chain = parse_quote!(#chain.#method(#f));
+                    }
+                    let y = self.temp("item", false, span);
+                    let y_ident = self.m.bindings[y].ident.clone();
+                    self.bring_into_scope(y);
+                    let stmt: Stmt = parse_quote!(
+                        let #y_ident = match ::core::iter::Iterator::next(&mut #chain) {
+                            ::core::option::Option::Some(__durable_v) => __durable_v,
+                            ::core::option::Option::None => continue,
+                        };
+                    );
+                    self.code(stmt, vec![y]);
+                    let bind: Stmt = parse_quote!(let #pat = #y_ident;);
                     if let Stmt::Local(local) = bind {
                         self.code_local(local, None);
                     }
