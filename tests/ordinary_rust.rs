@@ -252,8 +252,31 @@ async fn inferred_later(ctx: Ctx, n: i64) -> Result<(Option<i64>, Vec<i64>, Opti
     Ok((best, seen, found))
 }
 
+fn done(k: i64) -> bool {
+    k > 2
+}
+
+/// The loop's exit is reached (by `break`) before the `push` that fixes `acc`'s type in the
+/// source; code after the loop needs the type.
+#[orchestration]
+async fn exit_before_push(ctx: Ctx, n: i64) -> Result<Vec<i64>, Failure> {
+    let mut acc = Vec::new();
+    let mut k = 0;
+    loop {
+        if done(k) {
+            break;
+        }
+        k += 1;
+        acc.push(ctx.call(add, (n, k)).await?);
+    }
+    let shown: Vec<i64> = acc.iter().map(|x| x.abs() * 10).collect();
+    Ok(shown)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn types_fixed_after_the_first_await_are_inferred() {
+    let (out, _) = stop_at_every_point(exit_before_push, "exit-before-push", 1).await;
+    assert_eq!(out, vec![20, 30, 40]);
     let (out, _) = stop_at_every_point(inferred_later, "inferred", 1).await;
     assert_eq!(out, (Some(1), vec![3], Some(4)));
     let (out, _) = stop_at_every_point(inferred_later, "inferred-0", 0).await;

@@ -14,8 +14,9 @@
 //! ```
 //! A goto is `{ state = State::Bk { live locals }; continue 'machine }`; a suspension writes the
 //! live locals into a frame, builds the resume variant (so the compiler infers its types) and
-//! returns the frame with the operation's command. Arms are emitted in depth-first order from
-//! the entry, so each variant is built before an arm reads it and every type is inferred. A
+//! returns the frame with the operation's command. Arms are emitted in source order (the order
+//! the lowering entered their blocks), so each variant is built before an arm reads it, and
+//! code that fixes a local's type is checked before code after it that needs it. A
 //! local set by plain assignment (`x = e;` becomes `let x = e;` in a piece where `x` is not
 //! bound) has a `PhantomData` type witness that each of its `let`s is tied to, so the pieces
 //! agree on its type as one function would.
@@ -507,8 +508,7 @@ pub(crate) fn orchestration(
     let cx = Ctx { m, krate, tied: assigned_bindings(m) };
     let witnesses = cx.tied.iter().map(|b| witness(*b));
     let tie = tie_fn();
-    let order: Vec<usize> =
-        m.depth_first().into_iter().filter(|b| m.blocks[*b].kind != BlockKind::Branch).collect();
+    let order: Vec<usize> = m.arm_order();
 
     // The state enum: one type parameter per stored binding and per awaited operation.
     let mut params: Vec<syn::Ident> = Vec::new();

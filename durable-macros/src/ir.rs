@@ -133,6 +133,10 @@ pub(crate) struct Machine {
     pub inputs: Vec<(syn::Pat, Vec<BindingId>)>,
     /// Blocks reachable from the entry (filled by `lower::finish`).
     pub reachable: Vec<bool>,
+    /// The entry, join and resume blocks in the order the lowering entered them, which is the
+    /// order of the source: each comes after a block that jumps to it, and the code that fixes
+    /// a local's type (`acc.push(v)`) comes before code after it that needs the type.
+    pub source_order: Vec<BlockId>,
 }
 
 impl Machine {
@@ -152,6 +156,23 @@ impl Machine {
                 Node::Return { .. } => {}
             }
         }
+    }
+
+    /// The reachable blocks that become match arms, in source order.
+    pub(crate) fn arm_order(&self) -> Vec<BlockId> {
+        let mut seen = vec![false; self.blocks.len()];
+        let reachable = self.depth_first();
+        // Any reachable block the lowering did not record still gets its arm, after the others.
+        self.source_order
+            .iter()
+            .chain(&reachable)
+            .copied()
+            .filter(|b| {
+                reachable.contains(b)
+                    && self.blocks[*b].kind != BlockKind::Branch
+                    && !std::mem::replace(&mut seen[*b], true)
+            })
+            .collect()
     }
 
     /// The blocks reachable from the entry, depth first, following jumps in the order they are

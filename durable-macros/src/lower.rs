@@ -99,6 +99,7 @@ pub(crate) fn lower(
         item_scopes: Vec::new(),
     };
     lw.new_block(BlockKind::Entry);
+    lw.m.source_order.push(0);
     for pat in inputs {
         let defs = lw.define_pat(pat, None, true);
         lw.m.inputs.push((pat.clone(), defs));
@@ -130,6 +131,7 @@ impl Lowerer<'_> {
     /// user blocks it is in are declared again there, innermost first, each name once.
     fn enter_block(&mut self, b: BlockId) {
         self.cur = b;
+        self.m.source_order.push(b);
         let mut seen = BTreeSet::new();
         let mut items = Vec::new();
         for scope in self.item_scopes.iter().rev() {
@@ -1850,5 +1852,37 @@ mod tests {
         assert!(made(0).contains("ForRangeFrom :: new"), "{}", made(0));
         let s = m.stored_locals();
         assert_eq!(s[1].1, names(&["names", "iter@for1#0"]), "the collection and a cursor");
+    }
+
+    #[test]
+    fn arms_follow_the_source_not_the_first_jump() {
+        let (m, errors) = lower_for_test(
+            parse_quote!({
+                let mut acc = Vec::new();
+                loop {
+                    if done() {
+                        break;
+                    }
+                    acc.push(ctx.call(f, 1).await?);
+                }
+                Ok(acc.iter().map(|x| x.abs()).count())
+            }),
+            &[],
+        );
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        let order = m.arm_order();
+        let resume = m.points[0].resume;
+        let at = |b: usize| order.iter().position(|x| *x == b);
+        let exit = order
+            .iter()
+            .copied()
+            .find(|b| m.blocks[*b].body.iter().any(|n| matches!(n, Node::Return { .. })));
+        assert!(exit.is_some(), "the exit returns");
+        assert!(at(resume) < exit.and_then(at), "the push (after the await) is checked first");
+        assert!(
+            m.depth_first().iter().position(|b| Some(*b) == exit)
+                < m.depth_first().iter().position(|b| *b == resume),
+            "depth first would check the exit first"
+        );
     }
 }
