@@ -128,6 +128,7 @@ fn fallback_orchestration(
         };
         let name = ident.to_string();
         quote! {
+            #[automatically_derived]
             impl #krate::__private::Orchestration for #ident {
                 type Input = #input;
                 type Output = #output;
@@ -205,6 +206,7 @@ fn fallback_activity(
             .as_ref()
             .map_or_else(|| ident.to_string(), |(n, _)| n.clone());
         Some(quote! {
+            #[automatically_derived]
             impl #krate::__private::Activity for #ident {
                 type Input = #input;
                 type Ok = #ok;
