@@ -5,7 +5,10 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+
 use durable::{ActivityContext, Ctx, Failure, activity, orchestration};
+use serde::{Deserialize, Serialize};
 use support::harness::{activity_body, stop_at_every_point};
 
 #[activity]
@@ -388,4 +391,69 @@ async fn local_types(ctx: Ctx, x: i64) -> Result<String, Failure> {
 async fn types_declared_in_the_body_see_their_neighbours() {
     let (out, _) = stop_at_every_point(local_types, "local-types", 1).await;
     assert_eq!(out, "<4>4");
+}
+
+// ----- the fixes together: spilled `?`, scoped assignment, macros, cursors, fields -----
+
+fn half(x: i64) -> Result<i64, String> {
+    if x % 2 == 0 { Ok(x / 2) } else { Err("odd".into()) }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+struct Pair {
+    a: i64,
+    b: i64,
+}
+#[orchestration]
+async fn mixed(ctx: Ctx, n: i64) -> Result<Vec<i64>, Failure> {
+    let mut out = Vec::new();
+    let t = half(n)? + ctx.call(add, (1, 1)).await?;
+    out.push(t);
+    let x0 = 1;
+    {
+        let mut x = 2;
+        x = ctx.call(add, (x, 1)).await?;
+        out.push(x);
+    }
+    out.push(x0);
+    macro_rules! twice {
+        ($e:expr) => {
+            $e * 2 + n
+        };
+    }
+    let a = ctx.call(add, (1, 0)).await?;
+    out.push(twice!(a));
+    if n > 0 {
+        let b = ctx.call(add, (2, 0)).await?;
+        out.push(twice!(b));
+    }
+    let mut v = vec![1, 2, 3];
+    for item in v.iter_mut() {
+        *item += 10;
+        let _ = ctx.call(add, (0, 0)).await?;
+    }
+    out.extend(v.iter().copied());
+    let mut m = BTreeMap::new();
+    m.insert("k".to_string(), 5i64);
+    m.insert("j".to_string(), 6i64);
+    for (k, val) in m.iter() {
+        out.push(ctx.call(add, (*val, k.len() as i64)).await?);
+    }
+    for w in v.clone() {
+        out.push(ctx.call(add, (w, 0)).await?);
+    }
+    let mut p = Pair::default();
+    p.a = ctx.call(add, (3, 4)).await?;
+    p.b += ctx.call(add, (p.a, 1)).await?;
+    out.push(p.a + p.b);
+    for i in 0..2 {
+        for j in v.iter().skip(1) {
+            out.push(ctx.call(add, (i, *j)).await?);
+        }
+    }
+    Ok(out)
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fixes_together() {
+    let (out, _) = stop_at_every_point(mixed, "mixed", 4).await;
+    assert_eq!(out, vec![4, 3, 1, 6, 8, 11, 12, 13, 7, 6, 11, 12, 13, 15, 12, 13, 13, 14]);
 }
