@@ -398,11 +398,13 @@ async fn types_declared_in_the_body_see_their_neighbours() {
 fn half(x: i64) -> Result<i64, String> {
     if x % 2 == 0 { Ok(x / 2) } else { Err("odd".into()) }
 }
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 struct Pair {
     a: i64,
     b: i64,
 }
+
 #[orchestration]
 async fn mixed(ctx: Ctx, n: i64) -> Result<Vec<i64>, Failure> {
     let mut out = Vec::new();
@@ -452,6 +454,7 @@ async fn mixed(ctx: Ctx, n: i64) -> Result<Vec<i64>, Failure> {
     }
     Ok(out)
 }
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fixes_together() {
     let (out, _) = stop_at_every_point(mixed, "mixed", 4).await;
