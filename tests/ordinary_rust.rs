@@ -460,3 +460,29 @@ async fn the_fixes_together() {
     let (out, _) = stop_at_every_point(mixed, "mixed", 4).await;
     assert_eq!(out, vec![4, 3, 1, 6, 8, 11, 12, 13, 7, 6, 11, 12, 13, 15, 12, 13, 13, 14]);
 }
+
+// ----- an iterator that can be stored is kept as it is -----
+
+#[orchestration]
+async fn stored_iterators(ctx: Ctx, n: i64) -> Result<(i64, Vec<i64>), Failure> {
+    let attempts = 1..;
+    let mut last = 0;
+    for attempt in attempts {
+        last = ctx.call(add, (attempt, 0)).await?;
+        if attempt == n {
+            break;
+        }
+    }
+    let items = vec![3, 4];
+    let mut seen = Vec::new();
+    for x in items {
+        seen.push(ctx.call(add, (x, 0)).await?);
+    }
+    Ok((last, seen))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_in_a_local_is_kept_not_collected() {
+    let (out, _) = stop_at_every_point(stored_iterators, "stored-iterators", 3).await;
+    assert_eq!(out, (3, vec![3, 4]));
+}

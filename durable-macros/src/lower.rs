@@ -24,8 +24,9 @@
 //! while c { A }                   H: if c { A; goto H } else { goto X }
 //! for p in e { A }                let it = iter(e); goto H
 //!                                 H: match next(&mut it) { Some(p) => { A; goto H } None => goto X }
-//!                                 (the iterator is the range itself for `a..b`, `a..=b`, `a..`,
-//!                                 else the list of remaining items)
+//!                                 (the iterator is the range itself for `a..b`, `a..=b`, `a..`;
+//!                                 else the iterable if it is a storable iterator, else the list
+//!                                 of remaining items: `(&ForSource::new(e)).for_state()`)
 //! for p in &v / v.iter()…         let it = cursor(); goto H
 //!                                 H: match it.next_in(&v) { Some(p) => …, None => goto X }
 //!                                 (`v` is stored; borrowed again at each iteration)
@@ -680,9 +681,17 @@ impl Lowerer<'_> {
                         quote::quote_spanned!(span=> #krate::__private::ForCursor::new())
                     }
                     None => {
-                        // At the iterable, so that a failed `ForItem` bound is reported there.
-                        let new = respan(quote::quote!(#krate::__private::ForItems::new), span);
-                        quote::quote_spanned!(span=> #new(#base))
+                        // A stored iterator if it can be stored, else its items
+                        // (`ForSource`); the check at the iterable, so that a failure is
+                        // reported there.
+                        let check =
+                            respan(quote::quote!(#krate::__private::assert_for_state), span);
+                        quote::quote_spanned!(span=> {
+                            use #krate::__private::{ForCollectItems as _, ForKeepIterator as _};
+                            let state = (&#krate::__private::ForSource::new(#base)).for_state();
+                            #check(&state);
+                            state
+                        })
                     }
                 };
                 let uses = if cursor { BTreeSet::new() } else { self.resolve(names_in(&base)) };

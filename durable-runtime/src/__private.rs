@@ -12,6 +12,7 @@ pub use crate::orchestration::{
 };
 pub use crate::record::Frame;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::ops::{Range, RangeFrom, RangeInclusive};
@@ -207,24 +208,6 @@ pub trait ForIter {
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct ForItems<T>(VecDeque<T>);
 
-impl<T: ForItem> ForItems<T> {
-    /// Collects the items.
-    pub fn new(iterable: impl IntoIterator<Item = T>) -> Self {
-        ForItems(iterable.into_iter().collect())
-    }
-}
-
-/// An item of a `for` loop over a collection the loop keeps in its checkpoint.
-#[diagnostic::on_unimplemented(
-    message = "the items of this `for` loop, `{Self}`, cannot be kept in a checkpoint",
-    label = "the items still to visit are stored while the loop awaits, so they must be owned and serializable",
-    note = "iterate over a local with `&v` or `v.iter()` (the macro keeps `v` and borrows it again at each step), or over owned items: `.cloned()`, `.into_iter()`, `.to_vec()`"
-)]
-pub trait ForItem: Persistable {}
-
-#[diagnostic::do_not_recommend]
-impl<T: Persistable> ForItem for T {}
-
 impl<T> ForIter for ForItems<T> {
     type Item = T;
     fn next_item(&mut self) -> Option<T> {
@@ -252,6 +235,77 @@ where
         self.0.next()
     }
 }
+
+/// The iterable of a `for` loop, to choose how the loop keeps it (autoref specialization): an
+/// iterator that can be stored itself is kept as it is, lazily (`ForSource::for_state` through
+/// `ForKeepIterator`); anything else has its items collected (`ForCollectItems`). Generated
+/// code calls `(&ForSource::new(iterable)).for_state()`.
+pub struct ForSource<I>(Cell<Option<I>>);
+
+impl<I> ForSource<I> {
+    /// Wraps the iterable.
+    pub fn new(iterable: I) -> Self {
+        ForSource(Cell::new(Some(iterable)))
+    }
+}
+
+/// Chosen first: the iterable is an iterator that can be stored.
+pub trait ForKeepIterator {
+    /// What the loop stores.
+    type State;
+    /// Takes the iterable.
+    fn for_state(&self) -> Self::State;
+}
+
+impl<I: Iterator + Persistable> ForKeepIterator for ForSource<I> {
+    type State = ForIterator<I>;
+    fn for_state(&self) -> ForIterator<I> {
+        ForIterator(self.0.take())
+    }
+}
+
+/// Chosen otherwise: the items are collected.
+pub trait ForCollectItems {
+    /// What the loop stores.
+    type State;
+    /// Takes the iterable.
+    fn for_state(&self) -> Self::State;
+}
+
+impl<I: IntoIterator> ForCollectItems for &ForSource<I> {
+    type State = ForItems<I::Item>;
+    fn for_state(&self) -> ForItems<I::Item> {
+        ForItems(self.0.take().into_iter().flatten().collect())
+    }
+}
+
+/// A stored iterator of a `for` loop (a range in a local, a serializable iterator of the user's).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ForIterator<I>(Option<I>);
+
+impl<I: Iterator> ForIter for ForIterator<I> {
+    type Item = I::Item;
+    fn next_item(&mut self) -> Option<I::Item> {
+        self.0.as_mut().and_then(Iterator::next)
+    }
+}
+
+/// What a `for` loop keeps of its iterable.
+#[diagnostic::on_unimplemented(
+    message = "the items of this `for` loop cannot be kept in a checkpoint",
+    label = "the items still to visit are stored while the loop awaits, so they must be owned and serializable",
+    note = "iterate over a local with `&v` or `v.iter()` (the macro keeps `v` and borrows it again at each step), or over owned items: `.cloned()`, `.into_iter()`, `.to_vec()`"
+)]
+pub trait ForState {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Persistable> ForState for ForItems<T> {}
+
+#[diagnostic::do_not_recommend]
+impl<I: Persistable> ForState for ForIterator<I> {}
+
+/// Checks, at the iterable, that the loop's state can be stored.
+pub fn assert_for_state<S: ForState>(_: &S) {}
 
 /// The rest of a `for` loop over `a..`: one number, however long the loop runs.
 #[derive(serde::Serialize, serde::Deserialize)]
