@@ -719,10 +719,10 @@ impl Lowerer<'_> {
                 let (scrutinee, uses): (Expr, BTreeSet<BindingId>) = if cursor {
                     let mut uses = self.resolve(names_in(&base));
                     uses.insert(it);
-                    (
-                        parse_quote!(#krate::__private::ForCursor::next_in(&mut #it_ident, #base)),
-                        uses,
-                    )
+                    // At the iterable: a `StableOrder` failure (a `HashMap`) is reported there.
+                    let next_in =
+                        respan(quote::quote!(#krate::__private::ForCursor::next_in), span);
+                    (parse_quote!(#next_in(&mut #it_ident, #base)), uses)
                 } else {
                     (
                         parse_quote!(#krate::__private::ForIter::next_item(&mut #it_ident)),

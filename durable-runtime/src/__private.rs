@@ -358,6 +358,59 @@ where
     }
 }
 
+/// A borrowed iterable that yields its items in the same order every time it is borrowed, the
+/// collection restored from a checkpoint included: a `for` loop over it can resume by position.
+/// Not a `HashMap` or `HashSet`, whose order changes when they are decoded.
+#[diagnostic::on_unimplemented(
+    message = "this `for` loop borrows `{Self}`, which is not known to keep its order when restored from a checkpoint",
+    label = "the loop resumes by position in this iterable",
+    note = "a loop over a borrowed `Vec`, slice, array, `VecDeque`, `BTreeMap`, `BTreeSet` or `String` resumes by position; for a `HashMap`/`HashSet` (or another collection), iterate over owned items in a stable order, e.g. `let mut keys: Vec<_> = map.keys().cloned().collect(); keys.sort();`"
+)]
+pub trait StableOrder {}
+
+macro_rules! stable_order {
+    ($([$($g:tt)*] $t:ty),* $(,)?) => { $(impl<$($g)*> StableOrder for $t {})* };
+}
+
+stable_order!(
+    ['a, T] &'a Vec<T>,
+    ['a, T] &'a mut Vec<T>,
+    ['a, T] &'a [T],
+    ['a, T] &'a mut [T],
+    ['a, T, const N: usize] &'a [T; N],
+    ['a, T, const N: usize] &'a mut [T; N],
+    ['a, T] &'a VecDeque<T>,
+    ['a, T] &'a mut VecDeque<T>,
+    ['a, K, V] &'a std::collections::BTreeMap<K, V>,
+    ['a, K, V] &'a mut std::collections::BTreeMap<K, V>,
+    ['a, T] &'a std::collections::BTreeSet<T>,
+    ['a, T] std::slice::Iter<'a, T>,
+    ['a, T] std::slice::IterMut<'a, T>,
+    ['a, T] std::slice::Windows<'a, T>,
+    ['a, T] std::slice::Chunks<'a, T>,
+    ['a, T] std::slice::ChunksExact<'a, T>,
+    ['a, T] std::collections::vec_deque::Iter<'a, T>,
+    ['a, T] std::collections::vec_deque::IterMut<'a, T>,
+    ['a, K, V] std::collections::btree_map::Iter<'a, K, V>,
+    ['a, K, V] std::collections::btree_map::IterMut<'a, K, V>,
+    ['a, K, V] std::collections::btree_map::Keys<'a, K, V>,
+    ['a, K, V] std::collections::btree_map::Values<'a, K, V>,
+    ['a, K, V] std::collections::btree_map::ValuesMut<'a, K, V>,
+    ['a, T] std::collections::btree_set::Iter<'a, T>,
+    ['a] std::str::Chars<'a>,
+    ['a] std::str::Bytes<'a>,
+    ['a] std::str::CharIndices<'a>,
+    ['a] std::str::Lines<'a>,
+    ['a] std::str::SplitWhitespace<'a>,
+    [I: StableOrder] std::iter::Enumerate<I>,
+    [I: StableOrder] std::iter::Rev<I>,
+    [I: StableOrder] std::iter::Skip<I>,
+    [I: StableOrder] std::iter::StepBy<I>,
+    [I: StableOrder] std::iter::Take<I>,
+    [I: StableOrder] std::iter::Copied<I>,
+    [I: StableOrder] std::iter::Cloned<I>,
+);
+
 /// The position of a `for` loop over a borrowed collection (`&v`, `v.iter()`): the collection
 /// is a stored local of its own, borrowed again at each iteration, and the cursor counts the
 /// items already visited.
@@ -371,7 +424,7 @@ impl ForCursor {
     }
 
     /// The item after those already visited, from `iterable` borrowed again.
-    pub fn next_in<I: IntoIterator>(&mut self, iterable: I) -> Option<I::Item> {
+    pub fn next_in<I: IntoIterator + StableOrder>(&mut self, iterable: I) -> Option<I::Item> {
         let item = iterable.into_iter().nth(self.0);
         if item.is_some() {
             self.0 += 1;
