@@ -1894,4 +1894,21 @@ mod tests {
             "depth first would check the exit first"
         );
     }
+
+    #[test]
+    fn places_that_are_borrowed_are_not_copied_before_an_await() {
+        let s = stored(
+            parse_quote!({
+                let mut v = Vec::new();
+                v.push(ctx.call(f, 1).await?);
+                let same = v == ctx.call(g, 2).await?;
+                helper(&mut v, ctx.call(h, 3).await?);
+                Ok((v, same))
+            }),
+            &[],
+        );
+        assert_eq!(s[0].1, names(&["v"]), "the receiver stays `v`");
+        assert_eq!(s[1].1, names(&["v"]), "a comparison borrows `v`");
+        assert_eq!(s[2].1, names(&["v", "same"]), "`&mut v` stays a borrow of `v`");
+    }
 }
