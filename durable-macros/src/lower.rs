@@ -29,14 +29,17 @@
 //!                                 of remaining items: `(&ForSource::new(e)).for_state()`)
 //! for p in &v / v.iter()…         let it = cursor(); goto H
 //!                                 H: match it.next_in(&v) { Some(p) => …, None => goto X }
-//!                                 (`v` is stored; borrowed again at each iteration)
+//!                                 (`v` is stored; borrowed again at each iteration; only for
+//!                                 collections whose order survives decoding: no `HashMap`)
 //! for p in b.map(f).filter(q)     for t in b { let Some(t2) = once(t).map(f).filter(q).next()
 //!                                 else { continue }; let p = t2; A }   (item by item, lazily)
 //! return e / e?                   return Step::Done(e) / match e { Ok(v) => v, Err(e) =>
 //!                                 return Step::Done(Err(From::from(e))) }
 //! ```
 //! Branches are lowered as blocks of their own and inlined afterwards, so code before a branch's
-//! first await stays in the same Rust scope as its condition's bindings.
+//! first await stays in the same Rust scope as its condition's bindings. Blocks are recorded in
+//! the order the lowering enters them (`Machine::source_order`), which `expand` follows for the
+//! arms, so rustc checks code in source order and infers types as for the plain function.
 
 use std::collections::{BTreeSet, HashMap};
 
