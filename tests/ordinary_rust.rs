@@ -142,15 +142,20 @@ async fn assignments(ctx: Ctx, c: bool) -> Result<(String, i64, i64, String), Fa
     }
     let y;
     y = ctx.call(add, (x, 10)).await?;
-    Ok((buf, x, y, again))
+    let z: u8;
+    let _ = ctx.call(add, (0, 0)).await?;
+    z = 200;
+    // `u8` arithmetic: the written type holds where the assignment declares `z` again.
+    let wide = i64::from(z.wrapping_add(100));
+    Ok((buf, x, y * 1000 + wide, again))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assigning_a_moved_or_unset_local() {
     let (out, _) = stop_at_every_point(assignments, "assign", true).await;
-    assert_eq!(out, ("ABc".to_string(), 3, 13, "ABCXx".to_string()));
+    assert_eq!(out, ("ABc".to_string(), 3, 13_044, "ABCXx".to_string()));
     let (out, _) = stop_at_every_point(assignments, "assign-else", false).await;
-    assert_eq!(out, ("ABc".to_string(), 0, 10, "ABCXx".to_string()));
+    assert_eq!(out, ("ABc".to_string(), 0, 10_044, "ABCXx".to_string()));
 }
 
 // ----- assignments from `if`/`match` with awaits, like `let` -----

@@ -147,7 +147,8 @@ impl Ctx<'_> {
                     let ident = &binding.ident;
                     let mutability = binding.mutable.then(|| hygienic!(mut));
                     let right = &a.right;
-                    stmt = syn::parse_quote!(let #mutability #ident = #right;);
+                    let ty = binding.ty.as_ref().map(|t| hygienic!(: #t));
+                    stmt = syn::parse_quote!(let #mutability #ident #ty = #right;);
                     declares.push(*b);
                 }
                 bound.extend(defs.iter().copied());

@@ -24,6 +24,8 @@ pub(crate) struct Binding {
     pub synthetic: bool,
     /// Bound to a reference (`ref` pattern, `&` initialiser, string literal): never storable.
     pub borrowed: Option<&'static str>,
+    /// The type written for it (`let x: T;`), repeated where an assignment declares it again.
+    pub ty: Option<syn::Type>,
 }
 
 /// What happens to a value flowing out of lowered code.

@@ -205,6 +205,11 @@ impl Lowerer<'_> {
 
     fn define_pat(&mut self, pat: &Pat, init: Option<&Expr>, irrefutable: bool) -> Vec<BindingId> {
         let init_borrow = init.and_then(borrow_of);
+        // `let x: T` names the type of its single binding.
+        let ty = match pat {
+            Pat::Type(t) if matches!(&*t.pat, Pat::Ident(_)) => Some((*t.ty).clone()),
+            _ => None,
+        };
         pattern_bindings_in(pat, irrefutable)
             .into_iter()
             .map(|b| {
@@ -217,6 +222,7 @@ impl Lowerer<'_> {
                     mutable: b.mutable,
                     synthetic: false,
                     borrowed,
+                    ty: ty.clone(),
                 })
             })
             .collect()
@@ -232,7 +238,14 @@ impl Lowerer<'_> {
         );
         let index = self.next_index(&format!("#{what}"));
         let name = format!("{what}@{}#{index}", self.path.join("/"));
-        self.m.bindings.push(Binding { ident, name, mutable, synthetic: true, borrowed: None });
+        self.m.bindings.push(Binding {
+            ident,
+            name,
+            mutable,
+            synthetic: true,
+            borrowed: None,
+            ty: None,
+        });
         self.m.bindings.len() - 1
     }
 
