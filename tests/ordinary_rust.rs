@@ -355,6 +355,15 @@ async fn lazy_for(
     for n in &names {
         total = ctx.call(add, (total, n.len() as i64)).await?;
     }
+    // Items borrowed from the collection are usable after an await in the body.
+    let mut lens = vec![1_i64, 2];
+    for len in lens.iter_mut() {
+        *len = ctx.call(add, (*len, 100)).await?;
+    }
+    for (i, n) in names.iter().enumerate() {
+        let _ = ctx.call(add, (0, 0)).await?;
+        total += n.len() as i64 * i as i64 + lens[i];
+    }
     let mut indexed = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let len = ctx.call(add, (n.len() as i64, 0)).await?;
@@ -370,7 +379,7 @@ async fn for_loops_consume_their_iterable_lazily() {
     let (out, _) = stop_at_every_point(lazy_for, "lazy-for", names).await;
     assert_eq!(
         out,
-        (3, vec![1, 2, 3], vec![1, 2, 3], vec![0, 20, 40, 60], 10, vec![(0, 2), (1, 3)])
+        (3, vec![1, 2, 3], vec![1, 2, 3], vec![0, 20, 40, 60], 216, vec![(0, 2), (1, 3)])
     );
 }
 

@@ -30,7 +30,8 @@
 //! for p in &v / v.iter()…         let it = cursor(); goto H
 //!                                 H: match it.next_in(&v) { Some(p) => …, None => goto X }
 //!                                 (`v` is stored; borrowed again at each iteration; only for
-//!                                 collections whose order survives decoding: no `HashMap`)
+//!                                 collections whose order survives decoding: no `HashMap`;
+//!                                 after an await in A, `let p = it.current_in(&v)` again)
 //! for p in b.map(f).filter(q)     for t in b { let Some(t2) = once(t).map(f).filter(q).next()
 //!                                 else { continue }; let p = t2; A }   (item by item, lazily)
 //! return e / e?                   return Step::Done(e) / match e { Ok(v) => v, Err(e) =>
@@ -81,6 +82,19 @@ pub(crate) struct Lowerer<'a> {
     /// The items that can be declared again, per user block, innermost last: declared again at
     /// the start of each block of the machine entered inside that user block.
     item_scopes: Vec<Vec<syn::Item>>,
+    /// The `for` loops over a borrowed collection being lowered, innermost last: their
+    /// pattern's bindings are borrowed again at the start of each piece of their body.
+    cursors: Vec<CursorLoop>,
+}
+
+/// A `for` loop that resumes by position (`ForCursor`).
+#[derive(Clone)]
+struct CursorLoop {
+    pat: Pat,
+    defs: Vec<BindingId>,
+    it: BindingId,
+    base: Expr,
+    head: BlockId,
 }
 
 /// Lowers an orchestration body whose inputs bind `inputs`.
@@ -101,6 +115,7 @@ pub(crate) fn lower(
         counters: vec![HashMap::new()],
         temps: 0,
         item_scopes: Vec::new(),
+        cursors: Vec::new(),
     };
     lw.new_block(BlockKind::Entry);
     lw.m.source_order.push(0);
@@ -150,6 +165,41 @@ impl Lowerer<'_> {
         for item in items.into_iter().rev() {
             self.emit_item(item);
         }
+        for c in self.cursors.clone() {
+            self.rebind_cursor_item(&c);
+        }
+    }
+
+    /// In a piece of a `for` loop over `&v`/`v.iter()…`, the loop's item is borrowed from `v`
+    /// again instead of being stored (a reference cannot be):
+    ///
+    /// ```text
+    /// let p = match it.current_in(&v) { Some(x) => x, None => goto H };
+    /// ```
+    /// Not when the body declared a local of the same name since: that one is meant there.
+    fn rebind_cursor_item(&mut self, c: &CursorLoop) {
+        let still_visible = c.defs.iter().all(|d| {
+            let name = self.m.bindings[*d].ident.to_string();
+            self.resolve([name].into()).contains(d)
+        });
+        if !still_visible {
+            return;
+        }
+        let krate = self.krate.clone();
+        let (pat, base) = (&c.pat, &c.base);
+        let it = self.m.bindings[c.it].ident.clone();
+        let g = self.goto(c.head, Vec::new(), Span::call_site());
+        let jump = format_ident!("__durable_goto_{}", g, span = Span::mixed_site());
+        let v = format_ident!("__durable_item", span = Span::mixed_site());
+        let stmt: Stmt = parse_quote!(
+            let #pat = match #krate::__private::ForCursor::current_in(&#it, #base) {
+                ::core::option::Option::Some(#v) => #v,
+                ::core::option::Option::None => #jump,
+            };
+        );
+        let mut uses = self.resolve(names_in(base));
+        uses.insert(c.it);
+        self.emit(Node::Code { stmt, uses, defs: c.defs.clone(), gotos: vec![g] });
     }
 
     /// Declares `item` here and in every later piece of the current user block.
@@ -731,6 +781,7 @@ impl Lowerer<'_> {
                     }
                     None => (pat.clone(), self.define_pat(&pat, None, true)),
                 };
+                let pat_defs = defs.clone();
                 let body_goto = self.goto(body, Vec::new(), Span::call_site());
                 let (scrutinee, uses): (Expr, BTreeSet<BindingId>) = if cursor {
                     let mut uses = self.resolve(names_in(&base));
@@ -788,7 +839,23 @@ impl Lowerer<'_> {
                         self.code_local(local, None);
                     }
                 }
+                // Items borrowed from the collection are borrowed again after each await.
+                let rebinds = cursor
+                    && adapters.is_empty()
+                    && pattern_bindings_in(&pat, true).iter().all(|b| !b.mutable && !b.by_ref);
+                if rebinds {
+                    self.cursors.push(CursorLoop {
+                        pat: pat.clone(),
+                        defs: pat_defs,
+                        it,
+                        base: base.clone(),
+                        head,
+                    });
+                }
                 self.lower_block(&f.body, Cont::Goto { target: head, value: None });
+                if rebinds {
+                    self.cursors.pop();
+                }
                 self.scopes.pop();
             }
             _ => {}

@@ -423,6 +423,12 @@ impl ForCursor {
         ForCursor(0)
     }
 
+    /// The item visited last, from `iterable` borrowed again (after an await in the body).
+    pub fn current_in<I: IntoIterator + StableOrder>(&self, iterable: I) -> Option<I::Item> {
+        let last = self.0.checked_sub(1)?;
+        iterable.into_iter().nth(last)
+    }
+
     /// The item after those already visited, from `iterable` borrowed again.
     pub fn next_in<I: IntoIterator + StableOrder>(&mut self, iterable: I) -> Option<I::Item> {
         let item = iterable.into_iter().nth(self.0);
