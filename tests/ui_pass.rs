@@ -6,6 +6,8 @@
 mod deny_warnings;
 #[path = "ui/pass/internal_names.rs"]
 mod internal_names;
+#[path = "ui/pass/user_items_named_like_generated_ones.rs"]
+mod user_items_named_like_generated_ones;
 
 #[test]
 fn deny_warnings() {
@@ -15,4 +17,9 @@ fn deny_warnings() {
 #[test]
 fn internal_names() {
     internal_names::main();
+}
+
+#[test]
+fn user_items_named_like_generated_ones() {
+    user_items_named_like_generated_ones::main();
 }

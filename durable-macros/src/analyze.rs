@@ -1,10 +1,12 @@
 //! Name analysis and liveness.
 //!
 //! Visitor policy: uses are collected everywhere a local can be named, including closures (they
-//! capture), macro invocations (every identifier token counts) and format strings (`"{x}"`).
-//! Nested items are not entered: they cannot name the function's locals. Over-approximating uses
-//! only stores a local that was not needed; missing one would lose it, so every doubt counts as a
-//! use.
+//! capture), macro invocations (every identifier token counts) and format strings (`"{x}"`,
+//! `"{:w$}"`). Names are resolved by scope: a closure parameter, an inner block's `let`, an
+//! arm's, `if let`'s or `for`'s pattern hides the local of the same name inside it; assigning a
+//! local (`x = e`) is not a use. Nested items are not entered: they cannot name the function's
+//! locals. Over-approximating uses only stores a local that was not needed; missing one would
+//! lose it, so every doubt (a name inside a macro) counts as a use.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -14,23 +16,126 @@ use syn::visit::{self, Visit};
 use crate::error::Errors;
 use crate::ir::{BindingId, Machine, Node};
 
-/// Identifiers a piece of code may read or write.
+/// Identifiers a piece of code may read or write that it does not bind itself: a closure's
+/// parameters, a `let` in an inner block, a `match` arm's or `if let`'s pattern and a `for`
+/// pattern hide the locals of the same name inside their scope.
 #[derive(Default)]
-pub(crate) struct Names(BTreeSet<String>);
+pub(crate) struct Names {
+    found: BTreeSet<String>,
+    /// Names bound inside the code being scanned, innermost scope last.
+    bound: Vec<BTreeSet<String>>,
+}
+
+impl Names {
+    fn found(&mut self, name: String) {
+        if !self.bound.iter().any(|s| s.contains(&name)) {
+            self.found.insert(name);
+        }
+    }
+
+    fn bind(&mut self, pat: &syn::Pat, irrefutable: bool) {
+        let names = pattern_bindings_in(pat, irrefutable).into_iter().map(|b| b.ident.to_string());
+        match self.bound.last_mut() {
+            Some(scope) => scope.extend(names),
+            None => self.bound.push(names.collect()),
+        }
+    }
+
+    fn scoped(&mut self, f: impl FnOnce(&mut Self)) {
+        self.bound.push(BTreeSet::new());
+        f(self);
+        self.bound.pop();
+    }
+}
 
 impl<'ast> Visit<'ast> for Names {
     fn visit_expr_path(&mut self, p: &'ast syn::ExprPath) {
         if p.qself.is_none()
             && let Some(id) = p.path.get_ident()
         {
-            self.0.insert(id.to_string());
+            self.found(id.to_string());
         }
         visit::visit_expr_path(self, p);
     }
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
-        scan_tokens(m.tokens.clone(), &mut self.0);
+        let mut names = BTreeSet::new();
+        scan_tokens(m.tokens.clone(), &mut names);
+        names.into_iter().for_each(|n| self.found(n));
+    }
+    fn visit_expr_assign(&mut self, a: &'ast syn::ExprAssign) {
+        // Assigning a local does not read it.
+        if plain_local(&a.left).is_none() {
+            self.visit_expr(&a.left);
+        }
+        self.visit_expr(&a.right);
+    }
+    fn visit_expr_closure(&mut self, c: &'ast syn::ExprClosure) {
+        self.scoped(|v| {
+            c.inputs.iter().for_each(|p| v.bind(p, true));
+            v.visit_expr(&c.body);
+        });
+    }
+    fn visit_block(&mut self, b: &'ast syn::Block) {
+        self.scoped(|v| b.stmts.iter().for_each(|s| v.visit_stmt(s)));
+    }
+    fn visit_local(&mut self, l: &'ast syn::Local) {
+        // The initialiser and `else` see the names from before the `let`.
+        if let Some(init) = &l.init {
+            self.visit_expr(&init.expr);
+            if let Some((_, d)) = &init.diverge {
+                self.visit_expr(d);
+            }
+        }
+        let irrefutable = l.init.as_ref().is_none_or(|i| i.diverge.is_none());
+        self.bind(&l.pat, irrefutable);
+    }
+    fn visit_expr_let(&mut self, l: &'ast syn::ExprLet) {
+        self.visit_expr(&l.expr);
+        self.bind(&l.pat, false);
+    }
+    fn visit_expr_if(&mut self, i: &'ast syn::ExprIf) {
+        self.scoped(|v| {
+            v.visit_expr(&i.cond);
+            v.visit_block(&i.then_branch);
+        });
+        if let Some((_, e)) = &i.else_branch {
+            self.visit_expr(e);
+        }
+    }
+    fn visit_expr_while(&mut self, w: &'ast syn::ExprWhile) {
+        self.scoped(|v| {
+            v.visit_expr(&w.cond);
+            v.visit_block(&w.body);
+        });
+    }
+    fn visit_expr_for_loop(&mut self, f: &'ast syn::ExprForLoop) {
+        self.visit_expr(&f.expr);
+        self.scoped(|v| {
+            v.bind(&f.pat, true);
+            v.visit_block(&f.body);
+        });
+    }
+    fn visit_arm(&mut self, a: &'ast syn::Arm) {
+        self.scoped(|v| {
+            v.bind(&a.pat, false);
+            if let syn::Pat::Guard(g) = &a.pat {
+                v.visit_expr(&g.guard);
+            }
+            v.visit_expr(&a.body);
+        });
     }
     fn visit_item(&mut self, _: &'ast syn::Item) {}
+}
+
+/// The local an expression names, if it is just a name: `x`, `(x)`.
+pub(crate) fn plain_local(e: &syn::Expr) -> Option<String> {
+    match e {
+        syn::Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => {
+            p.path.get_ident().map(ToString::to_string)
+        }
+        syn::Expr::Paren(p) => plain_local(&p.expr),
+        _ => None,
+    }
 }
 
 fn scan_tokens(tokens: TokenStream, out: &mut BTreeSet<String>) {
@@ -46,33 +151,79 @@ fn scan_tokens(tokens: TokenStream, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Identifiers captured by a format string literal: `"{x}"`, `"{x:?}"`, `"{x:>5}"`.
+/// The identifiers in a macro's tokens, format string captures included.
+pub(crate) fn names_in_tokens(tokens: &TokenStream) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    scan_tokens(tokens.clone(), &mut out);
+    out
+}
+
+/// Adds the names of the macros invoked in `node` (`name!`), at any depth, macro arguments and
+/// `macro_rules!` bodies included.
+pub(crate) fn macro_invocations<T: quote::ToTokens>(node: &T, out: &mut BTreeSet<String>) {
+    fn scan(tokens: TokenStream, out: &mut BTreeSet<String>) {
+        let mut prev: Option<String> = None;
+        for tt in tokens {
+            match &tt {
+                TokenTree::Punct(p) if p.as_char() == '!' => {
+                    if let Some(name) = prev.take() {
+                        out.insert(name);
+                    }
+                }
+                TokenTree::Group(g) => scan(g.stream(), out),
+                _ => {}
+            }
+            prev = match tt {
+                TokenTree::Ident(i) => Some(i.to_string()),
+                _ => None,
+            };
+        }
+    }
+    scan(node.to_token_stream(), out);
+}
+
+/// Identifiers captured by a format string literal: `"{x}"`, `"{x:?}"`, `"{x:>5}"`, and the
+/// counts of a format spec, `"{:>width$}"`, `"{x:.prec$}"`.
 fn format_captures(lit: &str, out: &mut BTreeSet<String>) {
     if !(lit.starts_with('"') || lit.starts_with('r')) {
         return;
     }
-    let bytes: Vec<char> = lit.chars().collect();
+    let chars: Vec<char> = lit.chars().collect();
+    let ident_end = |mut j: usize| {
+        while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
+            j += 1;
+        }
+        j
+    };
+    let is_name = |name: &[char]| name.first().is_some_and(|c| !c.is_ascii_digit());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == '{' {
-            if bytes.get(i + 1) == Some(&'{') {
-                i += 2;
-                continue;
-            }
-            let start = i + 1;
-            let mut j = start;
-            while j < bytes.len() && (bytes[j].is_alphanumeric() || bytes[j] == '_') {
-                j += 1;
-            }
-            if j > start && matches!(bytes.get(j), Some('}') | Some(':')) {
-                let name: String = bytes[start..j].iter().collect();
-                if !name.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-                    out.insert(name);
-                }
-            }
-            i = j;
-        } else {
+    while i < chars.len() {
+        if chars[i] != '{' {
             i += 1;
+            continue;
+        }
+        if chars.get(i + 1) == Some(&'{') {
+            i += 2;
+            continue;
+        }
+        let start = i + 1;
+        let j = ident_end(start);
+        let closes = matches!(chars.get(j), Some('}') | Some(':'));
+        if closes && is_name(&chars[start..j]) {
+            out.insert(chars[start..j].iter().collect());
+        }
+        i = j;
+        if chars.get(j) == Some(&':') {
+            // The spec, up to `}`: a count is an identifier followed by `$`.
+            let mut k = j + 1;
+            while k < chars.len() && chars[k] != '}' {
+                let e = ident_end(k);
+                if e > k && chars.get(e) == Some(&'$') && is_name(&chars[k..e]) {
+                    out.insert(chars[k..e].iter().collect());
+                }
+                k = e.max(k + 1);
+            }
+            i = k;
         }
     }
 }
@@ -81,7 +232,7 @@ fn format_captures(lit: &str, out: &mut BTreeSet<String>) {
 pub(crate) fn names_in<T: NameSource + ?Sized>(node: &T) -> BTreeSet<String> {
     let mut n = Names::default();
     node.visit_with(&mut n);
-    n.0
+    n.found
 }
 
 /// Syntax nodes whose names can be collected.
@@ -116,15 +267,17 @@ pub(crate) struct PatBinding {
     pub by_ref: bool,
 }
 
-/// The bindings a pattern introduces. An identifier starting with an uppercase letter is taken
-/// for a constant or unit variant, as rustc's naming lints assume.
-pub(crate) fn pattern_bindings(pat: &syn::Pat) -> Vec<PatBinding> {
-    struct Collect(Vec<PatBinding>);
+/// The bindings a pattern introduces. In a pattern that always matches (`let`, parameters,
+/// `for`), a constant could not stand, so only a `CamelCase` name is taken for a unit struct;
+/// `N` or `MAX` there is a local.
+pub(crate) fn pattern_bindings_in(pat: &syn::Pat, irrefutable: bool) -> Vec<PatBinding> {
+    struct Collect(Vec<PatBinding>, bool);
     impl<'ast> Visit<'ast> for Collect {
         fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
             let name = p.ident.to_string();
-            let is_const =
-                name.chars().next().is_some_and(char::is_uppercase) && p.subpat.is_none();
+            let upper = name.chars().next().is_some_and(char::is_uppercase);
+            let camel = upper && name.chars().any(char::is_lowercase);
+            let is_const = p.subpat.is_none() && if self.1 { camel } else { upper };
             if !is_const {
                 self.0.push(PatBinding {
                     ident: p.ident.clone(),
@@ -139,7 +292,7 @@ pub(crate) fn pattern_bindings(pat: &syn::Pat) -> Vec<PatBinding> {
         }
         fn visit_expr(&mut self, _: &'ast syn::Expr) {}
     }
-    let mut c = Collect(Vec::new());
+    let mut c = Collect(Vec::new(), irrefutable);
     c.visit_pat(pat);
     c.0
 }
@@ -183,11 +336,37 @@ impl AwaitSource for syn::Block {
 }
 
 /// Rejects `.await` where no step machine can resume: inside closures, async blocks and macro
-/// invocations.
-pub(crate) fn check_await_positions(body: &syn::Block, errors: &Errors) {
+/// invocations; and the `join!`/`select!` macros of async runtimes, which await by themselves.
+pub(crate) fn check_await_positions(body: &syn::Block, ctx: &syn::Pat, errors: &Errors) {
     struct Check<'e> {
         errors: &'e Errors,
         inside: Option<&'static str>,
+        ctx: Option<String>,
+    }
+    impl Check<'_> {
+        /// `tokio::join!(ctx.call(..), ..)`, `futures::select! { .. }`, or such a macro whose
+        /// arguments await or use the context.
+        fn awaiting_macro(&self, m: &syn::Macro) -> Option<&'static str> {
+            let segments: Vec<String> =
+                m.path.segments.iter().map(|s| s.ident.to_string()).collect();
+            let last = segments.last()?;
+            let instead = match last.as_str() {
+                "join" | "try_join" => {
+                    "`ctx.join([..]).await` (same kind) or `ctx.join2(a, b).await`"
+                }
+                "select" | "select_biased" => {
+                    "`ctx.race([..]).await` (same kind) or `ctx.race2(a, b).await`"
+                }
+                _ => return None,
+            };
+            let from_runtime = segments.len() > 1
+                && ["tokio", "futures", "futures_util", "futures_lite"]
+                    .contains(&segments[0].as_str());
+            let names = names_in_tokens(&m.tokens);
+            let uses_ctx = self.ctx.as_ref().is_some_and(|c| names.contains(c));
+            (from_runtime || uses_ctx || await_in_tokens(m.tokens.clone()).is_some())
+                .then_some(instead)
+        }
     }
     impl<'ast> Visit<'ast> for Check<'_> {
         fn visit_expr_await(&mut self, a: &'ast syn::ExprAwait) {
@@ -214,7 +393,18 @@ pub(crate) fn check_await_positions(body: &syn::Block, errors: &Errors) {
         }
         fn visit_item(&mut self, _: &'ast syn::Item) {}
         fn visit_macro(&mut self, m: &'ast syn::Macro) {
-            if let Some(span) = await_in_tokens(m.tokens.clone()) {
+            if self.inside.is_none()
+                && let Some(instead) = self.awaiting_macro(m)
+            {
+                let name = m.path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+                self.errors.at(
+                    &m.path,
+                    format!(
+                        "`{name}!` awaits its futures itself, which the step machine cannot make \
+                         durable; await the durable operations together with {instead}"
+                    ),
+                );
+            } else if let Some(span) = await_in_tokens(m.tokens.clone()) {
                 self.errors.at_span(
                     span,
                     "`.await` inside a macro invocation cannot be made durable; bind the awaited \
@@ -223,7 +413,11 @@ pub(crate) fn check_await_positions(body: &syn::Block, errors: &Errors) {
             }
         }
     }
-    Check { errors, inside: None }.visit_block(body);
+    let ctx = match ctx {
+        syn::Pat::Ident(p) => Some(p.ident.to_string()),
+        _ => None,
+    };
+    Check { errors, inside: None, ctx }.visit_block(body);
 }
 
 fn await_in_tokens(tokens: TokenStream) -> Option<proc_macro2::Span> {
@@ -308,6 +502,7 @@ fn live_nodes(m: &Machine, nodes: &[Node], live_in: &[BTreeSet<BindingId>]) -> B
                 }
                 live = all;
             }
+            Node::Scope(inner) => live = live_nodes(m, inner, live_in),
             Node::Goto(g) => live = goto_live(*g),
             Node::Suspend(p) => {
                 let point = &m.points[*p];
@@ -426,23 +621,62 @@ mod tests {
     #[test]
     fn format_captures_are_uses() {
         let mut out = BTreeSet::new();
-        format_captures("\"{a} {b:?} {{c}} {0} {d:>5} {}\"", &mut out);
-        assert_eq!(out.into_iter().collect::<Vec<_>>(), ["a", "b", "d"]);
+        format_captures(
+            "\"{a} {b:?} {{c}} {0} {d:>5} {} {e:>w$} {:.p$} {:1$} {f:x<0$}\"",
+            &mut out,
+        );
+        assert_eq!(out.into_iter().collect::<Vec<_>>(), ["a", "b", "d", "e", "f", "p", "w"]);
     }
 
     #[test]
     fn macro_tokens_and_closures_are_uses() {
         let e: syn::Expr = syn::parse_quote!(f(|y| x + y, vec![z], format!("{w}")));
         let n = names_in(&e);
-        for name in ["x", "y", "z", "w", "f"] {
+        for name in ["x", "z", "w", "f"] {
             assert!(n.contains(name), "{name} missing from {n:?}");
         }
+        assert!(!n.contains("y"), "the closure's own parameter");
+    }
+
+    #[test]
+    fn names_bound_inside_the_code_are_not_uses_of_outer_locals() {
+        let e: syn::Expr = syn::parse_quote!(
+            items
+                .iter()
+                .map(|name| name.len() + other)
+                .chain({
+                    let data = vec![1];
+                    data
+                })
+                .chain(match x {
+                    Some(k) => k,
+                    None => k2,
+                })
+                .chain(if let Some(y) = y { y } else { y2 })
+                .sum::<usize>()
+                + format!("{name}").len()
+        );
+        let n = names_in(&e);
+        assert_eq!(
+            n.into_iter().collect::<Vec<_>>(),
+            ["items", "k2", "name", "other", "x", "y", "y2"],
+            "`name` only from the format string outside the closure; no `data`, `k`"
+        );
+    }
+
+    #[test]
+    fn uppercase_names_in_let_patterns_are_locals() {
+        let p: syn::Pat = syn::parse_quote!((N, Marker, MAX_LEN));
+        let names: Vec<_> =
+            pattern_bindings_in(&p, true).iter().map(|b| b.ident.to_string()).collect();
+        assert_eq!(names, ["N", "MAX_LEN"]);
     }
 
     #[test]
     fn patterns_bind_lowercase_identifiers() {
         let p: syn::Pat = syn::parse_quote!((mut a, Some(b), None, S { c, d: ref e }, [f, ..]));
-        let names: Vec<_> = pattern_bindings(&p).iter().map(|b| b.ident.to_string()).collect();
+        let names: Vec<_> =
+            pattern_bindings_in(&p, false).iter().map(|b| b.ident.to_string()).collect();
         assert_eq!(names, ["a", "b", "c", "e", "f"]);
     }
 }

@@ -45,6 +45,48 @@ pub(crate) fn first_reference(ty: &Type) -> Option<&syn::TypeReference> {
     find.0
 }
 
+/// The first `Self` in a function's signature or body (outside nested items): the function is
+/// an associated function of an `impl`, where the macros cannot declare the type they declare.
+pub(crate) fn self_type_use(item: &ItemFn) -> Option<proc_macro2::Span> {
+    use syn::visit::Visit;
+    fn in_tokens(tokens: proc_macro2::TokenStream) -> Option<proc_macro2::Span> {
+        tokens.into_iter().find_map(|tt| match tt {
+            proc_macro2::TokenTree::Ident(i) if i == "Self" => Some(i.span()),
+            proc_macro2::TokenTree::Group(g) => in_tokens(g.stream()),
+            _ => None,
+        })
+    }
+    struct Find(Option<proc_macro2::Span>);
+    impl<'a> Visit<'a> for Find {
+        fn visit_path(&mut self, p: &'a syn::Path) {
+            match p.segments.first() {
+                Some(s) if s.ident == "Self" => {
+                    self.0.get_or_insert(s.ident.span());
+                }
+                _ => syn::visit::visit_path(self, p),
+            }
+        }
+        fn visit_macro(&mut self, m: &'a syn::Macro) {
+            if let Some(span) = in_tokens(m.tokens.clone()) {
+                self.0.get_or_insert(span);
+            }
+        }
+        fn visit_item(&mut self, _: &'a syn::Item) {}
+    }
+    let mut find = Find(None);
+    find.visit_signature(&item.sig);
+    find.visit_block(&item.block);
+    find.0
+}
+
+pub(crate) fn in_impl_message(attr: &str) -> String {
+    format!(
+        "`{attr}` goes on a free function, not on an associated function of an `impl`: it \
+         declares a type of the same name, which an `impl` cannot hold; move the function out of \
+         the `impl` and call what it needs as `Type::function(..)`"
+    )
+}
+
 /// Inputs and outputs are stored with the instance: no borrowed types.
 fn check_owned<'a>(tys: impl IntoIterator<Item = &'a Type>, what: &str, errors: &Errors) {
     for ty in tys {

@@ -14,16 +14,29 @@
 //! ```
 //! A goto is `{ state = State::Bk { live locals }; continue 'machine }`; a suspension writes the
 //! live locals into a frame, builds the resume variant (so the compiler infers its types) and
-//! returns the frame with the operation's command. Arms are emitted in depth-first order from
-//! the entry, so each variant is built before an arm reads it and every type is inferred.
+//! returns the frame with the operation's command. Arms are emitted in source order (the order
+//! the lowering entered their blocks), so each variant is built before an arm reads it, and
+//! code that fixes a local's type is checked before code after it that needs it. A
+//! local set by plain assignment (`x = e;` becomes `let x = e;` in a piece where `x` is not
+//! bound) has a `PhantomData` type witness that each of its `let`s is tied to, so the pieces
+//! agree on its type as one function would.
+
+use std::collections::BTreeSet;
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{format_ident, quote_spanned};
 use syn::visit_mut::VisitMut;
 
 use crate::args::Args;
 use crate::ast::{ActivityFn, OrchestrationFn};
 use crate::ir::{BindingId, BlockKind, Machine, Node};
+
+/// `quote!` with the macro's own hygiene: every identifier the template writes (`registry`,
+/// `ctx`, `v`, `__durable_frame`…) resolves at the mixed site, so no user item or local of the
+/// same name can capture it; interpolated user tokens keep their spans.
+macro_rules! hygienic {
+    ($($t:tt)*) => { quote::quote_spanned!(proc_macro2::Span::mixed_site()=> $($t)*) };
+}
 
 fn state_ident() -> syn::Ident {
     format_ident!("__DurableState", span = Span::mixed_site())
@@ -53,6 +66,40 @@ fn completion_ident() -> syn::Ident {
 struct Ctx<'a> {
     m: &'a Machine,
     krate: &'a TokenStream,
+    /// Locals set by a plain assignment somewhere: each `let` of one, and each assignment that
+    /// becomes a `let`, is tied to one type witness, so that a type fixed only by a later piece
+    /// of the machine (`let mut best = None; … best = Some(v)`) is inferred as in one function.
+    tied: BTreeSet<BindingId>,
+}
+
+/// The bindings a plain assignment sets, anywhere in the machine.
+fn assigned_bindings(m: &Machine) -> BTreeSet<BindingId> {
+    fn scan(nodes: &[Node], out: &mut BTreeSet<BindingId>) {
+        for n in nodes {
+            match n {
+                Node::Code { stmt: syn::Stmt::Expr(syn::Expr::Assign(_), _), defs, .. } => {
+                    out.extend(defs.iter().copied());
+                }
+                Node::If { then, els, .. } => {
+                    scan(then, out);
+                    scan(els, out);
+                }
+                Node::Match { arms, .. } => arms.iter().for_each(|a| scan(&a.body, out)),
+                Node::Scope(inner) => scan(inner, out),
+                _ => {}
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    m.blocks.iter().for_each(|b| scan(&b.body, &mut out));
+    out
+}
+
+fn witness(b: BindingId) -> syn::Ident {
+    format_ident!("__durable_type_of{}", b, span = Span::mixed_site())
+}
+fn tie_fn() -> syn::Ident {
+    format_ident!("__durable_same_type", span = Span::mixed_site())
 }
 
 impl Ctx<'_> {
@@ -61,39 +108,112 @@ impl Ctx<'_> {
         let (st, var, l) = (state_ident(), var_ident(), label());
         let v = variant(goto.target);
         let fields = self.m.blocks[goto.target].live_in.iter().map(|b| &self.m.bindings[*b].ident);
-        quote!({ #var = #st::#v { #(#fields),* }; continue #l; })
+        hygienic!({ #var = #st::#v { #(#fields),* }; continue #l; })
     }
 
-    fn nodes(&self, nodes: &[Node]) -> TokenStream {
-        nodes.iter().map(|n| self.node(n)).collect()
+    /// `bound`: the bindings declared in the Rust scope being written (the arm's fields, then
+    /// each `let`), so that `x = e;` where `x` is not becomes `let x = e;`.
+    fn nodes(&self, nodes: &[Node], bound: &BTreeSet<BindingId>) -> TokenStream {
+        let mut bound = bound.clone();
+        let mut out = TokenStream::new();
+        for (i, n) in nodes.iter().enumerate() {
+            out.extend(self.node(n, &nodes[i + 1..], &mut bound));
+        }
+        out
     }
 
-    fn node(&self, node: &Node) -> TokenStream {
+    fn node(&self, node: &Node, rest: &[Node], bound: &mut BTreeSet<BindingId>) -> TokenStream {
         let krate = self.krate;
         match node {
-            Node::Code { stmt, .. } => {
+            Node::Code { stmt, defs, .. } => {
                 let mut stmt = stmt.clone();
+                if let syn::Stmt::Local(l) = &stmt
+                    && l.init.is_none()
+                    && !defs.iter().any(|b| self.mentioned(*b, rest))
+                {
+                    // `let x;` assigned only in other pieces of the machine: there, the
+                    // assignment declares it; here, it would be a local of unknown type.
+                    return TokenStream::new();
+                }
+                let mut declares = match &stmt {
+                    syn::Stmt::Local(l) if l.init.is_some() => defs.clone(),
+                    _ => Vec::new(),
+                };
+                if let syn::Stmt::Expr(syn::Expr::Assign(a), _) = &stmt
+                    && let [b] = defs.as_slice()
+                    && !bound.contains(b)
+                {
+                    let binding = &self.m.bindings[*b];
+                    let ident = &binding.ident;
+                    let mutability = binding.mutable.then(|| hygienic!(mut));
+                    let right = &a.right;
+                    let ty = binding.ty.as_ref().map(|t| hygienic!(: #t));
+                    stmt = syn::parse_quote!(let #mutability #ident #ty = #right;);
+                    declares.push(*b);
+                }
+                bound.extend(defs.iter().copied());
                 ReplaceGotos(self).visit_stmt_mut(&mut stmt);
-                quote!(#stmt)
+                let tie = tie_fn();
+                let ties = declares.iter().filter(|b| self.tied.contains(b)).map(|b| {
+                    let (w, ident) = (witness(*b), &self.m.bindings[*b].ident);
+                    hygienic!(#tie(&#w, &#ident);)
+                });
+                hygienic!(#stmt #(#ties)*)
             }
-            Node::If { cond, then, els, .. } => {
+            Node::If { cond, then, els, defs, .. } => {
                 let mut cond = cond.clone();
                 ReplaceGotos(self).visit_expr_mut(&mut cond);
-                let (t, e) = (self.nodes(then), self.nodes(els));
-                quote!(if #cond { #t } else { #e })
+                let mut in_then = bound.clone();
+                in_then.extend(defs.iter().copied());
+                let (t, e) = (self.nodes(then, &in_then), self.nodes(els, bound));
+                hygienic!(if #cond { #t } else { #e })
             }
             Node::Match { scrutinee, arms, .. } => {
                 let arms = arms.iter().map(|a| {
                     let pat = &a.pat;
-                    let body = self.nodes(&a.body);
-                    quote!(#pat => { #body })
+                    let mut in_arm = bound.clone();
+                    in_arm.extend(a.defs.iter().copied());
+                    let body = self.nodes(&a.body, &in_arm);
+                    hygienic!(#pat => { #body })
                 });
-                quote!(match #scrutinee { #(#arms)* })
+                hygienic!(match #scrutinee { #(#arms)* })
+            }
+            Node::Scope(inner) => {
+                let inner = self.nodes(inner, bound);
+                hygienic!({ #inner })
             }
             Node::Goto(g) => self.goto(*g),
-            Node::Return { expr, .. } => quote!(return #krate::__private::Step::Done(#expr);),
+            Node::Return { expr, .. } => hygienic!(return #krate::__private::Step::Done(#expr);),
             Node::Suspend(p) => self.suspend(*p),
         }
+    }
+
+    /// Whether binding `b` is named by `nodes` or carried by one of their transfers.
+    fn mentioned(&self, b: BindingId, nodes: &[Node]) -> bool {
+        let name = self.m.bindings[b].ident.to_string();
+        let named = |t: TokenStream| names_ident(t, &name);
+        let carried = |g: &usize| self.m.blocks[self.m.gotos[*g].target].live_in.contains(&b);
+        nodes.iter().any(|n| match n {
+            Node::Code { stmt, gotos, .. } => named(hygienic!(#stmt)) || gotos.iter().any(carried),
+            Node::If { cond, then, els, .. } => {
+                named(hygienic!(#cond)) || self.mentioned(b, then) || self.mentioned(b, els)
+            }
+            Node::Match { scrutinee, arms, .. } => {
+                named(hygienic!(#scrutinee))
+                    || arms.iter().any(|a| {
+                        let pat = &a.pat;
+                        named(hygienic!(#pat)) || self.mentioned(b, &a.body)
+                    })
+            }
+            Node::Scope(inner) => self.mentioned(b, inner),
+            Node::Goto(g) => carried(g),
+            Node::Return { expr, .. } => named(hygienic!(#expr)),
+            Node::Suspend(p) => {
+                let point = &self.m.points[*p];
+                let op = &point.op;
+                named(hygienic!(#op)) || self.m.blocks[point.resume].live_in.contains(&b)
+            }
+        })
     }
 
     fn suspend(&self, p: usize) -> TokenStream {
@@ -109,10 +229,10 @@ impl Ctx<'_> {
             let (ident, name) = (&binding.ident, &binding.name);
             let value = format_ident!("__durable_value", span = Span::mixed_site());
             let write = located_at(
-                quote!(#krate::__private::FrameWriter::write(&mut #w, #name, #value)),
+                hygienic!(#krate::__private::FrameWriter::write(&mut #w, #name, #value)),
                 ident.span(),
             );
-            quote!({ let #value = &#ident; #write; })
+            hygienic!({ let #value = &#ident; #write; })
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
         let (st, var, v, opf) =
@@ -121,10 +241,10 @@ impl Ctx<'_> {
         let line = quote_spanned!(point.span=> ::core::line!());
         let opv = format_ident!("__durable_opv", span = Span::mixed_site());
         let frame = format_ident!("__durable_frame", span = Span::mixed_site());
-        let marker = located_at(quote!(#krate::__private::Marker::of(&#opv)), await_span);
+        let marker = located_at(hygienic!(#krate::__private::Marker::of(&#opv)), await_span);
         let suspend =
-            located_at(quote!(#krate::__private::suspend(#frame, #opv, #var)), await_span);
-        quote!({
+            located_at(hygienic!(#krate::__private::suspend(#frame, #opv, #var)), await_span);
+        hygienic!({
             let #opv = #op;
             static __DURABLE_CHECKED: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
             let mut #w = #krate::__private::FrameWriter::new(&__DURABLE_CHECKED);
@@ -144,36 +264,40 @@ impl Ctx<'_> {
         let fields = block.live_in.iter().map(|id| {
             let binding = &self.m.bindings[*id];
             let ident = &binding.ident;
-            if binding.mutable { quote!(mut #ident) } else { quote!(#ident) }
+            if binding.mutable { hygienic!(mut #ident) } else { hygienic!(#ident) }
         });
-        let body = self.nodes(&block.body);
+        let mut bound: BTreeSet<BindingId> = block.live_in.iter().copied().collect();
+        if let BlockKind::Resume(p) = block.kind {
+            bound.insert(self.m.points[p].value);
+        }
+        let body = self.nodes(&block.body, &bound);
         match block.kind {
             BlockKind::Resume(p) => {
                 let point = &self.m.points[p];
                 let value = &self.m.bindings[point.value].ident;
                 let opf = op_field(self.m);
                 let unwrap = point.try_op.then(|| {
-                    quote_spanned!(point.span=> let #value = match #value {
-                        ::core::result::Result::Ok(v) => v,
-                        ::core::result::Result::Err(e) => return #krate::__private::Step::Done(
-                            ::core::result::Result::Err(::core::convert::From::from(e))),
+                    quote_spanned!(Span::mixed_site().located_at(point.span)=> let #value = match #value {
+                        ::core::result::Result::Ok(__durable_v) => __durable_v,
+                        ::core::result::Result::Err(__durable_e) => return #krate::__private::Step::Done(
+                            ::core::result::Result::Err(::core::convert::From::from(__durable_e))),
                     };)
                 });
                 let completion = completion_ident();
                 let complete = located_at(
-                    quote!(#krate::__private::Marker::complete(#opf, &mut #completion)),
+                    hygienic!(#krate::__private::Marker::complete(#opf, &mut #completion)),
                     point.span,
                 );
-                quote!(#st::#v { #(#fields,)* #opf } => {
+                hygienic!(#st::#v { #(#fields,)* #opf } => {
                     let #value = match #complete {
-                        ::core::result::Result::Ok(v) => v,
-                        ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+                        ::core::result::Result::Ok(__durable_v) => __durable_v,
+                        ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
                     };
                     #unwrap
                     #body
                 })
             }
-            _ => quote!(#st::#v { #(#fields),* } => { #body }),
+            _ => hygienic!(#st::#v { #(#fields),* } => { #body }),
         }
     }
 
@@ -190,24 +314,24 @@ impl Ctx<'_> {
         let r = format_ident!("__durable_r", span = Span::mixed_site());
         let reads = live.iter().zip(&markers).map(|(b, marker)| {
             let ident = &self.m.bindings[*b].ident;
-            let read = located_at(quote!(#krate::__private::read(&mut #r, #marker)), ident.span());
-            quote!(let #ident = match #read {
-                ::core::result::Result::Ok(v) => v,
-                ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+            let read = located_at(hygienic!(#krate::__private::read(&mut #r, #marker)), ident.span());
+            hygienic!(let #ident = match #read {
+                ::core::result::Result::Ok(__durable_v) => __durable_v,
+                ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
             };)
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
         let (st, v, opf) = (state_ident(), variant(point.resume), op_field(self.m));
         let identity = &point.identity;
         let line = quote_spanned!(point.span=> ::core::line!());
-        let marker = located_at(quote!(#krate::__private::Marker::new()), point.span);
-        quote!(#identity => {
+        let marker = located_at(hygienic!(#krate::__private::Marker::new()), point.span);
+        hygienic!(#identity => {
             #(let #markers = ::core::marker::PhantomData;)*
             let mut #r = match #krate::__private::FrameReader::open(
                 __durable_frame, #line, &[#((#names, #krate::__private::type_name_of(&#markers))),*]
             ) {
-                ::core::result::Result::Ok(r) => r,
-                ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+                ::core::result::Result::Ok(__durable_r) => __durable_r,
+                ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
             };
             #(#reads)*
             #st::#v { #(#fields,)* #opf: #marker }
@@ -237,7 +361,7 @@ impl VisitMut for ReplaceGotos<'_, '_> {
             && let Ok(mut args) = parser.parse2(mac.tokens.clone())
         {
             args.iter_mut().for_each(|a| self.visit_expr_mut(a));
-            mac.tokens = quote!(#args);
+            mac.tokens = hygienic!(#args);
         }
     }
 }
@@ -265,6 +389,15 @@ fn located_at(tokens: TokenStream, span: Span) -> TokenStream {
         .collect()
 }
 
+/// Whether `tokens` contain the identifier `name`.
+fn names_ident(tokens: TokenStream, name: &str) -> bool {
+    tokens.into_iter().any(|tt| match tt {
+        TokenTree::Ident(i) => i == name,
+        TokenTree::Group(g) => names_ident(g.stream(), name),
+        _ => false,
+    })
+}
+
 fn first_span<T: quote::ToTokens>(t: &T) -> Span {
     t.to_token_stream().into_iter().next().map_or_else(Span::call_site, |t| t.span())
 }
@@ -272,10 +405,10 @@ fn first_span<T: quote::ToTokens>(t: &T) -> Span {
 /// The input type: the single parameter's type, or a tuple of them, reported at the first one.
 fn input_type(inputs: &[(syn::Pat, syn::Type)]) -> TokenStream {
     match inputs {
-        [(_, ty)] => quote!(#ty),
+        [(_, ty)] => hygienic!(#ty),
         _ => {
             let tys = inputs.iter().map(|(_, t)| t);
-            let mut tuple = Group::new(Delimiter::Parenthesis, quote!(#(#tys,)*));
+            let mut tuple = Group::new(Delimiter::Parenthesis, hygienic!(#(#tys,)*));
             if let Some((_, first)) = inputs.first() {
                 tuple.set_span(Span::mixed_site().located_at(first_span(first)));
             }
@@ -289,7 +422,7 @@ fn input_asserts(inputs: &[(syn::Pat, syn::Type)], krate: &TokenStream) -> Token
     inputs
         .iter()
         .map(|(_, ty)| {
-            located_at(quote!(#krate::__private::assert_input::<#ty>();), first_span(ty))
+            located_at(hygienic!(#krate::__private::assert_input::<#ty>();), first_span(ty))
         })
         .collect()
 }
@@ -326,15 +459,15 @@ pub(crate) fn named_item(
     let (impl_g, ty_g, where_c) = generics.split_for_impl();
     let marker = format_ident!("__durable_types", span = Span::mixed_site());
     let (field, init) = if params.is_empty() {
-        (quote!(), quote!())
+        (hygienic!(), hygienic!())
     } else {
         (
-            quote!(#marker: ::core::marker::PhantomData<fn() -> (#(#params,)*)>),
-            quote!(#marker: ::core::marker::PhantomData),
+            hygienic!(#marker: ::core::marker::PhantomData<fn() -> (#(#params,)*)>),
+            hygienic!(#marker: ::core::marker::PhantomData),
         )
     };
     let name = ident.to_string();
-    quote! {
+    hygienic! {
         #(#docs)*
         #[allow(non_camel_case_types)]
         #vis struct #ident #impl_g #where_c { #field }
@@ -344,15 +477,19 @@ pub(crate) fn named_item(
         #[inline]
         #vis const fn #ident #impl_g () -> #ident #ty_g #where_c { #ident { #init } }
 
+        #[automatically_derived]
         impl #impl_g ::core::clone::Clone for #ident #ty_g #where_c {
             fn clone(&self) -> Self { *self }
         }
+        #[automatically_derived]
         impl #impl_g ::core::marker::Copy for #ident #ty_g #where_c {}
+        #[automatically_derived]
         impl #impl_g ::core::default::Default for #ident #ty_g #where_c {
             fn default() -> Self { #ident { #init } }
         }
+        #[automatically_derived]
         impl #impl_g ::core::fmt::Debug for #ident #ty_g #where_c {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result { f.write_str(#name) }
+            fn fmt(&self, __durable_f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result { __durable_f.write_str(#name) }
         }
     }
 }
@@ -370,9 +507,10 @@ pub(crate) fn orchestration(
     let version = args.version.unwrap_or(1);
     let output = &f.output;
     let input_ty = input_type(&f.inputs);
-    let cx = Ctx { m, krate };
-    let order: Vec<usize> =
-        m.depth_first().into_iter().filter(|b| m.blocks[*b].kind != BlockKind::Branch).collect();
+    let cx = Ctx { m, krate, tied: assigned_bindings(m) };
+    let witnesses = cx.tied.iter().map(|b| witness(*b));
+    let tie = tie_fn();
+    let order: Vec<usize> = m.arm_order();
 
     // The state enum: one type parameter per stored binding and per awaited operation.
     let mut params: Vec<syn::Ident> = Vec::new();
@@ -388,19 +526,19 @@ pub(crate) fn orchestration(
                 p
             });
             let fi = &m.bindings[*id].ident;
-            fields.push(quote!(#fi: #p));
+            fields.push(hygienic!(#fi: #p));
         }
         if let BlockKind::Resume(p) = block.kind {
             let op = format_ident!("__DurableOp{}", p);
             params.push(op.clone());
             let opf = op_field(m);
-            fields.push(quote!(#opf: #krate::__private::Marker<#op>));
+            fields.push(hygienic!(#opf: #krate::__private::Marker<#op>));
         }
         let v = variant(b);
-        variants.push(quote!(#v { #(#fields),* }));
+        variants.push(hygienic!(#v { #(#fields),* }));
     }
     let st = state_ident();
-    let holes = params.iter().map(|_| quote!(_));
+    let holes = params.iter().map(|_| hygienic!(_));
     let completion = completion_ident();
     let var = var_ident();
     let l = label();
@@ -416,8 +554,8 @@ pub(crate) fn orchestration(
     // Inputs: decoded as a whole, then bound by the user's patterns.
     let input_pats = f.inputs.iter().map(|(p, _)| p);
     let bind_inputs = match f.inputs.len() {
-        1 => quote!(let #(#input_pats)* : #input_ty = __durable_input;),
-        _ => quote!(let (#(#input_pats,)*) : #input_ty = __durable_input;),
+        1 => hygienic!(let #(#input_pats)* : #input_ty = __durable_input;),
+        _ => hygienic!(let (#(#input_pats,)*) : #input_ty = __durable_input;),
     };
     let entry_fields = m.blocks[0].live_in.iter().map(|b| &m.bindings[*b].ident);
 
@@ -425,7 +563,7 @@ pub(crate) fn orchestration(
         let identity = &p.identity;
         let line = quote_spanned!(p.span=> ::core::line!());
         let locals = m.blocks[p.resume].live_in.iter().map(|b| &m.bindings[*b].name);
-        quote!(#krate::__private::PointInfo { identity: #identity, line: #line, locals: &[#(#locals),*] })
+        hygienic!(#krate::__private::PointInfo { identity: #identity, line: #line, locals: &[#(#locals),*] })
     });
     let (activities, children) = crate::analyze::dependencies(&f.item.block, &f.ctx);
     let output_assert = quote_spanned!(first_span(output)=> type Output = #output;);
@@ -433,23 +571,24 @@ pub(crate) fn orchestration(
     // that rustc reports each failed bound once.
     let input_asserts = input_asserts(&f.inputs, krate);
     let bytes = format_ident!("__durable_bytes", span = Span::mixed_site());
-    let decode_input = quote!(#krate::__private::decode_input(#bytes));
+    let decode_input = hygienic!(#krate::__private::decode_input(#bytes));
     let decode_input = match f.inputs.as_slice() {
         [(_, ty)] => located_at(decode_input, first_span(ty)),
         _ => decode_input,
     };
     let step = format_ident!("__durable_step", span = Span::mixed_site());
-    let finish = located_at(quote!(#krate::__private::finish(#step)), first_span(output));
+    let finish = located_at(hygienic!(#krate::__private::finish(#step)), first_span(output));
 
     let docs: Vec<&syn::Attribute> = docs.collect();
     let generics = &item.sig.generics;
     let named = named_item(vis, ident, generics, &docs);
     let (impl_g, ty_g, where_c) = generics.split_for_impl();
     let turbofish = ty_g.as_turbofish();
-    quote! {
+    hygienic! {
         #named
 
         const _: () = {
+            #[automatically_derived]
             impl #impl_g #krate::__private::Orchestration for #ident #ty_g #where_c {
                 type Input = #input_ty;
                 #output_assert
@@ -458,23 +597,24 @@ pub(crate) fn orchestration(
                 fn points(&self) -> &'static [#krate::__private::PointInfo] {
                     &[#(#points),*]
                 }
-                fn register(&self, registry: &mut #krate::__private::Registry) {
-                    let _ = &registry;
-                    #(registry.add_activity(#activities);)*
-                    #(registry.add_orchestration(#children);)*
+                fn register(&self, __durable_registry: &mut #krate::__private::Registry) {
+                    let _ = &__durable_registry;
+                    #(__durable_registry.add_activity(#activities);)*
+                    #(__durable_registry.add_orchestration(#children);)*
                 }
                 fn step(
                     &self,
-                    ctx: &#krate::__private::Ctx,
-                    resume: #krate::__private::Resume<'_>,
+                    __durable_ctx: &#krate::__private::Ctx,
+                    __durable_resume: #krate::__private::Resume<'_>,
                 ) -> #krate::__private::StepResult {
-                    let #step = __durable_machine #turbofish (ctx, resume);
+                    let #step = __durable_machine #turbofish (__durable_ctx, __durable_resume);
                     #finish
                 }
             }
 
             #[allow(
                 unused_mut, unused_variables, unused_assignments, unreachable_code, unused_braces,
+                unused_imports, unused_macros,
                 unused_parens, non_snake_case, non_camel_case_types, dead_code, clippy::all,
                 clippy::pedantic, clippy::nursery
             )]
@@ -484,6 +624,8 @@ pub(crate) fn orchestration(
             ) -> #krate::__private::Step<#output> #where_c {
                 #(#items)*
                 enum #st<#(#params),*> { #(#variants),* }
+                fn #tie<T>(_: &::core::marker::PhantomData<T>, _: &T) {}
+                #(let #witnesses = ::core::marker::PhantomData;)*
                 let #ctx_pat: #ctx_ty = ::core::clone::Clone::clone(__durable_ctx);
                 let mut #completion: ::core::option::Option<#krate::__private::Completion> =
                     ::core::option::Option::None;
@@ -491,20 +633,20 @@ pub(crate) fn orchestration(
                     #krate::__private::Resume::Start(#bytes) => {
                         #input_asserts
                         let __durable_input: #input_ty = match #decode_input {
-                            ::core::result::Result::Ok(v) => v,
-                            ::core::result::Result::Err(f) => return #krate::__private::fault(f),
+                            ::core::result::Result::Ok(__durable_v) => __durable_v,
+                            ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
                         };
                         #bind_inputs
                         #st::B0 { #(#entry_fields),* }
                     }
                     __durable_later => {
-                        let ::core::option::Option::Some((__durable_frame, __durable_live, completion)) =
+                        let ::core::option::Option::Some((__durable_frame, __durable_live, __durable_c)) =
                             #krate::__private::resume_parts(__durable_later)
                         else {
                             return #krate::__private::fault(#krate::__private::Fault::Corrupt(
                                 ::std::string::String::from("unsupported resume")));
                         };
-                        #completion = ::core::option::Option::Some(completion);
+                        #completion = ::core::option::Option::Some(__durable_c);
                         // The state the previous step of this process left in memory, or, after
                         // a restart, the one decoded from the frame.
                         match #krate::__private::take_live::<#st<#(#holes),*>>(__durable_live) {
@@ -540,41 +682,45 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
         .map(|i| format_ident!("__durable_in{}", i, span = Span::mixed_site()))
         .collect();
     let bind = match f.inputs.len() {
-        1 => quote!(let #(#temps)* = __durable_input;),
-        _ => quote!(let (#(#temps,)*) = __durable_input;),
+        1 => quote::quote!(let #(#temps)* = __durable_input;),
+        _ => quote::quote!(let (#(#temps,)*) = __durable_input;),
     };
     // Arguments of the direct call, in parameter order, with the context where it was.
-    let mut call_args: Vec<TokenStream> = temps.iter().map(|t| quote!(#t)).collect();
+    let mut call_args: Vec<TokenStream> = temps.iter().map(|t| quote::quote!(#t)).collect();
     if let Some((pos, _)) = &f.ctx {
         let by_ref = item.sig.inputs.iter().nth(*pos).is_some_and(
             |a| matches!(a, syn::FnArg::Typed(t) if matches!(*t.ty, syn::Type::Reference(_))),
         );
-        let c = if by_ref { quote!(&__durable_actx) } else { quote!(__durable_actx) };
+        let c = if by_ref { quote::quote!(&__durable_actx) } else { quote::quote!(__durable_actx) };
         call_args.insert((*pos).min(call_args.len()), c);
     }
     // `Result<T, E>` as written: `T` and `E` are checked at their own spans by the bounds of
     // `Activity::Ok` and `Activity::Err`. Any other return type (an alias) goes through
     // `ActivityOutput`.
     let (ok, err, into_result) = match result_parts(output) {
-        Some((ok, err)) => (quote!(#ok), quote!(#err), quote!(::core::convert::identity)),
+        Some((ok, err)) => {
+            (quote::quote!(#ok), quote::quote!(#err), quote::quote!(::core::convert::identity))
+        }
         None => {
             let output_as = |assoc: TokenStream| {
                 located_at(
-                    quote!(<#output as #krate::__private::ActivityOutput>::#assoc),
+                    quote::quote!(<#output as #krate::__private::ActivityOutput>::#assoc),
                     first_span(output),
                 )
             };
             let into_result = located_at(
-                quote!(#krate::__private::ActivityOutput::into_result),
+                quote::quote!(#krate::__private::ActivityOutput::into_result),
                 first_span(output),
             );
-            (output_as(quote!(Ok)), output_as(quote!(Err)), into_result)
+            (output_as(quote::quote!(Ok)), output_as(quote::quote!(Err)), into_result)
         }
     };
     let input_asserts = input_asserts(&f.inputs, krate);
     let docs: Vec<&syn::Attribute> = docs.collect();
     let named = named_item(vis, ident, &syn::Generics::default(), &docs);
-    quote! {
+    // Call-site spans here: a failed bound of `invoke` is then reported once, at the
+    // user's return type (its locals are all `__durable_` names).
+    quote::quote! {
         #named
 
         impl #ident {
@@ -587,6 +733,7 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
             #[allow(dead_code, clippy::all)]
             fn __durable_assert_inputs() { #input_asserts }
 
+            #[automatically_derived]
             impl #krate::__private::Activity for #ident {
                 type Input = #input_ty;
                 type Ok = #ok;

@@ -24,6 +24,8 @@ pub(crate) struct Binding {
     pub synthetic: bool,
     /// Bound to a reference (`ref` pattern, `&` initialiser, string literal): never storable.
     pub borrowed: Option<&'static str>,
+    /// The type written for it (`let x: T;`), repeated where an assignment declares it again.
+    pub ty: Option<syn::Type>,
 }
 
 /// What happens to a value flowing out of lowered code.
@@ -70,6 +72,9 @@ pub(crate) enum Node {
         uses: BTreeSet<BindingId>,
         arms: Vec<Arm>,
     },
+    /// A Rust block of its own (`{ … }`), for a user block that declares items: they must not
+    /// be visible outside it. Ends with a transfer like any node list.
+    Scope(Vec<Node>),
     Goto(GotoId),
     Suspend(PointId),
     Return {
@@ -121,12 +126,19 @@ pub(crate) struct Machine {
     pub blocks: Vec<Block>,
     pub points: Vec<Point>,
     pub gotos: Vec<Goto>,
-    /// Items declared in the body, hoisted to the top of the generated function.
+    /// Items declared in the body that define something unique (types, statics, impls…),
+    /// hoisted to the top of the generated function. Items that can be declared again (`const`,
+    /// `use`, `fn`, `type`, `macro_rules!`) stay in their block, declared again in each piece of
+    /// it.
     pub items: Vec<syn::Item>,
     /// The input patterns with the bindings they introduce, in parameter order.
     pub inputs: Vec<(syn::Pat, Vec<BindingId>)>,
     /// Blocks reachable from the entry (filled by `lower::finish`).
     pub reachable: Vec<bool>,
+    /// The entry, join and resume blocks in the order the lowering entered them, which is the
+    /// order of the source: each comes after a block that jumps to it, and the code that fixes
+    /// a local's type (`acc.push(v)`) comes before code after it that needs the type.
+    pub source_order: Vec<BlockId>,
 }
 
 impl Machine {
@@ -140,11 +152,29 @@ impl Machine {
                     self.successors(els, out);
                 }
                 Node::Match { arms, .. } => arms.iter().for_each(|a| self.successors(&a.body, out)),
+                Node::Scope(inner) => self.successors(inner, out),
                 Node::Goto(g) => out.push(self.gotos[*g].target),
                 Node::Suspend(p) => out.push(self.points[*p].resume),
                 Node::Return { .. } => {}
             }
         }
+    }
+
+    /// The reachable blocks that become match arms, in source order.
+    pub(crate) fn arm_order(&self) -> Vec<BlockId> {
+        let mut seen = vec![false; self.blocks.len()];
+        let reachable = self.depth_first();
+        // Any reachable block the lowering did not record still gets its arm, after the others.
+        self.source_order
+            .iter()
+            .chain(&reachable)
+            .copied()
+            .filter(|b| {
+                reachable.contains(b)
+                    && self.blocks[*b].kind != BlockKind::Branch
+                    && !std::mem::replace(&mut seen[*b], true)
+            })
+            .collect()
     }
 
     /// The blocks reachable from the entry, depth first, following jumps in the order they are

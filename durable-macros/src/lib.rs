@@ -83,7 +83,11 @@ fn expand_orchestration(args: TokenStream2, item: TokenStream2) -> TokenStream2 
     if item_fn.sig.receiver().is_some() {
         return in_impl_fallback(&errors, item_fn);
     }
-    analyze::check_await_positions(&f.item.block, &errors);
+    if let Some(span) = ast::self_type_use(&item_fn) {
+        errors.at_span(span, ast::in_impl_message("#[orchestration]"));
+        return in_impl_fallback(&errors, item_fn);
+    }
+    analyze::check_await_positions(&f.item.block, &f.ctx, &errors);
     let inputs: Vec<syn::Pat> = f.inputs.iter().map(|(p, _)| p.clone()).collect();
     let mut machine = lower::lower(&f.item.block, &inputs, &krate, &errors);
     analyze::liveness(&mut machine, &errors);
@@ -124,6 +128,7 @@ fn fallback_orchestration(
         };
         let name = ident.to_string();
         quote! {
+            #[automatically_derived]
             impl #krate::__private::Orchestration for #ident {
                 type Input = #input;
                 type Output = #output;
@@ -161,6 +166,12 @@ fn expand_activity(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
         }
     };
     let krate = krate(&args);
+    if item_fn.sig.receiver().is_none()
+        && let Some(span) = ast::self_type_use(&item_fn)
+    {
+        errors.at_span(span, ast::in_impl_message("#[activity]"));
+        return in_impl_fallback(&errors, item_fn);
+    }
     let f = ast::ActivityFn::parse(item_fn.clone(), &errors);
     match f {
         Some(f) if errors.is_empty() => expand::activity(&f, &args, &krate),
@@ -195,6 +206,7 @@ fn fallback_activity(
             .as_ref()
             .map_or_else(|| ident.to_string(), |(n, _)| n.clone());
         Some(quote! {
+            #[automatically_derived]
             impl #krate::__private::Activity for #ident {
                 type Input = #input;
                 type Ok = #ok;
@@ -278,6 +290,102 @@ impl VisitMut for UnreportedAwaits {
 mod tests {
     use super::*;
 
+    /// Token text, one statement or brace per line, indented: enough to read and diff.
+    fn pretty(tokens: TokenStream2) -> String {
+        let text = tokens.to_string();
+        let mut out = String::new();
+        let mut depth = 0usize;
+        let mut line = String::new();
+        let mut flush = |line: &mut String, depth: usize, out: &mut String| {
+            let t = line.trim();
+            if !t.is_empty() {
+                out.push_str(&"    ".repeat(depth));
+                out.push_str(t);
+                out.push('\n');
+            }
+            line.clear();
+        };
+        for c in text.chars() {
+            match c {
+                '{' => {
+                    line.push('{');
+                    flush(&mut line, depth, &mut out);
+                    depth += 1;
+                }
+                '}' => {
+                    flush(&mut line, depth, &mut out);
+                    depth = depth.saturating_sub(1);
+                    line.push('}');
+                    flush(&mut line, depth, &mut out);
+                }
+                ';' | ',' if line.trim().is_empty() && out.ends_with("}\n") => {
+                    out.pop();
+                    out.push(c);
+                    out.push('\n');
+                    line.clear();
+                }
+                ';' => {
+                    line.push(';');
+                    flush(&mut line, depth, &mut out);
+                }
+                c => line.push(c),
+            }
+        }
+        flush(&mut line, depth, &mut out);
+        out
+    }
+
+    /// Expands `item` and compares with `tests/expand/<name>.expanded.txt` in this crate; with
+    /// `DURABLE_BLESS=1`, writes the file instead. Review the diff of a blessed file like code.
+    fn expansion_snapshot(name: &str, args: &str, item: &str) {
+        let args: TokenStream2 = args.parse().unwrap_or_default();
+        let item: TokenStream2 = item.parse().unwrap_or_default();
+        let actual = pretty(expand_orchestration(args, item));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/expand")
+            .join(format!("{name}.expanded.txt"));
+        if std::env::var_os("DURABLE_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap_or(&path)).ok();
+            std::fs::write(&path, &actual).ok();
+            return;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            expected == actual,
+            "expansion of `{name}` changed; review it and bless with DURABLE_BLESS=1:\n{actual}"
+        );
+    }
+
+    #[test]
+    fn expansion_of_a_straight_line_orchestration() {
+        expansion_snapshot(
+            "straight_line",
+            "crate = \"::durable\"",
+            "async fn invoice(ctx: Ctx, data: Data) -> Result<Id, Failure> {
+                let id = ctx.call(issue, data).await?;
+                ctx.call(notify, id.clone()).await?;
+                Ok(id)
+            }",
+        );
+    }
+
+    #[test]
+    fn expansion_of_a_loop_with_a_branch() {
+        expansion_snapshot(
+            "loop_with_branch",
+            "crate = \"::durable\"",
+            "async fn sum(ctx: Ctx, n: u64) -> Result<u64, Failure> {
+                let mut total = 0;
+                for i in 0..n {
+                    if i % 2 == 0 {
+                        total = ctx.call(add, (total, i)).await?;
+                    }
+                }
+                Ok(total)
+            }",
+        );
+    }
+
     /// The macros never panic: on any input they produce tokens (code or errors).
     #[test]
     fn never_panics_on_odd_input() {
@@ -300,6 +408,12 @@ mod tests {
             "(ctx.call(a, 1).await?, ctx.call(b, 2).await?).0",
             "ctx.call(a, 1).await?.field.method(ctx.call(b, 2).await?)",
             "let r = &mut x; *r = ctx.call(a, 1).await?; Ok(x)",
+            "{ const C: u8 = 1; use a::b; macro_rules! m { () => { x } } ctx.call(a, m!()).await?; }",
+            "x = match ctx.call(a, 1).await? { 0 => 1, v => v }; x += if c { ctx.call(a, 2).await? } else { 0 };",
+            "for i in (1..).map(|i| i * 2).filter(|i| *i > 2) { ctx.call(a, i).await?; break; }",
+            "for (i, n) in names.iter().enumerate() { ctx.call(a, (i, n)).await?; } for n in &v {}",
+            "let x; x = ctx.call(a, 1).await?; let N = x; Ok(f(N, g(), ctx.call(b, 2).await?))",
+            "tokio::join!(ctx.call(a, 1), ctx.call(b, 2)); ctx.set_status(\"x\")",
             "",
         ];
         let sigs = [
@@ -308,6 +422,7 @@ mod tests {
             "fn f(ctx: Ctx) -> u8",
             "async fn f<'a, T, const N: usize>(ctx: &'a Ctx, (a, b): (T, [u8; N])) -> impl Sized",
             "async fn f(self, ctx: Ctx)",
+            "async fn f(ctx: Ctx) -> Result<Self, Failure>",
             "async unsafe extern \"C\" fn f(ctx: Ctx, ...) -> Result<u64, Failure>",
         ];
         let args = [

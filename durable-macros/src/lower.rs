@@ -7,21 +7,40 @@
 //! ```text
 //! let x = op.await?;  rest        B0: suspend P1(op)            P1: let v = <completion>;
 //!                                                                    let x = v?;  rest
-//! a.await? + b.await?             lifted in evaluation order into two suspensions; anything
-//!                                 evaluated before an await must be free of effects, or the
-//!                                 statement is rejected ("bind it to a `let` first")
+//! a.await? + b.await?             lifted in evaluation order into two suspensions
+//! f(x) / n + op.await?            let t = f(x) / n; suspend P(op)    P: t + v?
+//!                                 (operands Rust evaluates before the await go into
+//!                                 temporaries first; places that are borrowed stay places)
+//! { const C: T = ..; A.await; B } { const C: T = ..; A; suspend P }  P: const C: T = ..; B
+//!                                 (a block that declares items is a Rust block of its own;
+//!                                 `const`/`use`/`fn`/`type`/`macro_rules!` are declared again
+//!                                 in each piece, other items are hoisted to the function)
+//! x = op(x).await?;               B0: suspend P1(op(x))     P1: let x = v?;  (x is not stored:
+//!                                 a plain assignment kills it; `let x` where x is not bound)
+//! v = match e { p => A, .. }      as `let t = match …`, then J: v = t;   (also `if`, `op=`)
 //! if c { A } else { B }; rest     if c { A; goto J } else { B; goto J }       J: rest
 //! let v = match e { p => A, .. }  match e { p => { let t = A; goto J } .. }  J: let v = t; rest
 //! loop { A }; rest                goto H      H: A; goto H       break → goto X     X: rest
 //! while c { A }                   H: if c { A; goto H } else { goto X }
 //! for p in e { A }                let it = iter(e); goto H
 //!                                 H: match next(&mut it) { Some(p) => { A; goto H } None => goto X }
-//!                                 (the iterator is the list of remaining items, or the range)
+//!                                 (the iterator is the range itself for `a..b`, `a..=b`, `a..`;
+//!                                 else the iterable if it is a storable iterator, else the list
+//!                                 of remaining items: `(&ForSource::new(e)).for_state()`)
+//! for p in &v / v.iter()…         let it = cursor(); goto H
+//!                                 H: match it.next_in(&v) { Some(p) => …, None => goto X }
+//!                                 (`v` is stored; borrowed again at each iteration; only for
+//!                                 collections whose order survives decoding: no `HashMap`;
+//!                                 after an await in A, `let p = it.current_in(&v)` again)
+//! for p in b.map(f).filter(q)     for t in b { let Some(t2) = once(t).map(f).filter(q).next()
+//!                                 else { continue }; let p = t2; A }   (item by item, lazily)
 //! return e / e?                   return Step::Done(e) / match e { Ok(v) => v, Err(e) =>
 //!                                 return Step::Done(Err(From::from(e))) }
 //! ```
 //! Branches are lowered as blocks of their own and inlined afterwards, so code before a branch's
-//! first await stays in the same Rust scope as its condition's bindings.
+//! first await stays in the same Rust scope as its condition's bindings. Blocks are recorded in
+//! the order the lowering enters them (`Machine::source_order`), which `expand` follows for the
+//! arms, so rustc checks code in source order and infers types as for the plain function.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -30,7 +49,7 @@ use quote::{ToTokens, format_ident};
 use syn::visit_mut::{self, VisitMut};
 use syn::{Expr, Pat, Stmt, parse_quote};
 
-use crate::analyze::{has_await, names_in, pattern_bindings};
+use crate::analyze::{has_await, names_in, pattern_bindings_in};
 use crate::error::Errors;
 use crate::ir::{Arm, Binding, BindingId, Block, BlockId, BlockKind, Goto, Machine, Node, Point};
 
@@ -60,6 +79,22 @@ pub(crate) struct Lowerer<'a> {
     path: Vec<String>,
     counters: Vec<HashMap<String, usize>>,
     temps: usize,
+    /// The items that can be declared again, per user block, innermost last: declared again at
+    /// the start of each block of the machine entered inside that user block.
+    item_scopes: Vec<Vec<syn::Item>>,
+    /// The `for` loops over a borrowed collection being lowered, innermost last: their
+    /// pattern's bindings are borrowed again at the start of each piece of their body.
+    cursors: Vec<CursorLoop>,
+}
+
+/// A `for` loop that resumes by position (`ForCursor`).
+#[derive(Clone)]
+struct CursorLoop {
+    pat: Pat,
+    defs: Vec<BindingId>,
+    it: BindingId,
+    base: Expr,
+    head: BlockId,
 }
 
 /// Lowers an orchestration body whose inputs bind `inputs`.
@@ -79,15 +114,24 @@ pub(crate) fn lower(
         path: Vec::new(),
         counters: vec![HashMap::new()],
         temps: 0,
+        item_scopes: Vec::new(),
+        cursors: Vec::new(),
     };
     lw.new_block(BlockKind::Entry);
+    lw.m.source_order.push(0);
     for pat in inputs {
-        let defs = lw.define_pat(pat, None);
+        let defs = lw.define_pat(pat, None, true);
         lw.m.inputs.push((pat.clone(), defs));
+    }
+    lw.item_scopes.push(Vec::new());
+    lw.hoist_for_types(&body.stmts);
+    for item in redeclarable_items(&body.stmts) {
+        lw.declare_item(item);
     }
     lw.lower_stmts(&body.stmts, Cont::Return);
     let mut m = lw.m;
     inline_branches(&mut m);
+    drop_unused_macro_rules(&mut m);
     m.reachable = reachable(&m);
     m
 }
@@ -100,6 +144,79 @@ impl Lowerer<'_> {
 
     fn emit(&mut self, node: Node) {
         self.m.blocks[self.cur].body.push(node);
+    }
+
+    /// Continues in block `b`, a new piece of the machine (its own match arm): the items of the
+    /// user blocks it is in are declared again there, innermost first, each name once.
+    fn enter_block(&mut self, b: BlockId) {
+        self.cur = b;
+        self.m.source_order.push(b);
+        let mut seen = BTreeSet::new();
+        let mut items = Vec::new();
+        for scope in self.item_scopes.iter().rev() {
+            for item in scope.iter().rev() {
+                let names = item_names(item);
+                if names.is_empty() || names.iter().any(|n| !seen.contains(n)) {
+                    items.push(item.clone());
+                }
+                seen.extend(names);
+            }
+        }
+        for item in items.into_iter().rev() {
+            self.emit_item(item);
+        }
+        for c in self.cursors.clone() {
+            self.rebind_cursor_item(&c);
+        }
+    }
+
+    /// In a piece of a `for` loop over `&v`/`v.iter()…`, the loop's item is borrowed from `v`
+    /// again instead of being stored (a reference cannot be):
+    ///
+    /// ```text
+    /// let p = match it.current_in(&v) { Some(x) => x, None => goto H };
+    /// ```
+    /// Not when the body declared a local of the same name since: that one is meant there.
+    fn rebind_cursor_item(&mut self, c: &CursorLoop) {
+        let still_visible = c.defs.iter().all(|d| {
+            let name = self.m.bindings[*d].ident.to_string();
+            self.resolve([name].into()).contains(d)
+        });
+        if !still_visible {
+            return;
+        }
+        let krate = self.krate.clone();
+        let (pat, base) = (&c.pat, &c.base);
+        let it = self.m.bindings[c.it].ident.clone();
+        let g = self.goto(c.head, Vec::new(), Span::call_site());
+        let jump = format_ident!("__durable_goto_{}", g, span = Span::mixed_site());
+        let v = format_ident!("__durable_item", span = Span::mixed_site());
+        let stmt: Stmt = parse_quote!(
+            let #pat = match #krate::__private::ForCursor::current_in(&#it, #base) {
+                ::core::option::Option::Some(#v) => #v,
+                ::core::option::Option::None => #jump,
+            };
+        );
+        let mut uses = self.resolve(names_in(base));
+        uses.insert(c.it);
+        self.emit(Node::Code { stmt, uses, defs: c.defs.clone(), gotos: vec![g] });
+    }
+
+    /// Declares `item` here and in every later piece of the current user block.
+    fn declare_item(&mut self, item: syn::Item) {
+        self.emit_item(item.clone());
+        if let Some(scope) = self.item_scopes.last_mut() {
+            scope.push(item);
+        }
+    }
+
+    fn emit_item(&mut self, item: syn::Item) {
+        // A `macro_rules!` names the locals in scope where it is declared.
+        let uses = match &item {
+            syn::Item::Macro(m) => self.resolve(crate::analyze::names_in_tokens(&m.mac.tokens)),
+            _ => BTreeSet::new(),
+        };
+        self.emit(Node::Code { stmt: Stmt::Item(item), uses, defs: Vec::new(), gotos: Vec::new() });
     }
 
     fn visible(&self) -> HashMap<String, BindingId> {
@@ -136,9 +253,14 @@ impl Lowerer<'_> {
         id
     }
 
-    fn define_pat(&mut self, pat: &Pat, init: Option<&Expr>) -> Vec<BindingId> {
+    fn define_pat(&mut self, pat: &Pat, init: Option<&Expr>, irrefutable: bool) -> Vec<BindingId> {
         let init_borrow = init.and_then(borrow_of);
-        pattern_bindings(pat)
+        // `let x: T` names the type of its single binding.
+        let ty = match pat {
+            Pat::Type(t) if matches!(&*t.pat, Pat::Ident(_)) => Some((*t.ty).clone()),
+            _ => None,
+        };
+        pattern_bindings_in(pat, irrefutable)
             .into_iter()
             .map(|b| {
                 let borrowed =
@@ -150,6 +272,7 @@ impl Lowerer<'_> {
                     mutable: b.mutable,
                     synthetic: false,
                     borrowed,
+                    ty: ty.clone(),
                 })
             })
             .collect()
@@ -165,7 +288,14 @@ impl Lowerer<'_> {
         );
         let index = self.next_index(&format!("#{what}"));
         let name = format!("{what}@{}#{index}", self.path.join("/"));
-        self.m.bindings.push(Binding { ident, name, mutable, synthetic: true, borrowed: None });
+        self.m.bindings.push(Binding {
+            ident,
+            name,
+            mutable,
+            synthetic: true,
+            borrowed: None,
+            ty: None,
+        });
         self.m.bindings.len() - 1
     }
 
@@ -204,10 +334,34 @@ impl Lowerer<'_> {
 
     // ----- statements -----
 
+    /// A user block: its own scope of names, and if it declares items, its own Rust block, so
+    /// that they are not visible outside it (`Node::Scope`).
     fn lower_block(&mut self, block: &syn::Block, cont: Cont) {
         self.scopes.push(HashMap::new());
+        let has_items = block.stmts.iter().any(|s| matches!(s, Stmt::Item(i) if redeclarable(i)));
+        let start = has_items.then(|| (self.cur, self.m.blocks[self.cur].body.len()));
+        self.item_scopes.push(Vec::new());
+        self.hoist_for_types(&block.stmts);
+        for item in redeclarable_items(&block.stmts) {
+            self.declare_item(item);
+        }
         self.lower_stmts(&block.stmts, cont);
+        self.item_scopes.pop();
+        if let Some((b, i)) = start {
+            let inner: Vec<Node> = self.m.blocks[b].body.drain(i..).collect();
+            self.m.blocks[b].body.push(Node::Scope(inner));
+        }
         self.scopes.pop();
+    }
+
+    /// A block that declares a type, `impl` or `static` (hoisted to the function) also has its
+    /// `use`, `fn`, `const` and `type` items copied there, since those hoisted items may name
+    /// them (`use std::fmt; impl fmt::Display for S`).
+    fn hoist_for_types(&mut self, stmts: &[Stmt]) {
+        let hoists = stmts.iter().any(|s| matches!(s, Stmt::Item(i) if !redeclarable(i)));
+        if hoists {
+            self.m.items.extend(redeclarable_items(stmts));
+        }
     }
 
     fn lower_stmts(&mut self, stmts: &[Stmt], cont: Cont) {
@@ -227,6 +381,12 @@ impl Lowerer<'_> {
 
     fn lower_stmt(&mut self, stmt: &Stmt) {
         match stmt {
+            // Declared at the start of their block (`lower_block`); a `macro_rules!` where it is
+            // written, since it sees only what is declared before it.
+            Stmt::Item(item @ syn::Item::Macro(m)) if m.ident.is_some() => {
+                self.declare_item(item.clone());
+            }
+            Stmt::Item(item) if redeclarable(item) => {}
             Stmt::Item(item) => self.m.items.push(item.clone()),
             Stmt::Local(local) => self.lower_local(local),
             Stmt::Expr(e, semi) => {
@@ -235,10 +395,12 @@ impl Lowerer<'_> {
                 } else if is_control_flow(e) {
                     let join = self.new_block(BlockKind::Join);
                     self.lower_expr_to(e, Cont::Goto { target: join, value: None });
-                    self.cur = join;
+                    self.enter_block(join);
                 } else {
                     let mut e = e.clone();
-                    self.lift(&mut e, &mut false);
+                    if !self.assign_from_control_flow(&mut e) {
+                        self.lift(&mut e);
+                    }
                     self.code(Stmt::Expr(e, *semi), Vec::new());
                 }
             }
@@ -267,12 +429,12 @@ impl Lowerer<'_> {
             let join = self.new_block(BlockKind::Join);
             let t = self.temp("value", false, init.expr.span_of());
             self.lower_expr_to(&init.expr, Cont::Goto { target: join, value: Some(t) });
-            self.cur = join;
+            self.enter_block(join);
             self.bring_into_scope(t);
             self.temp_expr(t)
         } else {
             let mut e = (*init.expr).clone();
-            self.lift(&mut e, &mut false);
+            self.lift(&mut e);
             e
         };
         if let Some(i) = local2.init.as_mut() {
@@ -292,12 +454,21 @@ impl Lowerer<'_> {
         }
         let uses = self.resolve(names);
         let gotos = self.rewrite(&mut local);
-        let defs = self.define_pat(&local.pat, original_init);
+        let irrefutable = local.init.as_ref().is_none_or(|i| i.diverge.is_none());
+        let defs = self.define_pat(&local.pat, original_init, irrefutable);
         self.emit(Node::Code { stmt: Stmt::Local(local), uses, defs, gotos });
     }
 
-    fn code(&mut self, mut stmt: Stmt, defs: Vec<BindingId>) {
+    /// A statement kept as written. `x = e;` kills `x` (liveness: the old value is not used);
+    /// `expand` makes it a `let` where `x` is not bound.
+    fn code(&mut self, mut stmt: Stmt, mut defs: Vec<BindingId>) {
         let uses = self.resolve(names_in(&stmt));
+        if let Stmt::Expr(Expr::Assign(a), _) = &stmt
+            && let Some(name) = crate::analyze::plain_local(&a.left)
+            && let Some(b) = self.resolve([name].into()).into_iter().next()
+        {
+            defs.push(b);
+        }
         let gotos = self.rewrite(&mut stmt);
         self.emit(Node::Code { stmt, uses, defs, gotos });
     }
@@ -310,8 +481,34 @@ impl Lowerer<'_> {
             return self.lower_expr_to(e, cont);
         }
         let mut e = e.clone();
-        self.lift(&mut e, &mut false);
+        if !self.assign_from_control_flow(&mut e) {
+            self.lift(&mut e);
+        }
         self.finish(cont, Some(e));
+    }
+
+    /// `place = <if/match/loop/block with an await>` (or `place op= …`): the right side is
+    /// lowered like a `let`'s initialiser into a temporary, and `e` becomes `place = t`.
+    ///
+    /// ```text
+    /// v = match op.await? { p => A, .. }    (as `let t = match …`)    J: v = t;
+    /// ```
+    fn assign_from_control_flow(&mut self, e: &mut Expr) -> bool {
+        let (left, right) = match e {
+            Expr::Assign(a) => (&*a.left, &mut *a.right),
+            Expr::Binary(b) if is_compound_assign(&b.op) => (&*b.left, &mut *b.right),
+            _ => return false,
+        };
+        if has_await(left) || !is_control_flow(right) || !has_await(&*right) {
+            return false;
+        }
+        let join = self.new_block(BlockKind::Join);
+        let t = self.temp("value", false, right.span_of());
+        self.lower_expr_to(right, Cont::Goto { target: join, value: Some(t) });
+        self.enter_block(join);
+        self.bring_into_scope(t);
+        *right = self.temp_expr(t);
+        true
     }
 
     /// Hands a value (or `()`) to the continuation.
@@ -371,14 +568,16 @@ impl Lowerer<'_> {
     fn lower_if(&mut self, i: &syn::ExprIf, cont: Cont) {
         self.enter("if");
         let mut cond = (*i.cond).clone();
-        self.lift(&mut cond, &mut false);
+        self.lift(&mut cond);
         let cond_uses = self.resolve(names_in(&cond));
         let then_block = self.new_block(BlockKind::Branch);
         let else_block = self.new_block(BlockKind::Branch);
         let else_goto = self.goto(else_block, Vec::new(), Span::call_site());
         self.scopes.push(HashMap::new());
-        let defs =
-            let_patterns(&cond).iter().flat_map(|p| self.define_pat(p, None)).collect::<Vec<_>>();
+        let defs = let_patterns(&cond)
+            .iter()
+            .flat_map(|p| self.define_pat(p, None, false))
+            .collect::<Vec<_>>();
         let then_goto = self.goto(then_block, Vec::new(), Span::call_site());
         let gotos = self.rewrite(&mut cond);
         self.add_gotos_to_uses(&gotos);
@@ -419,7 +618,7 @@ impl Lowerer<'_> {
     fn lower_match(&mut self, mt: &syn::ExprMatch, cont: Cont) {
         self.enter("match");
         let mut scrutinee = (*mt.expr).clone();
-        self.lift(&mut scrutinee, &mut false);
+        self.lift(&mut scrutinee);
         let uses = self.resolve(names_in(&scrutinee));
         let gotos = self.rewrite(&mut scrutinee);
         self.add_gotos_to_uses(&gotos);
@@ -428,7 +627,7 @@ impl Lowerer<'_> {
         for arm in &mt.arms {
             let block = self.new_block(BlockKind::Branch);
             self.scopes.push(HashMap::new());
-            let defs = self.define_pat(&arm.pat, None);
+            let defs = self.define_pat(&arm.pat, None, false);
             let mut pat = arm.pat.clone();
             if let Pat::Guard(g) = &mut pat {
                 if has_await(&*g.guard) {
@@ -487,14 +686,14 @@ impl Lowerer<'_> {
             Expr::While(w) => {
                 let head = self.jump_to_new_head();
                 let mut cond = (*w.cond).clone();
-                self.lift(&mut cond, &mut false);
+                self.lift(&mut cond);
                 let uses = self.resolve(names_in(&cond));
                 let body = self.new_block(BlockKind::Branch);
                 let exit_goto = self.goto(exit, Vec::new(), Span::call_site());
                 self.scopes.push(HashMap::new());
                 let defs = let_patterns(&cond)
                     .iter()
-                    .flat_map(|p| self.define_pat(p, None))
+                    .flat_map(|p| self.define_pat(p, None, false))
                     .collect::<Vec<_>>();
                 let body_goto = self.goto(body, Vec::new(), Span::call_site());
                 let gotos = self.rewrite(&mut cond);
@@ -521,22 +720,47 @@ impl Lowerer<'_> {
                          `String`s, e.g. `[\"a\", \"b\"].map(String::from)`",
                     );
                 }
-                self.lift(&mut iterable, &mut false);
+                self.lift(&mut iterable);
                 let span = f.expr.span_of();
+                let (base, adapters) = peel_adapters(&iterable);
+                let cursor = reborrowable(&base);
                 let it = self.temp("iter", true, span);
                 let it_ident = self.m.bindings[it].ident.clone();
                 let krate = self.krate.clone();
-                let make = match &iterable {
-                    Expr::Range(r)
-                        if matches!(r.limits, syn::RangeLimits::HalfOpen(_))
-                            && r.start.is_some()
-                            && r.end.is_some() =>
-                    {
-                        quote::quote_spanned!(span=> #krate::__private::ForRange::new(#iterable))
-                    }
-                    _ => quote::quote_spanned!(span=> #krate::__private::ForItems::new(#iterable)),
+                let ty = match unparen(&base) {
+                    Expr::Range(r) => match (&r.limits, &r.start, &r.end) {
+                        (syn::RangeLimits::HalfOpen(_), Some(_), Some(_)) => Some("ForRange"),
+                        (syn::RangeLimits::HalfOpen(_), Some(_), None) => Some("ForRangeFrom"),
+                        (syn::RangeLimits::Closed(_), Some(_), Some(_)) => {
+                            Some("ForRangeInclusive")
+                        }
+                        _ => None,
+                    },
+                    _ => None,
                 };
-                let uses = self.resolve(names_in(&iterable));
+                let make = match ty {
+                    Some(ty) => {
+                        let ty = syn::Ident::new(ty, span);
+                        quote::quote_spanned!(span=> #krate::__private::#ty::new(#base))
+                    }
+                    None if cursor => {
+                        quote::quote_spanned!(span=> #krate::__private::ForCursor::new())
+                    }
+                    None => {
+                        // A stored iterator if it can be stored, else its items
+                        // (`ForSource`); the check at the iterable, so that a failure is
+                        // reported there.
+                        let check =
+                            respan(quote::quote!(#krate::__private::assert_for_state), span);
+                        quote::quote_spanned!(span=> {
+                            use #krate::__private::{ForCollectItems as _, ForKeepIterator as _};
+                            let state = (&#krate::__private::ForSource::new(#base)).for_state();
+                            #check(&state);
+                            state
+                        })
+                    }
+                };
+                let uses = if cursor { BTreeSet::new() } else { self.resolve(names_in(&base)) };
                 let mut stmt: Stmt = parse_quote!(let mut #it_ident = #make;);
                 let gotos = self.rewrite(&mut stmt);
                 self.bring_into_scope(it);
@@ -546,16 +770,38 @@ impl Lowerer<'_> {
                 let exit_goto = self.goto(exit, Vec::new(), Span::call_site());
                 self.scopes.push(HashMap::new());
                 let pat = (*f.pat).clone();
-                let defs = self.define_pat(&pat, None);
+                // With adapters, the arm binds the base's item; the adapters and the user's
+                // pattern follow in the body.
+                let item = (!adapters.is_empty()).then(|| self.temp("item", false, span));
+                let (arm_pat, defs) = match item {
+                    Some(t) => {
+                        self.bring_into_scope(t);
+                        let ident = self.m.bindings[t].ident.clone();
+                        (parse_quote!(#ident), vec![t])
+                    }
+                    None => (pat.clone(), self.define_pat(&pat, None, true)),
+                };
+                let pat_defs = defs.clone();
                 let body_goto = self.goto(body, Vec::new(), Span::call_site());
-                let scrutinee: Expr =
-                    parse_quote!(#krate::__private::ForIter::next_item(&mut #it_ident));
+                let (scrutinee, uses): (Expr, BTreeSet<BindingId>) = if cursor {
+                    let mut uses = self.resolve(names_in(&base));
+                    uses.insert(it);
+                    // At the iterable: a `StableOrder` failure (a `HashMap`) is reported there.
+                    let next_in =
+                        respan(quote::quote!(#krate::__private::ForCursor::next_in), span);
+                    (parse_quote!(#next_in(&mut #it_ident, #base)), uses)
+                } else {
+                    (
+                        parse_quote!(#krate::__private::ForIter::next_item(&mut #it_ident)),
+                        [it].into_iter().collect(),
+                    )
+                };
                 self.emit(Node::Match {
                     scrutinee,
-                    uses: [it].into_iter().collect(),
+                    uses,
                     arms: vec![
                         Arm {
-                            pat: parse_quote!(::core::option::Option::Some(#pat)),
+                            pat: parse_quote!(::core::option::Option::Some(#arm_pat)),
                             defs,
                             uses: BTreeSet::new(),
                             body: vec![Node::Goto(body_goto)],
@@ -570,14 +816,53 @@ impl Lowerer<'_> {
                 });
                 self.cur = body;
                 self.loops.push(LoopFrame { label, head, exit, value });
+                if let Some(t) = item {
+                    // The adapters, on this one item: closures are typed as in the chain.
+                    let x = self.m.bindings[t].ident.clone();
+                    let mut chain: Expr = parse_quote!(::core::iter::once(#x));
+                    for (method, f) in &adapters {
+                        let method = format_ident!("{}", method, span = f.span_of());
+                        chain = parse_quote!(#chain.#method(#f));
+                    }
+                    let y = self.temp("item", false, span);
+                    let y_ident = self.m.bindings[y].ident.clone();
+                    self.bring_into_scope(y);
+                    let stmt: Stmt = parse_quote!(
+                        let #y_ident = match ::core::iter::Iterator::next(&mut #chain) {
+                            ::core::option::Option::Some(__durable_v) => __durable_v,
+                            ::core::option::Option::None => continue,
+                        };
+                    );
+                    self.code(stmt, vec![y]);
+                    let bind: Stmt = parse_quote!(let #pat = #y_ident;);
+                    if let Stmt::Local(local) = bind {
+                        self.code_local(local, None);
+                    }
+                }
+                // Items borrowed from the collection are borrowed again after each await.
+                let rebinds = cursor
+                    && adapters.is_empty()
+                    && pattern_bindings_in(&pat, true).iter().all(|b| !b.mutable && !b.by_ref);
+                if rebinds {
+                    self.cursors.push(CursorLoop {
+                        pat: pat.clone(),
+                        defs: pat_defs,
+                        it,
+                        base: base.clone(),
+                        head,
+                    });
+                }
                 self.lower_block(&f.body, Cont::Goto { target: head, value: None });
+                if rebinds {
+                    self.cursors.pop();
+                }
                 self.scopes.pop();
             }
             _ => {}
         }
         self.loops.pop();
         self.leave();
-        self.cur = exit;
+        self.enter_block(exit);
         let v = value.map(|t| {
             self.bring_into_scope(t);
             self.temp_expr(t)
@@ -589,91 +874,106 @@ impl Lowerer<'_> {
         let head = self.new_block(BlockKind::Join);
         let g = self.goto(head, Vec::new(), Span::call_site());
         self.emit(Node::Goto(g));
-        self.cur = head;
+        self.enter_block(head);
         head
     }
 
     // ----- awaits inside expressions -----
 
     /// Lifts the durable awaits of `e` into suspension points, in evaluation order, replacing
-    /// each with the local that receives its value. `impure` tells whether code with possible
-    /// effects has been evaluated before the current position.
-    fn lift(&mut self, e: &mut Expr, impure: &mut bool) {
+    /// each with the local that receives its value. An operand evaluated before an await in
+    /// Rust is evaluated into a temporary before the suspension (`spill`), so its effects and
+    /// panics come first and it sees the values from before the await.
+    fn lift(&mut self, e: &mut Expr) {
         if !has_await(e) {
-            if !is_pure(e) {
-                *impure = true;
-            }
             return;
         }
         match e {
-            Expr::Await(_) => self.lift_await(e, false, impure),
-            Expr::Try(t) if matches!(&*t.expr, Expr::Await(_)) => self.lift_await(e, true, impure),
-            Expr::Try(t) => {
-                self.lift(&mut t.expr, impure);
-                *impure = true;
-            }
-            Expr::Paren(x) => self.lift(&mut x.expr, impure),
-            Expr::Group(x) => self.lift(&mut x.expr, impure),
-            Expr::Reference(x) => self.lift(&mut x.expr, impure),
-            Expr::Unary(x) => self.lift(&mut x.expr, impure),
-            Expr::Cast(x) => self.lift(&mut x.expr, impure),
-            Expr::Field(x) => self.lift(&mut x.base, impure),
-            Expr::Let(x) => self.lift(&mut x.expr, impure),
+            Expr::Await(_) => self.lift_await(e, false),
+            Expr::Try(t) if matches!(&*t.expr, Expr::Await(_)) => self.lift_await(e, true),
+            Expr::Try(t) => self.lift(&mut t.expr),
+            Expr::Paren(x) => self.lift(&mut x.expr),
+            Expr::Group(x) => self.lift(&mut x.expr),
+            Expr::Reference(x) => self.lift(&mut x.expr),
+            Expr::Unary(x) => self.lift(&mut x.expr),
+            Expr::Cast(x) => self.lift(&mut x.expr),
+            Expr::Field(x) => self.lift(&mut x.base),
+            Expr::Let(x) => self.lift(&mut x.expr),
             Expr::Return(x) => {
                 if let Some(v) = &mut x.expr {
-                    self.lift(v, impure);
+                    self.lift(v);
                 }
             }
             Expr::Binary(b) => {
-                self.lift(&mut b.left, impure);
+                self.lift(&mut b.left);
                 if matches!(b.op, syn::BinOp::And(_) | syn::BinOp::Or(_)) && has_await(&*b.right) {
                     self.errors.at(
                         &b.right,
                         "a durable `.await` on the right of `&&`/`||` runs \
                         only sometimes; write it as an `if`",
                     );
-                } else {
-                    self.lift(&mut b.right, impure);
+                    return;
                 }
+                if has_await(&*b.right) {
+                    // Comparisons borrow their operands and compound assignments write to a
+                    // place: those stay places; arithmetic takes the left operand's value.
+                    let by_value = !matches!(
+                        b.op,
+                        syn::BinOp::Eq(_)
+                            | syn::BinOp::Ne(_)
+                            | syn::BinOp::Lt(_)
+                            | syn::BinOp::Le(_)
+                            | syn::BinOp::Gt(_)
+                            | syn::BinOp::Ge(_)
+                    ) && !is_compound_assign(&b.op);
+                    self.spill(&mut b.left, by_value);
+                }
+                self.lift(&mut b.right);
             }
             Expr::Index(x) => {
-                self.lift(&mut x.expr, impure);
-                self.lift(&mut x.index, impure);
+                self.lift(&mut x.expr);
+                if has_await(&*x.index) {
+                    self.spill(&mut x.expr, false);
+                }
+                self.lift(&mut x.index);
             }
             Expr::Call(c) => {
-                self.lift(&mut c.func, impure);
-                for a in c.args.iter_mut() {
-                    self.lift(a, impure);
+                self.lift(&mut c.func);
+                let mut rest: Vec<&mut Expr> = c.args.iter_mut().collect();
+                if rest.iter().any(|a| has_await(&**a)) {
+                    self.spill(&mut c.func, false);
                 }
-                *impure = true;
+                self.lift_in_order(&mut rest);
             }
             Expr::MethodCall(c) => {
-                self.lift(&mut c.receiver, impure);
-                for a in c.args.iter_mut() {
-                    self.lift(a, impure);
+                self.lift(&mut c.receiver);
+                let mut rest: Vec<&mut Expr> = c.args.iter_mut().collect();
+                if rest.iter().any(|a| has_await(&**a)) {
+                    self.spill(&mut c.receiver, false);
                 }
-                *impure = true;
+                self.lift_in_order(&mut rest);
             }
-            Expr::Tuple(t) => t.elems.iter_mut().for_each(|x| self.lift(x, impure)),
-            Expr::Array(t) => t.elems.iter_mut().for_each(|x| self.lift(x, impure)),
+            Expr::Tuple(t) => self.lift_in_order(&mut t.elems.iter_mut().collect::<Vec<_>>()),
+            Expr::Array(t) => self.lift_in_order(&mut t.elems.iter_mut().collect::<Vec<_>>()),
             Expr::Struct(s) => {
-                for f in s.fields.iter_mut() {
-                    self.lift(&mut f.expr, impure);
-                }
+                let mut parts: Vec<&mut Expr> = s.fields.iter_mut().map(|f| &mut f.expr).collect();
                 if let Some(r) = &mut s.rest {
-                    self.lift(r, impure);
+                    parts.push(&mut **r);
                 }
+                self.lift_in_order(&mut parts);
             }
             Expr::Range(r) => {
+                let mut parts: Vec<&mut Expr> = Vec::new();
                 if let Some(x) = &mut r.start {
-                    self.lift(x, impure);
+                    parts.push(&mut **x);
                 }
                 if let Some(x) = &mut r.end {
-                    self.lift(x, impure);
+                    parts.push(&mut **x);
                 }
+                self.lift_in_order(&mut parts);
             }
             Expr::Assign(a) => {
-                self.lift(&mut a.right, impure);
+                self.lift(&mut a.right);
                 if has_await(&*a.left) {
                     self.errors.at(&a.left, "a durable `.await` cannot be on the left of `=`");
                 }
@@ -689,24 +989,60 @@ impl Lowerer<'_> {
         }
     }
 
-    fn lift_await(&mut self, e: &mut Expr, try_op: bool, impure: &mut bool) {
+    /// Operands evaluated left to right by value (arguments, elements, fields): each one with an
+    /// await after it is evaluated into a temporary first.
+    fn lift_in_order(&mut self, parts: &mut [&mut Expr]) {
+        for i in 0..parts.len() {
+            self.lift(parts[i]);
+            if parts[i + 1..].iter().any(|p| has_await(&**p)) {
+                self.spill(parts[i], true);
+            }
+        }
+    }
+
+    /// Evaluates `e` (its awaits already lifted) into a temporary now, because an await that
+    /// follows it in the same expression suspends before the expression completes:
+    ///
+    /// ```text
+    /// a / b + op.await?            let t = a / b;  suspend P(op)   P: t + v?
+    /// ```
+    /// Left alone: literals, paths that are not locals (constants, functions), closures, and
+    /// places where the context borrows or writes (`by_value == false`: a method's receiver,
+    /// a comparison's operand, a borrowed `&x`), which Rust does not copy either.
+    fn spill(&mut self, e: &mut Expr, by_value: bool) {
+        match e {
+            Expr::Lit(_) | Expr::Closure(_) => return,
+            Expr::Paren(p) => return self.spill(&mut p.expr, by_value),
+            Expr::Reference(r) => return self.spill(&mut r.expr, false),
+            Expr::Path(p) if p.qself.is_none() => {
+                // A temporary of the lowering (an awaited value) cannot change meanwhile.
+                let local = p.path.get_ident().and_then(|i| {
+                    let name = i.to_string();
+                    self.scopes.iter().rev().find_map(|s| s.get(&name).copied())
+                });
+                if local.is_none_or(|b| self.m.bindings[b].synthetic) || !by_value {
+                    return;
+                }
+            }
+            Expr::Path(_) => return,
+            _ if !by_value && is_place(e) => return,
+            _ => {}
+        }
+        let t = self.temp("operand", true, e.span_of());
+        let ident = self.m.bindings[t].ident.clone();
+        let value = std::mem::replace(e, self.temp_expr(t));
+        self.code(parse_quote!(let mut #ident = #value;), vec![t]);
+        self.bring_into_scope(t);
+    }
+
+    fn lift_await(&mut self, e: &mut Expr, try_op: bool) {
         let await_expr = match &mut *e {
             Expr::Try(t) => &mut *t.expr,
             other => other,
         };
         let Expr::Await(aw) = await_expr else { return };
         let span = aw.await_token.span;
-        let before = *impure;
-        self.lift(&mut aw.base, impure);
-        if before {
-            self.errors.at_span(
-                span,
-                "this durable `.await` would run after other work in the same \
-                expression, which the step machine cannot order faithfully; bind the awaited value \
-                to a `let` first and use the local",
-            );
-        }
-        *impure = before;
+        self.lift(&mut aw.base);
         let mut op = (*aw.base).clone();
         let uses = self.resolve(names_in(&op));
         let gotos = self.rewrite(&mut op);
@@ -724,7 +1060,7 @@ impl Lowerer<'_> {
         let visible = self.visible();
         self.m.points.push(Point { identity, op, uses, value, try_op, resume, visible, span });
         self.emit(Node::Suspend(point));
-        self.cur = resume;
+        self.enter_block(resume);
         self.bring_into_scope(value);
         *e = self.temp_expr(value);
     }
@@ -938,21 +1274,166 @@ fn is_control_flow(e: &Expr) -> bool {
     }
 }
 
-/// Free of effects when evaluated: may be moved after an await.
-fn is_pure(e: &Expr) -> bool {
-    match e {
-        Expr::Lit(_) | Expr::Path(_) => true,
-        Expr::Paren(p) => is_pure(&p.expr),
-        Expr::Group(g) => is_pure(&g.expr),
-        Expr::Reference(r) => is_pure(&r.expr),
-        Expr::Field(f) => is_pure(&f.base),
-        Expr::Unary(u) => is_pure(&u.expr),
-        Expr::Cast(c) => is_pure(&c.expr),
-        Expr::Binary(b) => is_pure(&b.left) && is_pure(&b.right),
-        Expr::Tuple(t) => t.elems.iter().all(is_pure),
-        Expr::Index(i) => is_pure(&i.expr) && is_pure(&i.index),
+/// The lazy adapters at the end of a `for` loop's iterable (`base.map(f).filter(p)`), applied
+/// to each item in turn as the loop runs: `map`, `filter`, `filter_map`, `inspect` with a
+/// closure that is not `move` (evaluated again for each item) or a path.
+fn peel_adapters(e: &Expr) -> (Expr, Vec<(String, Expr)>) {
+    let mut adapters = Vec::new();
+    let mut cur = e;
+    while let Expr::MethodCall(mc) = cur {
+        let method = mc.method.to_string();
+        let applies = ["map", "filter", "filter_map", "inspect"].contains(&method.as_str())
+            && mc.turbofish.is_none()
+            && mc.args.len() == 1
+            && match &mc.args[0] {
+                Expr::Closure(c) => c.capture.is_none(),
+                Expr::Path(_) => true,
+                _ => false,
+            };
+        // `[a, b].map(f)` is an array's eager `map`, not an iterator's.
+        if !applies || !looks_like_iterator(&mc.receiver) {
+            break;
+        }
+        adapters.push((method, mc.args[0].clone()));
+        cur = &mc.receiver;
+    }
+    adapters.reverse();
+    (cur.clone(), adapters)
+}
+
+/// Whether an expression is, by its shape, an iterator (so `.map` on it is `Iterator::map`).
+fn looks_like_iterator(e: &Expr) -> bool {
+    const ITERATORS: &[&str] = &[
+        "iter",
+        "iter_mut",
+        "into_iter",
+        "keys",
+        "values",
+        "values_mut",
+        "into_keys",
+        "into_values",
+        "chars",
+        "bytes",
+        "char_indices",
+        "lines",
+        "split_whitespace",
+        "drain",
+        "windows",
+        "chunks",
+        "enumerate",
+        "rev",
+        "skip",
+        "take",
+        "step_by",
+        "zip",
+        "chain",
+        "copied",
+        "cloned",
+        "map",
+        "filter",
+        "filter_map",
+        "inspect",
+        "skip_while",
+        "take_while",
+        "flat_map",
+        "flatten",
+        "peekable",
+    ];
+    match unparen(e) {
+        Expr::Range(_) => true,
+        Expr::MethodCall(mc) => ITERATORS.contains(&mc.method.to_string().as_str()),
         _ => false,
     }
+}
+
+/// An iterable that borrows a stored local and can be borrowed again at each iteration
+/// without effects: `&v`, `&mut v`, `v.iter()`, `v.iter().enumerate()`, `s.chars()`….
+fn reborrowable(e: &Expr) -> bool {
+    const SOURCES: &[&str] = &[
+        "iter",
+        "iter_mut",
+        "keys",
+        "values",
+        "values_mut",
+        "chars",
+        "bytes",
+        "char_indices",
+        "lines",
+        "split_whitespace",
+        "windows",
+        "chunks",
+        "chunks_exact",
+    ];
+    const ADAPTERS: &[&str] = &["enumerate", "rev", "skip", "step_by", "take", "copied", "cloned"];
+    match e {
+        Expr::Paren(p) => reborrowable(&p.expr),
+        Expr::Reference(r) => is_place(&r.expr),
+        Expr::MethodCall(mc) => {
+            let method = mc.method.to_string();
+            let plain_args = mc.args.iter().all(|a| matches!(a, Expr::Lit(_) | Expr::Path(_)));
+            plain_args
+                && if SOURCES.contains(&method.as_str()) {
+                    is_place(&mc.receiver)
+                } else {
+                    ADAPTERS.contains(&method.as_str()) && reborrowable(&mc.receiver)
+                }
+        }
+        _ => false,
+    }
+}
+
+/// `tokens` with every token at `span`'s location (resolved at the mixed site).
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    let span = Span::mixed_site().located_at(span);
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let proc_macro2::TokenTree::Group(g) = &tt {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tt = proc_macro2::TokenTree::Group(group);
+            }
+            tt.set_span(span);
+            tt
+        })
+        .collect()
+}
+
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        e => e,
+    }
+}
+
+/// A place expression: a local, a field, an element or a dereference of one.
+fn is_place(e: &Expr) -> bool {
+    match e {
+        Expr::Path(_) => true,
+        Expr::Paren(p) => is_place(&p.expr),
+        Expr::Group(g) => is_place(&g.expr),
+        Expr::Field(f) => is_place(&f.base),
+        Expr::Index(i) => is_place(&i.expr),
+        Expr::Unary(u) => matches!(u.op, syn::UnOp::Deref(_)) && is_place(&u.expr),
+        _ => false,
+    }
+}
+
+fn is_compound_assign(op: &syn::BinOp) -> bool {
+    use syn::BinOp as B;
+    matches!(
+        op,
+        B::AddAssign(_)
+            | B::SubAssign(_)
+            | B::MulAssign(_)
+            | B::DivAssign(_)
+            | B::RemAssign(_)
+            | B::BitXorAssign(_)
+            | B::BitAndAssign(_)
+            | B::BitOrAssign(_)
+            | B::ShlAssign(_)
+            | B::ShrAssign(_)
+    )
 }
 
 fn kind_name(e: &Expr) -> &'static str {
@@ -1057,6 +1538,104 @@ fn describe_op(op: &Expr) -> String {
     }
 }
 
+/// Items that can be declared again in each piece of their block without changing what they
+/// mean (a type, `static` or `impl` declared twice would be two different things).
+fn redeclarable(item: &syn::Item) -> bool {
+    match item {
+        syn::Item::Const(_) | syn::Item::Use(_) | syn::Item::Fn(_) | syn::Item::Type(_) => true,
+        syn::Item::Macro(m) => m.ident.is_some(),
+        _ => false,
+    }
+}
+
+/// The redeclarable items of a block that are visible throughout it (not `macro_rules!`).
+fn redeclarable_items(stmts: &[Stmt]) -> Vec<syn::Item> {
+    stmts
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::Item(syn::Item::Macro(_)) => None,
+            Stmt::Item(i) if redeclarable(i) => Some(i.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The names an item declares (none for a glob import).
+fn item_names(item: &syn::Item) -> Vec<String> {
+    fn use_names(t: &syn::UseTree, out: &mut Vec<String>) {
+        match t {
+            syn::UseTree::Path(p) => use_names(&p.tree, out),
+            syn::UseTree::Name(n) => out.push(n.ident.to_string()),
+            syn::UseTree::Rename(r) => out.push(r.rename.to_string()),
+            syn::UseTree::Glob(_) => {}
+            syn::UseTree::Group(g) => g.items.iter().for_each(|t| use_names(t, out)),
+        }
+    }
+    let mut out = Vec::new();
+    match item {
+        syn::Item::Const(c) => out.push(c.ident.to_string()),
+        syn::Item::Fn(f) => out.push(f.sig.ident.to_string()),
+        syn::Item::Type(t) => out.push(t.ident.to_string()),
+        syn::Item::Macro(m) => out.extend(m.ident.as_ref().map(|i| format!("{i}!"))),
+        syn::Item::Use(u) => use_names(&u.tree, &mut out),
+        _ => {}
+    }
+    out
+}
+
+/// Removes each `macro_rules!` declaration from the pieces of the machine that do not invoke
+/// it: declaring it names the locals it uses, which would keep them alive for nothing.
+fn drop_unused_macro_rules(m: &mut Machine) {
+    use crate::analyze::macro_invocations as scan;
+    fn invoked(m: &Machine, nodes: &[Node], out: &mut BTreeSet<String>) {
+        for n in nodes {
+            match n {
+                Node::Code { stmt, .. } => scan(stmt, out),
+                Node::If { cond, then, els, .. } => {
+                    scan(cond, out);
+                    invoked(m, then, out);
+                    invoked(m, els, out);
+                }
+                Node::Match { scrutinee, arms, .. } => {
+                    scan(scrutinee, out);
+                    for a in arms {
+                        scan(&a.pat, out);
+                        invoked(m, &a.body, out);
+                    }
+                }
+                Node::Scope(inner) => invoked(m, inner, out),
+                Node::Return { expr, .. } => scan(expr, out),
+                Node::Suspend(p) => scan(&m.points[*p].op, out),
+                Node::Goto(_) => {}
+            }
+        }
+    }
+    fn retain(nodes: &mut Vec<Node>, used: &BTreeSet<String>) {
+        nodes.retain(|n| match n {
+            Node::Code { stmt: Stmt::Item(syn::Item::Macro(mac)), .. } => {
+                mac.ident.as_ref().is_none_or(|i| used.contains(&i.to_string()))
+            }
+            _ => true,
+        });
+        for n in nodes {
+            match n {
+                Node::If { then, els, .. } => {
+                    retain(then, used);
+                    retain(els, used);
+                }
+                Node::Match { arms, .. } => arms.iter_mut().for_each(|a| retain(&mut a.body, used)),
+                Node::Scope(inner) => retain(inner, used),
+                _ => {}
+            }
+        }
+    }
+    for b in 0..m.blocks.len() {
+        let mut used = BTreeSet::new();
+        invoked(m, &m.blocks[b].body, &mut used);
+        retain(&mut m.blocks[b].body, &used);
+    }
+}
+
 /// Replaces each `if`/`match` branch that jumps to a branch block with that block's code.
 fn inline_branches(m: &mut Machine) {
     fn inline(m: &mut Machine, nodes: &mut [Node]) {
@@ -1064,6 +1643,7 @@ fn inline_branches(m: &mut Machine) {
             let lists: Vec<&mut Vec<Node>> = match node {
                 Node::If { then, els, .. } => vec![then, els],
                 Node::Match { arms, .. } => arms.iter_mut().map(|a| &mut a.body).collect(),
+                Node::Scope(inner) => vec![inner],
                 _ => continue,
             };
             for list in lists {
@@ -1154,15 +1734,23 @@ mod tests {
     }
 
     #[test]
-    fn effects_before_an_await_in_the_same_expression_are_rejected() {
-        let (_, errors) = lower_for_test(
+    fn operands_before_an_await_are_evaluated_first() {
+        let (m, errors) = lower_for_test(
             parse_quote!({
-                let t = f() + ctx.call(a, 1).await?;
-                Ok(t)
+                let t = total / count + ctx.call(a, 1).await?;
+                let u = v.len() + f(x, ctx.call(b, 2).await?);
+                Ok((t, u))
             }),
-            &[],
+            &[parse_quote!(total), parse_quote!(count), parse_quote!(v), parse_quote!(x)],
         );
-        assert!(errors.messages()[0].contains("bind the awaited value to a `let` first"));
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        let s = m.stored_locals();
+        assert_eq!(s[0].1, names(&["v", "x", "operand@#0"]), "`total / count` before the call");
+        assert_eq!(
+            s[1].1,
+            names(&["t", "operand@#1", "operand@#2"]),
+            "`v.len()` and `x` before it"
+        );
     }
 
     #[test]
@@ -1287,5 +1875,123 @@ mod tests {
         assert!(errors.is_empty(), "{:?}", errors.messages());
         assert_eq!(m.points[0].identity, "loop0/while0/call(f)#0");
         assert_eq!(m.stored_locals()[0].1, names(&["n"]));
+    }
+
+    #[test]
+    fn items_stay_in_their_block_and_are_declared_again_after_an_await() {
+        let (m, errors) = lower_for_test(
+            parse_quote!({
+                let base = RATE;
+                {
+                    const RATE: i64 = 20;
+                    let a = ctx.call(f, RATE).await?;
+                    g(a, RATE);
+                }
+                struct Hoisted;
+                Ok(base)
+            }),
+            &[],
+        );
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        assert_eq!(m.items.len(), 1, "only the struct is hoisted");
+        let entry = &m.blocks[0].body;
+        assert!(matches!(entry[0], Node::Code { .. }), "`let base` outside the scope");
+        let Some(Node::Scope(inner)) = entry.last() else { panic!("no scope for the block") };
+        let declared_first =
+            matches!(&inner[0], Node::Code { stmt: Stmt::Item(syn::Item::Const(_)), .. });
+        assert!(declared_first, "the const is declared inside the block");
+        let resume = &m.blocks[m.points[0].resume].body;
+        let declared_again =
+            matches!(&resume[0], Node::Code { stmt: Stmt::Item(syn::Item::Const(_)), .. });
+        assert!(declared_again, "and again after the await");
+    }
+
+    #[test]
+    fn assignment_kills_rather_than_uses() {
+        let s = stored(
+            parse_quote!({
+                let mut buf = s;
+                buf = ctx.call(up, buf).await?;
+                let x;
+                x = ctx.call(f, 1).await?;
+                Ok((buf, x))
+            }),
+            &[parse_quote!(s)],
+        );
+        assert_eq!(s[0].1, Vec::<String>::new(), "`buf` is moved into the call, then set");
+        assert_eq!(s[1].1, names(&["buf"]), "`x` is set after the await, not stored");
+    }
+
+    #[test]
+    fn for_keeps_ranges_and_borrowed_collections_instead_of_collecting() {
+        let (m, errors) = lower_for_test(
+            parse_quote!({
+                for attempt in 1.. {
+                    ctx.call(f, attempt).await?;
+                }
+                for n in names.iter() {
+                    ctx.call(g, n.len()).await?;
+                }
+                Ok(names)
+            }),
+            &[parse_quote!(names)],
+        );
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        let made = |b: usize| match &m.blocks[b].body[..] {
+            [Node::Code { stmt, .. }, ..] => stmt.to_token_stream().to_string(),
+            _ => String::new(),
+        };
+        assert!(made(0).contains("ForRangeFrom :: new"), "{}", made(0));
+        let s = m.stored_locals();
+        assert_eq!(s[1].1, names(&["names", "iter@for1#0"]), "the collection and a cursor");
+    }
+
+    #[test]
+    fn arms_follow_the_source_not_the_first_jump() {
+        let (m, errors) = lower_for_test(
+            parse_quote!({
+                let mut acc = Vec::new();
+                loop {
+                    if done() {
+                        break;
+                    }
+                    acc.push(ctx.call(f, 1).await?);
+                }
+                Ok(acc.iter().map(|x| x.abs()).count())
+            }),
+            &[],
+        );
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        let order = m.arm_order();
+        let resume = m.points[0].resume;
+        let at = |b: usize| order.iter().position(|x| *x == b);
+        let exit = order
+            .iter()
+            .copied()
+            .find(|b| m.blocks[*b].body.iter().any(|n| matches!(n, Node::Return { .. })));
+        assert!(exit.is_some(), "the exit returns");
+        assert!(at(resume) < exit.and_then(at), "the push (after the await) is checked first");
+        assert!(
+            m.depth_first().iter().position(|b| Some(*b) == exit)
+                < m.depth_first().iter().position(|b| *b == resume),
+            "depth first would check the exit first"
+        );
+    }
+
+    #[test]
+    fn places_that_are_borrowed_are_not_copied_before_an_await() {
+        let s = stored(
+            parse_quote!({
+                let mut v = Vec::new();
+                v.push(ctx.call(f, 1).await?);
+                let same = v == ctx.call(g, 2).await?;
+                helper(&mut v, ctx.call(h, 3).await?);
+                Ok((v, same))
+            }),
+            &[],
+        );
+        assert_eq!(s[0].1, names(&["v"]), "the receiver stays `v`");
+        assert_eq!(s[1].1, names(&["v"]), "a comparison borrows `v`");
+        assert_eq!(s[2].1, names(&["v", "same"]), "`&mut v` stays a borrow of `v`");
     }
 }

@@ -12,9 +12,10 @@ pub use crate::orchestration::{
 };
 pub use crate::record::Frame;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::ops::Range;
+use std::ops::{Range, RangeFrom, RangeInclusive};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec;
@@ -232,13 +233,6 @@ pub trait ForIter {
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct ForItems<T>(VecDeque<T>);
 
-impl<T> ForItems<T> {
-    /// Collects the items.
-    pub fn new(iterable: impl IntoIterator<Item = T>) -> Self {
-        ForItems(iterable.into_iter().collect())
-    }
-}
-
 impl<T> ForIter for ForItems<T> {
     type Item = T;
     fn next_item(&mut self) -> Option<T> {
@@ -264,6 +258,209 @@ where
     type Item = T;
     fn next_item(&mut self) -> Option<T> {
         self.0.next()
+    }
+}
+
+/// The iterable of a `for` loop, to choose how the loop keeps it (autoref specialization): an
+/// iterator that can be stored itself is kept as it is, lazily (`ForSource::for_state` through
+/// `ForKeepIterator`); anything else has its items collected (`ForCollectItems`). Generated
+/// code calls `(&ForSource::new(iterable)).for_state()`.
+pub struct ForSource<I>(Cell<Option<I>>);
+
+impl<I> ForSource<I> {
+    /// Wraps the iterable.
+    pub fn new(iterable: I) -> Self {
+        ForSource(Cell::new(Some(iterable)))
+    }
+}
+
+/// Chosen first: the iterable is an iterator that can be stored.
+pub trait ForKeepIterator {
+    /// What the loop stores.
+    type State;
+    /// Takes the iterable.
+    fn for_state(&self) -> Self::State;
+}
+
+impl<I: Iterator + Persistable> ForKeepIterator for ForSource<I> {
+    type State = ForIterator<I>;
+    fn for_state(&self) -> ForIterator<I> {
+        ForIterator(self.0.take())
+    }
+}
+
+/// Chosen otherwise: the items are collected.
+pub trait ForCollectItems {
+    /// What the loop stores.
+    type State;
+    /// Takes the iterable.
+    fn for_state(&self) -> Self::State;
+}
+
+impl<I: IntoIterator> ForCollectItems for &ForSource<I> {
+    type State = ForItems<I::Item>;
+    fn for_state(&self) -> ForItems<I::Item> {
+        ForItems(self.0.take().into_iter().flatten().collect())
+    }
+}
+
+/// A stored iterator of a `for` loop (a range in a local, a serializable iterator of the user's).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ForIterator<I>(Option<I>);
+
+impl<I: Iterator> ForIter for ForIterator<I> {
+    type Item = I::Item;
+    fn next_item(&mut self) -> Option<I::Item> {
+        self.0.as_mut().and_then(Iterator::next)
+    }
+}
+
+/// What a `for` loop keeps of its iterable.
+#[diagnostic::on_unimplemented(
+    message = "the items of this `for` loop cannot be kept in a checkpoint",
+    label = "the items still to visit are stored while the loop awaits, so they must be owned and serializable",
+    note = "iterate over a local with `&v` or `v.iter()` (the macro keeps `v` and borrows it again at each step), or over owned items: `.cloned()`, `.into_iter()`, `.to_vec()`"
+)]
+pub trait ForState {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Persistable> ForState for ForItems<T> {}
+
+#[diagnostic::do_not_recommend]
+impl<I: Persistable> ForState for ForIterator<I> {}
+
+/// Checks, at the iterable, that the loop's state can be stored.
+pub fn assert_for_state<S: ForState>(_: &S) {}
+
+/// The rest of a `for` loop over `a..`: one number, however long the loop runs.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ForRangeFrom<T>(RangeFrom<T>);
+
+impl<T> ForRangeFrom<T> {
+    /// Keeps the range.
+    pub fn new(range: RangeFrom<T>) -> Self {
+        ForRangeFrom(range)
+    }
+}
+
+impl<T> ForIter for ForRangeFrom<T>
+where
+    RangeFrom<T>: Iterator<Item = T>,
+{
+    type Item = T;
+    fn next_item(&mut self) -> Option<T> {
+        self.0.next()
+    }
+}
+
+/// The rest of a `for` loop over `a..=b`. A `RangeInclusive` does not store that it is
+/// exhausted (serde writes only its bounds), so that is kept beside it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ForRangeInclusive<T> {
+    range: RangeInclusive<T>,
+    done: bool,
+}
+
+impl<T> ForRangeInclusive<T> {
+    /// Keeps the range.
+    pub fn new(range: RangeInclusive<T>) -> Self {
+        ForRangeInclusive { range, done: false }
+    }
+}
+
+impl<T: PartialOrd> ForIter for ForRangeInclusive<T>
+where
+    RangeInclusive<T>: Iterator<Item = T>,
+{
+    type Item = T;
+    fn next_item(&mut self) -> Option<T> {
+        if self.done {
+            return None;
+        }
+        let item = self.range.next();
+        self.done = item.is_none() || self.range.is_empty();
+        item
+    }
+}
+
+/// A borrowed iterable that yields its items in the same order every time it is borrowed, the
+/// collection restored from a checkpoint included: a `for` loop over it can resume by position.
+/// Not a `HashMap` or `HashSet`, whose order changes when they are decoded.
+#[diagnostic::on_unimplemented(
+    message = "this `for` loop borrows `{Self}`, which is not known to keep its order when restored from a checkpoint",
+    label = "the loop resumes by position in this iterable",
+    note = "a loop over a borrowed `Vec`, slice, array, `VecDeque`, `BTreeMap`, `BTreeSet` or `String` resumes by position; for a `HashMap`/`HashSet` (or another collection), iterate over owned items in a stable order, e.g. `let mut keys: Vec<_> = map.keys().cloned().collect(); keys.sort();`"
+)]
+pub trait StableOrder {}
+
+macro_rules! stable_order {
+    ($([$($g:tt)*] $t:ty),* $(,)?) => { $(impl<$($g)*> StableOrder for $t {})* };
+}
+
+stable_order!(
+    ['a, T] &'a Vec<T>,
+    ['a, T] &'a mut Vec<T>,
+    ['a, T] &'a [T],
+    ['a, T] &'a mut [T],
+    ['a, T, const N: usize] &'a [T; N],
+    ['a, T, const N: usize] &'a mut [T; N],
+    ['a, T] &'a VecDeque<T>,
+    ['a, T] &'a mut VecDeque<T>,
+    ['a, K, V] &'a std::collections::BTreeMap<K, V>,
+    ['a, K, V] &'a mut std::collections::BTreeMap<K, V>,
+    ['a, T] &'a std::collections::BTreeSet<T>,
+    ['a, T] std::slice::Iter<'a, T>,
+    ['a, T] std::slice::IterMut<'a, T>,
+    ['a, T] std::slice::Windows<'a, T>,
+    ['a, T] std::slice::Chunks<'a, T>,
+    ['a, T] std::slice::ChunksExact<'a, T>,
+    ['a, T] std::collections::vec_deque::Iter<'a, T>,
+    ['a, T] std::collections::vec_deque::IterMut<'a, T>,
+    ['a, K, V] std::collections::btree_map::Iter<'a, K, V>,
+    ['a, K, V] std::collections::btree_map::IterMut<'a, K, V>,
+    ['a, K, V] std::collections::btree_map::Keys<'a, K, V>,
+    ['a, K, V] std::collections::btree_map::Values<'a, K, V>,
+    ['a, K, V] std::collections::btree_map::ValuesMut<'a, K, V>,
+    ['a, T] std::collections::btree_set::Iter<'a, T>,
+    ['a] std::str::Chars<'a>,
+    ['a] std::str::Bytes<'a>,
+    ['a] std::str::CharIndices<'a>,
+    ['a] std::str::Lines<'a>,
+    ['a] std::str::SplitWhitespace<'a>,
+    [I: StableOrder] std::iter::Enumerate<I>,
+    [I: StableOrder] std::iter::Rev<I>,
+    [I: StableOrder] std::iter::Skip<I>,
+    [I: StableOrder] std::iter::StepBy<I>,
+    [I: StableOrder] std::iter::Take<I>,
+    [I: StableOrder] std::iter::Copied<I>,
+    [I: StableOrder] std::iter::Cloned<I>,
+);
+
+/// The position of a `for` loop over a borrowed collection (`&v`, `v.iter()`): the collection
+/// is a stored local of its own, borrowed again at each iteration, and the cursor counts the
+/// items already visited.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+pub struct ForCursor(usize);
+
+impl ForCursor {
+    /// At the first item.
+    pub fn new() -> Self {
+        ForCursor(0)
+    }
+
+    /// The item visited last, from `iterable` borrowed again (after an await in the body).
+    pub fn current_in<I: IntoIterator + StableOrder>(&self, iterable: I) -> Option<I::Item> {
+        let last = self.0.checked_sub(1)?;
+        iterable.into_iter().nth(last)
+    }
+
+    /// The item after those already visited, from `iterable` borrowed again.
+    pub fn next_in<I: IntoIterator + StableOrder>(&mut self, iterable: I) -> Option<I::Item> {
+        let item = iterable.into_iter().nth(self.0);
+        if item.is_some() {
+            self.0 += 1;
+        }
+        item
     }
 }
 

@@ -126,8 +126,9 @@ impl Ctx {
         )
     }
 
-    /// Sets the custom status clients read; stored with the next checkpoint.
-    pub fn set_status<T: Persistable>(&self, status: &T) {
+    /// Sets the custom status clients read; stored with the next checkpoint. Any serializable
+    /// value, unsized ones included: `ctx.set_status("waiting")`, `ctx.set_status(&progress)`.
+    pub fn set_status<T: serde::Serialize + ?Sized>(&self, status: &T) {
         if let (Ok(bytes), Ok(mut slot)) = (codec::encode(status), self.inner.status.lock()) {
             *slot = Some(bytes);
         }

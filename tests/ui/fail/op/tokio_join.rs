@@ -5,14 +5,10 @@ async fn price(item: String) -> Result<u64, String> {
     Ok(item.len() as u64)
 }
 
-fn shipping() -> u64 {
-    5
-}
-
 #[orchestration]
-async fn total(ctx: Ctx, item: String) -> Result<u64, Failure> {
-    let total = shipping() + ctx.call(price, item).await?;
-    Ok(total)
+async fn total(ctx: Ctx, a: String, b: String) -> Result<u64, Failure> {
+    let (x, y) = tokio::join!(ctx.call(price, a), ctx.call(price, b));
+    Ok(x? + y?)
 }
 
 fn main() {}
