@@ -296,7 +296,7 @@ mod tests {
         let mut out = String::new();
         let mut depth = 0usize;
         let mut line = String::new();
-        let mut flush = |line: &mut String, depth: usize, out: &mut String| {
+        let flush = |line: &mut String, depth: usize, out: &mut String| {
             let t = line.trim();
             if !t.is_empty() {
                 out.push_str(&"    ".repeat(depth));
