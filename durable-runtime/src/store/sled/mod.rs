@@ -325,12 +325,28 @@ mod tests {
     fn the_directory_stays_owned_while_the_store_snapshots() {
         let dir = fresh("owned");
         let store = SledStore::open_with(&dir, 3).unwrap();
-        for i in 0u32..30 {
+        // A second opener keeps trying while the store snapshots (closes and reopens sled)
+        // every three writes: it must never get in, and the store must never lose its database.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let intruder = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut got_in = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if SledStore::open(&dir).is_ok() {
+                        got_in += 1;
+                    }
+                }
+                got_in
+            })
+        };
+        for i in 0u32..600 {
             store.put(Space::Instances, &i.to_be_bytes(), b"v").unwrap();
-            // Between two writes the store may be reopening: a second opener never gets in.
-            assert!(matches!(SledStore::open(&dir), Err(StoreError::Locked { .. })));
         }
         store.flush().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(intruder.join().unwrap(), 0, "a second opener took the directory");
+        assert_eq!(store.scan(Space::Instances, None, 1000).unwrap().len(), 600);
         drop(store);
         assert!(SledStore::open(&dir).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
