@@ -94,21 +94,24 @@ async fn parent(ctx: Ctx, x: u64) -> Result<u64, Failure> {
 async fn a_client_cannot_squat_the_id_a_parent_derives_for_its_child() {
     let db = fresh_db("squat");
     let rt = Runtime::builder(&db).orchestration(parent).open().await.unwrap();
-    // `P:1` is the id `P` derives for the child it starts at its first step.
-    let squatter = rt.start(kid, "P:1", 666).await.unwrap();
-    assert_eq!(squatter.wait().await.unwrap(), 6660);
-    let p = rt.start(parent, "P", 1).await.unwrap();
-    match p.wait_timeout(Duration::from_secs(10)).await.unwrap() {
-        Err(durable::InstanceError::Failed { message, .. }) => {
-            assert!(message.contains("belongs to a client"), "{message}")
+    // `~P:1` is the id `P` derives for the child it starts at its first step: no client can
+    // start it first, and `P:1` is an ordinary id that has nothing to do with `P`'s child.
+    match rt.start(kid, "~P:1", 666).await {
+        Err(durable::StartError::InvalidId { reason, .. }) => {
+            assert!(reason.contains("reserved"), "{reason}")
         }
-        other => panic!("the parent took the squatter's result: {other:?}"),
+        other => panic!("a client took a derived id: {other:?}"),
     }
-    // Nor can a client take over a parent's real child.
+    let bystander = rt.start(kid, "P:1", 666).await.unwrap();
+    assert_eq!(bystander.wait().await.unwrap(), 6660);
+    let p = rt.start(parent, "P", 1).await.unwrap();
+    assert_eq!(p.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 11);
+    // Nor can a client take over a parent's real child, by its name.
     let q = rt.start(parent, "Q", 2).await.unwrap();
     assert_eq!(q.wait().await.unwrap(), 21);
-    match rt.start(kid, "Q:1", 2).await {
-        Err(durable::StartError::Taken { owner, .. }) => assert!(owner.contains("`Q`"), "{owner}"),
+    assert!(rt.status("~Q:1").unwrap().is_some(), "the child has the derived id");
+    match rt.start(kid, "~Q:1", 2).await {
+        Err(durable::StartError::InvalidId { .. }) => {}
         other => panic!("{other:?}"),
     }
     rt.shutdown().await;

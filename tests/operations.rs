@@ -213,7 +213,7 @@ async fn a_child_failure_reaches_the_parent_as_err() {
     let out =
         rt.handle::<parent>("parent").wait_timeout(Duration::from_secs(20)).await.unwrap().unwrap();
     assert_eq!(out, ["ok 6", "failed: zero is not allowed", "ok 10"]);
-    let child = rt.status("parent:1").unwrap().unwrap();
+    let child = rt.status("~parent:1").unwrap().unwrap();
     assert_eq!(child.parent.as_deref(), Some("parent"));
     assert_eq!(child.state, InstanceState::Completed);
 }

@@ -30,8 +30,9 @@ pub use orchestration::{
 };
 pub use record::{FORMAT_VERSION, Frame};
 pub use runtime::{
-    ClientError, Durability, Handle, InstanceError, InstanceState, InstanceStatus, ListFilter,
-    MAX_ID_BYTES, OpenError, Page, Runtime, RuntimeBuilder, StartError, StepEvent, StepOutcome,
+    ClientError, DERIVED_ID_PREFIX, Durability, Handle, InstanceError, InstanceState,
+    InstanceStatus, ListFilter, MAX_ID_BYTES, OpenError, Page, Runtime, RuntimeBuilder, StartError,
+    StepEvent, StepOutcome,
 };
 
 /// A value that can be kept in a checkpoint: serde-serializable and owned.

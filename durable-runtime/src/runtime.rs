@@ -33,11 +33,22 @@ pub enum OpenError {
 /// sub-orchestrations (`<parent>:<step>`) may be longer.
 pub const MAX_ID_BYTES: usize = 256;
 
-/// Checks an instance id chosen by a client or given with `Child::with_id`: not empty, no NUL
-/// byte, at most [`MAX_ID_BYTES`].
+/// The first character of every sub-orchestration id the runtime derives (`~P:1` for the child
+/// that `P` starts at its first step, `~P:1:2` for that child's own child). Ids chosen by a client
+/// or with `Child::with_id` cannot start with it, so no one can take a derived id first.
+pub const DERIVED_ID_PREFIX: char = '~';
+
+/// Checks an instance id chosen by a client or given with `Child::with_id`: not empty, not
+/// starting with [`DERIVED_ID_PREFIX`], no NUL byte, at most [`MAX_ID_BYTES`].
 pub(crate) fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("an instance id must not be empty".into());
+    }
+    if id.starts_with(DERIVED_ID_PREFIX) {
+        return Err(format!(
+            "ids starting with `{DERIVED_ID_PREFIX}` are reserved for the sub-orchestrations the \
+             runtime names"
+        ));
     }
     if id.contains('\0') {
         return Err("an instance id must not contain a NUL character".into());

@@ -930,8 +930,10 @@ impl Inner {
                     }
                 }
                 Command::Child { orchestration, input, id: chosen } => {
-                    let child_id =
-                        branch.child_id.clone().unwrap_or_else(|| format!("{id}:child-{i}"));
+                    let child_id = branch
+                        .child_id
+                        .clone()
+                        .unwrap_or_else(|| derived_id(&format!("{id}:child-{i}")));
                     if !branch.child_started
                         && let Some(reason) = chosen.as_deref().and_then(|c| validate_id(c).err())
                     {
@@ -1400,9 +1402,9 @@ fn apply_step(
                     child_id: match leaf {
                         Command::Child { id: Some(chosen), .. } => Some(chosen.clone()),
                         Command::Child { .. } if command.leaves().len() == 1 => {
-                            Some(key.to_string())
+                            Some(derived_id(&key))
                         }
-                        Command::Child { .. } => Some(format!("{key}.{i}")),
+                        Command::Child { .. } => Some(derived_id(&format!("{key}.{i}"))),
                         _ => None,
                     },
                     ..Branch::default()
@@ -1575,4 +1577,11 @@ fn keep_completion(rec: &mut InstanceRecord, completion: &Completion) {
             }
         }
     }
+}
+
+/// The id of a sub-orchestration named after `key` (its parent's id and step): marked with
+/// [`DERIVED_ID_PREFIX`](crate::runtime::DERIVED_ID_PREFIX), which chosen ids cannot carry.
+fn derived_id(key: &str) -> String {
+    let prefix = crate::runtime::DERIVED_ID_PREFIX;
+    if key.starts_with(prefix) { key.to_owned() } else { format!("{prefix}{key}") }
 }
