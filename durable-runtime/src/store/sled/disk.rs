@@ -348,15 +348,28 @@ fn check_conf(dir: &Path) -> Result<(), StoreError> {
 
 /// Checks the snapshot sled will read (the last `snap.*` by name, as sled picks it) against its
 /// CRC-32: sled would report the mismatch as corrupted data in `db`.
+///
+/// A `snap.<lsn>.generating` is a snapshot whose open was cut short by a crash before sled renamed
+/// it into place (and so before sled removed the previous snapshot or reused the log it covers).
+/// sled would read it all the same, as the newest, and refuse to open when it is torn: it is
+/// removed instead, and sled reads the previous snapshot and replays the log.
 fn check_snapshot(dir: &Path) -> Result<(), StoreError> {
     let mut snapshots = Vec::new();
+    let mut unfinished = false;
     for entry in fs::read_dir(dir).map_err(|e| at(dir, "cannot list", &e))? {
         let entry = entry.map_err(|e| at(dir, "cannot list", &e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("snap.") && !name.ends_with(".in___motion") {
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|e| at(&path, "cannot remove", &e))?;
+            unfinished = true;
+        } else if name.starts_with("snap.") && !name.ends_with(".in___motion") {
             snapshots.push(entry.path());
         }
+    }
+    if unfinished {
+        sync_dir(dir)?;
     }
     snapshots.sort();
     let Some(path) = snapshots.pop() else { return Ok(()) };
