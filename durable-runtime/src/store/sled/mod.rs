@@ -134,7 +134,8 @@ impl SledStore {
     /// Opens (or creates) the database in directory `path`.
     ///
     /// A directory that another process holds gives [`StoreError::Locked`] naming the path; a
-    /// damaged file gives [`StoreError::Damaged`] naming the file.
+    /// damaged file gives [`StoreError::Damaged`] naming the file, here or, for an entry of `db`
+    /// that sled reads only when it is used, from the operation that reads it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, Self::DEFAULT_REOPEN_EVERY)
     }
