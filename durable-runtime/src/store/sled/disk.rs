@@ -13,7 +13,16 @@
 //!   flush returns only once every blob below its log position is complete.
 //! - [`Directory::claim`] before sled opens: creates the directory `0700`, takes an exclusive
 //!   lock on `durable.lock` held for the store's whole life (sled's own lock is released while the
-//!   store reopens the database for a snapshot), and checks every blob against its checksum.
+//!   store reopens the database for a snapshot), and checks `conf`, the snapshot sled will read
+//!   and every blob against their checksums, and that no blob the seal lists is missing.
+//! - The *flush mark*: sled's recovery takes a damaged log entry for a write torn by a crash and
+//!   silently drops it with everything after it, so a flipped byte in `db` would roll back
+//!   acknowledged writes. Every flush therefore writes an increasing number (its epoch) into the
+//!   database before sled's flush, and once `db` is synced records it in `db.seal`
+//!   ([`Directory::flushed`]). On open, a database whose mark is below the seal's lost
+//!   acknowledged writes: it is reported ([`Directory::check_mark`]). The seal is written after
+//!   the sync and is not synced itself: it only ever understates what `db` holds, so a power cut
+//!   can weaken the check (an older seal) but never make it fail on an undamaged database.
 //! - [`Directory::settle`] after every open: `0600` on every file, then syncs `conf`, `db`, the
 //!   snapshot's rename (the directory) and the directory's own entry in its parent.
 
@@ -28,6 +37,11 @@ use crate::store::StoreError;
 
 const LOCK_FILE: &str = "durable.lock";
 const SEAL_FILE: &str = "blobs.seal";
+const MARK_FILE: &str = "db.seal";
+/// `db.seal`: two slots of [`SLOT`] bytes, written alternately, so a write torn by a crash can
+/// only damage the slot being written. A slot is the epoch (u64 LE), its CRC-32 (u32 LE) and four
+/// zero bytes; all zeros is an unused slot.
+const SLOT: usize = 16;
 
 /// An owned database directory.
 #[derive(Debug)]
@@ -37,6 +51,12 @@ pub(super) struct Directory {
     _lock: File,
     /// Blob files already synced, and listed in the seal (by name).
     synced_blobs: BTreeSet<OsString>,
+    /// `db.seal`, open for writing its slots.
+    marks: File,
+    /// The highest epoch in `db.seal`: `db` holds a flush mark at least this high.
+    flushed: u64,
+    /// The last epoch handed out by [`Directory::next_epoch`].
+    epoch: u64,
 }
 
 impl Directory {
@@ -72,9 +92,60 @@ impl Directory {
                 return Err(at(&lock_path, "cannot lock", &e));
             }
         }
+        check_conf(path)?;
+        check_snapshot(path)?;
         let sealed = read_seal(path)?;
         let synced_blobs = check_blobs(path, &sealed)?;
-        Ok(Self { path: path.to_owned(), _lock: lock, synced_blobs })
+        let (marks, flushed) = open_marks(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            _lock: lock,
+            synced_blobs,
+            marks,
+            flushed,
+            epoch: flushed,
+        })
+    }
+
+    /// Checks the flush mark sled recovered (`None`: the database has none yet) against the
+    /// seal. Call after every open.
+    pub(super) fn check_mark(&mut self, mark: Option<u64>) -> Result<(), StoreError> {
+        let mark = mark.unwrap_or(0);
+        if mark < self.flushed {
+            return Err(StoreError::Damaged {
+                file: self.path.join("db").display().to_string(),
+                detail: format!(
+                    "the log ends before the last acknowledged flush (flush mark {mark}, {} \
+                     recorded in {MARK_FILE}): sled stopped reading at a damaged entry and would \
+                     silently drop every write after it. Restore the database directory from a \
+                     backup",
+                    self.flushed
+                ),
+            });
+        }
+        self.epoch = self.epoch.max(mark);
+        Ok(())
+    }
+
+    /// The epoch of a new flush: higher than every mark written before.
+    pub(super) fn next_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch
+    }
+
+    /// Records that `db` durably holds the flush mark `epoch`. Call after [`Directory::sync`].
+    pub(super) fn flushed(&mut self, epoch: u64) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        if epoch <= self.flushed {
+            return Ok(());
+        }
+        let slot = u64::try_from(SLOT).unwrap_or(16) * (epoch % 2);
+        let path = self.path.join(MARK_FILE);
+        self.marks
+            .write_all_at(&mark_slot(epoch), slot)
+            .map_err(|e| at(&path, "cannot write", &e))?;
+        self.flushed = epoch;
+        Ok(())
     }
 
     /// Makes the directory's files private and syncs what sled's open created or renamed.
@@ -121,7 +192,6 @@ impl Directory {
             Err(e) => return Err(at(&blobs, "cannot list", &e)),
         };
         let mut present = BTreeSet::new();
-        let mut added = false;
         for entry in listing {
             let entry = entry.map_err(|e| at(&blobs, "cannot list", &e))?;
             let name = entry.file_name();
@@ -142,14 +212,15 @@ impl Directory {
                 }
                 fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
                     .map_err(|e| at(&file, "cannot make private", &e))?;
-                added = true;
             }
             present.insert(name);
         }
-        self.synced_blobs = present;
-        if added {
+        // New blobs, or blobs sled removed (their records were replaced): the seal lists exactly
+        // the complete blobs on disk, so that one missing on the next open is known to be lost.
+        if present != self.synced_blobs {
             sync_dir(&blobs)?;
-            write_seal(&self.path, &self.synced_blobs)?;
+            write_seal(&self.path, &present)?;
+            self.synced_blobs = present;
         }
         Ok(())
     }
@@ -223,25 +294,149 @@ fn check_blobs(dir: &Path, sealed: &BTreeSet<OsString>) -> Result<BTreeSet<OsStr
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(present),
         Err(e) => return Err(at(&blobs, "cannot list", &e)),
     };
+    let damaged = |file: &Path, problem: &str| StoreError::Damaged {
+        file: file.display().to_string(),
+        detail: format!(
+            "{problem}; this blob holds acknowledged data that sled would silently drop, with \
+             every later write. Restore the database directory from a backup"
+        ),
+    };
+    for name in sealed {
+        let file = blobs.join(name);
+        if !file.exists() {
+            return Err(damaged(&file, &format!("it is missing, but {SEAL_FILE} lists it")));
+        }
+    }
     for entry in listing {
         let entry = entry.map_err(|e| at(&blobs, "cannot list", &e))?;
         let name = entry.file_name();
         let file = entry.path();
         if sealed.contains(&name) {
             if let Some(problem) = blob_problem(&file)? {
-                return Err(StoreError::Damaged {
-                    file: file.display().to_string(),
-                    detail: format!(
-                        "{problem}; this blob holds acknowledged data that sled would silently \
-                         drop, with every later write. Restore the database directory from a \
-                         backup"
-                    ),
-                });
+                return Err(damaged(&file, &problem));
             }
             present.insert(name);
         }
     }
     Ok(present)
+}
+
+/// Checks sled's `conf` against the CRC-32 sled appends: sled only warns about a mismatch and
+/// then misreads the settings ("created using a sled version earlier than 0.29", or corruption
+/// blamed on `db`). A `conf` of 8 bytes or less sled replaces with its defaults, the only
+/// settings this store uses: harmless.
+fn check_conf(dir: &Path) -> Result<(), StoreError> {
+    let path = dir.join("conf");
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(at(&path, "cannot read", &e)),
+    };
+    if bytes.len() <= 8 {
+        return Ok(());
+    }
+    match bytes.split_last_chunk::<4>() {
+        Some((body, crc)) if u32::from_le_bytes(*crc) == crc32fast::hash(body) => Ok(()),
+        _ => Err(StoreError::Damaged {
+            file: path.display().to_string(),
+            detail: "sled's configuration does not match its checksum. Restore the database \
+                     directory from a backup"
+                .into(),
+        }),
+    }
+}
+
+/// Checks the snapshot sled will read (the last `snap.*` by name, as sled picks it) against its
+/// CRC-32: sled would report the mismatch as corrupted data in `db`.
+///
+/// A `snap.<lsn>.generating` is a snapshot whose open was cut short by a crash before sled renamed
+/// it into place (and so before sled removed the previous snapshot or reused the log it covers).
+/// sled would read it all the same, as the newest, and refuse to open when it is torn: it is
+/// removed instead, and sled reads the previous snapshot and replays the log.
+fn check_snapshot(dir: &Path) -> Result<(), StoreError> {
+    let mut snapshots = Vec::new();
+    let mut unfinished = false;
+    for entry in fs::read_dir(dir).map_err(|e| at(dir, "cannot list", &e))? {
+        let entry = entry.map_err(|e| at(dir, "cannot list", &e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|e| at(&path, "cannot remove", &e))?;
+            unfinished = true;
+        } else if name.starts_with("snap.") && !name.ends_with(".in___motion") {
+            snapshots.push(entry.path());
+        }
+    }
+    if unfinished {
+        sync_dir(dir)?;
+    }
+    snapshots.sort();
+    let Some(path) = snapshots.pop() else { return Ok(()) };
+    let bytes = fs::read(&path).map_err(|e| at(&path, "cannot read", &e))?;
+    // The snapshot, its length (u64) and the CRC-32 of the snapshot.
+    let intact = bytes.len() > 12
+        && bytes.split_last_chunk::<4>().is_some_and(|(rest, crc)| {
+            u32::from_le_bytes(*crc) == crc32fast::hash(&rest[..rest.len() - 8])
+        });
+    if intact {
+        return Ok(());
+    }
+    Err(StoreError::Damaged {
+        file: path.display().to_string(),
+        detail: "sled's snapshot does not match its checksum. Restore the database directory \
+                 from a backup"
+            .into(),
+    })
+}
+
+/// Opens (creating it when missing) `db.seal` and reads the highest epoch it records.
+fn open_marks(dir: &Path) -> Result<(File, u64), StoreError> {
+    let path = dir.join(MARK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| at(&path, "cannot open", &e))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| at(&path, "cannot read", &e))?;
+    let damaged = |what: &str| StoreError::Damaged {
+        file: path.display().to_string(),
+        detail: format!(
+            "{what}. It records the last flush of the database; restore the database directory \
+             from a backup"
+        ),
+    };
+    if bytes.is_empty() {
+        // New (or created just before a crash): no flush recorded yet. Both slots, unused.
+        file.write_all(&[0; 2 * SLOT]).map_err(|e| at(&path, "cannot write", &e))?;
+        return Ok((file, 0));
+    }
+    if bytes.len() != 2 * SLOT {
+        return Err(damaged(&format!("it is {} bytes long instead of {}", bytes.len(), 2 * SLOT)));
+    }
+    let mut flushed = 0;
+    for slot in bytes.chunks_exact(SLOT) {
+        if slot.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let epoch = u64::from_le_bytes(slot[..8].try_into().map_err(|_| damaged("unreadable"))?);
+        if slot != mark_slot(epoch) {
+            return Err(damaged("a slot does not match its checksum"));
+        }
+        flushed = flushed.max(epoch);
+    }
+    Ok((file, flushed))
+}
+
+fn mark_slot(epoch: u64) -> [u8; SLOT] {
+    let mut slot = [0; SLOT];
+    slot[..8].copy_from_slice(&epoch.to_le_bytes());
+    slot[8..12].copy_from_slice(&crc32fast::hash(&epoch.to_le_bytes()).to_le_bytes());
+    slot
 }
 
 /// What is wrong with a blob file: sled's layout is a CRC-32 of the rest, then a kind byte, then

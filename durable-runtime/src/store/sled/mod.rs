@@ -52,13 +52,45 @@ struct Open {
     timers: sled::Tree,
 }
 
-/// A sled error, classified: a full disk can be recovered from by reopening, anything else that
-/// touched the disk cannot.
-fn io(e: sled::Error) -> StoreError {
+/// Key of the flush mark in sled's default tree (see [`disk`]).
+const MARK: &[u8] = b"durable.flush-mark";
+
+/// A sled error met while working on the database in `path`, classified: a full disk can be
+/// recovered from by reopening; a damaged entry (sled checks one when it reads it) and a missing
+/// blob file are damage; anything else that touched the disk cannot be recovered from.
+fn classify(path: &Path, e: sled::Error) -> StoreError {
     match e {
         sled::Error::Io(e) if is_full(&e) => StoreError::Full(e.to_string()),
+        sled::Error::Corruption { .. } => damaged_db(path, &e),
+        // sled opens no file but blobs after its open.
+        sled::Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound => StoreError::Damaged {
+            file: path.join("blobs").display().to_string(),
+            detail: format!(
+                "a blob file sled needs is missing ({e}). Restore the database directory from a \
+                 backup"
+            ),
+        },
         other => StoreError::Io(other.to_string()),
     }
+}
+
+fn damaged_db(path: &Path, e: &sled::Error) -> StoreError {
+    StoreError::Damaged {
+        file: path.join("db").display().to_string(),
+        detail: format!(
+            "sled reports {e}. Restore the database directory from a backup, or move it away to \
+             start with an empty database"
+        ),
+    }
+}
+
+fn read_mark(db: &sled::Db, path: &Path) -> Result<Option<u64>, StoreError> {
+    let Some(bytes) = db.get(MARK).map_err(|e| classify(path, e))? else { return Ok(None) };
+    let bytes: [u8; 8] = bytes.as_ref().try_into().map_err(|_| StoreError::Damaged {
+        file: path.join("db").display().to_string(),
+        detail: "its flush mark is unreadable. Restore the database directory from a backup".into(),
+    })?;
+    Ok(Some(u64::from_le_bytes(bytes)))
 }
 
 fn is_full(e: &std::io::Error) -> bool {
@@ -78,13 +110,7 @@ fn open_at(path: &Path, directory: &mut Directory) -> Result<Open, StoreError> {
                 detail: "sled still holds its lock".into(),
             }
         }
-        sled::Error::Corruption { .. } => StoreError::Damaged {
-            file: path.join("db").display().to_string(),
-            detail: format!(
-                "sled reports {e}. Restore the directory from a backup, or move it away to \
-                 start with an empty database"
-            ),
-        },
+        sled::Error::Corruption { .. } => damaged_db(path, &e),
         sled::Error::Unsupported(msg) => StoreError::Damaged {
             file: path.join("conf").display().to_string(),
             detail: format!(
@@ -94,8 +120,9 @@ fn open_at(path: &Path, directory: &mut Directory) -> Result<Open, StoreError> {
         },
         other => StoreError::Io(format!("cannot open database {}: {other}", path.display())),
     })?;
-    let instances = db.open_tree("instances").map_err(io)?;
-    let timers = db.open_tree("timers").map_err(io)?;
+    directory.check_mark(read_mark(&db, path)?)?;
+    let instances = db.open_tree("instances").map_err(|e| classify(path, e))?;
+    let timers = db.open_tree("timers").map_err(|e| classify(path, e))?;
     directory.settle()?;
     Ok(Open { db, instances, timers })
 }
@@ -107,7 +134,8 @@ impl SledStore {
     /// Opens (or creates) the database in directory `path`.
     ///
     /// A directory that another process holds gives [`StoreError::Locked`] naming the path; a
-    /// damaged file gives [`StoreError::Damaged`] naming the file.
+    /// damaged file gives [`StoreError::Damaged`] naming the file, here or, for an entry of `db`
+    /// that sled reads only when it is used, from the operation that reads it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, Self::DEFAULT_REOPEN_EVERY)
     }
@@ -143,6 +171,10 @@ impl SledStore {
             Space::Instances => &open.instances,
             Space::Timers => &open.timers,
         })
+    }
+
+    fn io(&self, e: sled::Error) -> StoreError {
+        classify(&self.shared.path, e)
     }
 
     fn read(&self) -> Result<RwLockReadGuard<'_, Option<Open>>, StoreError> {
@@ -185,7 +217,7 @@ impl SledStore {
         let mut slot =
             self.shared.open.write().map_err(|_| StoreError::Io("store lock poisoned".into()))?;
         if flush && let Some(open) = slot.as_ref() {
-            open.db.flush().map_err(io)?;
+            open.db.flush().map_err(|e| self.io(e))?;
             lock(&self.shared.directory).sync()?;
         }
         // sled snapshots while opening. Its background thread may hold the directory's lock for
@@ -222,12 +254,12 @@ fn unavailable() -> StoreError {
 
 impl Store for SledStore {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with(space, |t| Ok(t.get(key).map_err(io)?.map(|v| v.to_vec())))
+        self.with(space, |t| Ok(t.get(key).map_err(|e| self.io(e))?.map(|v| v.to_vec())))
     }
 
     fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.shared.room.claim(key.len() + value.len())?;
-        self.with(space, |t| t.insert(key, value).map(drop).map_err(io))?;
+        self.with(space, |t| t.insert(key, value).map(drop).map_err(|e| self.io(e)))?;
         self.wrote()
     }
 
@@ -239,7 +271,7 @@ impl Store for SledStore {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         self.shared.room.claim(key.len() + value.len())?;
         let present = self.with(space, |t| {
-            match t.compare_and_swap(key, None::<&[u8]>, Some(value)).map_err(io)? {
+            match t.compare_and_swap(key, None::<&[u8]>, Some(value)).map_err(|e| self.io(e))? {
                 Ok(()) => Ok(None),
                 Err(cas) => Ok(cas.current.map(|v| v.to_vec())),
             }
@@ -251,7 +283,7 @@ impl Store for SledStore {
     }
 
     fn delete(&self, space: Space, key: &[u8]) -> Result<(), StoreError> {
-        self.with(space, |t| t.remove(key).map(drop).map_err(io))?;
+        self.with(space, |t| t.remove(key).map(drop).map_err(|e| self.io(e)))?;
         self.wrote()
     }
 
@@ -269,7 +301,7 @@ impl Store for SledStore {
         self.with(space, |tree| {
             let mut out = Vec::new();
             for item in tree.range::<Vec<u8>, _>((lower, Bound::Unbounded)).take(limit) {
-                let (k, v) = item.map_err(io)?;
+                let (k, v) = item.map_err(|e| self.io(e))?;
                 out.push((k.to_vec(), v.to_vec()));
             }
             Ok(out)
@@ -280,7 +312,20 @@ impl Store for SledStore {
         self.check_running()?;
         let guard = self.read()?;
         let open = guard.as_ref().ok_or_else(unavailable)?;
-        let synced = open.db.flush().map_err(io).and_then(|_| lock(&self.shared.directory).sync());
+        // The flush mark goes in first, after every write this flush covers, under the
+        // directory's lock so that marks reach sled in increasing order.
+        let mark = || {
+            let mut directory = lock(&self.shared.directory);
+            let epoch = directory.next_epoch();
+            open.db.insert(MARK, &epoch.to_le_bytes()).map_err(|e| self.io(e))?;
+            Ok(epoch)
+        };
+        let synced = mark().and_then(|epoch| {
+            open.db.flush().map_err(|e| self.io(e))?;
+            let mut directory = lock(&self.shared.directory);
+            directory.sync()?;
+            directory.flushed(epoch)
+        });
         synced.map_err(|e| self.stop_unless_full(e))
     }
 
