@@ -283,8 +283,8 @@ fn a_damaged_conf_is_reported() {
     }
 }
 
-/// An emptied blob file, one cut short, one with a flipped byte (in its checksum, its kind byte
-/// or its data) and a removed one refuse the open naming that file, whether the blob's record is
+/// An emptied blob file, one cut short and one with a flipped byte (in its checksum, its kind
+/// byte or its data) refuse the open naming that file, whether the blob's record is
 /// only in sled's log or under a snapshot: sled would silently drop the record (and, in the log,
 /// every write after it).
 #[test]
@@ -308,10 +308,9 @@ fn a_damaged_blob_file_is_reported() {
             let what = format!("{name}: blob {file} byte {offset} of {len} flipped");
             let outcome = damage_and_check(&pristine, &copy, blob, &what, |f| flip(f, offset));
             assert_eq!(outcome, Outcome::Refused, "{what}");
-            let what = format!("{name}: blob {file} removed");
-            let outcome =
-                damage_and_check(&pristine, &copy, blob, &what, |f| fs::remove_file(f).unwrap());
-            assert_eq!(outcome, Outcome::Refused, "{what}");
+            // A removed blob is not checked: sled removes blobs itself, and a power cut between
+            // such a removal and the next seal must not make a sound database refuse to open
+            // (a documented limit).
         }
     }
 }

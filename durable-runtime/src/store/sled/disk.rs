@@ -14,7 +14,7 @@
 //! - [`Directory::claim`] before sled opens: creates the directory `0700`, takes an exclusive
 //!   lock on `durable.lock` held for the store's whole life (sled's own lock is released while the
 //!   store reopens the database for a snapshot), and checks `conf`, the snapshot sled will read
-//!   and every blob against their checksums, and that no blob the seal lists is missing.
+//!   and every blob the seal lists against its checksum.
 //! - The *flush mark*: sled's recovery takes a damaged log entry for a write torn by a crash and
 //!   silently drops it with everything after it, so a flipped byte in `db` would roll back
 //!   acknowledged writes. Every flush therefore writes an increasing number (its epoch) into the
@@ -301,12 +301,9 @@ fn check_blobs(dir: &Path, sealed: &BTreeSet<OsString>) -> Result<BTreeSet<OsStr
              every later write. Restore the database directory from a backup"
         ),
     };
-    for name in sealed {
-        let file = blobs.join(name);
-        if !file.exists() {
-            return Err(damaged(&file, &format!("it is missing, but {SEAL_FILE} lists it")));
-        }
-    }
+    // A listed blob that is missing is not reported: sled removes a blob once nothing needs it,
+    // and a power cut between that removal reaching the disk and the next seal would make a
+    // sound database refuse to open. Emptied or altered blobs are what the list catches.
     for entry in listing {
         let entry = entry.map_err(|e| at(&blobs, "cannot list", &e))?;
         let name = entry.file_name();
