@@ -265,9 +265,15 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
-    /// Completed or failed: nothing more will happen.
+    /// Completed, failed or cancelled: nothing more will happen (as for the stored record,
+    /// [`Runtime::raise_event`] and [`Runtime::purge`]).
     pub fn is_terminal(&self) -> bool {
-        matches!(self, InstanceState::Completed | InstanceState::Failed { .. })
+        matches!(
+            self,
+            InstanceState::Completed
+                | InstanceState::Failed { .. }
+                | InstanceState::Cancelled { .. }
+        )
     }
 }
 
