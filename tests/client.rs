@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use durable::{Clock, Ctx, Failure, InstanceState, Runtime, orchestration};
+use durable::{Clock, Ctx, Failure, InstanceError, InstanceState, Runtime, orchestration};
 use support::harness::{fresh_db, open};
 
 fn manual_clock() -> Clock {
@@ -49,5 +49,36 @@ async fn a_cancelled_instance_is_terminal() {
         rt.status("c").unwrap().unwrap().state,
         InstanceState::Cancelled { reason: "stop".into() }
     );
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_cancel_wins_and_later_ones_are_refused() {
+    let db = fresh_db("client-first-cancel");
+    let clock = manual_clock();
+    let rt = open(|| Runtime::builder(&db).orchestration(hour).clock(clock.clone())).await;
+    rt.start(hour, "c5", 1).await.unwrap();
+    eventually("at the timer", || pending_of(&rt, "c5").as_deref() == Some("timer")).await;
+    // Suspended, so that no driver applies a cancellation between the calls.
+    rt.suspend("c5").await.unwrap();
+    let mut results = Vec::new();
+    for n in 0..5 {
+        results.push(rt.cancel("c5", &format!("reason {n}")).await);
+    }
+    assert!(results[0].is_ok(), "{results:?}");
+    for r in &results[1..] {
+        let e = r.as_ref().expect_err("a later cancel must be refused").to_string();
+        assert!(e.contains("reason 0"), "the error names the first reason: {e}");
+    }
+    // The same reason again is an idempotent retry of the first call.
+    let _ = rt.cancel("c5", "reason 0").await;
+    let _ = rt.resume("c5").await;
+    let err = rt
+        .handle::<hour>("c5")
+        .wait_timeout(Duration::from_secs(10))
+        .await
+        .expect("cancelled in time")
+        .unwrap_err();
+    assert!(matches!(&err, InstanceError::Cancelled(r) if r == "reason 0"), "{err}");
     rt.shutdown().await;
 }

@@ -153,6 +153,15 @@ pub enum ClientError {
         /// How it finished.
         state: InstanceState,
     },
+    /// A client has already asked to cancel the instance (with `reason`); the first request
+    /// wins and this one was not recorded.
+    #[error("instance `{id}` is already being cancelled ({reason}); this request was not recorded")]
+    Cancelling {
+        /// The instance id.
+        id: String,
+        /// The reason of the first request, the one that will be applied.
+        reason: String,
+    },
     /// The instance is still running (purge needs a finished instance).
     #[error("instance `{0}` is still running; cancel it or wait for it first")]
     Running(String),
@@ -646,8 +655,25 @@ impl Runtime {
 
     /// Cancels instance `id` with `reason`: at its next suspension point (at once if it waits)
     /// it ends with the terminal state `Cancelled`; its sub-orchestrations are cancelled too.
+    ///
+    /// The first request wins, as a termination does in the Durable Task Framework: once a
+    /// cancellation is recorded, a later `cancel` with another reason changes nothing and
+    /// returns [`ClientError::Cancelling`] naming the first reason (so no caller is told `Ok`
+    /// for a reason that will not be applied). The same reason again returns `Ok`, so a retried
+    /// call is harmless. Once the cancellation is applied, `cancel` returns
+    /// [`ClientError::Finished`].
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<(), ClientError> {
-        self.inner.update_live(id, |rec| rec.cancel = Some(reason.to_owned())).await?;
+        self.inner
+            .try_update_live(id, |rec| match &rec.cancel {
+                Some(first) if first != reason => {
+                    Err(ClientError::Cancelling { id: id.into(), reason: first.clone() })
+                }
+                _ => {
+                    rec.cancel = Some(reason.to_owned());
+                    Ok(())
+                }
+            })
+            .await?;
         self.inner.wake(id);
         Ok(())
     }

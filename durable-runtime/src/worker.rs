@@ -227,20 +227,33 @@ impl Inner {
         id: &str,
         f: impl FnOnce(&mut InstanceRecord),
     ) -> Result<(), ClientError> {
-        let mut finished = None;
+        self.try_update_live(id, |rec| {
+            f(rec);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Like [`update_live`](Self::update_live), but `f` may refuse the change: then nothing is
+    /// written and its error is returned.
+    pub(crate) async fn try_update_live(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut InstanceRecord) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
         let since = self.epoch();
-        let done = self.update(id, |rec| {
+        {
+            let _guard = lock(self.stripe(id));
+            let mut rec = match self.load(id) {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(ClientError::NotFound(id.into())),
+                Err(reason) => return Err(ClientError::Unreadable { id: id.into(), reason }),
+            };
             if rec.is_terminal() {
-                finished = Some(state_of(rec, true));
-            } else {
-                f(rec);
+                return Err(ClientError::Finished { id: id.into(), state: state_of(&rec, true) });
             }
-        })?;
-        if done.is_none() {
-            return Err(ClientError::NotFound(id.into()));
-        }
-        if let Some(state) = finished {
-            return Err(ClientError::Finished { id: id.into(), state });
+            f(&mut rec)?;
+            self.put(id, &rec)?;
         }
         self.make_durable(since).await?;
         Ok(())
@@ -1329,11 +1342,11 @@ impl Inner {
         tracing::info!(instance = %id, "cancelled: {reason}");
         self.forget_resident(id);
         for child in children {
-            let _ =
-                Box::pin(self.update_live(&child, |r| {
-                    r.cancel = Some(format!("parent cancelled: {reason}"))
-                }))
-                .await;
+            let _ = Box::pin(self.update_live(&child, |r| {
+                // A cancellation already asked for wins, as for clients.
+                r.cancel.get_or_insert_with(|| format!("parent cancelled: {reason}"));
+            }))
+            .await;
             self.wake(&child);
         }
         if let Some(observer) = &self.observer {
