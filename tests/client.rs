@@ -82,3 +82,28 @@ async fn the_first_cancel_wins_and_later_ones_are_refused() {
     assert!(matches!(&err, InstanceError::Cancelled(r) if r == "reason 0"), "{err}");
     rt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_suspended_instance_takes_effect_at_once() {
+    let db = fresh_db("client-cancel-suspended");
+    let clock = manual_clock();
+    let rt = open(|| Runtime::builder(&db).orchestration(hour).clock(clock.clone())).await;
+    rt.start(hour, "s", 1).await.unwrap();
+    eventually("at the timer", || pending_of(&rt, "s").as_deref() == Some("timer")).await;
+    rt.suspend("s").await.unwrap();
+    assert_eq!(rt.status("s").unwrap().unwrap().state, InstanceState::Suspended);
+    rt.cancel("s", "not wanted").await.unwrap();
+    // No resume.
+    let err = rt
+        .handle::<hour>("s")
+        .wait_timeout(Duration::from_secs(10))
+        .await
+        .expect("a suspended instance is cancelled without a resume")
+        .unwrap_err();
+    assert!(matches!(&err, InstanceError::Cancelled(r) if r == "not wanted"), "{err}");
+    assert_eq!(
+        rt.status("s").unwrap().unwrap().state,
+        InstanceState::Cancelled { reason: "not wanted".into() }
+    );
+    rt.shutdown().await;
+}

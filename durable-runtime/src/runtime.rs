@@ -653,8 +653,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// Cancels instance `id` with `reason`: at its next suspension point (at once if it waits)
-    /// it ends with the terminal state `Cancelled`; its sub-orchestrations are cancelled too.
+    /// Cancels instance `id` with `reason`: at its next suspension point (at once if it waits or
+    /// is suspended) it ends with the terminal state `Cancelled`; its sub-orchestrations are
+    /// cancelled too.
     ///
     /// The first request wins, as a termination does in the Durable Task Framework: once a
     /// cancellation is recorded, a later `cancel` with another reason changes nothing and
@@ -679,7 +680,8 @@ impl Runtime {
     }
 
     /// Suspends instance `id`: it stops at its current suspension point (running activities
-    /// are stopped and will run again) until [`resume`](Self::resume).
+    /// are stopped and will run again) until [`resume`](Self::resume). A suspended instance
+    /// still applies a [`cancel`](Self::cancel) at once.
     pub async fn suspend(&self, id: &str) -> Result<(), ClientError> {
         self.inner.update_live(id, |rec| rec.suspended = true).await?;
         self.inner.wake(id);

@@ -653,16 +653,17 @@ impl Inner {
                 self.forget_resident(&id);
                 break;
             }
+            // A cancellation applies at once, even to a suspended instance.
+            if let Some(reason) = rec.cancel.clone() {
+                self.apply_cancel(&id, &reason).await;
+                break;
+            }
             if rec.suspended {
                 running.clear();
                 if self.may_stop(&id, &wakes, seen) {
                     return;
                 }
                 continue;
-            }
-            if let Some(reason) = rec.cancel.clone() {
-                self.apply_cancel(&id, &reason).await;
-                break;
             }
             let Some(orchestration) = self.orchestration(&rec.orchestration, rec.version) else {
                 tracing::warn!(
