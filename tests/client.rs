@@ -107,3 +107,32 @@ async fn cancelling_a_suspended_instance_takes_effect_at_once() {
     );
     rt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_waits_and_refuses_new_work() {
+    let db = fresh_db("client-shutdown");
+    let clock = manual_clock();
+    let rt = open(|| Runtime::builder(&db).orchestration(hour).clock(clock.clone())).await;
+    let handle = rt.start(hour, "w", 1).await.unwrap();
+    eventually("at the timer", || pending_of(&rt, "w").as_deref() == Some("timer")).await;
+    let waiting = tokio::spawn(async move { handle.wait_timeout(Duration::from_secs(5)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    rt.shutdown().await;
+    let waited = waiting.await.unwrap();
+    match waited {
+        Some(Err(InstanceError::Shutdown)) => {}
+        other => panic!("expected a shutdown error, got {other:?}"),
+    }
+    // A wait that begins after the shutdown ends at once too.
+    let late = rt.handle::<hour>("w").wait_timeout(Duration::from_secs(5)).await;
+    assert!(matches!(late, Some(Err(InstanceError::Shutdown))), "{late:?}");
+
+    let started = rt.start(hour, "after", 2).await;
+    let e = started.expect_err("start after shutdown must be refused").to_string();
+    assert!(e.contains("shut down"), "{e}");
+    assert!(rt.status("after").unwrap().is_none(), "nothing was stored");
+    let raised = rt.raise_event("w", "go", &1u64).await;
+    let e = raised.expect_err("raise_event after shutdown must be refused").to_string();
+    assert!(e.contains("shut down"), "{e}");
+    assert_eq!(rt.status("w").unwrap().unwrap().buffered_events, 0);
+}

@@ -133,6 +133,9 @@ pub enum StartError {
         /// The version the caller named.
         requested: u32,
     },
+    /// The runtime was shut down ([`Runtime::shutdown`]); nothing was stored.
+    #[error("the runtime has shut down; instance `{0}` was not started")]
+    Shutdown(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -190,6 +193,9 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The runtime was shut down ([`Runtime::shutdown`]); nothing was done.
+    #[error("the runtime has shut down; nothing was done to instance `{0}`")]
+    Shutdown(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -223,8 +229,9 @@ pub enum InstanceError<E> {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The runtime shut down while waiting.
-    #[error("the runtime shut down")]
+    /// The runtime was shut down ([`Runtime::shutdown`]) before the instance finished. It
+    /// stays stored and resumes when a runtime opens the database again.
+    #[error("the runtime shut down before the instance finished")]
     Shutdown,
     /// The instance was cancelled.
     #[error("instance cancelled: {0}")]
@@ -466,6 +473,7 @@ impl RuntimeBuilder {
             max_payload: self.max_payload.min(self.max_record).min(codec::DECODE_LIMIT),
             clock: self.clock,
             active: Mutex::new(HashMap::new()),
+            shut_down: std::sync::atomic::AtomicBool::new(false),
             unregistered: Mutex::new(HashMap::new()),
             locks: (0..64).map(|_| Mutex::new(())).collect(),
             timer_wake: tokio::sync::Notify::new(),
@@ -579,6 +587,9 @@ impl Runtime {
     ) -> Result<Handle<O>, StartError> {
         let id = id.into();
         validate_id(&id).map_err(|reason| StartError::InvalidId { id: shown_id(&id), reason })?;
+        if self.inner.is_shut_down() {
+            return Err(StartError::Shutdown(shown_id(&id)));
+        }
         self.inner.register(orchestration());
         let bytes = codec::encode(&input)
             .and_then(|b| codec::check_readable::<O::Input>(&b).map(|()| b))
@@ -622,6 +633,7 @@ impl Runtime {
         name: &str,
         payload: &T,
     ) -> Result<(), ClientError> {
+        self.refuse_after_shutdown(id)?;
         let bytes = codec::encode(payload)
             .and_then(|b| codec::check_readable::<T>(&b).map(|()| b))
             .map_err(|e| ClientError::Payload { id: id.into(), reason: e.to_string() })?;
@@ -664,6 +676,7 @@ impl Runtime {
     /// call is harmless. Once the cancellation is applied, `cancel` returns
     /// [`ClientError::Finished`].
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<(), ClientError> {
+        self.refuse_after_shutdown(id)?;
         self.inner
             .try_update_live(id, |rec| match &rec.cancel {
                 Some(first) if first != reason => {
@@ -683,6 +696,7 @@ impl Runtime {
     /// are stopped and will run again) until [`resume`](Self::resume). A suspended instance
     /// still applies a [`cancel`](Self::cancel) at once.
     pub async fn suspend(&self, id: &str) -> Result<(), ClientError> {
+        self.refuse_after_shutdown(id)?;
         self.inner.update_live(id, |rec| rec.suspended = true).await?;
         self.inner.wake(id);
         Ok(())
@@ -690,6 +704,7 @@ impl Runtime {
 
     /// Resumes a suspended instance.
     pub async fn resume(&self, id: &str) -> Result<(), ClientError> {
+        self.refuse_after_shutdown(id)?;
         self.inner.update_live(id, |rec| rec.suspended = false).await?;
         self.inner.wake(id);
         Ok(())
@@ -729,13 +744,27 @@ impl Runtime {
     /// Deletes a finished instance and everything stored for it. A running instance is an
     /// error.
     pub async fn purge(&self, id: &str) -> Result<(), ClientError> {
+        self.refuse_after_shutdown(id)?;
         self.inner.purge(id).await
     }
 
     /// Stops every instance task of this process (their state stays stored) and waits for them.
     /// The database closes when the last clone of the runtime (and of its handles) is dropped.
+    ///
+    /// Afterwards, on every clone: [`Handle::wait`] on an unfinished instance returns
+    /// [`InstanceError::Shutdown`] (pending waits end too); [`start`](Self::start) is refused
+    /// with [`StartError::Shutdown`] and `raise_event`, `cancel`, `suspend`, `resume` and
+    /// `purge` with [`ClientError::Shutdown`]; no instance runs. `status` and `list` still read
+    /// the store.
     pub async fn shutdown(&self) {
         self.inner.shutdown().await;
+    }
+
+    fn refuse_after_shutdown(&self, id: &str) -> Result<(), ClientError> {
+        if self.inner.is_shut_down() {
+            return Err(ClientError::Shutdown(shown_id(id)));
+        }
+        Ok(())
     }
 }
 
@@ -767,7 +796,9 @@ impl<O: Orchestration> Handle<O> {
     }
 
     /// Waits until the instance completes, fails or is cancelled, and returns its result, once
-    /// that result is durable.
+    /// that result is durable. After [`Runtime::shutdown`] (or when it happens while waiting),
+    /// returns the result if the instance has already finished, else
+    /// [`InstanceError::Shutdown`].
     pub async fn wait(&self) -> Result<OutputOf<O>, InstanceError<ErrorOf<O>>> {
         let mut changes = self.rt.inner.changes.subscribe();
         loop {
@@ -814,6 +845,10 @@ impl<O: Orchestration> Handle<O> {
                 }
                 State::Incompatible { .. } => {}
                 State::Running => {}
+            }
+            // Set before `shutdown` notifies: a wait that subscribed earlier is woken below.
+            if self.rt.inner.is_shut_down() {
+                return Err(InstanceError::Shutdown);
             }
             if changes.changed().await.is_err() {
                 return Err(InstanceError::Shutdown);

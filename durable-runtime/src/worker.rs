@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Clock,
     /// Driver tasks of this process, by instance.
     pub(crate) active: Mutex<HashMap<String, Driver>>,
+    /// Set (under the `active` lock) by [`Inner::shutdown`]: no driver starts after it.
+    pub(crate) shut_down: std::sync::atomic::AtomicBool,
     /// Instances parked because their orchestration is not registered, by orchestration name.
     pub(crate) unregistered: Mutex<HashMap<String, Vec<String>>>,
     /// Striped per-instance locks for read-modify-write of records.
@@ -497,7 +499,19 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::SeqCst)
+    }
+
     pub(crate) async fn shutdown(&self) {
+        {
+            // Under the lock `wake` takes: no driver starts after this.
+            let _active = lock(&self.active);
+            self.shut_down.store(true, Ordering::SeqCst);
+        }
+        // Waiting clients see the flag.
+        self.changes.send_modify(|v| *v += 1);
         let timer = lock(&self.timer_task).take();
         if let Some(t) = timer {
             t.abort();
@@ -521,6 +535,10 @@ impl Inner {
     /// Makes sure instance `id` gets looked at: notifies its driver or starts one.
     pub(crate) fn wake(self: &Arc<Self>, id: &str) {
         let mut active = lock(&self.active);
+        if self.is_shut_down() {
+            // Stays stored; the next runtime over the database resumes it.
+            return;
+        }
         if let Some(d) = active.get(id)
             && !d.task.is_finished()
         {
