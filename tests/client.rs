@@ -136,3 +136,14 @@ async fn shutdown_ends_waits_and_refuses_new_work() {
     assert!(e.contains("shut down"), "{e}");
     assert_eq!(rt.status("w").unwrap().unwrap().buffered_events, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_directory_twice_in_one_process_says_so() {
+    let db = fresh_db("client-twice");
+    let rt = open(|| Runtime::builder(&db)).await;
+    let second = Runtime::builder(&db).open().await;
+    let e = second.expect_err("the directory is held by the first runtime").to_string();
+    assert!(e.contains("another open store in this one"), "{e}");
+    assert!(!e.contains("in use by another process:"), "does not blame another process only: {e}");
+    rt.shutdown().await;
+}

@@ -196,5 +196,5 @@ fn a_second_process_on_the_same_database_gets_a_clear_error() {
     first.kill();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("in use by another process") && err.contains(db), "{err}");
+    assert!(err.contains("locked by another process") && err.contains(db), "{err}");
 }

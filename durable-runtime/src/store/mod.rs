@@ -17,8 +17,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database directory is held by another process (or another `Runtime` in this one).
-    #[error("database {path} is in use by another process: {detail}")]
+    /// The database directory is held by another process, or by another open store (another
+    /// `Runtime`) in this one; `detail` says which lock was found taken.
+    #[error("database {path} is in use: {detail}")]
     Locked {
         /// The directory that could not be opened.
         path: String,
