@@ -6,7 +6,10 @@ mod support;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use durable::{Clock, Ctx, Failure, InstanceError, InstanceState, Runtime, orchestration};
+use durable::{
+    ActivityContext, ActivityError, Clock, Ctx, Failure, InstanceError, InstanceState, Runtime,
+    activity, orchestration,
+};
 use support::harness::{fresh_db, open};
 
 fn manual_clock() -> Clock {
@@ -145,5 +148,40 @@ async fn opening_a_directory_twice_in_one_process_says_so() {
     let e = second.expect_err("the directory is held by the first runtime").to_string();
     assert!(e.contains("another open store in this one"), "{e}");
     assert!(!e.contains("in use by another process:"), "does not blame another process only: {e}");
+    rt.shutdown().await;
+}
+
+/// Never returns on its own.
+#[activity]
+async fn stuck(_ctx: ActivityContext, _x: u64) -> Result<u64, String> {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    Ok(0)
+}
+
+#[orchestration]
+async fn impatient(ctx: Ctx, x: u64) -> Result<String, Failure> {
+    match ctx.call(stuck, x).with_timeout(Duration::from_secs(60)).await {
+        Ok(_) => Ok("returned".into()),
+        Err(ActivityError::TimedOut(d)) => Ok(format!("timed out after {}s", d.as_secs())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_timeouts_follow_the_runtime_clock() {
+    let db = fresh_db("client-activity-timeout");
+    let clock = manual_clock();
+    let rt = open(|| Runtime::builder(&db).orchestration(impatient).clock(clock.clone())).await;
+    let handle = rt.start(impatient, "t", 1).await.unwrap();
+    eventually("calling", || pending_of(&rt, "t").is_some()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rt.status("t").unwrap().unwrap().state, InstanceState::Running);
+    clock.advance(Duration::from_secs(61));
+    let out = handle
+        .wait_timeout(Duration::from_secs(10))
+        .await
+        .expect("the manual clock drives the attempt timeout")
+        .unwrap();
+    assert_eq!(out, "timed out after 60s");
     rt.shutdown().await;
 }

@@ -159,7 +159,7 @@ pub struct RetryPolicy {
     pub backoff_factor: u32,
     /// Upper bound of the delay.
     pub max_backoff: Duration,
-    /// Time allowed for one attempt; `None` for no limit.
+    /// Time allowed for one attempt, on the runtime's clock; `None` for no limit.
     pub attempt_timeout: Option<Duration>,
 }
 

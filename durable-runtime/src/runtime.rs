@@ -447,7 +447,8 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The clock timers, `ctx.now()` and retry backoffs read (default: the system clock).
+    /// The clock timers, `ctx.now()`, retry backoffs and activity attempt timeouts read
+    /// (default: the system clock).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self

@@ -870,6 +870,10 @@ impl Inner {
         let fut = activity.zip(ctx).map(|((_, act), ctx)| act.invoke(ctx, input));
         let name = name.to_owned();
         let timeout = policy.attempt_timeout;
+        // The attempt's deadline on the runtime's clock (a manual clock drives it, as it drives
+        // timers and backoffs).
+        let clock = self.clock.clone();
+        let deadline = timeout.map(|limit| clock.now_ms().saturating_add(ms(limit)));
         let span = tracing::info_span!("activity", name = %name, attempt);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(
@@ -893,9 +897,13 @@ impl Inner {
                                 }
                             })
                         });
-                        let joined = match timeout {
+                        let joined = match deadline {
                             None => Some(inner.await),
-                            Some(limit) => tokio::time::timeout(limit, inner).await.ok(),
+                            Some(at) => tokio::select! {
+                                biased;
+                                r = inner => Some(r),
+                                () = clock.sleep_until(at) => None,
+                            },
                         };
                         match joined {
                             None => Err(ActivityFailure::TimedOut(timeout.unwrap_or_default())),
