@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod built;
 pub mod harness;
 
 use std::io::{BufRead, BufReader};
@@ -10,21 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The path of a built example, built first so that it is never stale (cargo does nothing when
-/// it is up to date).
-pub fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
-    let path = dir.join("examples").join(name);
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("cargo build");
-    assert!(status.success(), "building example {name} failed");
-    path
-}
+#[allow(unused_imports, reason = "not every test that includes the support module runs an example")]
+pub use built::example;
 
 /// A running example whose stdout lines arrive on a channel.
 pub struct Running {

@@ -15,6 +15,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "built.rs"]
+mod built;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -297,31 +300,9 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     Ok(summary)
 }
 
-/// The worker example next to the running executable, built for that profile first.
+/// The worker example, built for the running executable's profile first.
 pub fn worker() -> PathBuf {
-    let exe = std::env::current_exe().expect("current executable");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile directory");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "--example", "powercut"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-    match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => {}
-        Some("release") => {
-            cmd.arg("--release");
-        }
-        Some(other) => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "building the power-cut worker failed");
-    profile_dir.join("examples").join("powercut")
+    built::example("powercut")
 }
 
-/// A scratch directory under the target directory.
-pub fn scratch(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current executable");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").join("scratch").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
+pub use built::scratch;
