@@ -11,7 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-#[allow(unused_imports, reason = "not every test that includes the support module runs an example")]
+#[allow(
+    unused_imports,
+    reason = "not every test that includes the support module runs an example"
+)]
 pub use built::example;
 
 /// A running example whose stdout lines arrive on a channel.

@@ -161,19 +161,17 @@ impl Directory {
                 .map_err(|e| at(file, "cannot make private", &e))?;
             if file.is_file() {
                 // At open, a file may be new: sync its metadata too.
-                File::open(file)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| at(file, "cannot sync", &e))?;
+                sync_all(file)?;
             }
         }
         let blobs = self.path.join("blobs");
         if blobs.is_dir() {
             self.sync_blobs()?;
-            sync_dir(&blobs)?;
+            sync_all(&blobs)?;
         }
-        sync_dir(&self.path)?;
+        sync_all(&self.path)?;
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+            sync_all(parent)?;
         }
         Ok(())
     }
@@ -218,7 +216,7 @@ impl Directory {
         // New blobs, or blobs sled removed (their records were replaced): the seal lists exactly
         // the complete blobs on disk, so that one missing on the next open is known to be lost.
         if present != self.synced_blobs {
-            sync_dir(&blobs)?;
+            sync_all(&blobs)?;
             write_seal(&self.path, &present)?;
             self.synced_blobs = present;
         }
@@ -234,8 +232,9 @@ fn sync_file(path: &Path) -> Result<(), StoreError> {
     File::open(path).and_then(|f| f.sync_data()).map_err(|e| at(path, "cannot sync", &e))
 }
 
-fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(|e| at(path, "cannot sync directory", &e))
+/// `fsync`: a file's data and metadata, or a directory's entries.
+fn sync_all(path: &Path) -> Result<(), StoreError> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| at(path, "cannot sync", &e))
 }
 
 fn read_seal(dir: &Path) -> Result<BTreeSet<OsString>, StoreError> {
@@ -279,7 +278,7 @@ fn write_seal(dir: &Path, names: &BTreeSet<OsString>) -> Result<(), StoreError> 
         fs::rename(&fresh, &path)
     };
     write().map_err(|e| at(&path, "cannot write", &e))?;
-    sync_dir(dir)
+    sync_all(dir)
 }
 
 /// Checks every blob file against the checksum sled wrote at its start. A damaged blob that the
@@ -366,7 +365,7 @@ fn check_snapshot(dir: &Path) -> Result<(), StoreError> {
         }
     }
     if unfinished {
-        sync_dir(dir)?;
+        sync_all(dir)?;
     }
     snapshots.sort();
     let Some(path) = snapshots.pop() else { return Ok(()) };
