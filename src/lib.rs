@@ -3,7 +3,7 @@
 #![doc = include_str!("../README.md")]
 #![doc(test(attr(deny(warnings))))]
 
-pub use durable_macros::{activity, orchestration};
+pub use durable_macros::{activity, durable_fn, orchestration};
 pub use durable_runtime::*;
 
 #[doc(hidden)]

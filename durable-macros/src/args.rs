@@ -23,6 +23,7 @@ pub(crate) struct Args {
 pub(crate) enum Kind {
     Orchestration,
     Activity,
+    DurableFn,
 }
 
 impl Kind {
@@ -32,6 +33,7 @@ impl Kind {
                 "expected one of: `name = \"...\"`, `version = N`, `crate = \"...\"`"
             }
             Kind::Activity => "expected one of: `name = \"...\"`, `crate = \"...\"`",
+            Kind::DurableFn => "expected `crate = \"...\"`",
         }
     }
 }
@@ -53,6 +55,16 @@ impl Args {
                 continue;
             };
             let key = nv.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            if kind == Kind::DurableFn && key != "crate" {
+                errors.at(
+                    &nv.path,
+                    format!(
+                        "unknown argument `{key}`; a durable function is not stored by name (its \
+                         frame lives in its caller's): {valid}"
+                    ),
+                );
+                continue;
+            }
             if key == "version" && kind == Kind::Activity {
                 errors.at(
                     &nv.path,

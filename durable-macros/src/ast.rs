@@ -13,6 +13,9 @@ pub(crate) struct OrchestrationFn {
     /// The other parameters.
     pub inputs: Vec<(Pat, Type)>,
     pub output: Type,
+    /// A `#[durable_fn]` (context by reference, arguments passed as they are) rather than an
+    /// orchestration.
+    pub durable_fn: bool,
 }
 
 /// An `#[activity]` function.
@@ -205,7 +208,67 @@ impl OrchestrationFn {
         };
         inputs.extend(args.map(|t| ((*t.pat).clone(), (*t.ty).clone())));
         check_owned(inputs.iter().map(|(_, t)| t).chain([&output]), WHAT, errors);
-        Some(Self { item, ctx, ctx_ty, inputs, output })
+        Some(Self { item, ctx, ctx_ty, inputs, output, durable_fn: false })
+    }
+}
+
+impl OrchestrationFn {
+    /// A `#[durable_fn]`: `async fn(ctx: &Ctx, args…) -> T`, any return type, owned arguments.
+    pub(crate) fn parse_durable_fn(item: ItemFn, errors: &Errors) -> Option<Self> {
+        const WHAT: &str = "a durable function";
+        common_checks(&item, WHAT, errors);
+        if !item.sig.generics.params.is_empty() {
+            errors.at(
+                &item.sig.generics,
+                "a durable function cannot be generic: its frame is stored with its caller's \
+                 under one layout; write one function per type",
+            );
+        }
+        let output = match &item.sig.output {
+            ReturnType::Type(_, ty) => {
+                if let Type::ImplTrait(_) = &**ty {
+                    errors.at(ty, format!("{WHAT} must return a concrete type, not `impl Trait`"));
+                }
+                (**ty).clone()
+            }
+            ReturnType::Default => syn::parse_quote!(()),
+        };
+        let mut args = item.sig.inputs.iter().filter_map(|a| match a {
+            FnArg::Typed(t) => Some(t),
+            FnArg::Receiver(_) => None,
+        });
+        let message = "the first parameter of a durable function must be the caller's context, \
+                       by reference: `ctx: &Ctx`";
+        let (ctx, ctx_ty) = match args.next() {
+            Some(first) if last_segment_is(&first.ty, "Ctx") => {
+                if !matches!(&*first.ty, Type::Reference(r) if r.mutability.is_none()) {
+                    errors.at(&first.ty, message);
+                }
+                ((*first.pat).clone(), (*first.ty).clone())
+            }
+            Some(first) => {
+                errors.at(first, message);
+                return None;
+            }
+            None => {
+                errors.at(&item.sig.ident, format!("{message}; add it"));
+                return None;
+            }
+        };
+        let inputs: Vec<(Pat, Type)> = args.map(|t| ((*t.pat).clone(), (*t.ty).clone())).collect();
+        for (_, ty) in &inputs {
+            if let Some(r) = first_reference(ty) {
+                errors.at(
+                    r,
+                    "a durable function's arguments are kept in its frame, so they cannot \
+                     borrow; take an owned type (`String` for `&str`, `Vec<T>` for `&[T]`)",
+                );
+            }
+        }
+        if let Some(r) = first_reference(&output) {
+            errors.at(r, format!("{WHAT} cannot return a borrowed value"));
+        }
+        Some(Self { item, ctx, ctx_ty, inputs, output, durable_fn: true })
     }
 }
 

@@ -98,6 +98,10 @@ fn assigned_bindings(m: &Machine) -> BTreeSet<BindingId> {
 fn witness(b: BindingId) -> syn::Ident {
     format_ident!("__durable_type_of{}", b, span = Span::mixed_site())
 }
+/// The type witness of point `p`'s slot (for register mode, which has no values).
+fn slot_witness(p: usize) -> syn::Ident {
+    format_ident!("__durable_slot_type{}", p, span = Span::mixed_site())
+}
 fn tie_fn() -> syn::Ident {
     format_ident!("__durable_same_type", span = Span::mixed_site())
 }
@@ -216,12 +220,34 @@ impl Ctx<'_> {
         })
     }
 
+    /// The `.await` of point `p`: the operand goes into the resume block's slot, and that block
+    /// polls it (parking there when it is not ready).
     fn suspend(&self, p: usize) -> TokenStream {
         let krate = self.krate;
         let point = &self.m.points[p];
         let mut op = point.op.clone();
         ReplaceGotos(self).visit_expr_mut(&mut op);
-        let await_span = point.span;
+        let live = &self.m.blocks[point.resume].live_in;
+        let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
+        let (st, var, v, opf, l) =
+            (state_ident(), var_ident(), variant(point.resume), op_field(self.m), label());
+        let opv = format_ident!("__durable_opv", span = Span::mixed_site());
+        let fresh = located_at(hygienic!(#krate::__private::Slot::fresh(#opv)), point.span);
+        let (tie, slot_type) = (tie_fn(), slot_witness(p));
+        hygienic!({
+            let #opv = #op;
+            let #opv = #fresh;
+            #tie(&#slot_type, &#opv);
+            #var = #st::#v { #(#fields,)* #opf: #opv };
+            continue #l;
+        })
+    }
+
+    /// Parks at point `p` from its resume block, whose fields are bound: writes the live locals
+    /// and the slot's part into a frame, puts the state back and returns the command.
+    fn park(&self, p: usize, slot: &syn::Ident, command: &syn::Ident) -> TokenStream {
+        let krate = self.krate;
+        let point = &self.m.points[p];
         let live = &self.m.blocks[point.resume].live_in;
         let w = format_ident!("__durable_w", span = Span::mixed_site());
         let writes = live.iter().map(|b| {
@@ -239,19 +265,19 @@ impl Ctx<'_> {
             (state_ident(), var_ident(), variant(point.resume), op_field(self.m));
         let identity = &point.identity;
         let line = quote_spanned!(point.span=> ::core::line!());
-        let opv = format_ident!("__durable_opv", span = Span::mixed_site());
         let frame = format_ident!("__durable_frame", span = Span::mixed_site());
-        let marker = located_at(hygienic!(#krate::__private::Marker::of(&#opv)), await_span);
-        let suspend =
-            located_at(hygienic!(#krate::__private::suspend(#frame, #opv, #var)), await_span);
+        let park =
+            located_at(hygienic!(#krate::__private::park(#frame, #command, #var)), point.span);
+        let store =
+            located_at(hygienic!(#krate::__private::Slot::store(&#slot, &mut #w)), point.span);
         hygienic!({
-            let #opv = #op;
             static __DURABLE_CHECKED: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
             let mut #w = #krate::__private::FrameWriter::new(&__DURABLE_CHECKED);
             #(#writes)*
+            #store;
             let #frame = #w.finish_at(#identity, ::core::file!(), #line);
-            #var = #st::#v { #(#fields,)* #opf: #marker };
-            return #suspend;
+            #var = #st::#v { #(#fields,)* #opf: #slot };
+            return #park;
         })
     }
 
@@ -284,14 +310,19 @@ impl Ctx<'_> {
                     };)
                 });
                 let completion = completion_ident();
-                let complete = located_at(
-                    hygienic!(#krate::__private::Marker::complete(#opf, &mut #completion)),
+                let identity = &point.identity;
+                let poll = located_at(
+                    hygienic!(#krate::__private::Slot::poll(#opf, __durable_ctx, &mut #completion, #identity)),
                     point.span,
                 );
+                let slot = format_ident!("__durable_slot", span = Span::mixed_site());
+                let command = format_ident!("__durable_command", span = Span::mixed_site());
+                let park = self.park(p, &slot, &command);
                 hygienic!(#st::#v { #(#fields,)* #opf } => {
-                    let #value = match #complete {
-                        ::core::result::Result::Ok(__durable_v) => __durable_v,
-                        ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
+                    let #value = match #poll {
+                        #krate::__private::Polled::Ready(__durable_v) => __durable_v,
+                        #krate::__private::Polled::Park(#slot, #command) => #park,
+                        #krate::__private::Polled::Fault(__durable_f) => return #krate::__private::fault(__durable_f),
                     };
                     #unwrap
                     #body
@@ -324,7 +355,7 @@ impl Ctx<'_> {
         let (st, v, opf) = (state_ident(), variant(point.resume), op_field(self.m));
         let identity = &point.identity;
         let line = quote_spanned!(point.span=> ::core::line!());
-        let marker = located_at(hygienic!(#krate::__private::Marker::new()), point.span);
+        let restore = located_at(hygienic!(#krate::__private::Slot::restore(&mut #r)), point.span);
         hygienic!(#identity => {
             #(let #markers = ::core::marker::PhantomData;)*
             let mut #r = match #krate::__private::FrameReader::open(
@@ -334,7 +365,11 @@ impl Ctx<'_> {
                 ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
             };
             #(#reads)*
-            #st::#v { #(#fields,)* #opf: #marker }
+            let __durable_slot = match #restore {
+                ::core::result::Result::Ok(__durable_s) => __durable_s,
+                ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
+            };
+            #st::#v { #(#fields,)* #opf: __durable_slot }
         })
     }
 }
@@ -502,9 +537,125 @@ pub(crate) fn orchestration(
 ) -> TokenStream {
     let item = &f.item;
     let (vis, ident) = (&item.vis, &item.sig.ident);
-    let docs = doc_attrs(&item.attrs);
     let name = args.name.as_ref().map_or_else(|| ident.to_string(), |(n, _)| n.clone());
     let version = args.version.unwrap_or(1);
+    let output = &f.output;
+    let input_ty = input_type(&f.inputs);
+    let points = m.points.iter().enumerate().filter(|(_, p)| m.reachable[p.resume]).map(|(_, p)| {
+        let identity = &p.identity;
+        let line = quote_spanned!(p.span=> ::core::line!());
+        let locals = m.blocks[p.resume].live_in.iter().map(|b| &m.bindings[*b].name);
+        hygienic!(#krate::__private::PointInfo { identity: #identity, line: #line, locals: &[#(#locals),*] })
+    });
+    let (activities, children) = crate::analyze::dependencies(&f.item.block, &f.ctx);
+    let output_assert = quote_spanned!(first_span(output)=> type Output = #output;);
+    let step = format_ident!("__durable_step", span = Span::mixed_site());
+    let finish = located_at(hygienic!(#krate::__private::finish(#step)), first_span(output));
+    let docs: Vec<&syn::Attribute> = doc_attrs(&item.attrs).collect();
+    let generics = &item.sig.generics;
+    let named = named_item(vis, ident, generics, &docs);
+    let (impl_g, ty_g, where_c) = generics.split_for_impl();
+    let turbofish = ty_g.as_turbofish();
+    let machine = machine(f, m, krate);
+    hygienic! {
+        #named
+
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_g #krate::__private::Orchestration for #ident #ty_g #where_c {
+                type Input = #input_ty;
+                #output_assert
+                const NAME: &'static str = #name;
+                const VERSION: u32 = #version;
+                fn points(&self) -> &'static [#krate::__private::PointInfo] {
+                    &[#(#points),*]
+                }
+                fn register(&self, __durable_registry: &mut #krate::__private::Registry) {
+                    #(__durable_registry.add_activity(#activities);)*
+                    #(__durable_registry.add_orchestration(#children);)*
+                    // What the `.await`s' types need: the durable functions called.
+                    let _ = __durable_machine #turbofish (
+                        &#krate::__private::detached_ctx(),
+                        #krate::__private::Entry::Register(__durable_registry),
+                    );
+                }
+                fn step(
+                    &self,
+                    __durable_ctx: &#krate::__private::Ctx,
+                    __durable_resume: #krate::__private::Resume<'_>,
+                ) -> #krate::__private::StepResult {
+                    let #step = __durable_machine #turbofish (
+                        __durable_ctx,
+                        #krate::__private::Entry::of(__durable_resume),
+                    );
+                    #finish
+                }
+            }
+
+            #machine
+        };
+    }
+}
+
+/// A `#[durable_fn]`: the function users call, which returns the call (`Nested`) that the
+/// caller's machine awaits, a hidden type naming the function's machine, and the machine.
+pub(crate) fn durable_fn(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) -> TokenStream {
+    let item = &f.item;
+    let (vis, ident) = (&item.vis, &item.sig.ident);
+    let output = &f.output;
+    let marker = format_ident!("__DurableFn_{}", ident);
+    let ctx_ty = &f.ctx_ty;
+    let params: Vec<syn::Ident> = (0..f.inputs.len())
+        .map(|i| format_ident!("__durable_arg{}", i, span = Span::mixed_site()))
+        .collect();
+    let tys: Vec<&syn::Type> = f.inputs.iter().map(|(_, t)| t).collect();
+    let name = ident.to_string();
+    let (activities, children) = crate::analyze::dependencies(&f.item.block, &f.ctx);
+    let docs = doc_attrs(&item.attrs);
+    let machine = machine(f, m, krate);
+    let doc = format!(
+        "The machine of durable function [`{name}`]; generated by `#[durable_fn]`, not for use."
+    );
+    hygienic! {
+        #(#docs)*
+        #[allow(clippy::needless_lifetimes)]
+        #vis fn #ident(_: #ctx_ty, #(#params: #tys),*) -> #krate::__private::Nested<#marker> {
+            #krate::__private::Nested::new((#(#params,)*))
+        }
+
+        #[doc = #doc]
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #vis struct #marker;
+
+        const _: () = {
+            #[automatically_derived]
+            impl #krate::__private::DurableFn for #marker {
+                type Args = (#(#tys,)*);
+                type Output = #output;
+                const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", #name);
+                fn step(
+                    __durable_ctx: &#krate::__private::Ctx,
+                    __durable_entry: #krate::__private::Entry<'_, Self::Args>,
+                ) -> #krate::__private::Step<Self::Output> {
+                    __durable_machine(__durable_ctx, __durable_entry)
+                }
+                fn register(__durable_registry: &mut #krate::__private::Registry) {
+                    #(__durable_registry.add_activity(#activities);)*
+                    #(__durable_registry.add_orchestration(#children);)*
+                }
+            }
+
+            #machine
+        };
+    }
+}
+
+/// The step machine of an orchestration or a durable function: entered with its input (an
+/// orchestration's encoded, a durable function's arguments), at a later step, or in register
+/// mode.
+fn machine(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) -> TokenStream {
+    let item = &f.item;
     let output = &f.output;
     let input_ty = input_type(&f.inputs);
     let cx = Ctx { m, krate, tied: assigned_bindings(m) };
@@ -532,7 +683,7 @@ pub(crate) fn orchestration(
             let op = format_ident!("__DurableOp{}", p);
             params.push(op.clone());
             let opf = op_field(m);
-            fields.push(hygienic!(#opf: #krate::__private::Marker<#op>));
+            fields.push(hygienic!(#opf: #krate::__private::Slot<#op>));
         }
         let v = variant(b);
         variants.push(hygienic!(#v { #(#fields),* }));
@@ -550,121 +701,109 @@ pub(crate) fn orchestration(
     let items = &m.items;
     let ctx_pat = &f.ctx;
     let ctx_ty = &f.ctx_ty;
-
-    // Inputs: decoded as a whole, then bound by the user's patterns.
-    let input_pats = f.inputs.iter().map(|(p, _)| p);
-    let bind_inputs = match f.inputs.len() {
-        1 => hygienic!(let #(#input_pats)* : #input_ty = __durable_input;),
-        _ => hygienic!(let (#(#input_pats,)*) : #input_ty = __durable_input;),
-    };
     let entry_fields = m.blocks[0].live_in.iter().map(|b| &m.bindings[*b].ident);
+    let input = format_ident!("__durable_input", span = Span::mixed_site());
+    let input_pats = f.inputs.iter().map(|(p, _)| p);
 
-    let points = m.points.iter().enumerate().filter(|(_, p)| m.reachable[p.resume]).map(|(_, p)| {
-        let identity = &p.identity;
-        let line = quote_spanned!(p.span=> ::core::line!());
-        let locals = m.blocks[p.resume].live_in.iter().map(|b| &m.bindings[*b].name);
-        hygienic!(#krate::__private::PointInfo { identity: #identity, line: #line, locals: &[#(#locals),*] })
-    });
-    let (activities, children) = crate::analyze::dependencies(&f.item.block, &f.ctx);
-    let output_assert = quote_spanned!(first_span(output)=> type Output = #output;);
-    // Checks of the input and output types, each at the user's type, in the machine's body so
-    // that rustc reports each failed bound once.
-    let input_asserts = input_asserts(&f.inputs, krate);
-    let bytes = format_ident!("__durable_bytes", span = Span::mixed_site());
-    let decode_input = hygienic!(#krate::__private::decode_input(#bytes));
-    let decode_input = match f.inputs.as_slice() {
-        [(_, ty)] => located_at(decode_input, first_span(ty)),
-        _ => decode_input,
-    };
-    let step = format_ident!("__durable_step", span = Span::mixed_site());
-    let finish = located_at(hygienic!(#krate::__private::finish(#step)), first_span(output));
-
-    let docs: Vec<&syn::Attribute> = docs.collect();
-    let generics = &item.sig.generics;
-    let named = named_item(vis, ident, generics, &docs);
-    let (impl_g, ty_g, where_c) = generics.split_for_impl();
-    let turbofish = ty_g.as_turbofish();
-    hygienic! {
-        #named
-
-        const _: () = {
-            #[automatically_derived]
-            impl #impl_g #krate::__private::Orchestration for #ident #ty_g #where_c {
-                type Input = #input_ty;
-                #output_assert
-                const NAME: &'static str = #name;
-                const VERSION: u32 = #version;
-                fn points(&self) -> &'static [#krate::__private::PointInfo] {
-                    &[#(#points),*]
-                }
-                fn register(&self, __durable_registry: &mut #krate::__private::Registry) {
-                    let _ = &__durable_registry;
-                    #(__durable_registry.add_activity(#activities);)*
-                    #(__durable_registry.add_orchestration(#children);)*
-                }
-                fn step(
-                    &self,
-                    __durable_ctx: &#krate::__private::Ctx,
-                    __durable_resume: #krate::__private::Resume<'_>,
-                ) -> #krate::__private::StepResult {
-                    let #step = __durable_machine #turbofish (__durable_ctx, __durable_resume);
-                    #finish
-                }
-            }
-
-            #[allow(
-                unused_mut, unused_variables, unused_assignments, unreachable_code, unused_braces,
-                unused_imports, unused_macros,
-                unused_parens, non_snake_case, non_camel_case_types, dead_code, clippy::all,
-                clippy::pedantic, clippy::nursery
-            )]
-            fn __durable_machine #impl_g (
-                __durable_ctx: &#krate::__private::Ctx,
-                __durable_resume: #krate::__private::Resume<'_>,
-            ) -> #krate::__private::Step<#output> #where_c {
-                #(#items)*
-                enum #st<#(#params),*> { #(#variants),* }
-                fn #tie<T>(_: &::core::marker::PhantomData<T>, _: &T) {}
-                #(let #witnesses = ::core::marker::PhantomData;)*
-                let #ctx_pat: #ctx_ty = ::core::clone::Clone::clone(__durable_ctx);
-                let mut #completion: ::core::option::Option<#krate::__private::Completion> =
-                    ::core::option::Option::None;
-                let mut #var = match __durable_resume {
-                    #krate::__private::Resume::Start(#bytes) => {
-                        #input_asserts
-                        let __durable_input: #input_ty = match #decode_input {
-                            ::core::result::Result::Ok(__durable_v) => __durable_v,
-                            ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
-                        };
-                        #bind_inputs
-                        #st::B0 { #(#entry_fields),* }
-                    }
-                    __durable_later => {
-                        let ::core::option::Option::Some((__durable_frame, __durable_live, __durable_c)) =
-                            #krate::__private::resume_parts(__durable_later)
-                        else {
-                            return #krate::__private::fault(#krate::__private::Fault::Corrupt(
-                                ::std::string::String::from("unsupported resume")));
-                        };
-                        #completion = ::core::option::Option::Some(__durable_c);
-                        // The state the previous step of this process left in memory, or, after
-                        // a restart, the one decoded from the frame.
-                        match #krate::__private::take_live::<#st<#(#holes),*>>(__durable_live) {
-                            ::core::option::Option::Some(__durable_kept) => __durable_kept,
-                            ::core::option::Option::None => match __durable_frame.point.as_str() {
-                                #(#decodes)*
-                                _ => return #krate::__private::fault(#krate::__private::unknown_point(__durable_frame)),
-                            },
-                        }
-                    }
-                };
-                #l: loop {
-                    match #var {
-                        #(#arms)*
-                    }
-                }
-            }
+    // The first step: the inputs bound by the user's patterns.
+    let (entry_ty, bind_ctx, start) = if f.durable_fn {
+        let tys = f.inputs.iter().map(|(_, t)| t);
+        (
+            hygienic!((#(#tys,)*)),
+            hygienic!(let #ctx_pat: #ctx_ty = __durable_ctx;),
+            hygienic!(let (#(#input_pats,)*) = #input;),
+        )
+    } else {
+        let input_asserts = input_asserts(&f.inputs, krate);
+        let decode_input = hygienic!(#krate::__private::decode_input(#input));
+        let decode_input = match f.inputs.as_slice() {
+            [(_, ty)] => located_at(decode_input, first_span(ty)),
+            _ => decode_input,
         };
+        let bind_inputs = match f.inputs.len() {
+            1 => hygienic!(let #(#input_pats)* : #input_ty = __durable_decoded;),
+            _ => hygienic!(let (#(#input_pats,)*) : #input_ty = __durable_decoded;),
+        };
+        (
+            hygienic!(&[u8]),
+            hygienic!(let #ctx_pat: #ctx_ty = ::core::clone::Clone::clone(__durable_ctx);),
+            hygienic! {
+                #input_asserts
+                let __durable_decoded: #input_ty = match #decode_input {
+                    ::core::result::Result::Ok(__durable_v) => __durable_v,
+                    ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
+                };
+                #bind_inputs
+            },
+        )
+    };
+    let generics = &item.sig.generics;
+    let (impl_g, _, where_c) = generics.split_for_impl();
+    let points: Vec<usize> = (0..m.points.len()).collect();
+    let slot_types: Vec<syn::Ident> = points.iter().map(|p| slot_witness(*p)).collect();
+    let registers = points.iter().map(|p| {
+        let w = slot_witness(*p);
+        let register = located_at(
+            hygienic!(#krate::__private::Slot::register(&#w, __durable_registry)),
+            m.points[*p].span,
+        );
+        hygienic!(#register;)
+    });
+    hygienic! {
+        #[allow(
+            unused_mut, unused_variables, unused_assignments, unreachable_code, unused_braces,
+            unused_imports, unused_macros,
+            unused_parens, non_snake_case, non_camel_case_types, dead_code, clippy::all,
+            clippy::pedantic, clippy::nursery
+        )]
+        fn __durable_machine #impl_g (
+            __durable_ctx: &#krate::__private::Ctx,
+            __durable_entry: #krate::__private::Entry<'_, #entry_ty>,
+        ) -> #krate::__private::Step<#output> #where_c {
+            #(#items)*
+            enum #st<#(#params),*> { #(#variants),* }
+            fn #tie<T>(_: &::core::marker::PhantomData<T>, _: &T) {}
+            #(let #slot_types = ::core::marker::PhantomData;)*
+            #(let #witnesses = ::core::marker::PhantomData;)*
+            #bind_ctx
+            let mut #completion: ::core::option::Option<#krate::__private::Completion> =
+                ::core::option::Option::None;
+            let mut #var = match __durable_entry {
+                // Register mode: each awaited type registers what it needs (a durable
+                // function, its activities), from the types the steps below infer.
+                #krate::__private::Entry::Register(__durable_registry) => {
+                    #(#registers)*
+                    return #krate::__private::registered();
+                }
+                #krate::__private::Entry::Start(#input) => {
+                    #start
+                    #st::B0 { #(#entry_fields),* }
+                }
+                #krate::__private::Entry::Later(__durable_later) => {
+                    let ::core::option::Option::Some((__durable_frame, __durable_live, __durable_c)) =
+                        #krate::__private::resume_parts(__durable_later)
+                    else {
+                        return #krate::__private::fault(#krate::__private::Fault::Corrupt(
+                            ::std::string::String::from("unsupported resume")));
+                    };
+                    #completion = ::core::option::Option::Some(__durable_c);
+                    // The state the previous step of this process left in memory, or, after
+                    // a restart, the one decoded from the frame.
+                    match #krate::__private::take_live::<#st<#(#holes),*>>(__durable_live) {
+                        ::core::option::Option::Some(__durable_kept) => __durable_kept,
+                        ::core::option::Option::None => match __durable_frame.point.as_str() {
+                            #(#decodes)*
+                            _ => return #krate::__private::fault(#krate::__private::unknown_point(__durable_frame)),
+                        },
+                    }
+                }
+            };
+            #l: loop {
+                match #var {
+                    #(#arms)*
+                }
+            }
+        }
     }
 }
 

@@ -34,6 +34,18 @@ pub fn orchestration(args: TokenStream, item: TokenStream) -> TokenStream {
     expand_orchestration(args.into(), item.into()).into()
 }
 
+/// Turns an `async fn(ctx: &Ctx, args…) -> T` into a durable function: code an orchestration
+/// (or another durable function) reuses with `f(&ctx, args…).await`, compiled into a step
+/// machine of its own whose frame is kept inside the caller's frame, with the same checkpoints,
+/// liveness rules and crash guarantees as the orchestration's own body. Recursion works (each
+/// level's frame is nested in the one above).
+///
+/// Arguments: `crate = "…"`, as for `orchestration`.
+#[proc_macro_attribute]
+pub fn durable_fn(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand_durable_fn(args.into(), item.into()).into()
+}
+
 /// Turns an `async fn(input…) -> Result<T, E>` into an activity: a unit struct of the same name
 /// that implements `durable::Activity`, called from orchestrations with `ctx.call(name, input)`.
 /// The body stays callable directly as `name::run(…)`. A parameter of type `ActivityContext`
@@ -95,6 +107,48 @@ fn expand_orchestration(args: TokenStream2, item: TokenStream2) -> TokenStream2 
         return fallback_orchestration(&errors, &item_fn, Some(&f), &krate);
     }
     expand::orchestration(&f, &machine, &args, &krate)
+}
+
+fn expand_durable_fn(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
+    let errors = Errors::default();
+    let args = Args::parse(args, args::Kind::DurableFn, &errors);
+    let item_fn: syn::ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = syn::Error::new(e.span(), "`#[durable_fn]` goes on an `async fn`");
+            return quote!(#item).into_iter().chain(e.to_compile_error()).collect();
+        }
+    };
+    let krate = krate(&args);
+    if item_fn.sig.receiver().is_some() {
+        let f = ast::OrchestrationFn::parse_durable_fn(item_fn.clone(), &errors);
+        drop(f);
+        return in_impl_fallback(&errors, item_fn);
+    }
+    if let Some(span) = ast::self_type_use(&item_fn) {
+        errors.at_span(span, ast::in_impl_message("#[durable_fn]"));
+        return in_impl_fallback(&errors, item_fn);
+    }
+    let Some(f) = ast::OrchestrationFn::parse_durable_fn(item_fn.clone(), &errors) else {
+        return fallback_durable_fn(&errors, item_fn);
+    };
+    analyze::check_await_positions(&f.item.block, &f.ctx, &errors);
+    let inputs: Vec<syn::Pat> = f.inputs.iter().map(|(p, _)| p.clone()).collect();
+    let mut machine = lower::lower(&f.item.block, &inputs, &krate, &errors);
+    analyze::liveness(&mut machine, &errors);
+    if !errors.is_empty() {
+        return fallback_durable_fn(&errors, item_fn);
+    }
+    expand::durable_fn(&f, &machine, &krate)
+}
+
+/// On error: every error, and the function as written (awaits left unreported), so callers and
+/// its body are still type-checked as far as they can be.
+fn fallback_durable_fn(errors: &Errors, mut item: syn::ItemFn) -> TokenStream2 {
+    let errs = errors.to_compile_errors();
+    item.attrs.retain(|a| a.path().is_ident("doc"));
+    UnreportedAwaits::default().visit_block_mut(&mut item.block);
+    quote!(#errs #[allow(dead_code, unused)] #item)
 }
 
 /// On error, for a method (it has a `self` receiver, so it sits in an `impl`, where no struct can

@@ -20,6 +20,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec;
 
+mod awaiting;
+
+pub use awaiting::{
+    Awaitable, DurableFn, Entry, Nested, NestedWaiting, Polled, Slot, detached_ctx, park,
+    registered,
+};
+
 /// Where the state machine goes after a block.
 #[must_use]
 pub enum Step<R> {
@@ -153,6 +160,27 @@ impl FrameWriter {
         }
     }
 
+    /// Appends a value that is not one of the point's locals (the frame of a durable function
+    /// the point awaits, named `what` in messages): outside the layout, which describes the
+    /// point's own locals only.
+    pub fn write_unlisted<T: Persistable>(&mut self, what: &str, value: &T) {
+        if self.error.is_some() {
+            return;
+        }
+        let budget = FRAME_BUDGET.with(std::cell::Cell::get);
+        match codec::encode(value) {
+            Ok(b) if self.bytes.len().saturating_add(b.len()) > budget => {
+                self.error = Some(Fault::Codec(format!(
+                    "the frame of `{what}` makes the frame {} bytes, over the {budget} bytes the \
+                     instance's record has room for",
+                    self.bytes.len() + b.len()
+                )));
+            }
+            Ok(b) => self.bytes.extend_from_slice(&b),
+            Err(e) => self.error = Some(Fault::Codec(format!("frame of `{what}`: {e}"))),
+        }
+    }
+
     /// The frame of point `identity` at source line `line` (file unknown).
     pub fn finish(self, identity: &'static str, line: u32) -> Result<Frame, Fault> {
         self.finish_at(identity, "", line)
@@ -214,6 +242,22 @@ pub fn read<T: Persistable>(reader: &mut FrameReader<'_>, _: PhantomData<T>) -> 
     let (value, used) = codec::decode_prefix::<T>(rest).map_err(|e| {
         Fault::Corrupt(format!(
             "locals at suspension point `{}` (line {}): {e}",
+            reader.frame.point, reader.frame.line
+        ))
+    })?;
+    reader.pos += used;
+    Ok(value)
+}
+
+/// Reads a value `FrameWriter::write_unlisted` appended.
+pub(crate) fn read_unlisted<T: Persistable>(
+    reader: &mut FrameReader<'_>,
+    what: &str,
+) -> Result<T, Fault> {
+    let rest = reader.frame.locals.get(reader.pos..).unwrap_or_default();
+    let (value, used) = codec::decode_prefix::<T>(rest).map_err(|e| {
+        Fault::Corrupt(format!(
+            "frame of `{what}` at suspension point `{}` (line {}): {e}",
             reader.frame.point, reader.frame.line
         ))
     })?;

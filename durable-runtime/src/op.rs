@@ -363,7 +363,9 @@ pub struct CompletionMismatch(pub String);
     message = "`{Self}` is not a durable operation",
     label = "an orchestration can only `.await` durable operations",
     note = "do side effects in an `#[activity]` and call it with `ctx.call(activity, input)`; \
-            wait with `ctx.sleep(..)`; wait for a signal with `ctx.wait_event(..)`"
+            wait with `ctx.sleep(..)`; wait for a signal with `ctx.wait_event(..)`; a \
+            `#[durable_fn]` call is awaited on its own, not inside `join`/`race` (run parallel \
+            branches as sub-orchestrations, `ctx.child(..)`)"
 )]
 pub trait DurableOp {
     /// The value the `.await` produces.

@@ -60,6 +60,11 @@ impl Ctx {
         }
     }
 
+    /// A context for code that runs no step (a machine in register mode).
+    pub(crate) fn detached() -> Self {
+        Self::new("", 0, 0)
+    }
+
     pub(crate) fn take_status(&self) -> Option<Vec<u8>> {
         self.inner.status.lock().ok()?.take()
     }

@@ -1,7 +1,7 @@
 //! The expansion of both macros compiles without a warning, with every rustc lint group denied.
 #![deny(warnings, unused, nonstandard_style, rust_2018_idioms)]
 
-use durable::{ActivityContext, Ctx, Failure, Orchestration, activity, orchestration};
+use durable::{ActivityContext, Ctx, Failure, Orchestration, activity, durable_fn, orchestration};
 use serde::{Deserialize, Serialize};
 
 /// An order.
@@ -36,7 +36,26 @@ pub(crate) async fn checkout(ctx: Ctx, order: Order, retry: bool) -> Result<Vec<
     }
 }
 
+/// Charges each amount and returns the receipts: a durable function with a loop.
+#[durable_fn]
+pub(crate) async fn charge_all(ctx: &Ctx, amounts: Vec<u64>) -> Result<Vec<String>, Failure> {
+    let mut receipts = Vec::new();
+    for amount in amounts {
+        receipts.push(ctx.call(charge, amount).await?);
+    }
+    Ok(receipts)
+}
+
+/// Charges twice through the durable function.
+#[orchestration]
+pub(crate) async fn charge_twice(ctx: Ctx, amount: u64) -> Result<usize, Failure> {
+    let first = charge_all(&ctx, vec![amount]).await?;
+    let second = charge_all(&ctx, vec![amount, amount]).await?;
+    Ok(first.len() + second.len())
+}
+
 pub(crate) fn main() {
+    assert_eq!(<charge_twice as Orchestration>::NAME, "charge_twice");
     assert_eq!(<checkout as Orchestration>::NAME, "checkout-v1");
     assert_eq!(<charge as durable::Activity>::NAME, "charge-v1");
 }
