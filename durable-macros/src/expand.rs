@@ -98,6 +98,11 @@ fn assigned_bindings(m: &Machine) -> BTreeSet<BindingId> {
 fn witness(b: BindingId) -> syn::Ident {
     format_ident!("__durable_type_of{}", b, span = Span::mixed_site())
 }
+/// Whether `b` holds the state of a `for` loop (its remaining items, range or cursor).
+fn is_for_state(b: &crate::ir::Binding) -> bool {
+    b.synthetic && b.name.starts_with("iter@")
+}
+
 /// The type witness of point `p`'s slot (for register mode, which has no values).
 fn slot_witness(p: usize) -> syn::Ident {
     format_ident!("__durable_slot_type{}", p, span = Span::mixed_site())
@@ -254,10 +259,12 @@ impl Ctx<'_> {
             let binding = &self.m.bindings[*b];
             let (ident, name) = (&binding.ident, &binding.name);
             let value = format_ident!("__durable_value", span = Span::mixed_site());
-            let write = located_at(
-                hygienic!(#krate::__private::FrameWriter::write(&mut #w, #name, #value)),
-                ident.span(),
-            );
+            let write = if is_for_state(binding) {
+                hygienic!(#krate::__private::FrameWriter::write_for_state(&mut #w, #name, #value))
+            } else {
+                hygienic!(#krate::__private::FrameWriter::write(&mut #w, #name, #value))
+            };
+            let write = located_at(write, ident.span());
             hygienic!({ let #value = &#ident; #write; })
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
@@ -344,8 +351,14 @@ impl Ctx<'_> {
         let names = live.iter().map(|b| &self.m.bindings[*b].name);
         let r = format_ident!("__durable_r", span = Span::mixed_site());
         let reads = live.iter().zip(&markers).map(|(b, marker)| {
-            let ident = &self.m.bindings[*b].ident;
-            let read = located_at(hygienic!(#krate::__private::read(&mut #r, #marker)), ident.span());
+            let binding = &self.m.bindings[*b];
+            let ident = &binding.ident;
+            let read = if is_for_state(binding) {
+                hygienic!(#krate::__private::read_for_state(&mut #r, #marker))
+            } else {
+                hygienic!(#krate::__private::read(&mut #r, #marker))
+            };
+            let read = located_at(read, ident.span());
             hygienic!(let #ident = match #read {
                 ::core::result::Result::Ok(__durable_v) => __durable_v,
                 ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),

@@ -750,13 +750,19 @@ impl Lowerer<'_> {
                         // A stored iterator if it can be stored, else its items
                         // (`ForSource`); the check at the iterable, so that a failure is
                         // reported there.
-                        let check =
-                            respan(quote::quote!(#krate::__private::assert_for_state), span);
+                        // The whole check at one (mixed-site) span, the one the stored
+                        // state's reads and writes are checked at: reported once.
+                        let state =
+                            syn::Ident::new("__durable_for", Span::mixed_site().located_at(span));
+                        let check = respan(
+                            quote::quote!(#krate::__private::assert_for_state(&#state);),
+                            span,
+                        );
                         quote::quote_spanned!(span=> {
                             use #krate::__private::{ForCollectItems as _, ForKeepIterator as _};
-                            let state = (&#krate::__private::ForSource::new(#base)).for_state();
-                            #check(&state);
-                            state
+                            let #state = (&#krate::__private::ForSource::new(#base)).for_state();
+                            #check
+                            #state
                         })
                     }
                 };

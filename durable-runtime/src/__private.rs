@@ -160,6 +160,11 @@ impl FrameWriter {
         }
     }
 
+    /// Appends a `for` loop's state (see [`read_for_state`]).
+    pub fn write_for_state<S: ForState>(&mut self, name: &'static str, value: &S) {
+        self.write(name, value);
+    }
+
     /// Appends a value that is not one of the point's locals (the frame of a durable function
     /// the point awaits, named `what` in messages): outside the layout, which describes the
     /// point's own locals only.
@@ -365,13 +370,34 @@ impl<I: Iterator> ForIter for ForIterator<I> {
     label = "the items still to visit are stored while the loop awaits, so they must be owned and serializable",
     note = "iterate over a local with `&v` or `v.iter()` (the macro keeps `v` and borrows it again at each step), or over owned items: `.cloned()`, `.into_iter()`, `.to_vec()`"
 )]
-pub trait ForState {}
+pub trait ForState: Persistable {}
 
 #[diagnostic::do_not_recommend]
 impl<T: Persistable> ForState for ForItems<T> {}
 
 #[diagnostic::do_not_recommend]
 impl<I: Persistable> ForState for ForIterator<I> {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Persistable> ForState for ForRange<T> {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Persistable> ForState for ForRangeFrom<T> {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Persistable> ForState for ForRangeInclusive<T> {}
+
+#[diagnostic::do_not_recommend]
+impl ForState for ForCursor {}
+
+/// Reads a `for` loop's stored state: checked against `ForState`, the bound the iterable was
+/// checked against, so that a loop whose items cannot be stored is reported once.
+pub fn read_for_state<S: ForState>(
+    reader: &mut FrameReader<'_>,
+    ty: PhantomData<S>,
+) -> Result<S, Fault> {
+    read(reader, ty)
+}
 
 /// Checks, at the iterable, that the loop's state can be stored.
 pub fn assert_for_state<S: ForState>(_: &S) {}
