@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use durable::{
     Ctx, Failure, InstanceError, InstanceState, Orchestration, OrchestrationOutput, Runtime,
-    RuntimeBuilder, activity, orchestration,
+    RuntimeBuilder, activity, durable_fn, orchestration,
 };
 use support::harness::{fresh_db, open};
 
@@ -288,4 +288,78 @@ async fn versions_side_by_side() {
     let out =
         rt.handle::<pricing_v1>("draining").wait_timeout(Duration::from_secs(10)).await.unwrap();
     assert_eq!(out.unwrap(), "v1: 6");
+}
+
+// Inside a durable function: the nested frame is checked like the orchestration's own.
+mod in_fn_v1 {
+    use super::*;
+
+    #[durable_fn]
+    pub async fn part(ctx: &Ctx, x: u64) -> Result<u64, Failure> {
+        let a = ctx.call(inc, x).await?;
+        let e: u64 = ctx.wait_event("go").await?;
+        Ok(a + e)
+    }
+
+    #[orchestration(name = "in_fn_retyped")]
+    pub async fn retyped(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+        let r = part(&ctx, x).await?;
+        Ok(r)
+    }
+
+    #[orchestration(name = "in_fn_added")]
+    pub async fn added(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+        let r = part(&ctx, x).await?;
+        Ok(r)
+    }
+}
+
+mod in_fn_v2 {
+    use super::*;
+
+    #[durable_fn]
+    pub async fn part(ctx: &Ctx, x: u64) -> Result<u64, Failure> {
+        let a = u32::try_from(ctx.call(inc, x).await?).unwrap_or(0);
+        let e: u64 = ctx.wait_event("go").await?;
+        Ok(u64::from(a) + e)
+    }
+
+    #[orchestration(name = "in_fn_retyped")]
+    pub async fn retyped(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+        let r = part(&ctx, x).await?;
+        Ok(r)
+    }
+}
+
+mod in_fn_v3 {
+    use super::*;
+
+    /// v1 with a step added after the point where instances wait.
+    #[durable_fn]
+    pub async fn part(ctx: &Ctx, x: u64) -> Result<u64, Failure> {
+        let a = ctx.call(inc, x).await?;
+        let e: u64 = ctx.wait_event("go").await?;
+        let b = ctx.call(inc, a + e).await?;
+        Ok(b)
+    }
+
+    #[orchestration(name = "in_fn_added")]
+    pub async fn added(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+        let r = part(&ctx, x).await?;
+        Ok(r)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retyped_local_inside_a_durable_function_is_refused() {
+    let (_, out) = park_then_swap("in_fn_retyped", in_fn_v1::retyped, 1, in_fn_v2::retyped).await;
+    let message = incompatible(out);
+    assert!(message.contains("in durable function `evolution::in_fn_v2::part`"), "{message}");
+    assert!(message.contains("`a` changed type from `u64` to `u32`"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_added_inside_a_durable_function_resumes() {
+    let (_, out) = park_then_swap("in_fn_added", in_fn_v1::added, 1, in_fn_v3::added).await;
+    assert_eq!(out.unwrap(), 103);
 }

@@ -238,7 +238,17 @@ impl<F: DurableFn> Nested<F> {
                 StepResult::Suspend { frame, command, live } => {
                     Polled::Park(NestedWaiting { frame, live }, command)
                 }
-                StepResult::Fault(f) => Polled::Fault(f),
+                StepResult::Fault(f) => Polled::Fault(match f {
+                    Fault::Incompatible(m) => {
+                        Fault::Incompatible(format!("in durable function `{}`: {m}", F::NAME))
+                    }
+                    Fault::Corrupt(m) => {
+                        Fault::Corrupt(format!("in durable function `{}`: {m}", F::NAME))
+                    }
+                    Fault::Codec(m) => {
+                        Fault::Codec(format!("in durable function `{}`: {m}", F::NAME))
+                    }
+                }),
                 StepResult::Complete(_) | StepResult::Fail { .. } => Polled::Fault(Fault::Corrupt(
                     format!("durable function `{}` returned a step result", F::NAME),
                 )),
