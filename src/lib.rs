@@ -7,4 +7,4 @@ pub use durable_macros::{activity, durable_fn, orchestration};
 pub use durable_runtime::*;
 
 #[doc(hidden)]
-pub use durable_runtime::__private;
+pub use durable_runtime::__support_v1;

@@ -259,8 +259,10 @@ async fn a_crafted_deeply_nested_record_fails_only_its_instance() {
         let store = SledStore::open(&db).unwrap();
         let mut bytes = store.get(Space::Instances, b"crafted").unwrap().unwrap();
         let fire_at = 1_000_000_000 + 3_600_000u64;
-        let timer =
-            durable::codec::encode(&durable::Command::Timer { fire_at_ms: fire_at }).unwrap();
+        let timer = durable::__support_v1::codec::encode(&durable::__support_v1::Command::Timer {
+            fire_at_ms: fire_at,
+        })
+        .unwrap();
         let at = bytes.windows(timer.len()).position(|w| w == timer).unwrap();
         let join_of_one = [4u8, 1]; // variant `Join`, a Vec of length 1
         let prefix: Vec<u8> = join_of_one.iter().copied().cycle().take(200_000).collect();

@@ -192,7 +192,7 @@ impl Ctx<'_> {
                 hygienic!({ #inner })
             }
             Node::Goto(g) => self.goto(*g),
-            Node::Return { expr, .. } => hygienic!(return #krate::__private::Step::Done(#expr);),
+            Node::Return { expr, .. } => hygienic!(return #krate::__support_v1::Step::Done(#expr);),
             Node::Suspend(p) => self.suspend(*p),
         }
     }
@@ -237,7 +237,7 @@ impl Ctx<'_> {
         let (st, var, v, opf, l) =
             (state_ident(), var_ident(), variant(point.resume), op_field(self.m), label());
         let opv = format_ident!("__durable_opv", span = Span::mixed_site());
-        let fresh = located_at(hygienic!(#krate::__private::Slot::fresh(#opv)), point.span);
+        let fresh = located_at(hygienic!(#krate::__support_v1::Slot::fresh(#opv)), point.span);
         let (tie, slot_type) = (tie_fn(), slot_witness(p));
         hygienic!({
             let #opv = #op;
@@ -260,9 +260,9 @@ impl Ctx<'_> {
             let (ident, name) = (&binding.ident, &binding.name);
             let value = format_ident!("__durable_value", span = Span::mixed_site());
             let write = if is_for_state(binding) {
-                hygienic!(#krate::__private::FrameWriter::write_for_state(&mut #w, #name, #value))
+                hygienic!(#krate::__support_v1::FrameWriter::write_for_state(&mut #w, #name, #value))
             } else {
-                hygienic!(#krate::__private::FrameWriter::write(&mut #w, #name, #value))
+                hygienic!(#krate::__support_v1::FrameWriter::write(&mut #w, #name, #value))
             };
             let write = located_at(write, ident.span());
             hygienic!({ let #value = &#ident; #write; })
@@ -274,12 +274,12 @@ impl Ctx<'_> {
         let line = quote_spanned!(point.span=> ::core::line!());
         let frame = format_ident!("__durable_frame", span = Span::mixed_site());
         let park =
-            located_at(hygienic!(#krate::__private::park(#frame, #command, #var)), point.span);
+            located_at(hygienic!(#krate::__support_v1::park(#frame, #command, #var)), point.span);
         let store =
-            located_at(hygienic!(#krate::__private::Slot::store(&#slot, &mut #w)), point.span);
+            located_at(hygienic!(#krate::__support_v1::Slot::store(&#slot, &mut #w)), point.span);
         hygienic!({
             static __DURABLE_CHECKED: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
-            let mut #w = #krate::__private::FrameWriter::new(&__DURABLE_CHECKED);
+            let mut #w = #krate::__support_v1::FrameWriter::new(&__DURABLE_CHECKED);
             #(#writes)*
             #store;
             let #frame = #w.finish_at(#identity, ::core::file!(), #line);
@@ -312,14 +312,14 @@ impl Ctx<'_> {
                 let unwrap = point.try_op.then(|| {
                     quote_spanned!(Span::mixed_site().located_at(point.span)=> let #value = match #value {
                         ::core::result::Result::Ok(__durable_v) => __durable_v,
-                        ::core::result::Result::Err(__durable_e) => return #krate::__private::Step::Done(
+                        ::core::result::Result::Err(__durable_e) => return #krate::__support_v1::Step::Done(
                             ::core::result::Result::Err(::core::convert::From::from(__durable_e))),
                     };)
                 });
                 let completion = completion_ident();
                 let identity = &point.identity;
                 let poll = located_at(
-                    hygienic!(#krate::__private::Slot::poll(#opf, __durable_ctx, &mut #completion, #identity)),
+                    hygienic!(#krate::__support_v1::Slot::poll(#opf, __durable_ctx, &mut #completion, #identity)),
                     point.span,
                 );
                 let slot = format_ident!("__durable_slot", span = Span::mixed_site());
@@ -327,9 +327,9 @@ impl Ctx<'_> {
                 let park = self.park(p, &slot, &command);
                 hygienic!(#st::#v { #(#fields,)* #opf } => {
                     let #value = match #poll {
-                        #krate::__private::Polled::Ready(__durable_v) => __durable_v,
-                        #krate::__private::Polled::Park(#slot, #command) => #park,
-                        #krate::__private::Polled::Fault(__durable_f) => return #krate::__private::fault(__durable_f),
+                        #krate::__support_v1::Polled::Ready(__durable_v) => __durable_v,
+                        #krate::__support_v1::Polled::Park(#slot, #command) => #park,
+                        #krate::__support_v1::Polled::Fault(__durable_f) => return #krate::__support_v1::fault(__durable_f),
                     };
                     #unwrap
                     #body
@@ -354,33 +354,34 @@ impl Ctx<'_> {
             let binding = &self.m.bindings[*b];
             let ident = &binding.ident;
             let read = if is_for_state(binding) {
-                hygienic!(#krate::__private::read_for_state(&mut #r, #marker))
+                hygienic!(#krate::__support_v1::read_for_state(&mut #r, #marker))
             } else {
-                hygienic!(#krate::__private::read(&mut #r, #marker))
+                hygienic!(#krate::__support_v1::read(&mut #r, #marker))
             };
             let read = located_at(read, ident.span());
             hygienic!(let #ident = match #read {
                 ::core::result::Result::Ok(__durable_v) => __durable_v,
-                ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
+                ::core::result::Result::Err(__durable_f) => return #krate::__support_v1::fault(__durable_f),
             };)
         });
         let fields = live.iter().map(|b| &self.m.bindings[*b].ident);
         let (st, v, opf) = (state_ident(), variant(point.resume), op_field(self.m));
         let identity = &point.identity;
         let line = quote_spanned!(point.span=> ::core::line!());
-        let restore = located_at(hygienic!(#krate::__private::Slot::restore(&mut #r)), point.span);
+        let restore =
+            located_at(hygienic!(#krate::__support_v1::Slot::restore(&mut #r)), point.span);
         hygienic!(#identity => {
             #(let #markers = ::core::marker::PhantomData;)*
-            let mut #r = match #krate::__private::FrameReader::open(
-                __durable_frame, #line, &[#((#names, #krate::__private::type_name_of(&#markers))),*]
+            let mut #r = match #krate::__support_v1::FrameReader::open(
+                __durable_frame, #line, &[#((#names, #krate::__support_v1::type_name_of(&#markers))),*]
             ) {
                 ::core::result::Result::Ok(__durable_r) => __durable_r,
-                ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
+                ::core::result::Result::Err(__durable_f) => return #krate::__support_v1::fault(__durable_f),
             };
             #(#reads)*
             let __durable_slot = match #restore {
                 ::core::result::Result::Ok(__durable_s) => __durable_s,
-                ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
+                ::core::result::Result::Err(__durable_f) => return #krate::__support_v1::fault(__durable_f),
             };
             #st::#v { #(#fields,)* #opf: __durable_slot }
         })
@@ -470,7 +471,7 @@ fn input_asserts(inputs: &[(syn::Pat, syn::Type)], krate: &TokenStream) -> Token
     inputs
         .iter()
         .map(|(_, ty)| {
-            located_at(hygienic!(#krate::__private::assert_input::<#ty>();), first_span(ty))
+            located_at(hygienic!(#krate::__support_v1::assert_input::<#ty>();), first_span(ty))
         })
         .collect()
 }
@@ -558,12 +559,12 @@ pub(crate) fn orchestration(
         let identity = &p.identity;
         let line = quote_spanned!(p.span=> ::core::line!());
         let locals = m.blocks[p.resume].live_in.iter().map(|b| &m.bindings[*b].name);
-        hygienic!(#krate::__private::PointInfo { identity: #identity, line: #line, locals: &[#(#locals),*] })
+        hygienic!(#krate::__support_v1::PointInfo { identity: #identity, line: #line, locals: &[#(#locals),*] })
     });
     let (activities, children) = crate::analyze::dependencies(&f.item.block, &f.ctx);
     let output_assert = quote_spanned!(first_span(output)=> type Output = #output;);
     let step = format_ident!("__durable_step", span = Span::mixed_site());
-    let finish = located_at(hygienic!(#krate::__private::finish(#step)), first_span(output));
+    let finish = located_at(hygienic!(#krate::__support_v1::finish(#step)), first_span(output));
     let docs: Vec<&syn::Attribute> = doc_attrs(&item.attrs).collect();
     let generics = &item.sig.generics;
     let named = named_item(vis, ident, generics, &docs);
@@ -575,31 +576,31 @@ pub(crate) fn orchestration(
 
         const _: () = {
             #[automatically_derived]
-            impl #impl_g #krate::__private::Orchestration for #ident #ty_g #where_c {
+            impl #impl_g #krate::__support_v1::Orchestration for #ident #ty_g #where_c {
                 type Input = #input_ty;
                 #output_assert
                 const NAME: &'static str = #name;
                 const VERSION: u32 = #version;
-                fn points(&self) -> &'static [#krate::__private::PointInfo] {
+                fn points(&self) -> &'static [#krate::__support_v1::PointInfo] {
                     &[#(#points),*]
                 }
-                fn register(&self, __durable_registry: &mut #krate::__private::Registry) {
+                fn register(&self, __durable_registry: &mut #krate::__support_v1::Registry) {
                     #(__durable_registry.add_activity(#activities);)*
                     #(__durable_registry.add_orchestration(#children);)*
                     // What the `.await`s' types need: the durable functions called.
                     let _ = __durable_machine #turbofish (
-                        &#krate::__private::detached_ctx(),
-                        #krate::__private::Entry::Register(__durable_registry),
+                        &#krate::__support_v1::detached_ctx(),
+                        #krate::__support_v1::Entry::Register(__durable_registry),
                     );
                 }
                 fn step(
                     &self,
-                    __durable_ctx: &#krate::__private::Ctx,
-                    __durable_resume: #krate::__private::Resume<'_>,
-                ) -> #krate::__private::StepResult {
+                    __durable_ctx: &#krate::__support_v1::Ctx,
+                    __durable_resume: #krate::__support_v1::Resume<'_>,
+                ) -> #krate::__support_v1::StepResult {
                     let #step = __durable_machine #turbofish (
                         __durable_ctx,
-                        #krate::__private::Entry::of(__durable_resume),
+                        #krate::__support_v1::Entry::of(__durable_resume),
                     );
                     #finish
                 }
@@ -632,8 +633,8 @@ pub(crate) fn durable_fn(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) 
     hygienic! {
         #(#docs)*
         #[allow(clippy::needless_lifetimes)]
-        #vis fn #ident(_: #ctx_ty, #(#params: #tys),*) -> #krate::__private::Nested<#marker> {
-            #krate::__private::Nested::new((#(#params,)*))
+        #vis fn #ident(_: #ctx_ty, #(#params: #tys),*) -> #krate::__support_v1::Nested<#marker> {
+            #krate::__support_v1::Nested::new((#(#params,)*))
         }
 
         #[doc = #doc]
@@ -643,17 +644,17 @@ pub(crate) fn durable_fn(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) 
 
         const _: () = {
             #[automatically_derived]
-            impl #krate::__private::DurableFn for #marker {
+            impl #krate::__support_v1::DurableFn for #marker {
                 type Args = (#(#tys,)*);
                 type Output = #output;
                 const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", #name);
                 fn step(
-                    __durable_ctx: &#krate::__private::Ctx,
-                    __durable_entry: #krate::__private::Entry<'_, Self::Args>,
-                ) -> #krate::__private::Step<Self::Output> {
+                    __durable_ctx: &#krate::__support_v1::Ctx,
+                    __durable_entry: #krate::__support_v1::Entry<'_, Self::Args>,
+                ) -> #krate::__support_v1::Step<Self::Output> {
                     __durable_machine(__durable_ctx, __durable_entry)
                 }
-                fn register(__durable_registry: &mut #krate::__private::Registry) {
+                fn register(__durable_registry: &mut #krate::__support_v1::Registry) {
                     #(__durable_registry.add_activity(#activities);)*
                     #(__durable_registry.add_orchestration(#children);)*
                 }
@@ -696,7 +697,7 @@ fn machine(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) -> TokenStream
             let op = format_ident!("__DurableOp{}", p);
             params.push(op.clone());
             let opf = op_field(m);
-            fields.push(hygienic!(#opf: #krate::__private::Slot<#op>));
+            fields.push(hygienic!(#opf: #krate::__support_v1::Slot<#op>));
         }
         let v = variant(b);
         variants.push(hygienic!(#v { #(#fields),* }));
@@ -728,7 +729,7 @@ fn machine(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) -> TokenStream
         )
     } else {
         let input_asserts = input_asserts(&f.inputs, krate);
-        let decode_input = hygienic!(#krate::__private::decode_input(#input));
+        let decode_input = hygienic!(#krate::__support_v1::decode_input(#input));
         let decode_input = match f.inputs.as_slice() {
             [(_, ty)] => located_at(decode_input, first_span(ty)),
             _ => decode_input,
@@ -744,7 +745,7 @@ fn machine(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) -> TokenStream
                 #input_asserts
                 let __durable_decoded: #input_ty = match #decode_input {
                     ::core::result::Result::Ok(__durable_v) => __durable_v,
-                    ::core::result::Result::Err(__durable_f) => return #krate::__private::fault(__durable_f),
+                    ::core::result::Result::Err(__durable_f) => return #krate::__support_v1::fault(__durable_f),
                 };
                 #bind_inputs
             },
@@ -757,7 +758,7 @@ fn machine(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) -> TokenStream
     let registers = points.iter().map(|p| {
         let w = slot_witness(*p);
         let register = located_at(
-            hygienic!(#krate::__private::Slot::register(&#w, __durable_registry)),
+            hygienic!(#krate::__support_v1::Slot::register(&#w, __durable_registry)),
             m.points[*p].span,
         );
         hygienic!(#register;)
@@ -770,43 +771,43 @@ fn machine(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) -> TokenStream
             clippy::pedantic, clippy::nursery
         )]
         fn __durable_machine #impl_g (
-            __durable_ctx: &#krate::__private::Ctx,
-            __durable_entry: #krate::__private::Entry<'_, #entry_ty>,
-        ) -> #krate::__private::Step<#output> #where_c {
+            __durable_ctx: &#krate::__support_v1::Ctx,
+            __durable_entry: #krate::__support_v1::Entry<'_, #entry_ty>,
+        ) -> #krate::__support_v1::Step<#output> #where_c {
             #(#items)*
             enum #st<#(#params),*> { #(#variants),* }
             fn #tie<T>(_: &::core::marker::PhantomData<T>, _: &T) {}
             #(let #slot_types = ::core::marker::PhantomData;)*
             #(let #witnesses = ::core::marker::PhantomData;)*
             #bind_ctx
-            let mut #completion: ::core::option::Option<#krate::__private::Completion> =
+            let mut #completion: ::core::option::Option<#krate::__support_v1::Completion> =
                 ::core::option::Option::None;
             let mut #var = match __durable_entry {
                 // Register mode: each awaited type registers what it needs (a durable
                 // function, its activities), from the types the steps below infer.
-                #krate::__private::Entry::Register(__durable_registry) => {
+                #krate::__support_v1::Entry::Register(__durable_registry) => {
                     #(#registers)*
-                    return #krate::__private::registered();
+                    return #krate::__support_v1::registered();
                 }
-                #krate::__private::Entry::Start(#input) => {
+                #krate::__support_v1::Entry::Start(#input) => {
                     #start
                     #st::B0 { #(#entry_fields),* }
                 }
-                #krate::__private::Entry::Later(__durable_later) => {
+                #krate::__support_v1::Entry::Later(__durable_later) => {
                     let ::core::option::Option::Some((__durable_frame, __durable_live, __durable_c)) =
-                        #krate::__private::resume_parts(__durable_later)
+                        #krate::__support_v1::resume_parts(__durable_later)
                     else {
-                        return #krate::__private::fault(#krate::__private::Fault::Corrupt(
+                        return #krate::__support_v1::fault(#krate::__support_v1::Fault::Corrupt(
                             ::std::string::String::from("unsupported resume")));
                     };
                     #completion = ::core::option::Option::Some(__durable_c);
                     // The state the previous step of this process left in memory, or, after
                     // a restart, the one decoded from the frame.
-                    match #krate::__private::take_live::<#st<#(#holes),*>>(__durable_live) {
+                    match #krate::__support_v1::take_live::<#st<#(#holes),*>>(__durable_live) {
                         ::core::option::Option::Some(__durable_kept) => __durable_kept,
                         ::core::option::Option::None => match __durable_frame.point.as_str() {
                             #(#decodes)*
-                            _ => return #krate::__private::fault(#krate::__private::unknown_point(__durable_frame)),
+                            _ => return #krate::__support_v1::fault(#krate::__support_v1::unknown_point(__durable_frame)),
                         },
                     }
                 }
@@ -856,12 +857,12 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
         None => {
             let output_as = |assoc: TokenStream| {
                 located_at(
-                    quote::quote!(<#output as #krate::__private::ActivityOutput>::#assoc),
+                    quote::quote!(<#output as #krate::__support_v1::ActivityOutput>::#assoc),
                     first_span(output),
                 )
             };
             let into_result = located_at(
-                quote::quote!(#krate::__private::ActivityOutput::into_result),
+                quote::quote!(#krate::__support_v1::ActivityOutput::into_result),
                 first_span(output),
             );
             (output_as(quote::quote!(Ok)), output_as(quote::quote!(Err)), into_result)
@@ -886,7 +887,7 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
             fn __durable_assert_inputs() { #input_asserts }
 
             #[automatically_derived]
-            impl #krate::__private::Activity for #ident {
+            impl #krate::__support_v1::Activity for #ident {
                 type Input = #input_ty;
                 type Ok = #ok;
                 type Err = #err;
@@ -894,7 +895,7 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
                 #[allow(clippy::all)]
                 fn invoke(
                     &self,
-                    __durable_actx: #krate::__private::ActivityContext,
+                    __durable_actx: #krate::__support_v1::ActivityContext,
                     __durable_input: Self::Input,
                 ) -> impl ::core::future::Future<Output = ::core::result::Result<Self::Ok, Self::Err>>
                        + ::core::marker::Send + 'static {

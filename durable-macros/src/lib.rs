@@ -183,13 +183,13 @@ fn fallback_orchestration(
         let name = ident.to_string();
         quote! {
             #[automatically_derived]
-            impl #krate::__private::Orchestration for #ident {
+            impl #krate::__support_v1::Orchestration for #ident {
                 type Input = #input;
                 type Output = #output;
                 const NAME: &'static str = #name;
-                fn points(&self) -> &'static [#krate::__private::PointInfo] { &[] }
-                fn register(&self, _: &mut #krate::__private::Registry) {}
-                fn step(&self, _: &#krate::__private::Ctx, _: #krate::__private::Resume<'_>) -> #krate::__private::StepResult {
+                fn points(&self) -> &'static [#krate::__support_v1::PointInfo] { &[] }
+                fn register(&self, _: &mut #krate::__support_v1::Registry) {}
+                fn step(&self, _: &#krate::__support_v1::Ctx, _: #krate::__support_v1::Resume<'_>) -> #krate::__support_v1::StepResult {
                     ::core::unreachable!("this orchestration did not compile")
                 }
             }
@@ -261,14 +261,14 @@ fn fallback_activity(
             .map_or_else(|| ident.to_string(), |(n, _)| n.clone());
         Some(quote! {
             #[automatically_derived]
-            impl #krate::__private::Activity for #ident {
+            impl #krate::__support_v1::Activity for #ident {
                 type Input = #input;
                 type Ok = #ok;
                 type Err = #err;
                 const NAME: &'static str = #name;
                 fn invoke(
                     &self,
-                    _: #krate::__private::ActivityContext,
+                    _: #krate::__support_v1::ActivityContext,
                     _: Self::Input,
                 ) -> impl ::core::future::Future<Output = ::core::result::Result<Self::Ok, Self::Err>>
                        + ::core::marker::Send + 'static {

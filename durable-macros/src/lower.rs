@@ -192,7 +192,7 @@ impl Lowerer<'_> {
         let jump = format_ident!("__durable_goto_{}", g, span = Span::mixed_site());
         let v = format_ident!("__durable_item", span = Span::mixed_site());
         let stmt: Stmt = parse_quote!(
-            let #pat = match #krate::__private::ForCursor::current_in(&#it, #base) {
+            let #pat = match #krate::__support_v1::ForCursor::current_in(&#it, #base) {
                 ::core::option::Option::Some(#v) => #v,
                 ::core::option::Option::None => #jump,
             };
@@ -522,7 +522,7 @@ impl Lowerer<'_> {
                     self.emit(Node::Return { expr, uses });
                 } else {
                     let krate = &self.krate;
-                    let stmt: Stmt = parse_quote!(return #krate::__private::Step::Done(#expr););
+                    let stmt: Stmt = parse_quote!(return #krate::__support_v1::Step::Done(#expr););
                     self.emit(Node::Code { stmt, uses, defs: Vec::new(), gotos });
                 }
             }
@@ -741,10 +741,10 @@ impl Lowerer<'_> {
                 let make = match ty {
                     Some(ty) => {
                         let ty = syn::Ident::new(ty, span);
-                        quote::quote_spanned!(span=> #krate::__private::#ty::new(#base))
+                        quote::quote_spanned!(span=> #krate::__support_v1::#ty::new(#base))
                     }
                     None if cursor => {
-                        quote::quote_spanned!(span=> #krate::__private::ForCursor::new())
+                        quote::quote_spanned!(span=> #krate::__support_v1::ForCursor::new())
                     }
                     None => {
                         // A stored iterator if it can be stored, else its items
@@ -755,12 +755,12 @@ impl Lowerer<'_> {
                         let state =
                             syn::Ident::new("__durable_for", Span::mixed_site().located_at(span));
                         let check = respan(
-                            quote::quote!(#krate::__private::assert_for_state(&#state);),
+                            quote::quote!(#krate::__support_v1::assert_for_state(&#state);),
                             span,
                         );
                         quote::quote_spanned!(span=> {
-                            use #krate::__private::{ForCollectItems as _, ForKeepIterator as _};
-                            let #state = (&#krate::__private::ForSource::new(#base)).for_state();
+                            use #krate::__support_v1::{ForCollectItems as _, ForKeepIterator as _};
+                            let #state = (&#krate::__support_v1::ForSource::new(#base)).for_state();
                             #check
                             #state
                         })
@@ -794,11 +794,11 @@ impl Lowerer<'_> {
                     uses.insert(it);
                     // At the iterable: a `StableOrder` failure (a `HashMap`) is reported there.
                     let next_in =
-                        respan(quote::quote!(#krate::__private::ForCursor::next_in), span);
+                        respan(quote::quote!(#krate::__support_v1::ForCursor::next_in), span);
                     (parse_quote!(#next_in(&mut #it_ident, #base)), uses)
                 } else {
                     (
-                        parse_quote!(#krate::__private::ForIter::next_item(&mut #it_ident)),
+                        parse_quote!(#krate::__support_v1::ForIter::next_item(&mut #it_ident)),
                         [it].into_iter().collect(),
                     )
                 };
@@ -1171,7 +1171,7 @@ impl VisitMut for Rewrite<'_, '_> {
                 let convert = quote::quote_spanned!(q=> ::core::convert::From::from(#err));
                 *e = parse_quote!(match #inner {
                     ::core::result::Result::Ok(#v) => #v,
-                    ::core::result::Result::Err(#err) => return #krate::__private::Step::Done(
+                    ::core::result::Result::Err(#err) => return #krate::__support_v1::Step::Done(
                         ::core::result::Result::Err(#convert)),
                 });
             }
@@ -1180,7 +1180,7 @@ impl VisitMut for Rewrite<'_, '_> {
                     self.visit_expr_mut(v);
                 }
                 let v = r.expr.clone().map(|v| *v).unwrap_or_else(|| parse_quote!(()));
-                *e = parse_quote!(return #krate::__private::Step::Done(#v));
+                *e = parse_quote!(return #krate::__support_v1::Step::Done(#v));
             }
             Expr::Break(b) => {
                 if let Some(v) = &mut b.expr {

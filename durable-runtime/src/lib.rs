@@ -5,7 +5,7 @@
 
 mod activity;
 mod clock;
-pub mod codec;
+mod codec;
 mod commit;
 mod op;
 mod orchestration;
@@ -14,21 +14,21 @@ mod runtime;
 pub mod store;
 mod worker;
 
+/// What the code `#[orchestration]`, `#[durable_fn]` and `#[activity]` generate needs, and the
+/// stored format: not a public API. The version in the name changes whenever generated code and
+/// this module stop matching, so a macro of one release never links against another's support.
 #[doc(hidden)]
-pub mod __private;
+pub mod __support_v1;
 
-pub use activity::{Activity, ActivityContext, ActivityRegistry};
+pub use activity::{Activity, ActivityContext};
 pub use clock::Clock;
+pub use codec::MAX_DEPTH;
 pub use op::{
     ActivityError, ActivityFailure, AnyOp, AnyOutput, Call, Child, ChildError, ChildFailure,
-    Command, Completion, CompletionMismatch, ContinueAsNew, DurableOp, Either, EventError, Failure,
-    IntoAnyOp, Join, Join2, NotInAnOrchestration, Race, Race2, RetryPolicy, Sleep, WaitEvent,
+    ContinueAsNew, DurableOp, Either, EventError, Failure, IntoAnyOp, Join, Join2, Race, Race2,
+    RetryPolicy, Sleep, WaitEvent,
 };
-pub use orchestration::{
-    ActivityOutput, Ctx, Fault, LiveState, Orchestration, OrchestrationOutput, PointInfo, Registry,
-    Resume, StepResult,
-};
-pub use record::{FORMAT_VERSION, Frame};
+pub use orchestration::{ActivityOutput, Ctx, Orchestration, OrchestrationOutput};
 pub use runtime::{
     ClientError, DERIVED_ID_PREFIX, Durability, Handle, InstanceError, InstanceState,
     InstanceStatus, ListFilter, MAX_ID_BYTES, OpenError, Page, Runtime, RuntimeBuilder, StartError,

@@ -1133,7 +1133,7 @@ impl Inner {
                     (Some(frame), Some(completion), None) => Resume::At { frame, completion },
                     _ => Resume::Start(&resume.1),
                 };
-                crate::__private::with_frame_budget(budget, || {
+                crate::__support_v1::with_frame_budget(budget, || {
                     std::panic::catch_unwind(AssertUnwindSafe(|| {
                         orchestration.step(&step_ctx, resume)
                     }))

@@ -1,16 +1,18 @@
-//! Support for the code `#[orchestration]` and `#[activity]` generate. Not a public API: it may
-//! change in any release, together with the macros.
+//! Support for the code `#[orchestration]`, `#[durable_fn]` and `#[activity]` generate, and the
+//! stored format. Not a public API: it changes with the macros, and its name's version with it.
 
 pub use serde;
 
 pub use crate::Persistable;
 pub use crate::activity::{Activity, ActivityContext, ActivityRegistry};
-pub use crate::op::{Completion, DurableOp, Failure};
+pub use crate::op::{
+    Command, Completion, CompletionMismatch, DurableOp, Failure, NotInAnOrchestration,
+};
 pub use crate::orchestration::{
     ActivityOutput, Ctx, Fault, LiveState, Orchestration, OrchestrationOutput, PointInfo, Registry,
     Resume, StepResult,
 };
-pub use crate::record::Frame;
+pub use crate::record::{FORMAT_VERSION, Frame};
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -18,7 +20,10 @@ use std::marker::PhantomData;
 use std::ops::{Range, RangeFrom, RangeInclusive};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::codec;
+/// The codec of everything stored (bincode with a depth limit and checked round trips).
+pub mod codec {
+    pub use crate::codec::*;
+}
 
 mod awaiting;
 
