@@ -371,7 +371,6 @@ impl Ctx<'_> {
         let restore =
             located_at(hygienic!(#krate::__support_v1::Slot::restore(&mut #r)), point.span);
         hygienic!(#identity => {
-            #(let #markers = ::core::marker::PhantomData;)*
             let mut #r = match #krate::__support_v1::FrameReader::open(
                 __durable_frame, #line, &[#((#names, #krate::__support_v1::type_name_of(&#markers))),*]
             ) {
@@ -386,6 +385,86 @@ impl Ctx<'_> {
             #st::#v { #(#fields,)* #opf: __durable_slot }
         })
     }
+}
+
+impl Ctx<'_> {
+    /// The register-mode entry that lists point `p`'s stored locals with their types.
+    fn describe_point(&self, p: usize) -> TokenStream {
+        let krate = self.krate;
+        let point = &self.m.points[p];
+        let live = &self.m.blocks[point.resume].live_in;
+        let names = live.iter().map(|b| &self.m.bindings[*b].name);
+        let markers = live.iter().map(|b| type_marker(*b));
+        let identity = &point.identity;
+        hygienic!(__durable_layouts.push((
+            #identity,
+            ::std::vec![#((#names, #krate::__support_v1::type_name_of(&#markers))),*],
+        ));)
+    }
+
+    /// The render-mode arm that decodes point `p`'s locals with their types, as JSON.
+    fn render_point(&self, p: usize) -> TokenStream {
+        let krate = self.krate;
+        let point = &self.m.points[p];
+        let live = &self.m.blocks[point.resume].live_in;
+        let names: Vec<&String> = live.iter().map(|b| &self.m.bindings[*b].name).collect();
+        let markers: Vec<syn::Ident> = live.iter().map(|b| type_marker(*b)).collect();
+        let r = format_ident!("__durable_r", span = Span::mixed_site());
+        let reads = live.iter().zip(&markers).zip(&names).map(|((b, marker), name)| {
+            let binding = &self.m.bindings[*b];
+            let read = if is_for_state(binding) {
+                hygienic!(#krate::__support_v1::read_for_state(&mut #r, #marker))
+            } else {
+                hygienic!(#krate::__support_v1::read(&mut #r, #marker))
+            };
+            // At the local, like the frame's reads and writes: one error for a local that
+            // cannot be stored.
+            let read = located_at(read, binding.ident.span());
+            let json = located_at(
+                hygienic!(#krate::__support_v1::to_json(&__durable_v)),
+                binding.ident.span(),
+            );
+            hygienic!(match #read {
+                ::core::result::Result::Ok(__durable_v) => __durable_locals.push((
+                    ::std::string::String::from(#name),
+                    #json,
+                )),
+                ::core::result::Result::Err(__durable_f) => return #krate::__support_v1::fault(__durable_f),
+            })
+        });
+        let identity = &point.identity;
+        let line = quote_spanned!(point.span=> ::core::line!());
+        let slot_type = slot_witness(p);
+        let render = located_at(
+            hygienic!(#krate::__support_v1::Slot::render(&#slot_type, &mut #r)),
+            point.span,
+        );
+        hygienic!(#identity => {
+            let mut #r = match #krate::__support_v1::FrameReader::open(
+                __durable_frame, #line, &[#((#names, #krate::__support_v1::type_name_of(&#markers))),*]
+            ) {
+                ::core::result::Result::Ok(__durable_r) => __durable_r,
+                ::core::result::Result::Err(__durable_f) => return #krate::__support_v1::fault(__durable_f),
+            };
+            let mut __durable_locals = ::std::vec::Vec::new();
+            #(#reads;)*
+            let __durable_nested = match #render {
+                ::core::result::Result::Ok(__durable_n) => __durable_n,
+                ::core::result::Result::Err(__durable_f) => return #krate::__support_v1::fault(__durable_f),
+            };
+            *__durable_out = ::core::option::Option::Some(#krate::__support_v1::RenderedFrame {
+                point: ::std::string::String::from(#identity),
+                locals: __durable_locals,
+                nested: __durable_nested,
+            });
+        })
+    }
+}
+
+/// The type witness of binding `b`, declared once for the whole machine: every piece that reads,
+/// lists or renders the local names its type through it.
+fn type_marker(b: BindingId) -> syn::Ident {
+    format_ident!("__durable_ty{}", b, span = Span::mixed_site())
 }
 
 struct ReplaceGotos<'a, 'b>(&'a Ctx<'b>);
@@ -571,6 +650,23 @@ pub(crate) fn orchestration(
     let (impl_g, ty_g, where_c) = generics.split_for_impl();
     let turbofish = ty_g.as_turbofish();
     let machine = machine(f, m, krate);
+    let static_points =
+        m.points.iter().enumerate().filter(|(_, p)| m.reachable[p.resume]).map(|(_, p)| {
+            let (identity, operation) = (&p.identity, &p.operation);
+            let line = quote_spanned!(p.span=> ::core::line!());
+            hygienic!(#krate::__support_v1::StaticPoint {
+                identity: #identity, file: ::core::file!(), line: #line, operation: #operation,
+            })
+        });
+    let node = |a: crate::graph::At| match a {
+        crate::graph::At::Start => "start".to_owned(),
+        crate::graph::At::End => "end".to_owned(),
+        crate::graph::At::Point(p) => m.points[p].identity.clone(),
+    };
+    let edges = crate::graph::edges(m).into_iter().map(|(from, to)| {
+        let (from, to) = (node(from), node(to));
+        hygienic!((#from, #to))
+    });
     hygienic! {
         #named
 
@@ -603,6 +699,31 @@ pub(crate) fn orchestration(
                         #krate::__support_v1::Entry::of(__durable_resume),
                     );
                     #finish
+                }
+                fn graph(&self) -> #krate::__support_v1::StepGraph {
+                    let mut __durable_layouts = ::std::vec::Vec::new();
+                    let _ = __durable_machine #turbofish (
+                        &#krate::__support_v1::detached_ctx(),
+                        #krate::__support_v1::Entry::Describe(&mut __durable_layouts),
+                    );
+                    #krate::__support_v1::graph(
+                        #name,
+                        #version,
+                        &[#(#static_points),*],
+                        &__durable_layouts,
+                        &[#(#edges),*],
+                    )
+                }
+                fn render(
+                    &self,
+                    __durable_frame: &#krate::__support_v1::Frame,
+                ) -> ::core::result::Result<#krate::__support_v1::RenderedFrame, #krate::__support_v1::Fault> {
+                    let mut __durable_out = ::core::option::Option::None;
+                    let __durable_step = __durable_machine #turbofish (
+                        &#krate::__support_v1::detached_ctx(),
+                        #krate::__support_v1::Entry::Render(__durable_frame, &mut __durable_out),
+                    );
+                    #krate::__support_v1::rendered(__durable_step, __durable_out)
                 }
             }
 
@@ -753,6 +874,20 @@ fn machine(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) -> TokenStream
     };
     let generics = &item.sig.generics;
     let (impl_g, _, where_c) = generics.split_for_impl();
+    let resumed: Vec<usize> = order
+        .iter()
+        .filter_map(|b| match m.blocks[*b].kind {
+            BlockKind::Resume(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let stored: BTreeSet<BindingId> = resumed
+        .iter()
+        .flat_map(|p| m.blocks[m.points[*p].resume].live_in.iter().copied())
+        .collect();
+    let type_markers = stored.iter().map(|b| type_marker(*b));
+    let describes = resumed.iter().map(|p| cx.describe_point(*p));
+    let renders = resumed.iter().map(|p| cx.render_point(*p));
     let points: Vec<usize> = (0..m.points.len()).collect();
     let slot_types: Vec<syn::Ident> = points.iter().map(|p| slot_witness(*p)).collect();
     let registers = points.iter().map(|p| {
@@ -778,6 +913,7 @@ fn machine(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) -> TokenStream
             enum #st<#(#params),*> { #(#variants),* }
             fn #tie<T>(_: &::core::marker::PhantomData<T>, _: &T) {}
             #(let #slot_types = ::core::marker::PhantomData;)*
+            #(let #type_markers = ::core::marker::PhantomData;)*
             #(let #witnesses = ::core::marker::PhantomData;)*
             #bind_ctx
             let mut #completion: ::core::option::Option<#krate::__support_v1::Completion> =
@@ -787,6 +923,17 @@ fn machine(f: &OrchestrationFn, m: &Machine, krate: &TokenStream) -> TokenStream
                 // function, its activities), from the types the steps below infer.
                 #krate::__support_v1::Entry::Register(__durable_registry) => {
                     #(#registers)*
+                    return #krate::__support_v1::registered();
+                }
+                #krate::__support_v1::Entry::Describe(__durable_layouts) => {
+                    #(#describes)*
+                    return #krate::__support_v1::registered();
+                }
+                #krate::__support_v1::Entry::Render(__durable_frame, __durable_out) => {
+                    match __durable_frame.point.as_str() {
+                        #(#renders)*
+                        _ => return #krate::__support_v1::fault(#krate::__support_v1::unknown_point(__durable_frame)),
+                    }
                     return #krate::__support_v1::registered();
                 }
                 #krate::__support_v1::Entry::Start(#input) => {

@@ -106,6 +106,8 @@ pub(crate) struct Goto {
 pub(crate) struct Point {
     /// Stable identity: enclosing constructs and the operation, not the line.
     pub identity: String,
+    /// The awaited operation as the identity describes it (`call(charge)`, `sleep`).
+    pub operation: String,
     /// The awaited operation expression.
     pub op: syn::Expr,
     pub uses: BTreeSet<BindingId>,

@@ -10,6 +10,7 @@ mod args;
 mod ast;
 mod error;
 mod expand;
+mod graph;
 mod ir;
 mod lower;
 

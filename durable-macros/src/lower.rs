@@ -1064,7 +1064,17 @@ impl Lowerer<'_> {
         let point = self.m.points.len();
         let resume = self.new_block(BlockKind::Resume(point));
         let visible = self.visible();
-        self.m.points.push(Point { identity, op, uses, value, try_op, resume, visible, span });
+        self.m.points.push(Point {
+            identity,
+            operation: desc,
+            op,
+            uses,
+            value,
+            try_op,
+            resume,
+            visible,
+            span,
+        });
         self.emit(Node::Suspend(point));
         self.enter_block(resume);
         self.bring_into_scope(value);

@@ -5,6 +5,7 @@ pub use serde;
 
 pub use crate::Persistable;
 pub use crate::activity::{Activity, ActivityContext, ActivityRegistry};
+pub use crate::graph::{RenderedFrame, StepGraph};
 pub use crate::op::{
     Command, Completion, CompletionMismatch, DurableOp, Failure, NotInAnOrchestration,
 };
@@ -28,8 +29,8 @@ pub mod codec {
 mod awaiting;
 
 pub use awaiting::{
-    Awaitable, DurableFn, Entry, Nested, NestedWaiting, Polled, Slot, detached_ctx, park,
-    registered,
+    Awaitable, DurableFn, Entry, Nested, NestedWaiting, Polled, Slot, StaticPoint, detached_ctx,
+    graph, park, registered, rendered, to_json,
 };
 
 /// Where the state machine goes after a block.

@@ -7,6 +7,7 @@ mod activity;
 mod clock;
 mod codec;
 mod commit;
+mod graph;
 mod op;
 mod orchestration;
 mod record;
@@ -23,6 +24,7 @@ pub mod __support_v1;
 pub use activity::{Activity, ActivityContext};
 pub use clock::Clock;
 pub use codec::MAX_DEPTH;
+pub use graph::{GRAPH_END, GRAPH_START, GraphLocal, GraphPoint, RenderedFrame, StepGraph};
 pub use op::{
     ActivityError, ActivityFailure, AnyOp, AnyOutput, Call, Child, ChildError, ChildFailure,
     ContinueAsNew, DurableOp, Either, EventError, Failure, IntoAnyOp, Join, Join2, Race, Race2,

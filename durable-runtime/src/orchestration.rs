@@ -360,6 +360,19 @@ pub trait Orchestration: Send + Sync + 'static {
     fn register(&self, registry: &mut Registry);
     /// Runs one step.
     fn step(&self, ctx: &Ctx, resume: Resume<'_>) -> StepResult;
+    /// The step graph: points, stored locals with their types, control-flow edges.
+    fn graph(&self) -> crate::graph::StepGraph {
+        crate::graph::StepGraph {
+            name: Self::NAME.to_owned(),
+            version: Self::VERSION,
+            points: Vec::new(),
+            edges: Vec::new(),
+        }
+    }
+    /// The locals of `frame` (a frame of this orchestration) decoded with their real types.
+    fn render(&self, _frame: &Frame) -> Result<crate::graph::RenderedFrame, Fault> {
+        Err(Fault::Incompatible(format!("`{}` cannot render frames", Self::NAME)))
+    }
 }
 
 /// An orchestration behind a name.

@@ -10,6 +10,7 @@ use std::any::Any;
 use std::cell::RefCell;
 
 use super::{FrameReader, FrameWriter, Step};
+use crate::graph::{GraphLocal, GraphPoint, RenderedFrame, StepGraph};
 use crate::op::{Command, Completion, DurableOp};
 use crate::orchestration::{Ctx, Fault, LiveState, Registry, Resume, StepResult};
 use crate::record::Frame;
@@ -41,6 +42,12 @@ pub trait Awaitable: Sized + Send + 'static {
     fn restore(reader: &mut FrameReader<'_>) -> Result<Self::Waiting, Fault>;
     /// Registers what this awaitable needs registered before a restarted process resumes it.
     fn register(_registry: &mut Registry) {}
+    /// Decodes what `store` wrote for people: a durable function's name and frame.
+    fn render(
+        _reader: &mut FrameReader<'_>,
+    ) -> Result<Option<(String, Box<RenderedFrame>)>, Fault> {
+        Ok(None)
+    }
 }
 
 /// The outcome of a poll.
@@ -142,6 +149,14 @@ impl<A: Awaitable> Slot<A> {
         }
     }
 
+    /// Decodes the slot's part of a frame for people (see [`Awaitable::render`]).
+    pub fn render(
+        _: &std::marker::PhantomData<Self>,
+        reader: &mut FrameReader<'_>,
+    ) -> Result<Option<(String, Box<RenderedFrame>)>, Fault> {
+        A::render(reader)
+    }
+
     /// Registers what the awaited type needs (the static type of this slot).
     pub fn register(_: &std::marker::PhantomData<Self>, registry: &mut Registry) {
         A::register(registry);
@@ -174,6 +189,10 @@ pub enum Entry<'a, A> {
     Later(Resume<'a>),
     /// Not a step: register what the machine's `.await`s need, and return.
     Register(&'a mut Registry),
+    /// Not a step: list each point's stored locals with their types.
+    Describe(&'a mut Vec<(&'static str, Vec<(&'static str, &'static str)>)>),
+    /// Not a step: decode a frame's locals with their types, as JSON.
+    Render(&'a Frame, &'a mut Option<RenderedFrame>),
 }
 
 impl<'a> Entry<'a, &'a [u8]> {
@@ -191,9 +210,74 @@ pub fn detached_ctx() -> Ctx {
     Ctx::detached()
 }
 
-/// What a machine returns in register mode (callers ignore it).
+/// What a machine returns after a mode that runs no step (register, describe, render).
 pub fn registered<R>() -> Step<R> {
-    Step::Exit(Box::new(StepResult::Fault(Fault::Corrupt("registration only".into()))))
+    Step::Exit(Box::new(StepResult::Complete(Vec::new())))
+}
+
+/// A value as JSON, for people (a value serde_json cannot show becomes its error message).
+pub fn to_json<T: super::Persistable>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value)
+        .unwrap_or_else(|e| serde_json::Value::String(format!("<cannot show: {e}>")))
+}
+
+/// The outcome of a machine run in render mode.
+pub fn rendered<R>(step: Step<R>, out: Option<RenderedFrame>) -> Result<RenderedFrame, Fault> {
+    match (out, step) {
+        (Some(r), _) => Ok(r),
+        (None, Step::Exit(r)) => match *r {
+            StepResult::Fault(f) => Err(f),
+            _ => Err(Fault::Corrupt("the frame was not rendered".into())),
+        },
+        (None, Step::Done(_)) => Err(Fault::Corrupt("the frame was not rendered".into())),
+    }
+}
+
+/// A point of an orchestration as the macro writes it down, for [`graph`].
+pub struct StaticPoint {
+    /// Its identity.
+    pub identity: &'static str,
+    /// Source file and line of its `.await`.
+    pub file: &'static str,
+    /// See `file`.
+    pub line: u32,
+    /// The awaited operation.
+    pub operation: &'static str,
+}
+
+/// Assembles an orchestration's step graph from what the macro wrote down and the layouts its
+/// machine listed in describe mode.
+pub fn graph(
+    name: &str,
+    version: u32,
+    points: &[StaticPoint],
+    layouts: &[(&'static str, Vec<(&'static str, &'static str)>)],
+    edges: &[(&str, &str)],
+) -> StepGraph {
+    let points = points
+        .iter()
+        .map(|p| GraphPoint {
+            identity: p.identity.to_owned(),
+            file: p.file.to_owned(),
+            line: p.line,
+            operation: p.operation.to_owned(),
+            locals: layouts
+                .iter()
+                .find(|(id, _)| *id == p.identity)
+                .map(|(_, l)| {
+                    l.iter()
+                        .map(|(n, t)| GraphLocal { name: (*n).to_owned(), ty: (*t).to_owned() })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
+    StepGraph {
+        name: name.to_owned(),
+        version,
+        points,
+        edges: edges.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect(),
+    }
 }
 
 /// A `#[durable_fn]`, as its attribute implements it: a machine entered with its arguments.
@@ -288,6 +372,13 @@ impl<F: DurableFn> Awaitable for Nested<F> {
     fn restore(reader: &mut FrameReader<'_>) -> Result<NestedWaiting, Fault> {
         let frame = super::read_unlisted::<Frame>(reader, F::NAME)?;
         Ok(NestedWaiting { frame, live: None })
+    }
+
+    fn render(reader: &mut FrameReader<'_>) -> Result<Option<(String, Box<RenderedFrame>)>, Fault> {
+        let frame = super::read_unlisted::<Frame>(reader, F::NAME)?;
+        let mut out = None;
+        let step = F::step(&Ctx::detached(), Entry::Render(&frame, &mut out));
+        rendered(step, out).map(|r| Some((F::NAME.to_owned(), Box::new(r))))
     }
 
     fn register(registry: &mut Registry) {
