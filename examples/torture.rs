@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use durable::{
     ActivityContext, Ctx, Durability, Either, Failure, InstanceState, ListFilter, Runtime,
-    StepOutcome, activity, orchestration,
+    StepOutcome, activity, durable_fn, orchestration,
 };
 
 use common::{Options, side_effect};
@@ -141,7 +141,29 @@ async fn parent(ctx: Ctx, seed: u64) -> Result<u64, Failure> {
     Ok(out)
 }
 
-const KINDS: u64 = 6;
+/// Reusable durable code: a loop of activities with a timer, inside a durable function.
+#[durable_fn]
+async fn mix_rounds(ctx: &Ctx, seed: u64, rounds: u64) -> Result<u64, Failure> {
+    let mut acc = seed;
+    for i in 0..rounds {
+        if i == 1 {
+            ctx.sleep(Duration::from_millis(15)).await;
+        }
+        acc = ctx.call(mix, (acc, 100 + i)).await?;
+    }
+    Ok(acc)
+}
+
+/// Two calls of a durable function, with the orchestration's own local kept across both.
+#[orchestration]
+async fn composed(ctx: Ctx, seed: u64) -> Result<u64, Failure> {
+    let first = mix_rounds(&ctx, seed, 3).await?;
+    let second = mix_rounds(&ctx, first ^ seed, 2).await?;
+    let out = ctx.call(mix, (first, second)).await?;
+    Ok(out)
+}
+
+const KINDS: u64 = 7;
 
 /// Starts instance `i` (idempotent).
 async fn start(rt: &Runtime, i: u64) -> Result<(), durable::StartError> {
@@ -153,7 +175,8 @@ async fn start(rt: &Runtime, i: u64) -> Result<(), durable::StartError> {
         2 => rt.start(fan_out, id, (seed, 5)).await.map(drop),
         3 => rt.start(timers, id, seed).await.map(drop),
         4 => rt.start(events, id, (seed, 3)).await.map(drop),
-        _ => rt.start(parent, id, seed).await.map(drop),
+        5 => rt.start(parent, id, seed).await.map(drop),
+        _ => rt.start(composed, id, seed).await.map(drop),
     }
 }
 
@@ -236,6 +259,7 @@ async fn main() {
         .orchestration(timers)
         .orchestration(events)
         .orchestration(parent)
+        .orchestration(composed)
         .durability(durability)
         .on_step(move |e| {
             if let StepOutcome::BranchRecorded(b) = e.outcome {
