@@ -83,7 +83,10 @@ pub(crate) async fn side_effect(ctx: &ActivityContext) {
         tokio::time::sleep(options.delay).await;
     }
     if let Some(path) = &options.effects {
-        let line = format!("{} {} {}\n", ctx.name(), ctx.instance_id(), ctx.idempotency_key());
+        // One record per line, ended by ` .`: a kill in the middle of the write leaves a line
+        // without the end mark, which readers skip, and the leading newline keeps the next
+        // record off that torn line.
+        let line = format!("\n{} {} {} .", ctx.name(), ctx.instance_id(), ctx.idempotency_key());
         let written =
             std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| {
                 f.write_all(line.as_bytes())?;

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod built;
+pub mod effects;
 pub mod harness;
 
 use std::io::{BufRead, BufReader};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
     reason = "not every test that includes the support module runs an example"
 )]
 pub use built::example;
+pub use effects::effects;
 
 /// A running example whose stdout lines arrive on a channel.
 pub struct Running {
@@ -80,18 +82,6 @@ impl Running {
         let ok = self.child.wait().map(|s| s.success()).unwrap_or(false);
         (self.seen, ok)
     }
-}
-
-/// The lines of an effects file: `(activity, instance, key)`.
-pub fn effects(path: &Path) -> Vec<(String, String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut p = l.split(' ');
-            Some((p.next()?.to_owned(), p.next()?.to_owned(), p.next()?.to_owned()))
-        })
-        .collect()
 }
 
 /// A fresh directory under the target directory for one test.

@@ -27,6 +27,8 @@
 
 #[path = "built.rs"]
 mod built;
+#[path = "effects.rs"]
+mod effects;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -304,11 +306,16 @@ impl Worker {
     }
 }
 
-/// Reads the effect records appended since `seen` records.
+/// Reads the effect records appended since `seen` lines (a line a kill cut short is no record).
 fn new_effects(path: &Path, seen: &mut usize) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let new = lines.get(*seen..).map(<[String]>::to_vec).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let new = lines
+        .get(*seen..)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| effects::effect_record(l).map(str::to_owned))
+        .collect();
     *seen = lines.len();
     new
 }
