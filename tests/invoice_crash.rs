@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use support::{Running, effects, example, scratch};
+use support::effects::effects;
+use support::{Running, example, scratch};
 
 const LONG: Duration = Duration::from_secs(60);
 

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
     reason = "not every test that includes the support module runs an example"
 )]
 pub use built::example;
-pub use effects::effects;
 
 /// A running example whose stdout lines arrive on a channel.
 pub struct Running {
