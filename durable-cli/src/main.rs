@@ -515,18 +515,20 @@ fn print_human(command: &Command, v: &Value) {
 
 fn print_locals(v: &Value, frame: &Value, indent: &str) {
     if frame.is_null() {
+        if !indent.is_empty() {
+            return;
+        }
         if let Some(e) = v["locals_error"].as_str() {
             println!("locals:          (not decoded: {e})");
-        } else if indent.is_empty() {
-            let stored: Vec<String> = v["stored_locals"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|l| format!("{}: {}", cell(&l["name"]), cell(&l["type"])))
-                .collect();
-            if !stored.is_empty() {
-                println!("stored locals:   {}", stored.join(", "));
-            }
+        }
+        let stored: Vec<String> = v["stored_locals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| format!("{}: {}", cell(&l["name"]), cell(&l["type"])))
+            .collect();
+        if !stored.is_empty() {
+            println!("stored locals:   {}", stored.join(", "));
         }
         return;
     }
