@@ -115,7 +115,13 @@ async fn instances(State(rt): State<Runtime>, uri: Uri) -> Response {
             let _ = write!(body, r#"<input type="hidden" name="{name}" value="{}">"#, escape(v));
         }
     }
-    body.push_str(r#"<button type="submit">Filter</button><label><input type="checkbox" id="live"> live</label></form>"#);
+    // `live=1` starts with the live refresh on.
+    let live = uri.query().is_some_and(|q| q.split('&').any(|p| p == "live=1"));
+    let _ = write!(
+        body,
+        r#"<button type="submit">Filter</button><label><input type="checkbox" id="live"{}> live</label></form>"#,
+        if live { " checked" } else { "" }
+    );
     if let Some(point) = &q.point {
         let _ = write!(body, "<p>Parked at <code>{}</code></p>", escape(point));
     }
