@@ -503,13 +503,11 @@ fn print_human(command: &Command, v: &Value) {
                 println!("  {} -> {}", cell(&e[0]), cell(&e[1]));
             }
         }
-        _ => {
-            let (verb, id) = v
-                .as_object()
-                .and_then(|o| o.iter().next())
-                .map_or(("done", String::new()), |(k, id)| (k.as_str(), cell(id)));
-            println!("{verb} {id}");
-        }
+        Command::Raise { id, event, .. } => println!("raised `{event}` for {id}"),
+        Command::Cancel { id, .. } => println!("cancelled {id}"),
+        Command::Suspend { id } => println!("suspended {id}"),
+        Command::Resume { id } => println!("resumed {id}"),
+        Command::Purge { id } => println!("purged {id}"),
     }
 }
 

@@ -104,6 +104,7 @@ async fn against_a_running_process() {
 
     let out = durable(&["--db", &db, "raise", "req-1", "approval", "true"]).await;
     assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "raised `approval` for req-1\n");
     let result = rt.handle::<approval>("req-1").wait_timeout(Duration::from_secs(20)).await;
     assert_eq!(result.expect("in time").expect("done"), "approve thing 1? yes");
 
