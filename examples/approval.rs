@@ -8,6 +8,15 @@
 //! Without `--approve`, the first wait times out, the request is escalated, and the second wait
 //! times out too: the output is `rejected (no answer)`. The process can be killed and restarted
 //! at any point; a wait that timed out while it was down ends on the next start.
+//!
+//! With `--admin ADDR`, it starts `--instances N` requests (default 300) that wait an hour for
+//! their `approval` event, serves the admin API and web view on `ADDR`, prints the URL and the
+//! token file, and runs until interrupted:
+//!
+//! ```text
+//! cargo run --example approval -- --admin 127.0.0.1:0
+//! durable --db /tmp/durable-examples/approval.db raise approval-007 approval true
+//! ```
 
 mod common;
 
@@ -65,9 +74,46 @@ async fn approval(ctx: Ctx, request: Request) -> Result<String, Failure> {
     Ok(outcome)
 }
 
+/// `--admin ADDR`: many requests waiting for a human, and the admin server to answer them.
+async fn serve_admin(options: &Options, addr: &str) {
+    let addr = or_exit(addr.parse().map_err(|e| format!("--admin {addr}: {e}")));
+    let count: usize = options.get("instances").and_then(|v| v.parse().ok()).unwrap_or(300);
+    let rt = or_exit(Runtime::builder(&options.db).orchestration(approval).open().await);
+    for n in 1..=count {
+        let request = Request {
+            what: format!("purchase order {n}"),
+            requester: format!("requester-{}", n % 7),
+            timeout_ms: 3_600_000,
+        };
+        or_exit(rt.start(approval, format!("approval-{n:03}"), request).await);
+    }
+    let admin = or_exit(
+        durable::admin::serve(
+            rt.clone(),
+            durable::admin::AdminOptions::new(&options.db).addr(addr),
+        )
+        .await,
+    );
+    let token_file = admin.token_file().map(|p| p.display().to_string()).unwrap_or_default();
+    println!("{count} approval requests started");
+    println!("admin: {}", admin.url());
+    println!("token file: {token_file}");
+    println!("open: {}/orchestrations/approval?token=$(cat {token_file})", admin.url());
+    println!("approve one: durable --db {} raise approval-001 approval true", options.db.display());
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("cannot wait for Ctrl-C: {e}");
+    }
+    admin.stop().await;
+    rt.shutdown().await;
+}
+
 #[tokio::main]
 async fn main() {
     let options = Options::parse("approval");
+    if let Some(addr) = options.get("admin") {
+        serve_admin(&options, addr).await;
+        return;
+    }
     let timeout_ms = options.get("timeout-ms").and_then(|v| v.parse().ok()).unwrap_or(2_000);
     let rt = or_exit(
         Runtime::builder(&options.db).orchestration(approval).on_step(print_step).open().await,

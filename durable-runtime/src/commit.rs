@@ -45,7 +45,12 @@ impl GroupCommit {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
                 let at = Epoch(current.load(Ordering::SeqCst));
+                let started = std::time::Instant::now();
                 let result = store.flush();
+                metrics::histogram!("durable_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let size = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+                metrics::histogram!("durable_commit_batch_size").record(f64::from(size));
                 if let Err(e) = &result {
                     tracing::error!(
                         "flush failed; forgetting what it would have made durable: {e}"

@@ -8,6 +8,7 @@ mod clock;
 mod codec;
 mod commit;
 mod graph;
+mod inspect;
 mod op;
 mod orchestration;
 mod record;
@@ -25,6 +26,7 @@ pub use activity::{Activity, ActivityContext};
 pub use clock::Clock;
 pub use codec::MAX_DEPTH;
 pub use graph::{GRAPH_END, GRAPH_START, GraphLocal, GraphPoint, RenderedFrame, StepGraph};
+pub use inspect::{PointCount, RenderError};
 pub use op::{
     ActivityError, ActivityFailure, AnyOp, AnyOutput, Call, Child, ChildError, ChildFailure,
     ContinueAsNew, DurableOp, Either, EventError, Failure, IntoAnyOp, Join, Join2, Race, Race2,

@@ -379,6 +379,8 @@ pub trait Orchestration: Send + Sync + 'static {
 pub(crate) trait ErasedOrchestration: Send + Sync {
     fn step(&self, ctx: &Ctx, resume: Resume<'_>) -> StepResult;
     fn input_type(&self) -> &'static str;
+    fn graph(&self) -> crate::graph::StepGraph;
+    fn render(&self, frame: &Frame) -> Result<crate::graph::RenderedFrame, Fault>;
 }
 
 pub(crate) struct ErasedOrch<O>(pub(crate) O);
@@ -389,6 +391,12 @@ impl<O: Orchestration> ErasedOrchestration for ErasedOrch<O> {
     }
     fn input_type(&self) -> &'static str {
         std::any::type_name::<O::Input>()
+    }
+    fn graph(&self) -> crate::graph::StepGraph {
+        self.0.graph()
+    }
+    fn render(&self, frame: &Frame) -> Result<crate::graph::RenderedFrame, Fault> {
+        self.0.render(frame)
     }
 }
 

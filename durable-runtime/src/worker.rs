@@ -867,6 +867,8 @@ impl Inner {
             name: n,
             permanent: Arc::default(),
         });
+        metrics::counter!("durable_activity_attempts_total", "activity" => name.to_owned())
+            .increment(1);
         let fut = activity.zip(ctx).map(|((_, act), ctx)| act.invoke(ctx, input));
         let name = name.to_owned();
         let timeout = policy.attempt_timeout;
@@ -1024,8 +1026,12 @@ impl Inner {
                         }
                     }
                 }
-                Command::Activity { policy, .. } => {
+                Command::Activity { name, policy, .. } => {
                     if let Some(mut result) = finished.remove(&i) {
+                        if result.is_err() {
+                            metrics::counter!("durable_activity_failures_total", "activity" => name.clone())
+                                .increment(1);
+                        }
                         if let Ok(bytes) = &result {
                             if bytes.len() > room {
                                 result = Err(ActivityFailure::Rejected(format!(
@@ -1177,6 +1183,7 @@ impl Inner {
         let mut live = self.take_resident(id, rec.steps);
         loop {
             let now = self.clock.now_ms();
+            let started = std::time::Instant::now();
             let ctx = Ctx::new(id, now, rec.steps + 1);
             let span = tracing::debug_span!("step", n = rec.steps + 1);
             let resume = match &rec.frame {
@@ -1235,6 +1242,10 @@ impl Inner {
                 delay = (delay * 2).min(Duration::from_secs(5));
                 continue;
             }
+            let orch = rec.orchestration.clone();
+            metrics::counter!("durable_steps_total", "orchestration" => orch.clone()).increment(1);
+            metrics::histogram!("durable_step_seconds", "orchestration" => orch)
+                .record(started.elapsed().as_secs_f64());
             if let Some(p) = &rec.pending {
                 self.unschedule_timers(id, p);
             }

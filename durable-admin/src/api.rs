@@ -1,0 +1,147 @@
+//! The JSON endpoints under `/api` and `/metrics`.
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `GET /api/instances?state=&orchestration=&point=&q=&after=&limit=` | a page of instances |
+//! | `GET /api/instances/{id}` | one instance, locals decoded |
+//! | `POST /api/instances/{id}/events/{name}` (body: JSON scalar) | raise an event |
+//! | `POST /api/instances/{id}/cancel` (body: `{"reason": ".."}`, optional) | cancel |
+//! | `POST /api/instances/{id}/suspend`, `…/resume` | suspend, resume |
+//! | `DELETE /api/instances/{id}` | purge a finished instance |
+//! | `GET /api/orchestrations` | registered orchestrations |
+//! | `GET /api/orchestrations/{name}?version=` | step graph, `parked` on each point |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Errors are `{"error": "…"}` with a 4xx or 5xx status.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use durable_runtime::Runtime;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::view::{self, ApiError, ListQuery};
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(json!({"error": self.message}))).into_response()
+    }
+}
+
+type Answer = Result<axum::Json<Value>, ApiError>;
+
+pub(crate) fn routes() -> Router<Runtime> {
+    Router::new()
+        .route("/api/instances", get(list))
+        .route("/api/instances/{id}", get(describe).delete(purge))
+        .route("/api/instances/{id}/events/{name}", post(raise))
+        .route("/api/instances/{id}/cancel", post(cancel))
+        .route("/api/instances/{id}/suspend", post(suspend))
+        .route("/api/instances/{id}/resume", post(resume))
+        .route("/api/orchestrations", get(orchestrations))
+        .route("/api/orchestrations/{name}", get(graph))
+        .route("/metrics", get(metrics))
+}
+
+/// Parses a query string, answering 400 (not axum's plain-text rejection) when it is wrong.
+fn query<T: serde::de::DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, ApiError> {
+    match raw {
+        None | Some("") => Ok(T::default()),
+        Some(raw) => Query::<T>::try_from_uri(
+            &format!("/?{raw}").parse().map_err(|_| ApiError::bad_request("bad query string"))?,
+        )
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text()))),
+    }
+}
+
+async fn list(State(rt): State<Runtime>, uri: axum::http::Uri) -> Answer {
+    let q: ListQuery = query(uri.query())?;
+    Ok(axum::Json(view::list(&rt, &q)?))
+}
+
+async fn describe(State(rt): State<Runtime>, Path(id): Path<String>) -> Answer {
+    Ok(axum::Json(view::describe(&rt, &id)?))
+}
+
+/// A JSON body, or 400 saying why it is not one.
+fn body_json(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))
+}
+
+async fn raise(
+    State(rt): State<Runtime>,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    let payload = body_json(&body)?;
+    crate::raise_json(&rt, &id, &name, &payload).await?;
+    Ok(axum::Json(json!({"raised": name, "id": id})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: Option<String>,
+}
+
+async fn cancel(State(rt): State<Runtime>, Path(id): Path<String>, body: Bytes) -> Answer {
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<CancelBody>(&body)
+            .map_err(|e| ApiError::bad_request(format!("body must be {{\"reason\": \"…\"}}: {e}")))?
+            .reason
+    };
+    let reason = reason.unwrap_or_else(|| "cancelled by an administrator".to_owned());
+    rt.cancel(&id, &reason).await?;
+    Ok(axum::Json(json!({"cancelled": id, "reason": reason})))
+}
+
+async fn suspend(State(rt): State<Runtime>, Path(id): Path<String>) -> Answer {
+    rt.suspend(&id).await?;
+    Ok(axum::Json(json!({"suspended": id})))
+}
+
+async fn resume(State(rt): State<Runtime>, Path(id): Path<String>) -> Answer {
+    rt.resume(&id).await?;
+    Ok(axum::Json(json!({"resumed": id})))
+}
+
+async fn purge(State(rt): State<Runtime>, Path(id): Path<String>) -> Answer {
+    rt.purge(&id).await?;
+    Ok(axum::Json(json!({"purged": id})))
+}
+
+async fn orchestrations(State(rt): State<Runtime>) -> Answer {
+    Ok(axum::Json(view::orchestrations(&rt)))
+}
+
+#[derive(Deserialize, Default)]
+struct VersionQuery {
+    version: Option<u32>,
+}
+
+async fn graph(
+    State(rt): State<Runtime>,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+) -> Answer {
+    let q: VersionQuery = query(uri.query())?;
+    Ok(axum::Json(view::graph(&rt, &name, q.version)?))
+}
+
+async fn metrics(State(rt): State<Runtime>) -> Response {
+    let text = tokio::task::spawn_blocking(move || crate::prometheus::render(&rt)).await;
+    match text {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+            .into_response(),
+        Err(e) => ApiError::new(500, e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,198 @@
+//! The `durable` binary against a served runtime (`--url`, `--db` of a held database) and
+//! against a database directory no process holds.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use durable::admin::AdminOptions;
+use durable::{Ctx, Failure, Runtime, orchestration};
+use serde_json::Value;
+
+#[orchestration]
+async fn approval(ctx: Ctx, what: String) -> Result<String, Failure> {
+    let asked = format!("approve {what}?");
+    let yes = ctx.wait_event::<bool>("approval").await?;
+    Ok(format!("{asked} {}", if yes { "yes" } else { "no" }))
+}
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let path =
+            std::env::temp_dir().join(format!("durable-cli-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Dir(path)
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn durable(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_durable"))
+            .args(&args)
+            .env_remove("DURABLE_ADMIN_URL")
+            .env_remove("DURABLE_ADMIN_TOKEN")
+            .env_remove("DURABLE_DB")
+            .output()
+            .expect("run durable")
+    })
+    .await
+    .expect("join")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+async fn started(dir: &Path, n: usize) -> Runtime {
+    let rt = Runtime::builder(dir).orchestration(approval).open().await.expect("open");
+    for i in 0..n {
+        rt.start(approval, format!("req-{i}"), format!("thing {i}")).await.expect("start");
+    }
+    for _ in 0..500 {
+        if rt.point_counts("approval").expect("counts").iter().map(|c| c.instances).sum::<u64>()
+            == u64::try_from(n).unwrap_or(0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    rt
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_running_process() {
+    let dir = Dir::new("served");
+    let rt = started(&dir.0, 4).await;
+    let admin = durable::admin::serve(rt.clone(), AdminOptions::new(&dir.0)).await.expect("serve");
+    let url = admin.url();
+    let token = admin.token().to_owned();
+    let db = dir.0.display().to_string();
+
+    // An aligned table: every row's columns start where the header's do.
+    let out = durable(&["--url", &url, "--token", &token, "list"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    let state_col = lines[0].find("STATE").expect("STATE column");
+    for line in &lines[1..] {
+        assert_eq!(&line[state_col..state_col + 7], "running", "{text}");
+    }
+
+    // --db of a held database finds the server through the files the server wrote.
+    let out = durable(&["--db", &db, "--json", "show", "req-2"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(shown["locals"]["locals"][0]["value"], "approve thing 2?");
+    let out = durable(&["--db", &db, "show", "req-2"]).await;
+    assert!(stdout(&out).contains(r#"asked = "approve thing 2?""#), "{}", stdout(&out));
+
+    let out = durable(&["--db", &db, "--json", "graph", "approval"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let graph: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(graph["points"][0]["parked"], 4);
+    let out = durable(&["--db", &db, "graph", "approval"]).await;
+    assert!(stdout(&out).contains("PARKED"), "{}", stdout(&out));
+
+    let out = durable(&["--db", &db, "raise", "req-1", "approval", "true"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "raised `approval` for req-1\n");
+    let result = rt.handle::<approval>("req-1").wait_timeout(Duration::from_secs(20)).await;
+    assert_eq!(result.expect("in time").expect("done"), "approve thing 1? yes");
+
+    // Exit codes scripts can use.
+    let code = |o: &Output| o.status.code();
+    assert_eq!(code(&durable(&["--db", &db, "show", "nobody"]).await), Some(3));
+    assert_eq!(code(&durable(&["--db", &db, "raise", "req-1", "approval", "true"]).await), Some(4));
+    assert_eq!(code(&durable(&["--db", &db, "raise", "req-0", "approval", "[1]"]).await), Some(7));
+    assert_eq!(code(&durable(&["--db", &db, "raise", "req-0", "approval", "yes"]).await), Some(7));
+    assert_eq!(code(&durable(&["--url", &url, "--token", "wrong", "list"]).await), Some(5));
+    assert_eq!(
+        code(&durable(&["--url", "http://127.0.0.1:1", "--token", "t", "list"]).await),
+        Some(6)
+    );
+    assert_eq!(code(&durable(&["list"]).await), Some(2));
+    assert_eq!(code(&durable(&["list", "--bogus"]).await), Some(2));
+    for command in ["list", "show", "graph", "raise", "cancel", "suspend", "resume", "purge"] {
+        let out = durable(&[command, "--help"]).await;
+        assert!(out.status.success() && stdout(&out).contains("Exit codes"), "{command} --help");
+    }
+
+    let out = durable(&["--db", &db, "suspend", "req-3"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        rt.status("req-3").expect("status").expect("exists").state,
+        durable::InstanceState::Suspended
+    );
+    admin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_closed_database() {
+    let dir = Dir::new("closed");
+    let rt = started(&dir.0, 3).await;
+    rt.shutdown().await;
+    drop(rt);
+    let db = dir.0.display().to_string();
+
+    let mut out = durable(&["--db", &db, "--json", "list"]).await;
+    for _ in 0..50 {
+        // The last clone's store may still be closing.
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out = durable(&["--db", &db, "--json", "list"]).await;
+    }
+    assert!(out.status.success(), "{out:?}");
+    let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ids: Vec<&str> = list["instances"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["req-0", "req-1", "req-2"]);
+    // Not registered in the CLI's process: shown as such, locals not decoded but named.
+    assert_eq!(list["instances"][0]["state"], "unregistered");
+    let out = durable(&["--db", &db, "show", "req-0"]).await;
+    assert!(
+        stdout(&out).contains("stored locals:   asked: alloc::string::String"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(durable(&["--db", &db, "graph", "approval"]).await.status.code(), Some(3));
+
+    assert!(durable(&["--db", &db, "raise", "req-0", "approval", "false"]).await.status.success());
+    assert!(
+        durable(&["--db", &db, "cancel", "req-1", "--reason", "not needed"]).await.status.success()
+    );
+
+    // A process that registers the orchestration applies what the CLI recorded.
+    let rt = Runtime::builder(&dir.0).orchestration(approval).open().await.expect("reopen");
+    let r0 = rt.handle::<approval>("req-0").wait_timeout(Duration::from_secs(20)).await;
+    assert_eq!(r0.expect("in time").expect("done"), "approve thing 0? no");
+    let r1 = rt.handle::<approval>("req-1").wait_timeout(Duration::from_secs(20)).await;
+    assert!(matches!(r1, Some(Err(durable::InstanceError::Cancelled(r))) if r == "not needed"));
+    rt.shutdown().await;
+    drop(rt);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut out = durable(&["--db", &db, "purge", "req-0"]).await;
+    for _ in 0..50 {
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out = durable(&["--db", &db, "purge", "req-0"]).await;
+    }
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(durable(&["--db", &db, "show", "req-0"]).await.status.code(), Some(3));
+}
