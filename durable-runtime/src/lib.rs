@@ -4,21 +4,35 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod activity;
+mod branches;
+mod builder;
 mod clock;
 pub mod codec;
 mod commit;
+mod dispatch;
+mod driver;
+mod engine;
+mod error;
+mod ids;
 mod op;
 mod orchestration;
 mod record;
+mod records;
+mod registry;
 mod runtime;
+mod status;
+mod step;
 pub mod store;
-mod worker;
+mod timers;
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use activity::{Activity, ActivityContext, ActivityRegistry};
+pub use builder::RuntimeBuilder;
 pub use clock::Clock;
+pub use error::{ClientError, InstanceError, OpenError, StartError};
+pub use ids::{DERIVED_ID_PREFIX, MAX_ID_BYTES};
 pub use op::{
     ActivityError, ActivityFailure, AnyOp, AnyOutput, Call, Child, ChildError, ChildFailure,
     Command, Completion, CompletionMismatch, ContinueAsNew, DurableOp, Either, EventError, Failure,
@@ -29,10 +43,9 @@ pub use orchestration::{
     Resume, StepResult,
 };
 pub use record::{FORMAT_VERSION, Frame};
-pub use runtime::{
-    ClientError, DERIVED_ID_PREFIX, Durability, Handle, InstanceError, InstanceState,
-    InstanceStatus, ListFilter, MAX_ID_BYTES, OpenError, Page, Runtime, RuntimeBuilder, StartError,
-    StepEvent, StepOutcome,
+pub use runtime::{Handle, Runtime};
+pub use status::{
+    Durability, InstanceState, InstanceStatus, ListFilter, Page, StepEvent, StepOutcome,
 };
 
 /// A value that can be kept in a checkpoint: serde-serializable and owned.

@@ -237,6 +237,9 @@ fn check_leases(store: &dyn Store) -> Result<(), String> {
     ensure(store.lease("none", "B", 150, 300).map_err(io)?.is_none(), "no lease of nothing")?;
     let page = store.claim("A", 100, 200, Some("l1"), 1).map_err(io)?;
     ensure(page.len() == 1 && page[0].id == "l2", "claim pages after `after`, up to `limit`")?;
+    ensure(page[0].token == a[1].token, "a holder claiming again keeps its token")?;
+    let again = store.lease("l2", "A", 120, 220).map_err(io)?.ok_or("A leases its own")?;
+    ensure(again.token == a[1].token && again.expires_ms == 220, "and its lease is extended")?;
     let l1 = a[0].clone();
     // The holder writes fenced, which extends its lease.
     let fence = Fence { token: l1.token, until_ms: 260 };

@@ -233,8 +233,8 @@ pub trait Store: Send + Sync + 'static {
     // ----- leases -----
 
     /// Claims up to `limit` unfinished instances (ids after `after`, in id order) for `owner`
-    /// until `until_ms`: those with no lease, a lease that expired by `now_ms`, or a lease
-    /// `owner` holds already. Each claim issues a new token.
+    /// until `until_ms`: those with no lease or a lease that expired by `now_ms` get a new lease
+    /// with a new token; a lease `owner` holds already is returned extended, with its token.
     fn claim(
         &self,
         owner: &str,

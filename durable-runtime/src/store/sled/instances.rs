@@ -235,11 +235,15 @@ impl SledStore {
         now_ms: u64,
         until_ms: u64,
     ) -> Option<Lease> {
-        if let Some(held) = leases.get(id)
-            && held.owner != owner
+        if let Some(held) = leases.get_mut(id)
             && held.expires_ms > now_ms
         {
-            return None;
+            if held.owner != owner {
+                return None;
+            }
+            // Its holder claims it again: the same lease, extended (its writer stays valid).
+            held.expires_ms = held.expires_ms.max(until_ms);
+            return Some(held.clone());
         }
         let token = self.shared.tokens.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let lease =
