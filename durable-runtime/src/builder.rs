@@ -71,7 +71,7 @@ impl RuntimeBuilder {
 
     /// The largest stored instance record, in bytes: input, current frame, pending command,
     /// buffered events, custom status and output together (default and maximum 64 MiB,
-    /// [`codec::DECODE_LIMIT`], what the decoder accepts). Every write is checked against it, so
+    /// [`codec::DECODE_LIMIT`](crate::codec::DECODE_LIMIT), what the decoder accepts). Every write is checked against it, so
     /// nothing is acknowledged that could not be read back: a start or an event that would
     /// exceed it is refused, a step whose checkpoint would exceed it fails its instance with a
     /// message naming what is large, and an activity result that does not fit fails that

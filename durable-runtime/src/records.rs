@@ -10,6 +10,10 @@
 //! checkpoint is also fenced by the driver's lease. Client changes (cancel, suspend, resume) are
 //! retried on a lost race; events are appended to the instance's inbox, never written into the
 //! record.
+//!
+//! Over 400 lines on purpose: this module is the list of ways an instance record is read and
+//! written, and being the only code that calls the store, keeping it in one file keeps that
+//! auditable.
 
 use std::sync::Arc;
 use std::time::Duration;

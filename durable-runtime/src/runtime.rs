@@ -116,7 +116,7 @@ impl Runtime {
     /// Idempotent: if `id` exists as an instance of the same orchestration started by a client,
     /// returns a handle to that instance and starts nothing, whatever input it was started with;
     /// if it exists as another orchestration, or as a sub-orchestration of some parent, an
-    /// error. `id` must not be empty, contain NUL or exceed [`MAX_ID_BYTES`].
+    /// error. `id` must not be empty, contain NUL or exceed [`MAX_ID_BYTES`](crate::MAX_ID_BYTES).
     pub async fn start<O: Orchestration>(
         &self,
         orchestration: impl FnOnce() -> O,

@@ -14,6 +14,9 @@
 //! have made durable; [`Store::recover`] then reopens the database from disk. Any other failed write or sync stops the store for good ([`StoreError::Failed`]): after a
 //! failed `fsync` the kernel may have dropped the data while its cache still shows it, so only a
 //! new process, reading the disk, knows what is durable.
+//!
+//! Over 400 lines on purpose: opening, snapshotting by reopening, failure classification and the
+//! key-value layer share the open database and its locks; the instance layer is in `instances`.
 
 mod disk;
 
