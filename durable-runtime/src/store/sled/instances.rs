@@ -1,10 +1,16 @@
 //! The instance layer of the sled store: versioned records, inboxes, leases and the timer index.
 //!
-//! A conditional write is one sled transaction over the record, its version and its inbox, so a
-//! record and the removal of the messages it consumed are durable together or not at all. Leases
-//! are kept in memory (a sled database belongs to one process); a fenced write holds the lease
-//! table while its transaction runs, so a takeover cannot slip between the token check and the
-//! write.
+//! A sled database belongs to one process, so the writers a conditional write races are threads
+//! of this process: the version check and the write run under the store's write lock (sled
+//! transactions cost far more than the two inserts of a checkpoint). Versions only order live
+//! writers, so a version may lag its record after a crash without harm. What must survive a
+//! crash together does: a write that consumes inbox messages removes them in one sled
+//! transaction with the record, durable together or not at all. An ended instance's finished
+//! mark is written after its record (a crash in between leaves it unmarked, and the runtime marks
+//! it when it is claimed) and removed before a record that has not ended.
+//!
+//! Leases are kept in memory; a fenced write holds the lease table while it writes, so a
+//! takeover cannot slip between the token check and the write.
 
 use std::ops::Bound;
 
@@ -62,20 +68,18 @@ impl SledStore {
     ) -> Result<Option<Versioned>, StoreError> {
         self.shared.room.claim(id.len() + record.len() + 8)?;
         let created = self.with_open(|open| {
-            (&open.instances, &open.versions)
-                .transaction(|(instances, versions)| {
-                    if let Some(present) = instances.get(id)? {
-                        let version = version_of(versions.get(id)?.as_deref());
-                        return Ok(Some(Versioned { version, record: present.to_vec() }));
-                    }
-                    instances.insert(id.as_bytes(), record)?;
-                    versions.insert(id.as_bytes(), &1u64.to_le_bytes())?;
-                    Ok(None)
-                })
-                .map_err(|e: TransactionError<()>| match e {
-                    TransactionError::Storage(e) => self.io(e),
-                    TransactionError::Abort(()) => StoreError::Io("aborted".into()),
-                })
+            let _writing = lock(&self.shared.writing);
+            let cas = open
+                .instances
+                .compare_and_swap(id, None::<&[u8]>, Some(record))
+                .map_err(|e| self.io(e))?;
+            if let Err(present) = cas {
+                let version = open.versions.get(id).map_err(|e| self.io(e))?;
+                let record = present.current.map(|v| v.to_vec()).unwrap_or_default();
+                return Ok(Some(Versioned { version: version_of(version.as_deref()), record }));
+            }
+            open.versions.insert(id, &1u64.to_le_bytes()).map_err(|e| self.io(e))?;
+            Ok::<_, StoreError>(None)
         })?;
         if created.is_none() {
             self.wrote()?;
@@ -95,59 +99,66 @@ impl SledStore {
 
     pub(super) fn write_instance(&self, id: &str, write: &Write<'_>) -> Result<u64, WriteError> {
         self.shared.room.claim(id.len() + write.record.len() + 8)?;
-        // Held across the transaction: no takeover between the token check and the write.
-        let mut leases = lock(&self.shared.leases);
-        if let Some(fence) = write.fence {
-            let current = leases.get(id).map(|l| l.token);
-            if current != Some(fence.token) {
-                return Err(WriteError::Fenced { id: id.into(), token: fence.token, current });
-            }
-        }
         let version = self.with_open(|open| {
-            (&open.instances, &open.versions, &open.inbox, &open.finished)
-                .transaction(|(instances, versions, inbox, finished)| {
-                    if instances.get(id)?.is_none() {
-                        return Err(ConflictableTransactionError::Abort(Refused::Conflict(None)));
-                    }
-                    let found = version_of(versions.get(id)?.as_deref());
-                    if found != write.expected {
-                        return Err(ConflictableTransactionError::Abort(Refused::Conflict(Some(
-                            found,
-                        ))));
-                    }
-                    let next = found + 1;
-                    instances.insert(id.as_bytes(), write.record)?;
-                    versions.insert(id.as_bytes(), &next.to_le_bytes())?;
-                    for seq in write.consumed {
-                        inbox.remove(inbox_key(id, *seq))?;
-                    }
-                    if write.finished {
-                        finished.insert(id.as_bytes(), &[])?;
-                    } else {
-                        finished.remove(id.as_bytes())?;
-                    }
-                    Ok(next)
-                })
-                .map_err(|e| {
-                    self.tx_error(e, |Refused::Conflict(found)| WriteError::Conflict {
-                        id: id.into(),
-                        expected: write.expected,
-                        found,
+            let _writing = lock(&self.shared.writing);
+            // Held while writing: no takeover between the token check and the write.
+            let mut leases = lock(&self.shared.leases);
+            if let Some(fence) = write.fence {
+                let current = leases.get(id).map(|l| l.token);
+                if current != Some(fence.token) {
+                    return Err(WriteError::Fenced { id: id.into(), token: fence.token, current });
+                }
+            }
+            let conflict =
+                |found| WriteError::Conflict { id: id.into(), expected: write.expected, found };
+            if !open.instances.contains_key(id).map_err(|e| self.io(e))? {
+                return Err(conflict(None));
+            }
+            let found = version_of(open.versions.get(id).map_err(|e| self.io(e))?.as_deref());
+            if found != write.expected {
+                return Err(conflict(Some(found)));
+            }
+            let next = found + 1;
+            if !write.finished && open.finished.contains_key(id).map_err(|e| self.io(e))? {
+                open.finished.remove(id).map_err(|e| self.io(e))?;
+            }
+            if write.consumed.is_empty() {
+                open.instances.insert(id, write.record).map_err(|e| self.io(e))?;
+            } else {
+                (&open.instances, &open.inbox)
+                    .transaction(|(instances, inbox)| {
+                        instances.insert(id.as_bytes(), write.record)?;
+                        for seq in write.consumed {
+                            inbox.remove(inbox_key(id, *seq))?;
+                        }
+                        Ok(())
                     })
-                })
+                    .map_err(|e: TransactionError<()>| match e {
+                        TransactionError::Storage(e) => WriteError::Store(self.io(e)),
+                        TransactionError::Abort(()) => {
+                            WriteError::Store(StoreError::Io("aborted".into()))
+                        }
+                    })?;
+            }
+            open.versions.insert(id, &next.to_le_bytes()).map_err(|e| self.io(e))?;
+            if write.finished {
+                open.finished.insert(id, &[]).map_err(|e| self.io(e))?;
+            }
+            if let Some(fence) = write.fence
+                && let Some(lease) = leases.get_mut(id)
+            {
+                lease.expires_ms = lease.expires_ms.max(fence.until_ms);
+            }
+            Ok(next)
         })?;
-        if let Some(fence) = write.fence
-            && let Some(lease) = leases.get_mut(id)
-        {
-            lease.expires_ms = lease.expires_ms.max(fence.until_ms);
-        }
-        drop(leases);
         self.wrote()?;
         Ok(version)
     }
 
     pub(super) fn remove_instance(&self, id: &str, expected: u64) -> Result<(), WriteError> {
         self.with_open(|open| {
+            // Lock order everywhere: the open database, then `writing`, then the leases.
+            let _writing = lock(&self.shared.writing);
             (&open.instances, &open.versions, &open.finished)
                 .transaction(|(instances, versions, finished)| {
                     if instances.get(id)?.is_none() {
@@ -188,20 +199,15 @@ impl SledStore {
     pub(super) fn append_message(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
         self.shared.room.claim(id.len() + body.len() + 9)?;
         let seq = self.with_open(|open| {
-            (&open.instances, &open.inbox)
-                .transaction(|(instances, inbox)| {
-                    if instances.get(id)?.is_none() {
-                        return Ok(None);
-                    }
-                    // Monotonic across restarts (sled persists the generator ahead of use).
-                    let seq = inbox.generate_id()?;
-                    inbox.insert(inbox_key(id, seq), body)?;
-                    Ok(Some(seq))
-                })
-                .map_err(|e: TransactionError<()>| match e {
-                    TransactionError::Storage(e) => self.io(e),
-                    TransactionError::Abort(()) => StoreError::Io("aborted".into()),
-                })
+            // Under the write lock: a remove cannot slip between the check and the insert.
+            let _writing = lock(&self.shared.writing);
+            if !open.instances.contains_key(id).map_err(|e| self.io(e))? {
+                return Ok(None);
+            }
+            // Monotonic across restarts (sled persists the generator ahead of use).
+            let seq = open.db.generate_id().map_err(|e| self.io(e))?;
+            open.inbox.insert(inbox_key(id, seq), body).map_err(|e| self.io(e))?;
+            Ok::<_, StoreError>(Some(seq))
         })?;
         if seq.is_some() {
             self.wrote()?;

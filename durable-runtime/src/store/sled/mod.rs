@@ -54,6 +54,8 @@ struct Shared {
     leases: Mutex<HashMap<String, Lease>>,
     /// The last fencing token issued.
     tokens: AtomicU64,
+    /// Held by every conditional write of the instance layer (see [`instances`]).
+    writing: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -177,6 +179,7 @@ impl SledStore {
                 stopped: Mutex::new(None),
                 leases: Mutex::new(HashMap::new()),
                 tokens: AtomicU64::new(0),
+                writing: Mutex::new(()),
             }),
         })
     }
