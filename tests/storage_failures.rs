@@ -15,7 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use durable::store::{Entries, SledStore, Space, Store, StoreError};
+use durable::store::{
+    Entries, Lease, Message, SledStore, Space, Store, StoreError, Timer, Versioned, Write,
+    WriteError,
+};
 use durable::{ActivityContext, Ctx, Failure, Runtime, activity, orchestration};
 use support::harness::{activity_body, fresh_db};
 
@@ -72,6 +75,59 @@ impl Store for FailingFlush {
     }
     fn recover(&self) -> Result<(), StoreError> {
         self.inner.recover()
+    }
+    fn create(&self, id: &str, record: &[u8]) -> Result<Option<Versioned>, StoreError> {
+        self.inner.create(id, record)
+    }
+    fn read(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
+        self.inner.read(id)
+    }
+    fn remove(&self, id: &str, expected: u64) -> Result<(), WriteError> {
+        self.inner.remove(id, expected)
+    }
+    fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
+        self.inner.append(id, body)
+    }
+    fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError> {
+        self.inner.inbox(id)
+    }
+    fn claim(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.inner.claim(owner, now_ms, until_ms, after, limit)
+    }
+    fn lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.inner.lease(id, owner, now_ms, until_ms)
+    }
+    fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release(lease)
+    }
+    fn set_timer(&self, timer: &Timer) -> Result<(), StoreError> {
+        self.inner.set_timer(timer)
+    }
+    fn clear_timer(&self, timer: &Timer) -> Result<(), StoreError> {
+        self.inner.clear_timer(timer)
+    }
+    fn due_timers(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<Timer>, Option<u64>), StoreError> {
+        self.inner.due_timers(now_ms, limit)
+    }
+    fn write(&self, id: &str, write: &Write<'_>) -> Result<u64, WriteError> {
+        self.inner.write(id, write)
     }
 }
 

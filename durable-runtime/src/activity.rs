@@ -4,10 +4,12 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::Persistable;
 use crate::codec;
-use crate::op::ActivityFailure;
 
 /// What an activity invocation is told about itself.
 #[derive(Debug, Clone)]
@@ -145,4 +147,28 @@ impl ActivityRegistry {
     pub fn add<A: Activity>(&mut self, activity: A) {
         self.by_name.insert(A::NAME, Arc::new(Erased(activity)));
     }
+}
+
+/// Why an activity call failed, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ActivityFailure {
+    /// The activity returned `Err`: its message and its encoded value.
+    Error {
+        /// The error's `Display`.
+        message: String,
+        /// The encoded error value.
+        payload: Vec<u8>,
+        /// The activity classified it as not retryable (`ActivityContext::do_not_retry`).
+        permanent: bool,
+    },
+    /// The activity panicked.
+    Panicked(String),
+    /// The last attempt exceeded the per-attempt timeout.
+    TimedOut(Duration),
+    /// No activity of that name is registered in this process.
+    NotRegistered(String),
+    /// The attempt's result could not be stored: too large for the instance's record, or it
+    /// would not decode again. The message says which.
+    Rejected(String),
 }

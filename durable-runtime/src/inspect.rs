@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use crate::graph::{RenderedFrame, StepGraph};
 use crate::record::InstanceRecord;
-use crate::runtime::{InstanceState, Runtime};
-use crate::store::{Space, StoreError};
-use crate::worker::state_of;
+use crate::runtime::Runtime;
+use crate::status::{InstanceState, state_of};
+use crate::store::StoreError;
 
 /// Reading an instance for people failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +73,7 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub fn orchestrations(&self) -> Vec<(String, u32)> {
-        let Ok(map) = self.inner.orchestrations.read() else { return Vec::new() };
-        let mut out: Vec<(String, u32)> = map.keys().map(|(n, v)| ((*n).to_owned(), *v)).collect();
-        out.sort();
-        out
+        self.engine.registered.orchestrations()
     }
 
     /// The step graph of the newest registered version of orchestration `name`, or `None` if
@@ -92,13 +89,13 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub fn graph(&self, name: &str) -> Option<StepGraph> {
-        let (version, _) = self.inner.newest(name)?;
+        let (version, _) = self.engine.registered.newest(name)?;
         self.graph_version(name, version)
     }
 
     /// The step graph of version `version` of orchestration `name`, if registered.
     pub fn graph_version(&self, name: &str, version: u32) -> Option<StepGraph> {
-        Some(self.inner.orchestration(name, version)?.graph())
+        Some(self.engine.registered.orchestration(name, version)?.graph())
     }
 
     /// The locals of instance `id`'s current frame, decoded with the types of its registered
@@ -117,21 +114,21 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub fn locals(&self, id: &str) -> Result<Option<RenderedFrame>, RenderError> {
-        let Some(bytes) = self.inner.store.get(Space::Instances, id.as_bytes())? else {
+        let Some(rec) = self.engine.records.read(id)? else {
             return Err(RenderError::NotFound(id.to_owned()));
         };
-        let rec = InstanceRecord::from_bytes(&bytes)
-            .map_err(|e| RenderError::Unreadable { id: id.to_owned(), reason: e.to_string() })?;
+        let rec = rec.map_err(|reason| RenderError::Unreadable { id: id.to_owned(), reason })?;
         let Some(frame) = &rec.frame else { return Ok(None) };
         if rec.is_terminal() {
             return Ok(None);
         }
-        let orchestration = self.inner.orchestration(&rec.orchestration, rec.version).ok_or(
-            RenderError::Unregistered {
-                orchestration: rec.orchestration.clone(),
-                version: rec.version,
-            },
-        )?;
+        let orchestration =
+            self.engine.registered.orchestration(&rec.orchestration, rec.version).ok_or(
+                RenderError::Unregistered {
+                    orchestration: rec.orchestration.clone(),
+                    version: rec.version,
+                },
+            )?;
         orchestration
             .render(frame)
             .map(Some)
@@ -177,8 +174,11 @@ impl Runtime {
         self.each_record(|_, rec| {
             let state = match rec {
                 Some(rec) => {
-                    let registered =
-                        self.inner.orchestration(&rec.orchestration, rec.version).is_some();
+                    let registered = self
+                        .engine
+                        .registered
+                        .orchestration(&rec.orchestration, rec.version)
+                        .is_some();
                     match state_of(rec, registered) {
                         InstanceState::Running if rec.suspended => InstanceState::Suspended,
                         s => s,
@@ -196,14 +196,13 @@ impl Runtime {
         &self,
         mut f: impl FnMut(&str, Option<&InstanceRecord>),
     ) -> Result<(), StoreError> {
-        let mut after: Option<Vec<u8>> = None;
+        let mut after: Option<String> = None;
         loop {
-            let batch = self.inner.store.scan(Space::Instances, after.as_deref(), 512)?;
+            let batch = self.engine.records.scan(after.as_deref(), 512)?;
             let Some((last, _)) = batch.last() else { return Ok(()) };
             after = Some(last.clone());
-            for (key, bytes) in &batch {
-                let id = String::from_utf8_lossy(key);
-                f(&id, InstanceRecord::from_bytes(bytes).ok().as_ref());
+            for (id, rec) in &batch {
+                f(id, rec.as_ref().ok());
             }
         }
     }

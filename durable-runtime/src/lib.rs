@@ -4,17 +4,28 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod activity;
+mod branches;
+mod builder;
 mod clock;
 mod codec;
 mod commit;
+mod dispatch;
+mod driver;
+mod engine;
+mod error;
 mod graph;
+mod ids;
 mod inspect;
 mod op;
 mod orchestration;
 mod record;
+mod records;
+mod registry;
 mod runtime;
+mod status;
+mod step;
 pub mod store;
-mod worker;
+mod timers;
 
 /// What the code `#[orchestration]`, `#[durable_fn]` and `#[activity]` generate needs, and the
 /// stored format: not a public API. The version in the name changes whenever generated code and
@@ -23,9 +34,12 @@ mod worker;
 pub mod __support_v1;
 
 pub use activity::{Activity, ActivityContext};
+pub use builder::RuntimeBuilder;
 pub use clock::Clock;
 pub use codec::MAX_DEPTH;
+pub use error::{ClientError, InstanceError, OpenError, StartError};
 pub use graph::{GRAPH_END, GRAPH_START, GraphLocal, GraphPoint, RenderedFrame, StepGraph};
+pub use ids::{DERIVED_ID_PREFIX, MAX_ID_BYTES};
 pub use inspect::{PointCount, RenderError};
 pub use op::{
     ActivityError, ActivityFailure, AnyOp, AnyOutput, Call, Child, ChildError, ChildFailure,
@@ -33,10 +47,9 @@ pub use op::{
     RetryPolicy, Sleep, WaitEvent,
 };
 pub use orchestration::{ActivityOutput, Ctx, Orchestration, OrchestrationOutput};
-pub use runtime::{
-    ClientError, DERIVED_ID_PREFIX, Durability, Handle, InstanceError, InstanceState,
-    InstanceStatus, ListFilter, MAX_ID_BYTES, OpenError, Page, Runtime, RuntimeBuilder, StartError,
-    StepEvent, StepOutcome,
+pub use runtime::{Handle, Runtime};
+pub use status::{
+    Durability, InstanceState, InstanceStatus, ListFilter, Page, StepEvent, StepOutcome,
 };
 
 /// A value that can be kept in a checkpoint: serde-serializable and owned.

@@ -1,5 +1,8 @@
 //! Durable operations: what an orchestration may `.await`, the command each one issues and the
 //! completion that resumes it.
+//!
+//! Over 400 lines on purpose: each operation type sits next to its `DurableOp` impl, which maps
+//! it to the stored `Command` and back from the `Completion` declared here; they change together.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -8,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::activity::Activity;
+pub use crate::activity::ActivityFailure;
 use crate::codec::{self, CodecError};
 
 /// What a suspension point asks the runtime to do; persisted with the frame before it is carried
@@ -122,30 +126,6 @@ pub enum ChildFailure {
     Cancelled(String),
     /// The child could not be started (its id is taken by another orchestration…).
     NotStarted(String),
-}
-
-/// Why an activity call failed, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum ActivityFailure {
-    /// The activity returned `Err`: its message and its encoded value.
-    Error {
-        /// The error's `Display`.
-        message: String,
-        /// The encoded error value.
-        payload: Vec<u8>,
-        /// The activity classified it as not retryable (`ActivityContext::do_not_retry`).
-        permanent: bool,
-    },
-    /// The activity panicked.
-    Panicked(String),
-    /// The last attempt exceeded the per-attempt timeout.
-    TimedOut(Duration),
-    /// No activity of that name is registered in this process.
-    NotRegistered(String),
-    /// The attempt's result could not be stored: too large for the instance's record, or it
-    /// would not decode again. The message says which.
-    Rejected(String),
 }
 
 /// How often and how long an activity call is attempted.

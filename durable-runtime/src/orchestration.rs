@@ -1,4 +1,7 @@
 //! Orchestrations: the step machines `#[orchestration]` generates, and the context they run with.
+//!
+//! Over 400 lines on purpose: `Ctx`'s methods are the orchestration API (one short method each)
+//! and sit with the `Orchestration` trait and the registry that generated code fills.
 
 use std::any::Any;
 use std::fmt;

@@ -107,6 +107,42 @@ pub(crate) struct InstanceRecord {
     pub suspended: bool,
 }
 
+/// A message appended to an instance's inbox in the store (the record's own `inbox` holds only
+/// events buffered by builds before inboxes existed). Bytes: the magic `DM`, the format version
+/// (u16, little endian), then the bincode body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum InboxMessage {
+    /// An event raised by a client.
+    Event { name: String, payload: Vec<u8> },
+}
+
+const MESSAGE_MAGIC: [u8; 2] = *b"DM";
+
+impl InboxMessage {
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        let body = codec::encode(self)?;
+        let mut out = Vec::with_capacity(body.len() + 4);
+        out.extend_from_slice(&MESSAGE_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
+        let [m0, m1, v0, v1, body @ ..] = bytes else {
+            return Err(RecordError::Truncated(bytes.len()));
+        };
+        if [*m0, *m1] != MESSAGE_MAGIC {
+            return Err(RecordError::BadMagic([*m0, *m1]));
+        }
+        let found = u16::from_le_bytes([*v0, *v1]);
+        if found != FORMAT_VERSION {
+            return Err(RecordError::UnknownVersion { found });
+        }
+        codec::decode(body).map_err(RecordError::Body)
+    }
+}
+
 /// A stored record could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum RecordError {
@@ -262,6 +298,15 @@ mod format_v1 {
             .collect();
         assert_eq!(InstanceRecord::from_bytes(&bytes).unwrap(), full());
         assert_eq!(full().to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn inbox_messages_keep_their_bytes() {
+        let m = InboxMessage::Event { name: "go".into(), payload: vec![1] };
+        let bytes = m.to_bytes().unwrap();
+        assert_eq!(bytes, [b'D', b'M', 1, 0, 0, 2, b'g', b'o', 1, 1]);
+        assert_eq!(InboxMessage::from_bytes(&bytes).unwrap(), m);
+        assert!(matches!(InboxMessage::from_bytes(b"DRxx"), Err(RecordError::BadMagic(_))));
     }
 
     #[test]

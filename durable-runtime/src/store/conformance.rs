@@ -1,12 +1,40 @@
 //! The behaviour every [`Store`] must have, as a check any implementation can run on a fresh,
 //! empty store: `conformance::check(&my_store)` in its tests.
+//!
+//! Covered: the key-value layer (`get`, `put`, `put_new`, `delete`, `scan`, `flush`); instance
+//! records (`create`, `read`, conditional `write` and `remove`, including two writers racing
+//! from threads: exactly one wins, the other gets a conflict); inboxes (`append` to a present
+//! and an absent instance, order, concurrent appenders, consumption by a write, what `remove`
+//! leaves); leases (`claim`, `lease`, `release`, finished instances never claimed, an expired
+//! lease taken over by another owner and the old holder's fenced write refused); the timer
+//! index (`set_timer`, `clear_timer`, `due_timers`).
 
-use super::{Space, Store};
+use super::{Fence, Space, Store, Timer, Write, WriteError};
 
 /// Runs the conformance checks on an empty store; the first violation, described.
 pub fn check(store: &dyn Store) -> Result<(), String> {
-    let ensure = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
-    let io = |e: super::StoreError| e.to_string();
+    check_key_values(store)?;
+    check_records(store)?;
+    check_racing_writers(store)?;
+    check_inbox(store)?;
+    check_leases(store)?;
+    check_timers(store)
+}
+
+fn ensure(ok: bool, what: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what.to_owned()) }
+}
+
+fn io(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// An unfenced write of `record` over `expected`.
+fn plain(expected: u64, record: &[u8]) -> Write<'_> {
+    Write { expected, record, fence: None, consumed: &[], finished: false }
+}
+
+fn check_key_values(store: &dyn Store) -> Result<(), String> {
     for space in [Space::Instances, Space::Timers] {
         ensure(store.get(space, b"a").map_err(io)?.is_none(), "a fresh store is empty")?;
         store.put(space, b"a", b"1").map_err(io)?;
@@ -52,6 +80,226 @@ pub fn check(store: &dyn Store) -> Result<(), String> {
         "a 1 MiB value under a binary key round-trips",
     )?;
     store.delete(Space::Instances, &[0, 255, 7]).map_err(io)?;
+    store.flush().map_err(io)
+}
+
+fn check_records(store: &dyn Store) -> Result<(), String> {
+    ensure(store.read("r").map_err(io)?.is_none(), "read of an absent instance")?;
+    ensure(store.create("r", b"one").map_err(io)?.is_none(), "create of a new instance")?;
+    let got = store.read("r").map_err(io)?.ok_or("read after create")?;
+    ensure(got.record == b"one" && got.version == 1, "create writes version 1")?;
+    let present = store.create("r", b"other").map_err(io)?.ok_or("create over a present id")?;
+    ensure(present.record == b"one" && present.version == 1, "create returns the present record")?;
+    ensure(
+        store.read("r").map_err(io)?.is_some_and(|v| v.record == b"one"),
+        "create leaves a present record alone",
+    )?;
+    let v2 = store.write("r", &plain(1, b"two")).map_err(io)?;
+    ensure(v2 == 2, "a write bumps the version")?;
+    match store.write("r", &plain(1, b"stale")) {
+        Err(WriteError::Conflict { found: Some(2), expected: 1, .. }) => {}
+        other => return Err(format!("a write naming an old version must conflict: {other:?}")),
+    }
+    ensure(
+        store.read("r").map_err(io)?.is_some_and(|v| v.record == b"two" && v.version == 2),
+        "a refused write changes nothing",
+    )?;
+    match store.write("absent", &plain(0, b"x")) {
+        Err(WriteError::Conflict { found: None, .. }) => {}
+        other => return Err(format!("a write to an absent instance must conflict: {other:?}")),
+    }
+    ensure(store.read("absent").map_err(io)?.is_none(), "a write creates nothing")?;
+    // A record put through the key-value layer has version 0.
+    store.put(Space::Instances, b"raw", b"r").map_err(io)?;
+    ensure(
+        store.read("raw").map_err(io)?.is_some_and(|v| v.version == 0),
+        "an unversioned record reads as version 0",
+    )?;
+    ensure(store.write("raw", &plain(0, b"s")).map_err(io)? == 1, "version 0 can be written")?;
+    // Remove is conditional too.
+    match store.remove("r", 1) {
+        Err(WriteError::Conflict { found: Some(2), .. }) => {}
+        other => return Err(format!("a remove naming an old version must conflict: {other:?}")),
+    }
+    store.remove("r", 2).map_err(io)?;
+    ensure(store.read("r").map_err(io)?.is_none(), "remove removes")?;
+    ensure(store.get(Space::Instances, b"r").map_err(io)?.is_none(), "remove removes the value")?;
+    ensure(
+        store.create("r", b"again").map_err(io)?.is_none()
+            && store.read("r").map_err(io)?.is_some_and(|v| v.version == 1),
+        "an id can be created again after remove, at version 1",
+    )?;
+    store.remove("r", 1).map_err(io)?;
+    store.remove("raw", 1).map_err(io)?;
+    store.flush().map_err(io)
+}
+
+fn check_racing_writers(store: &dyn Store) -> Result<(), String> {
+    store.create("race", b"0").map_err(io)?;
+    for round in 0..50u64 {
+        let expected = round + 1;
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<Result<u64, WriteError>> = std::thread::scope(|s| {
+            let writers: Vec<_> = [b"a", b"b"]
+                .into_iter()
+                .map(|body| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        store.write("race", &plain(expected, body))
+                    })
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join()).collect::<Result<_, _>>()
+        })
+        .map_err(|_| "a racing writer panicked".to_owned())?;
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        let lost = results
+            .iter()
+            .filter(|r| matches!(r, Err(WriteError::Conflict { found: Some(f), .. }) if *f == expected + 1))
+            .count();
+        ensure(
+            won == 1 && lost == 1,
+            &format!("two writers of version {expected}: one wins, one conflicts ({results:?})"),
+        )?;
+        let now = store.read("race").map_err(io)?.ok_or("the raced record")?;
+        ensure(now.version == expected + 1, "the winner's version is current")?;
+    }
+    let v = store.read("race").map_err(io)?.map_or(0, |v| v.version);
+    store.remove("race", v).map_err(io)?;
+    Ok(())
+}
+
+fn check_inbox(store: &dyn Store) -> Result<(), String> {
+    ensure(store.append("nobody", b"m").map_err(io)?.is_none(), "append to an absent instance")?;
+    ensure(store.inbox("nobody").map_err(io)?.is_empty(), "nothing appended to nobody")?;
+    store.create("box", b"rec").map_err(io)?;
+    // An id that extends another must not see its inbox.
+    store.create("box2", b"rec").map_err(io)?;
+    let first = store.append("box", b"m1").map_err(io)?.ok_or("append to a present instance")?;
+    let second = store.append("box", b"m2").map_err(io)?.ok_or("second append")?;
+    store.append("box2", b"other").map_err(io)?.ok_or("append to box2")?;
+    ensure(second > first, "later appends get larger seqs")?;
+    let inbox = store.inbox("box").map_err(io)?;
+    let bodies: Vec<&[u8]> = inbox.iter().map(|m| m.body.as_slice()).collect();
+    ensure(bodies == [b"m1" as &[u8], b"m2"], "the inbox holds its messages, oldest first")?;
+    ensure(
+        store.read("box").map_err(io)?.is_some_and(|v| v.version == 1 && v.record == b"rec"),
+        "an append does not touch the record",
+    )?;
+    // Concurrent appenders all land, each once.
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            s.spawn(move || {
+                for i in 0..25u8 {
+                    let _ = store.append("box", &[t, i]);
+                }
+            });
+        }
+    });
+    let inbox = store.inbox("box").map_err(io)?;
+    let mut seqs: Vec<u64> = inbox.iter().map(|m| m.seq).collect();
+    seqs.dedup();
+    ensure(inbox.len() == 102 && seqs.len() == 102, "100 concurrent appends, each kept once")?;
+    ensure(seqs.windows(2).all(|w| w[0] < w[1]), "the inbox is in seq order")?;
+    // A write consumes messages atomically with the record; a refused write consumes none.
+    let consumed: Vec<u64> = inbox.iter().map(|m| m.seq).skip(1).collect();
+    let refused = Write { consumed: &consumed, ..plain(7, b"no") };
+    ensure(store.write("box", &refused).is_err(), "a stale write is refused")?;
+    ensure(store.inbox("box").map_err(io)?.len() == 102, "a refused write consumes nothing")?;
+    let write = Write { consumed: &consumed, ..plain(1, b"took") };
+    store.write("box", &write).map_err(io)?;
+    let left = store.inbox("box").map_err(io)?;
+    ensure(left.len() == 1 && left[0].seq == first, "a write removes what it consumed")?;
+    ensure(store.inbox("box2").map_err(io)?.len() == 1, "another instance's inbox is untouched")?;
+    store.remove("box", 2).map_err(io)?;
+    ensure(store.inbox("box").map_err(io)?.is_empty(), "remove empties the inbox")?;
+    ensure(store.append("box", b"late").map_err(io)?.is_none(), "no append after remove")?;
+    store.remove("box2", 1).map_err(io)?;
+    store.flush().map_err(io)
+}
+
+fn check_leases(store: &dyn Store) -> Result<(), String> {
+    for id in ["l1", "l2", "l3"] {
+        store.create(id, b"r").map_err(io)?;
+    }
+    // l3 ends: it is never claimed.
+    store.write("l3", &Write { finished: true, ..plain(1, b"done") }).map_err(io)?;
+    let a = store.claim("A", 100, 200, None, 10).map_err(io)?;
+    let ids: Vec<&str> = a.iter().map(|l| l.id.as_str()).collect();
+    ensure(ids == ["l1", "l2"], "claim takes the unfinished instances, in id order")?;
+    ensure(a.iter().all(|l| l.owner == "A" && l.expires_ms == 200), "claims are A's until 200")?;
+    ensure(
+        store.claim("B", 150, 300, None, 10).map_err(io)?.is_empty(),
+        "another owner cannot claim an unexpired lease",
+    )?;
+    ensure(store.lease("l1", "B", 150, 300).map_err(io)?.is_none(), "nor lease it")?;
+    ensure(store.lease("none", "B", 150, 300).map_err(io)?.is_none(), "no lease of nothing")?;
+    let page = store.claim("A", 100, 200, Some("l1"), 1).map_err(io)?;
+    ensure(page.len() == 1 && page[0].id == "l2", "claim pages after `after`, up to `limit`")?;
+    ensure(page[0].token == a[1].token, "a holder claiming again keeps its token")?;
+    let again = store.lease("l2", "A", 120, 220).map_err(io)?.ok_or("A leases its own")?;
+    ensure(again.token == a[1].token && again.expires_ms == 220, "and its lease is extended")?;
+    let l1 = a[0].clone();
+    // The holder writes fenced, which extends its lease.
+    let fence = Fence { token: l1.token, until_ms: 260 };
+    store.write("l1", &Write { fence: Some(fence), ..plain(1, b"A1") }).map_err(io)?;
+    ensure(store.lease("l1", "B", 250, 400).map_err(io)?.is_none(), "a fenced write renews")?;
+    // The lease runs out and B takes it over; A's fenced write is refused.
+    let b = store.lease("l1", "B", 261, 500).map_err(io)?.ok_or("B takes the expired lease")?;
+    ensure(b.token > l1.token && b.owner == "B", "a takeover issues a greater token")?;
+    match store.write("l1", &Write { fence: Some(fence), ..plain(2, b"A2") }) {
+        Err(WriteError::Fenced { token, current: Some(c), .. })
+            if token == l1.token && c == b.token => {}
+        other => return Err(format!("the old holder's write must be fenced: {other:?}")),
+    }
+    ensure(
+        store.read("l1").map_err(io)?.is_some_and(|v| v.record == b"A1" && v.version == 2),
+        "a fenced-off write changes nothing",
+    )?;
+    let fence_b = Fence { token: b.token, until_ms: 500 };
+    store.write("l1", &Write { fence: Some(fence_b), ..plain(2, b"B1") }).map_err(io)?;
+    // Releasing with a stale token does nothing; with the current one frees the instance.
+    store.release(&l1).map_err(io)?;
+    ensure(store.lease("l1", "C", 300, 600).map_err(io)?.is_none(), "a stale release is a no-op")?;
+    store.release(&b).map_err(io)?;
+    let c = store.lease("l1", "C", 300, 600).map_err(io)?.ok_or("released, C takes it")?;
+    ensure(c.token > b.token, "tokens keep growing")?;
+    // The finished instance becomes claimable again when a write says it is not finished.
+    store.write("l3", &plain(2, b"again")).map_err(io)?;
+    let d = store.claim("D", 1000, 2000, Some("l2"), 10).map_err(io)?;
+    ensure(d.len() == 1 && d[0].id == "l3", "an unfinished instance is claimable again")?;
+    for (id, v) in [("l1", 3), ("l2", 1), ("l3", 3)] {
+        store.remove(id, v).map_err(io)?;
+    }
+    ensure(store.claim("E", 0, 1, None, 10).map_err(io)?.is_empty(), "removed: nothing to claim")?;
+    store.flush().map_err(io)
+}
+
+fn check_timers(store: &dyn Store) -> Result<(), String> {
+    let t = |at_ms: u64, id: &str| Timer { at_ms, id: id.to_owned() };
+    ensure(store.due_timers(u64::MAX, 10).map_err(io)?.0.is_empty(), "no timers at first")?;
+    for timer in [t(300, "c"), t(100, "a"), t(200, "b"), t(200, "a")] {
+        store.set_timer(&timer).map_err(io)?;
+    }
+    let (due, next) = store.due_timers(200, 10).map_err(io)?;
+    ensure(due == [t(100, "a"), t(200, "a"), t(200, "b")], "due timers, earliest first")?;
+    ensure(next == Some(300), "and the next one to come due")?;
+    let (due, _) = store.due_timers(200, 2).map_err(io)?;
+    ensure(due.len() == 2, "at most `limit` due timers")?;
+    store.clear_timer(&t(200, "a")).map_err(io)?;
+    store.clear_timer(&t(200, "a")).map_err(io)?;
+    let (due, next) = store.due_timers(99, 10).map_err(io)?;
+    ensure(due.is_empty() && next == Some(100), "nothing due before the first")?;
+    let (due, next) = store.due_timers(1000, 10).map_err(io)?;
+    ensure(due == [t(100, "a"), t(200, "b"), t(300, "c")] && next.is_none(), "clear removes")?;
+    for timer in due {
+        store.clear_timer(&timer).map_err(io)?;
+    }
+    ensure(
+        store.scan(Space::Timers, None, 10).map_err(io)?.is_empty(),
+        "cleared timers leave no index entry",
+    )?;
     store.flush().map_err(io)
 }
 

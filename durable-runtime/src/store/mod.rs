@@ -1,10 +1,30 @@
 //! Where instances live: the [`Store`] trait and its embedded default, [`SledStore`].
 //!
-//! The runtime keeps one record per instance under its id, so a checkpoint is a single-key write
-//! and needs no transaction. Writes become durable (against a power cut, not only a killed
-//! process) only at [`Store::flush`]; the runtime calls it once for a whole group of checkpoints
-//! (group commit) and dispatches no command before it returns. A server database with several
-//! workers would implement the same trait and add leases.
+//! The trait has two layers. The key-value layer ([`get`](Store::get), [`put`](Store::put),
+//! [`scan`](Store::scan)…) reads and writes raw values of a [`Space`]; tools and tests use it.
+//! The instance layer is what the runtime uses, and what several workers sharing one database
+//! need; each operation maps onto one SQL statement (or transaction) of a server database:
+//!
+//! | operation | sled | PostgreSQL (sketch) |
+//! |---|---|---|
+//! | [`create`](Store::create) | CAS on an absent key | `INSERT … ON CONFLICT DO NOTHING RETURNING` |
+//! | [`write`](Store::write) | transaction over record, version, inbox | `UPDATE … WHERE version = $v` + lease check |
+//! | [`append`](Store::append) | transaction: instance exists, insert message | `INSERT INTO inbox … WHERE EXISTS` |
+//! | [`claim`](Store::claim) / [`lease`](Store::lease) | lease table in memory (one process) | `UPDATE leases … WHERE expires < now() … SKIP LOCKED` |
+//! | [`due_timers`](Store::due_timers) | range scan of the timer index | `SELECT … WHERE due <= $now ORDER BY due` |
+//!
+//! Every instance record has a **version**, bumped by each [`write`](Store::write): a write names
+//! the version it read and is refused with [`WriteError::Conflict`] when another writer got there
+//! first, so no write silently overwrites another. Events and requests for an instance are
+//! **appended** to its inbox (a raise costs its own size, not a rewrite of the record); the
+//! instance's writer drains them, removing the messages it used in the same atomic write that
+//! records their effect. A worker runs an instance under a **lease** with a fencing token; a
+//! write fenced with a token that is no longer the instance's is refused with
+//! [`WriteError::Fenced`], so a worker whose lease expired and was taken over cannot write.
+//!
+//! Writes become durable (against a power cut, not only a killed process) only at
+//! [`Store::flush`]; the runtime calls it once for a whole group of writes (group commit) and
+//! dispatches no command before it returns.
 
 pub mod conformance;
 mod sled;
@@ -61,7 +81,105 @@ pub enum Space {
     Timers,
 }
 
-/// Durable key-value storage for instances. Implementations must make every write that returned
+/// An instance record as stored, with the version a conditional [`write`](Store::write) names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// Bumped by every write; 0 for a record no [`create`](Store::create) or
+    /// [`write`](Store::write) has versioned (one written with [`put`](Store::put)).
+    pub version: u64,
+    /// The record's bytes.
+    pub record: Vec<u8>,
+}
+
+/// A message in an instance's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its position: messages of an instance are returned in increasing `seq`, which is the order
+    /// their appends returned in.
+    pub seq: u64,
+    /// The message's bytes.
+    pub body: Vec<u8>,
+}
+
+/// The right to run an instance until `expires_ms`, and the fencing token that proves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The instance.
+    pub id: String,
+    /// Who holds it.
+    pub owner: String,
+    /// Greater than the token of every earlier lease of the instance.
+    pub token: u64,
+    /// When it runs out (milliseconds, the runtime's clock); another owner may take it then.
+    pub expires_ms: u64,
+}
+
+/// The fencing of a [`write`](Store::write): the writer's lease token, and how long a successful
+/// write extends that lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The token of the writer's lease.
+    pub token: u64,
+    /// The lease's new expiry.
+    pub until_ms: u64,
+}
+
+/// A conditional write of an instance record: see [`Store::write`].
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    /// The version the writer read.
+    pub expected: u64,
+    /// The new record.
+    pub record: &'a [u8],
+    /// The writer's lease, when it writes as the instance's runner (a client does not).
+    pub fence: Option<Fence>,
+    /// Inbox messages whose effect this record holds: removed in the same atomic write.
+    pub consumed: &'a [u64],
+    /// Whether the instance has ended: a finished instance is never [claimed](Store::claim).
+    pub finished: bool,
+}
+
+/// A timer index entry: instance `id` wants to be woken at `at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    /// When (milliseconds, the runtime's clock).
+    pub at_ms: u64,
+    /// The instance.
+    pub id: String,
+}
+
+/// A conditional write was refused, or the store failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// Another writer changed (or removed) the record since the version this write names: read
+    /// it again and decide anew.
+    #[error("instance `{id}` changed meanwhile (expected version {expected}, found {found:?})")]
+    Conflict {
+        /// The instance.
+        id: String,
+        /// The version the write named.
+        expected: u64,
+        /// The version found; `None` when the record is gone.
+        found: Option<u64>,
+    },
+    /// The write's lease token is not the instance's current one: its lease expired and another
+    /// owner took the instance over.
+    #[error("instance `{id}`: lease token {token} is stale (the current token is {current:?})")]
+    Fenced {
+        /// The instance.
+        id: String,
+        /// The write's token.
+        token: u64,
+        /// The current token, if the instance has a lease.
+        current: Option<u64>,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Durable storage for instances. Implementations must make every write that returned
 /// before a [`flush`](Store::flush) started durable when that flush returns.
 pub trait Store: Send + Sync + 'static {
     /// Reads one value.
@@ -91,6 +209,65 @@ pub trait Store: Send + Sync + 'static {
     fn recover(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    // ----- instances -----
+
+    /// Writes a new instance record (version 1) unless `id` exists; returns the present record
+    /// otherwise, untouched.
+    fn create(&self, id: &str, record: &[u8]) -> Result<Option<Versioned>, StoreError>;
+    /// Reads an instance record and its version.
+    fn read(&self, id: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Replaces an instance record if its version is still `write.expected` and, for a fenced
+    /// write, the fence's token is the instance's current lease token (then the lease is
+    /// extended to the fence's `until_ms`); removes the consumed inbox messages; returns the
+    /// new version. All of it or nothing, atomically. Not yet durable.
+    fn write(&self, id: &str, write: &Write<'_>) -> Result<u64, WriteError>;
+    /// Removes an instance whose version is still `expected`: its record, inbox and lease.
+    fn remove(&self, id: &str, expected: u64) -> Result<(), WriteError>;
+    /// Appends a message to the inbox of instance `id`; its seq, or `None` when there is no such
+    /// instance. Does not touch the record. Not yet durable.
+    fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError>;
+    /// The inbox of instance `id`, oldest first.
+    fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError>;
+
+    // ----- leases -----
+
+    /// Claims up to `limit` unfinished instances (ids after `after`, in id order) for `owner`
+    /// until `until_ms`: those with no lease or a lease that expired by `now_ms` get a new lease
+    /// with a new token; a lease `owner` holds already is returned extended, with its token.
+    fn claim(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError>;
+    /// Claims instance `id` (as [`claim`](Store::claim) would); `None` when it does not exist or
+    /// another owner's lease has not expired.
+    fn lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Gives a lease back (no-op when its token is not current any more).
+    fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    // ----- timers -----
+
+    /// Adds a timer index entry. Not yet durable.
+    fn set_timer(&self, timer: &Timer) -> Result<(), StoreError>;
+    /// Removes a timer index entry (no-op when absent). Not yet durable.
+    fn clear_timer(&self, timer: &Timer) -> Result<(), StoreError>;
+    /// Up to `limit` entries due at `now_ms`, earliest first, and the due time of the earliest
+    /// entry not yet due.
+    fn due_timers(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<Timer>, Option<u64>), StoreError>;
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -124,5 +301,58 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn recover(&self) -> Result<(), StoreError> {
         (**self).recover()
+    }
+    fn create(&self, id: &str, record: &[u8]) -> Result<Option<Versioned>, StoreError> {
+        (**self).create(id, record)
+    }
+    fn read(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
+        (**self).read(id)
+    }
+    fn write(&self, id: &str, write: &Write<'_>) -> Result<u64, WriteError> {
+        (**self).write(id, write)
+    }
+    fn remove(&self, id: &str, expected: u64) -> Result<(), WriteError> {
+        (**self).remove(id, expected)
+    }
+    fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
+        (**self).append(id, body)
+    }
+    fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError> {
+        (**self).inbox(id)
+    }
+    fn claim(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        (**self).claim(owner, now_ms, until_ms, after, limit)
+    }
+    fn lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        (**self).lease(id, owner, now_ms, until_ms)
+    }
+    fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        (**self).release(lease)
+    }
+    fn set_timer(&self, timer: &Timer) -> Result<(), StoreError> {
+        (**self).set_timer(timer)
+    }
+    fn clear_timer(&self, timer: &Timer) -> Result<(), StoreError> {
+        (**self).clear_timer(timer)
+    }
+    fn due_timers(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<Timer>, Option<u64>), StoreError> {
+        (**self).due_timers(now_ms, limit)
     }
 }

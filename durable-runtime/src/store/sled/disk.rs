@@ -25,6 +25,9 @@
 //!   can weaken the check (an older seal) but never make it fail on an undamaged database.
 //! - [`Directory::settle`] after every open: `0600` on every file, then syncs `conf`, `db`, the
 //!   snapshot's rename (the directory) and the directory's own entry in its parent.
+//!
+//! Over 400 lines on purpose: syncs, the directory lock, flush marks and the free-space reserve
+//! all work on the one directory handle this module owns.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;

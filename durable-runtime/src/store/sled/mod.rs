@@ -14,15 +14,21 @@
 //! have made durable; [`Store::recover`] then reopens the database from disk. Any other failed write or sync stops the store for good ([`StoreError::Failed`]): after a
 //! failed `fsync` the kernel may have dropped the data while its cache still shows it, so only a
 //! new process, reading the disk, knows what is durable.
+//!
+//! Over 400 lines on purpose: opening, snapshotting by reopening, failure classification and the
+//! key-value layer share the open database and its locks; the instance layer is in `instances`.
 
 mod disk;
 
+mod instances;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use self::disk::{Directory, Room};
-use super::{Entries, Space, Store, StoreError};
+use super::{Entries, Lease, Space, Store, StoreError};
 
 /// A [`Store`] in a sled database directory. One process owns a directory at a time. Clones
 /// share the database.
@@ -43,6 +49,13 @@ struct Shared {
     reopen_every: u64,
     /// Set by a failed sync: every later operation fails with it.
     stopped: Mutex<Option<String>>,
+    /// Leases by instance. A sled database belongs to one process for the store's whole life
+    /// (see [`disk`]), so leases live in memory: none outlives the process that took it.
+    leases: Mutex<HashMap<String, Lease>>,
+    /// The last fencing token issued.
+    tokens: AtomicU64,
+    /// Held by every conditional write of the instance layer (see [`instances`]).
+    writing: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -50,6 +63,12 @@ struct Open {
     db: sled::Db,
     instances: sled::Tree,
     timers: sled::Tree,
+    /// Instance id to the version of its record (u64, little endian).
+    versions: sled::Tree,
+    /// Instance id, NUL, big-endian seq: one inbox message.
+    inbox: sled::Tree,
+    /// Ids of instances that ended (never claimed).
+    finished: sled::Tree,
 }
 
 /// Key of the flush mark in sled's default tree (see [`disk`]).
@@ -123,8 +142,11 @@ fn open_at(path: &Path, directory: &mut Directory) -> Result<Open, StoreError> {
     directory.check_mark(read_mark(&db, path)?)?;
     let instances = db.open_tree("instances").map_err(|e| classify(path, e))?;
     let timers = db.open_tree("timers").map_err(|e| classify(path, e))?;
+    let versions = db.open_tree("versions").map_err(|e| classify(path, e))?;
+    let inbox = db.open_tree("inbox").map_err(|e| classify(path, e))?;
+    let finished = db.open_tree("finished").map_err(|e| classify(path, e))?;
     directory.settle()?;
-    Ok(Open { db, instances, timers })
+    Ok(Open { db, instances, timers, versions, inbox, finished })
 }
 
 impl SledStore {
@@ -155,6 +177,9 @@ impl SledStore {
                 writes: AtomicU64::new(0),
                 reopen_every,
                 stopped: Mutex::new(None),
+                leases: Mutex::new(HashMap::new()),
+                tokens: AtomicU64::new(0),
+                writing: Mutex::new(()),
             }),
         })
     }
@@ -164,13 +189,22 @@ impl SledStore {
         space: Space,
         f: impl FnOnce(&sled::Tree) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.with_open(|open| {
+            f(match space {
+                Space::Instances => &open.instances,
+                Space::Timers => &open.timers,
+            })
+        })
+    }
+
+    fn with_open<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Open) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.check_running()?;
         let guard = self.read()?;
         let open = guard.as_ref().ok_or_else(unavailable)?;
-        f(match space {
-            Space::Instances => &open.instances,
-            Space::Timers => &open.timers,
-        })
+        f(open)
     }
 
     fn io(&self, e: sled::Error) -> StoreError {
@@ -332,6 +366,64 @@ impl Store for SledStore {
     fn recover(&self) -> Result<(), StoreError> {
         self.check_running()?;
         self.reopen(false).map_err(|e| self.stop_unless_full(e))
+    }
+
+    fn create(&self, id: &str, record: &[u8]) -> Result<Option<super::Versioned>, StoreError> {
+        self.create_instance(id, record)
+    }
+    fn read(&self, id: &str) -> Result<Option<super::Versioned>, StoreError> {
+        self.read_instance(id)
+    }
+    fn write(&self, id: &str, write: &super::Write<'_>) -> Result<u64, super::WriteError> {
+        self.write_instance(id, write)
+    }
+    fn remove(&self, id: &str, expected: u64) -> Result<(), super::WriteError> {
+        self.remove_instance(id, expected)
+    }
+    fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
+        self.append_message(id, body)
+    }
+    fn inbox(&self, id: &str) -> Result<Vec<super::Message>, StoreError> {
+        self.messages(id)
+    }
+    fn claim(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.claim_unfinished(owner, now_ms, until_ms, after, limit)
+    }
+    fn lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.lease_one(id, owner, now_ms, until_ms)
+    }
+    fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut leases = lock(&self.shared.leases);
+        if leases.get(&lease.id).is_some_and(|l| l.token == lease.token) {
+            leases.remove(&lease.id);
+        }
+        Ok(())
+    }
+    fn set_timer(&self, timer: &super::Timer) -> Result<(), StoreError> {
+        self.put(Space::Timers, &instances::timer_key(timer), &[])
+    }
+    fn clear_timer(&self, timer: &super::Timer) -> Result<(), StoreError> {
+        self.delete(Space::Timers, &instances::timer_key(timer))
+    }
+    fn due_timers(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<super::Timer>, Option<u64>), StoreError> {
+        self.due(now_ms, limit)
     }
 }
 

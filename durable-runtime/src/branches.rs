@@ -1,0 +1,276 @@
+//! Join and race bookkeeping, in one place: the branches a command starts with, which of them
+//! are done ([`resolve`]), the completion they make together ([`combine`]) and its inverse
+//! ([`keep`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::clock::ms;
+use crate::dispatch::retryable;
+use crate::engine::Engine;
+use crate::ids::{branch_key, derived_id, shown_id, validate_id};
+use crate::op::{ActivityFailure, ChildFailure, Command, Completion};
+use crate::record::{Branch, Pending, State};
+use crate::records::{EventRef, Instance, completion_size};
+
+/// What [`resolve`] found.
+pub(crate) struct Progress {
+    /// The command's completion, when its branches make one.
+    pub completion: Option<Completion>,
+    /// The branches, with what was found done.
+    pub branches: Vec<Branch>,
+    /// Events the branches took.
+    pub taken: Vec<EventRef>,
+    /// Whether any branch changed.
+    pub changed: bool,
+}
+
+/// The id of the sub-orchestration operation `index` of step `key` starts (unless it chose one).
+fn child_id(key: &str, index: usize) -> String {
+    derived_id(&branch_key(key, index))
+}
+
+/// The branches of a command just issued at step `key`, one per operation, each child's id
+/// fixed now (and stored with them).
+pub(crate) fn new_branches(command: &Command, key: &str) -> Vec<Branch> {
+    command
+        .leaves()
+        .iter()
+        .enumerate()
+        .map(|(i, leaf)| Branch {
+            child_id: match leaf {
+                Command::Child { id: Some(chosen), .. } => Some(chosen.clone()),
+                Command::Child { .. } => Some(child_id(key, i)),
+                _ => None,
+            },
+            ..Branch::default()
+        })
+        .collect()
+}
+
+/// The completion of `command` its branches make: every branch of a join, the first done branch
+/// of a race, the only branch otherwise; `None` while it is not complete.
+pub(crate) fn combine(command: &Command, branches: &[Branch]) -> Option<Completion> {
+    match command {
+        Command::Join(_) => branches
+            .iter()
+            .all(|b| b.done.is_some())
+            .then(|| Completion::Join(branches.iter().filter_map(|b| b.done.clone()).collect())),
+        Command::Race(_) => branches.iter().enumerate().find_map(|(i, b)| {
+            b.done.clone().map(|c| Completion::Race {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                completion: Box::new(c),
+            })
+        }),
+        _ => branches.first().and_then(|b| b.done.clone()),
+    }
+}
+
+/// The inverse of [`combine`]: stores `completion` back into the branches of `pending`, so that a
+/// step this build refused resumes with it under a compatible build instead of running the
+/// operations again.
+pub(crate) fn keep(pending: &mut Pending, completion: &Completion) {
+    match completion {
+        Completion::Join(all) => {
+            for (b, c) in pending.branches.iter_mut().zip(all) {
+                b.done = Some(c.clone());
+            }
+        }
+        Completion::Race { index, completion } => {
+            let i = usize::try_from(*index).unwrap_or(usize::MAX);
+            if let Some(b) = pending.branches.get_mut(i) {
+                b.done = Some((**completion).clone());
+            }
+        }
+        other => {
+            if let Some(b) = pending.branches.first_mut() {
+                b.done = Some(other.clone());
+            }
+        }
+    }
+}
+
+/// Works out which branches of `pending` are done now.
+pub(crate) async fn resolve(
+    engine: &Arc<Engine>,
+    id: &str,
+    instance: &Instance,
+    pending: &Pending,
+    finished: &mut HashMap<usize, Result<Vec<u8>, ActivityFailure>>,
+) -> Progress {
+    let now = engine.clock.now_ms();
+    let mut branches = pending.branches.clone();
+    let mut taken = Vec::new();
+    let mut changed = false;
+    let mut inbox: Vec<_> = instance.events.clone();
+    // Room for the results of activities: what the record has left, less the results of
+    // this command's branches already stored.
+    let mut room = engine
+        .records
+        .step_budget(instance)
+        .saturating_sub(branches.iter().filter_map(|b| b.done.as_ref()).map(completion_size).sum());
+    for (i, leaf) in pending.command.leaves().iter().enumerate() {
+        let Some(branch) = branches.get_mut(i) else { continue };
+        if branch.done.is_some() {
+            continue;
+        }
+        match leaf {
+            Command::Timer { fire_at_ms } if *fire_at_ms <= now => {
+                branch.done = Some(Completion::Timer);
+                changed = true;
+            }
+            Command::Event { name, timeout_at_ms } => {
+                if let Some(pos) = inbox.iter().position(|e| &e.name == name) {
+                    let ev = inbox.remove(pos);
+                    taken.push(ev.at);
+                    branch.done =
+                        Some(Completion::Event { name: name.clone(), payload: Some(ev.payload) });
+                    changed = true;
+                } else if timeout_at_ms.is_some_and(|t| t <= now) {
+                    branch.done = Some(Completion::Event { name: name.clone(), payload: None });
+                    changed = true;
+                }
+            }
+            Command::Child { orchestration, input, id: chosen } => {
+                let child_id = branch.child_id.clone().unwrap_or_else(|| child_id(&pending.key, i));
+                if !branch.child_started
+                    && let Some(reason) = chosen.as_deref().and_then(|c| validate_id(c).err())
+                {
+                    branch.done = Some(Completion::Child(Err(ChildFailure::NotStarted(format!(
+                        "invalid instance id `{}`: {reason}",
+                        shown_id(&child_id)
+                    )))));
+                    branch.child_started = true;
+                    changed = true;
+                    continue;
+                }
+                if !branch.child_started {
+                    match engine
+                        .start_encoded(
+                            orchestration,
+                            None,
+                            &child_id,
+                            input.clone(),
+                            Some(id.to_owned()),
+                        )
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(e) => {
+                            branch.done = Some(Completion::Child(Err(ChildFailure::NotStarted(
+                                e.to_string(),
+                            ))))
+                        }
+                    }
+                    branch.child_started = true;
+                    changed = true;
+                }
+                if branch.done.is_none()
+                    && let Ok(Some((child, _))) = engine.records.record(&child_id)
+                {
+                    let result = match child.state {
+                        State::Completed { output } => Some(Ok(output)),
+                        State::Failed { message, payload } => {
+                            Some(Err(ChildFailure::Failed { message, payload }))
+                        }
+                        State::Cancelled { reason } => Some(Err(ChildFailure::Cancelled(reason))),
+                        State::Running | State::Incompatible { .. } => None,
+                    };
+                    if let Some(r) = result {
+                        branch.done = Some(Completion::Child(r));
+                        changed = true;
+                    }
+                }
+            }
+            Command::Activity { name, policy, .. } => {
+                if let Some(mut result) = finished.remove(&i) {
+                    if result.is_err() {
+                        metrics::counter!("durable_activity_failures_total", "activity" => name.clone())
+                            .increment(1);
+                    }
+                    if let Ok(bytes) = &result {
+                        if bytes.len() > room {
+                            result = Err(ActivityFailure::Rejected(format!(
+                                "its result of {} bytes does not fit in the instance's record \
+                                 ({room} bytes left of the limit of {} bytes)",
+                                bytes.len(),
+                                engine.records.max_record
+                            )));
+                        } else {
+                            room -= bytes.len();
+                        }
+                    }
+                    let attempt = branch.failed_attempts + 1;
+                    match result {
+                        Err(f) if attempt < policy.max_attempts && retryable(&f) => {
+                            tracing::info!(attempt, "activity attempt failed, will retry: {f:?}");
+                            branch.failed_attempts = attempt;
+                            branch.not_before_ms = now.saturating_add(ms(policy.backoff(attempt)));
+                        }
+                        result => branch.done = Some(Completion::Activity(result)),
+                    }
+                    changed = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    let completion = combine(&pending.command, &branches);
+    Progress { completion, branches, taken, changed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::RetryPolicy;
+
+    fn timer() -> Command {
+        Command::Timer { fire_at_ms: 1 }
+    }
+
+    fn child() -> Command {
+        Command::Child { orchestration: "k".into(), input: vec![], id: None }
+    }
+
+    #[test]
+    fn combine_and_keep_are_inverses() {
+        let call =
+            Command::Activity { name: "a".into(), input: vec![], policy: RetryPolicy::attempts(1) };
+        for command in [
+            Command::Join(vec![timer(), call.clone()]),
+            Command::Race(vec![timer(), call.clone()]),
+            call.clone(),
+        ] {
+            let mut pending = Pending {
+                key: "i:1".into(),
+                branches: new_branches(&command, "i:1"),
+                command: command.clone(),
+            };
+            assert_eq!(combine(&command, &pending.branches), None, "{command:?}");
+            let n = pending.branches.len();
+            pending.branches[n - 1].done = Some(Completion::Activity(Ok(vec![7])));
+            let partial = combine(&command, &pending.branches);
+            assert_eq!(partial.is_some(), !matches!(command, Command::Join(_)), "{command:?}");
+            pending.branches[0].done = Some(Completion::Timer);
+            let whole = combine(&command, &pending.branches).unwrap();
+            let mut fresh = Pending { branches: new_branches(&command, "i:1"), ..pending.clone() };
+            keep(&mut fresh, &whole);
+            assert_eq!(combine(&command, &fresh.branches), Some(whole), "{command:?}");
+        }
+    }
+
+    #[test]
+    fn children_are_named_by_the_branch_rule() {
+        let ids = |c: &Command| -> Vec<Option<String>> {
+            new_branches(c, "p:2").into_iter().map(|b| b.child_id).collect()
+        };
+        assert_eq!(ids(&child()), [Some("~p:2".to_owned())]);
+        assert_eq!(
+            ids(&Command::Join(vec![child(), timer(), child()])),
+            [Some("~p:2".to_owned()), None, Some("~p:2.2".to_owned())]
+        );
+        let chosen =
+            Command::Child { orchestration: "k".into(), input: vec![], id: Some("c".into()) };
+        assert_eq!(ids(&Command::Race(vec![timer(), chosen])), [None, Some("c".to_owned())]);
+    }
+}

@@ -1,0 +1,90 @@
+//! Configuring a runtime; [`RuntimeBuilder::open`] (in the client) opens it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::orchestration::{Orchestration, Registry};
+use crate::status::{Durability, Observer, StepEvent};
+use crate::store::Store;
+
+/// Configures and opens a [`Runtime`](crate::Runtime).
+pub struct RuntimeBuilder {
+    pub(crate) path: PathBuf,
+    pub(crate) store: Option<Arc<dyn Store>>,
+    pub(crate) registry: Registry,
+    pub(crate) observer: Option<Observer>,
+    pub(crate) durability: Durability,
+    pub(crate) max_payload: usize,
+    pub(crate) max_record: usize,
+    pub(crate) clock: Clock,
+}
+
+impl fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("path", &self.path)
+            .field("registry", &self.registry)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuntimeBuilder {
+    /// Registers an orchestration and the activities it calls.
+    pub fn orchestration<O: Orchestration>(mut self, orchestration: impl FnOnce() -> O) -> Self {
+        self.registry.add_orchestration(orchestration);
+        self
+    }
+
+    /// Registers an activity.
+    pub fn activity<A: crate::Activity>(mut self, activity: impl FnOnce() -> A) -> Self {
+        self.registry.add_activity(activity);
+        self
+    }
+
+    /// Calls `observer` after each checkpoint is durable.
+    pub fn on_step(mut self, observer: impl Fn(&StepEvent) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Sets the durability of checkpoints (default [`Durability::Flush`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Uses `store` instead of a sled database at the builder's path.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The largest input or event payload a client may pass, in bytes (default 16 MiB; never
+    /// more than the record limit).
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// The largest stored instance record, in bytes: input, current frame, pending command,
+    /// buffered events, custom status and output together (default and maximum 64 MiB,
+    /// [`codec::DECODE_LIMIT`](crate::codec::DECODE_LIMIT), what the decoder accepts). Every write is checked against it, so
+    /// nothing is acknowledged that could not be read back: a start or an event that would
+    /// exceed it is refused, a step whose checkpoint would exceed it fails its instance with a
+    /// message naming what is large, and an activity result that does not fit fails that
+    /// attempt.
+    pub fn max_record(mut self, bytes: usize) -> Self {
+        self.max_record = bytes;
+        self
+    }
+
+    /// The clock timers, `ctx.now()`, retry backoffs and activity attempt timeouts read
+    /// (default: the system clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+}

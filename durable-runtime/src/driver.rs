@@ -1,0 +1,598 @@
+//! The driver: one task per instance that has work in this process.
+//!
+//! It loops: read the instance (through [`Records`](crate::records::Records)); apply a requested
+//! cancellation or suspension; resolve the branches of the pending command that are ready (a due
+//! timer, a buffered event, a finished child, a finished activity); when the command is
+//! complete, run the orchestration's step and checkpoint its result before anything else
+//! happens. When only waiting is left (timers, events, children) the driver ends: a waiting
+//! instance holds no task, only its record and, for timers, an index entry. The timer task,
+//! `raise_event`, a finishing child or a client wakes it again.
+//!
+//! The driver runs the instance under a lease and every write it makes is fenced by it and
+//! conditional on the version it read: a write that lost a race (a client changed the record
+//! meanwhile) is decided again on what the store holds, never written over it.
+//!
+//! Over 400 lines: the loop, the step and the cancellation share the driver's state (running
+//! activities, the lease, the wake counter); splitting them would pass it all around.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
+
+use crate::branches::{self, Progress};
+use crate::dispatch::{AbortOnDrop, Attempt, Finished, spawn_attempt};
+use crate::engine::Engine;
+use crate::error::ClientError;
+use crate::op::{ActivityFailure, Command, Completion};
+use crate::orchestration::{Ctx, ErasedOrchestration, LiveState, Resume, StepResult};
+use crate::record::{Branch, Frame, Pending, State};
+use crate::records::{Instance, Records, Refused};
+use crate::status::{StepEvent, StepOutcome};
+use crate::step::{apply_step, consumed, fail_step, take_events};
+use crate::store::Lease;
+
+/// The driver of one instance.
+struct Driver {
+    engine: Arc<Engine>,
+    id: String,
+    lease: Lease,
+    /// Whether the lease came from a claim (which skips instances marked finished).
+    claimed: bool,
+    notify: Arc<Notify>,
+}
+
+/// Runs instance `id` until it waits, ends or is taken over; `lease` when it was claimed.
+pub(crate) async fn drive(
+    engine: Arc<Engine>,
+    id: String,
+    lease: Option<Lease>,
+    wakes: Arc<AtomicU64>,
+    notify: Arc<Notify>,
+) {
+    let claimed = lease.is_some();
+    let lease = match lease {
+        Some(l) => Some(l),
+        None => match engine.records.lease(&id, engine.clock.now_ms()) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("instance `{id}`: cannot take its lease: {e}");
+                None
+            }
+        },
+    };
+    let Some(lease) = lease else {
+        // Gone, or another worker runs it: that worker (or a later wake) takes it on.
+        engine.forget_driver(&id);
+        return;
+    };
+    let driver = Driver { engine: engine.clone(), id: id.clone(), lease, claimed, notify };
+    let stopped = driver.run(&wakes).await;
+    if !stopped {
+        let seen = wakes.load(Ordering::SeqCst);
+        if !engine.may_stop(&id, &wakes, seen, &driver.lease) {
+            // Woken while finishing: look again, under the same lease.
+            engine.restart_driver(&id, Some(driver.lease));
+        }
+    }
+}
+
+impl Driver {
+    fn fence(&self) -> crate::store::Fence {
+        Records::fence(&self.lease, self.engine.clock.now_ms())
+    }
+
+    /// The loop; `true` when it ended through [`Engine::may_stop`], `false` when it broke off.
+    async fn run(&self, wakes: &AtomicU64) -> bool {
+        let (engine, id) = (&self.engine, self.id.as_str());
+        let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
+        // Activity tasks of the current step, by branch; dropped (and aborted) with the driver.
+        let mut running: HashMap<usize, AbortOnDrop> = HashMap::new();
+        let mut running_key = String::new();
+        let mut finished: HashMap<usize, Result<Vec<u8>, ActivityFailure>> = HashMap::new();
+        loop {
+            let seen = wakes.load(Ordering::SeqCst);
+            while let Ok((key, branch, result)) = rx.try_recv() {
+                if key == running_key {
+                    running.remove(&branch);
+                    finished.insert(branch, result);
+                }
+            }
+            let instance = match engine.records.load(id) {
+                Ok(Some(i)) => i,
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::error!("instance `{id}`: unreadable record, not run: {e}");
+                    return false;
+                }
+            };
+            let rec = &instance.rec;
+            if rec.is_terminal() {
+                engine.forget_resident(id);
+                if self.claimed {
+                    // Claimed, so not marked finished: written by an older build. Mark it.
+                    engine.records.mark_finished(id, &instance, self.fence()).await;
+                }
+                return false;
+            }
+            // A cancellation applies at once, even to a suspended instance.
+            if let Some(reason) = rec.cancel.clone() {
+                let _ = self.apply_cancel(&reason).await;
+                return false;
+            }
+            if rec.suspended {
+                running.clear();
+                if engine.may_stop(id, wakes, seen, &self.lease) {
+                    return true;
+                }
+                continue;
+            }
+            let Some(orchestration) =
+                engine.registered.orchestration(&rec.orchestration, rec.version)
+            else {
+                tracing::warn!(
+                    "orchestration `{}` version {} is not registered; parked",
+                    rec.orchestration,
+                    rec.version
+                );
+                engine.registered.park(&rec.orchestration, id);
+                if engine.may_stop(id, wakes, seen, &self.lease) {
+                    return true;
+                }
+                continue;
+            };
+            let Some(pending) = rec.pending.clone() else {
+                // The first step, or the first after continue-as-new.
+                match self.run_step(&instance, &orchestration, None, Vec::new()).await {
+                    Err(()) => return false,
+                    Ok(Some(StepOutcome::Incompatible(_)))
+                        if engine.may_stop(id, wakes, seen, &self.lease) =>
+                    {
+                        return true;
+                    }
+                    Ok(_) => continue,
+                }
+            };
+            if pending.key != running_key {
+                running.clear();
+                finished.clear();
+                running_key = pending.key.clone();
+            }
+            let progress = branches::resolve(engine, id, &instance, &pending, &mut finished).await;
+            if let Some(completion) = progress.completion {
+                running.clear();
+                finished.clear();
+                match self
+                    .run_step(&instance, &orchestration, Some(completion), progress.taken)
+                    .await
+                {
+                    Err(()) => return false,
+                    // Refused by this build: stays stored until a compatible build runs it.
+                    Ok(Some(StepOutcome::Incompatible(_)))
+                        if engine.may_stop(id, wakes, seen, &self.lease) =>
+                    {
+                        return true;
+                    }
+                    Ok(_) => continue,
+                }
+            }
+            if progress.changed {
+                if self.save_branches(&instance, &pending, &progress).await.is_err() {
+                    return false;
+                }
+                continue;
+            }
+            // Start the activities that may run now.
+            let now = engine.clock.now_ms();
+            let mut next_wake: Option<u64> = None;
+            let mut look_again = false;
+            for (i, (leaf, branch)) in
+                pending.command.leaves().iter().zip(&progress.branches).enumerate()
+            {
+                if branch.done.is_some() {
+                    continue;
+                }
+                match leaf {
+                    Command::Activity { name, .. }
+                        if !running.contains_key(&i)
+                            && !finished.contains_key(&i)
+                            && !engine.registered.knows_activity(name) =>
+                    {
+                        // A call issued by another process (or build) of an activity this one
+                        // has not registered: wait for the registration instead of failing it.
+                        look_again |= !engine.registered.await_activity(name, id);
+                    }
+                    Command::Activity { name, input, policy }
+                        if !running.contains_key(&i) && !finished.contains_key(&i) =>
+                    {
+                        if branch.not_before_ms > now {
+                            next_wake = min_some(next_wake, branch.not_before_ms);
+                            continue;
+                        }
+                        let attempt = Attempt {
+                            name,
+                            input,
+                            policy,
+                            step_key: &pending.key,
+                            branch: i,
+                            attempt: branch.failed_attempts + 1,
+                        };
+                        running.insert(i, spawn_attempt(engine, id, &attempt, tx.clone()));
+                    }
+                    Command::Timer { fire_at_ms } => next_wake = min_some(next_wake, *fire_at_ms),
+                    Command::Event { timeout_at_ms: Some(t), .. } => {
+                        next_wake = min_some(next_wake, *t)
+                    }
+                    _ => {}
+                }
+            }
+            if look_again {
+                continue;
+            }
+            if running.is_empty() && finished.is_empty() {
+                if let Some(at) = next_wake {
+                    engine.records.set_timer(at, id);
+                    engine.timer_wake.notify_one();
+                }
+                if engine.may_stop(id, wakes, seen, &self.lease) {
+                    return true;
+                }
+                continue;
+            }
+            if !finished.is_empty() {
+                continue;
+            }
+            let clock = engine.clock.clone();
+            tokio::select! {
+                Some((key, branch, result)) = rx.recv() => {
+                    if key == running_key {
+                        running.remove(&branch);
+                        finished.insert(branch, result);
+                    }
+                }
+                () = self.notify.notified() => {}
+                () = async { match next_wake { Some(at) => clock.sleep_until(at).await, None => std::future::pending().await } } => {}
+            }
+        }
+    }
+
+    /// Tells a refusal apart: `Err` when the driver must stop (its lease was taken over).
+    fn stop_if_fenced(&self, r: Refused) -> Result<ClientError, ()> {
+        match r {
+            Refused::Fenced(why) => {
+                tracing::warn!("{why}");
+                Err(())
+            }
+            Refused::Client(e) => Ok(e),
+        }
+    }
+
+    /// Records the progress of a join's branches (and the events they took).
+    async fn save_branches(
+        &self,
+        instance: &Instance,
+        pending: &Pending,
+        progress: &Progress,
+    ) -> Result<(), ()> {
+        let (engine, id) = (&self.engine, self.id.as_str());
+        let now = engine.clock.now_ms();
+        let saved = engine
+            .records
+            .update(id, Some(self.fence()), &consumed(&progress.taken), |rec| {
+                let Some(p) = rec.pending.as_mut().filter(|p| p.key == pending.key) else {
+                    return Ok(None);
+                };
+                p.branches = progress.branches.clone();
+                take_events(rec, &progress.taken);
+                rec.updated_ms = now;
+                Ok(Some(()))
+            })
+            .await;
+        match saved {
+            Ok(_) => self.report_branches(instance.rec.steps, pending, &progress.branches),
+            Err(r) => match self.stop_if_fenced(r)? {
+                ClientError::TooLarge { reason, .. } => {
+                    // The branches' results together do not fit: retrying cannot help.
+                    self.fail_oversized(instance, &format!("cannot record a result: {reason}"))
+                        .await?;
+                }
+                e => tracing::error!("cannot record branch progress: {e}"),
+            },
+        }
+        Ok(())
+    }
+
+    /// Tells the observer which branches got a stored result just now.
+    fn report_branches(&self, step: u64, before: &Pending, after: &[Branch]) {
+        let Some(observer) = &self.engine.observer else { return };
+        let leaves = before.command.leaves();
+        for (i, (old, new)) in before.branches.iter().zip(after).enumerate() {
+            if old.done.is_none() && new.done.is_some() {
+                observer(&StepEvent {
+                    instance: self.id.clone(),
+                    step,
+                    completed: leaves.get(i).map(Command::describe),
+                    outcome: StepOutcome::BranchRecorded(i),
+                });
+            }
+        }
+    }
+
+    /// Runs the orchestration's code of one step on a thread of tokio's blocking pool, so that a
+    /// step that computes for long (or never returns) holds that thread only: timers, commits,
+    /// clients and the other instances go on. While it runs, a cancellation of the instance is
+    /// applied at once; the step's result, if it ever comes, is then discarded.
+    async fn run_code(
+        &self,
+        orchestration: &Arc<dyn ErasedOrchestration>,
+        ctx: &Ctx,
+        resume: (Option<Frame>, Vec<u8>, Option<Completion>, Option<LiveState>),
+        budget: usize,
+    ) -> Result<Option<std::thread::Result<StepResult>>, ()> {
+        let orchestration = orchestration.clone();
+        let step_ctx = ctx.clone();
+        let span = tracing::Span::current();
+        let mut job = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let resume = match (&resume.0, resume.2, resume.3) {
+                    (Some(frame), Some(completion), Some(state)) => {
+                        Resume::Live { frame, state, completion }
+                    }
+                    (Some(frame), Some(completion), None) => Resume::At { frame, completion },
+                    _ => Resume::Start(&resume.1),
+                };
+                crate::__support_v1::with_frame_budget(budget, || {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        orchestration.step(&step_ctx, resume)
+                    }))
+                })
+            })
+        });
+        loop {
+            tokio::select! {
+                joined = &mut job => return Ok(joined.ok()),
+                () = self.notify.notified() => {
+                    if let Ok(Some((rec, _))) = self.engine.records.record(&self.id)
+                        && let Some(reason) = rec.cancel
+                    {
+                        tracing::warn!("cancelled while its step still runs; the step's result will be discarded");
+                        self.apply_cancel(&reason).await?;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one step of the orchestration and checkpoints the result; retries until the
+    /// checkpoint is durable (the step is not done before). `Ok(None)`: the step's result was
+    /// discarded (the instance was cancelled, or changed under it: the caller reads it again).
+    /// `Err`: the driver must stop.
+    async fn run_step(
+        &self,
+        instance: &Instance,
+        orchestration: &Arc<dyn ErasedOrchestration>,
+        completion: Option<Completion>,
+        taken: Vec<crate::records::EventRef>,
+    ) -> Result<Option<StepOutcome>, ()> {
+        let (engine, id) = (&self.engine, self.id.as_str());
+        let rec = &instance.rec;
+        let completed = rec.pending.as_ref().map(|p| p.command.describe());
+        let mut delay = Duration::from_millis(10);
+        if rec.frame.is_some() && completion.is_none() {
+            tracing::error!("instance `{id}`: a frame without a completion");
+            return Ok(None);
+        }
+        // The state the previous step of this process left, if it is that of this record.
+        let mut live = engine.take_resident(id, rec.steps);
+        let consumed = consumed(&taken);
+        loop {
+            let now = engine.clock.now_ms();
+            let started = std::time::Instant::now();
+            let ctx = Ctx::new(id, now, rec.steps + 1);
+            let span = tracing::debug_span!("step", n = rec.steps + 1);
+            let resume = match &rec.frame {
+                Some(frame) => (Some(frame.clone()), Vec::new(), completion.clone(), live.take()),
+                None => (None, rec.input.clone(), None, None),
+            };
+            let budget = engine.records.step_budget(instance);
+            let Some(result) =
+                self.run_code(orchestration, &ctx, resume, budget).instrument(span).await?
+            else {
+                return Ok(None);
+            };
+            // Activities and children this step's operations use, however they were named.
+            engine.adopt(ctx.take_used(), false);
+            let (result, kept) = match result {
+                Ok(StepResult::Suspend { frame, command, live }) => {
+                    (Ok(StepResult::Suspend { frame, command, live: None }), live)
+                }
+                other => (other, None),
+            };
+            let mut next = rec.clone();
+            let mut outcome = apply_step(id, &mut next, now, result, ctx.take_status(), &taken);
+            if let (StepOutcome::Incompatible(_), Some(c), Some(p)) =
+                (&outcome, &completion, next.pending.as_mut())
+            {
+                branches::keep(p, c);
+            }
+            let mut base = instance.clone();
+            let fence = self.fence();
+            let mut shrunk = false;
+            let written = loop {
+                match engine.records.checkpoint(id, &base, &next, &consumed, fence).await {
+                    Ok(true) => break true,
+                    // The record changed since it was read. A client's request (cancel,
+                    // suspend, resume) goes into the checkpoint; anything else means the
+                    // instance moved on: the result is discarded, the driver reads it again.
+                    Ok(false) => match engine.records.load(id) {
+                        Ok(Some(latest))
+                            if latest.rec.steps == rec.steps
+                                && latest.rec.pending == rec.pending
+                                && latest.rec.state == rec.state =>
+                        {
+                            next.cancel = latest.rec.cancel.clone();
+                            next.suspended = latest.rec.suspended;
+                            base = latest;
+                        }
+                        _ => return Ok(None),
+                    },
+                    // The checkpoint cannot be stored: the instance fails instead, saying why.
+                    Err(Refused::Client(ClientError::TooLarge { reason, .. })) if !shrunk => {
+                        shrunk = true;
+                        next = rec.clone();
+                        take_events(&mut next, &taken);
+                        outcome =
+                            fail_step(id, &mut next, now, &format!("cannot checkpoint: {reason}"));
+                    }
+                    Err(r) => match self.stop_if_fenced(r)? {
+                        ClientError::Store(e @ crate::store::StoreError::Failed(_)) => {
+                            // Nothing can become durable any more: stop; clients see it.
+                            tracing::error!("instance `{id}` stops: {e}");
+                            engine.changed();
+                            return Err(());
+                        }
+                        e => {
+                            // Not written, or not durable (a failed flush may have discarded
+                            // it): run the step again on the same record.
+                            tracing::error!("checkpoint failed, running the step again: {e}");
+                            break false;
+                        }
+                    },
+                }
+            };
+            if !written {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            let orchestration = rec.orchestration.clone();
+            metrics::counter!("durable_steps_total", "orchestration" => orchestration.clone())
+                .increment(1);
+            metrics::histogram!("durable_step_seconds", "orchestration" => orchestration)
+                .record(started.elapsed().as_secs_f64());
+            if let Some(p) = &rec.pending {
+                engine.records.clear_timers(id, p);
+            }
+            if let (StepOutcome::Suspended(_), Some(state)) = (&outcome, kept) {
+                engine.keep_resident(id, rec.steps + 1, state);
+            }
+            self.report(rec.steps + 1, completed, &outcome, rec.parent.as_ref());
+            return Ok(Some(outcome));
+        }
+    }
+
+    /// Tells the observer about a durable step and, when it ended the instance, the waiters
+    /// and the parent.
+    fn report(
+        &self,
+        step: u64,
+        completed: Option<String>,
+        outcome: &StepOutcome,
+        parent: Option<&String>,
+    ) {
+        let engine = &self.engine;
+        if let Some(observer) = &engine.observer {
+            observer(&StepEvent {
+                instance: self.id.clone(),
+                step,
+                completed,
+                outcome: outcome.clone(),
+            });
+        }
+        let terminal = matches!(
+            outcome,
+            StepOutcome::Completed
+                | StepOutcome::Failed(_)
+                | StepOutcome::Cancelled(_)
+                | StepOutcome::Incompatible(_)
+        );
+        if terminal {
+            engine.changed();
+            if let Some(parent) = parent {
+                engine.wake(parent);
+            }
+        }
+    }
+
+    /// Fails an instance whose record cannot hold what it must store next.
+    async fn fail_oversized(&self, instance: &Instance, why: &str) -> Result<(), ()> {
+        let (engine, id) = (&self.engine, self.id.as_str());
+        let now = engine.clock.now_ms();
+        let steps = instance.rec.steps;
+        let failed = engine
+            .records
+            .update(id, Some(self.fence()), &[], |rec| {
+                Ok((rec.steps == steps && !rec.is_terminal()).then(|| fail_step(id, rec, now, why)))
+            })
+            .await;
+        match failed {
+            Ok(Some(outcome)) => {
+                self.report(steps + 1, None, &outcome, instance.rec.parent.as_ref());
+            }
+            Ok(None) => {}
+            Err(r) => tracing::error!("cannot record the failure: {:?}", self.stop_if_fenced(r)?),
+        }
+        Ok(())
+    }
+
+    /// Ends the instance as cancelled, and asks its children to end too. `Err`: the driver must
+    /// stop.
+    async fn apply_cancel(&self, reason: &str) -> Result<(), ()> {
+        let (engine, id) = (&self.engine, self.id.as_str());
+        let now = engine.clock.now_ms();
+        let applied = engine
+            .records
+            .update(id, Some(self.fence()), &[], |rec| {
+                if rec.is_terminal() {
+                    return Ok(None);
+                }
+                let pending = rec.pending.clone();
+                rec.state = State::Cancelled { reason: reason.to_owned() };
+                rec.updated_ms = now;
+                Ok(Some((pending, rec.parent.clone())))
+            })
+            .await;
+        let (pending, parent) = match applied {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok(()),
+            Err(r) => {
+                // Not durable: the request stays in the record, and the next run applies it.
+                tracing::error!("cannot cancel: {:?}", self.stop_if_fenced(r)?);
+                return Err(());
+            }
+        };
+        let mut children = Vec::new();
+        if let Some(p) = &pending {
+            engine.records.clear_timers(id, p);
+            for (leaf, b) in p.command.leaves().iter().zip(&p.branches) {
+                if let (Command::Child { .. }, Some(child), None) = (leaf, &b.child_id, &b.done) {
+                    children.push(child.clone());
+                }
+            }
+        }
+        tracing::info!(instance = %id, "cancelled: {reason}");
+        engine.forget_resident(id);
+        for child in children {
+            let _ = engine
+                .records
+                .update_live(&child, |r| {
+                    // A cancellation already asked for wins, as for clients.
+                    r.cancel.get_or_insert_with(|| format!("parent cancelled: {reason}"));
+                    Ok(())
+                })
+                .await;
+            engine.wake(&child);
+        }
+        self.report(0, None, &StepOutcome::Cancelled(reason.to_owned()), parent.as_ref());
+        Ok(())
+    }
+}
+
+fn min_some(a: Option<u64>, b: u64) -> Option<u64> {
+    Some(a.map_or(b, |a| a.min(b)))
+}

@@ -1,0 +1,322 @@
+//! The engine of one runtime: which instances have a driver task in this process, waking them,
+//! starting instances, shutting down, and the states kept in memory between steps.
+//!
+//! The engine holds no record: it reads and writes them through [`Records`]. A driver
+//! (the `driver` module) runs one instance; the timer task (the `timers` module), clients and
+//! finishing children wake it through [`Engine::wake`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, watch};
+use tracing::Instrument;
+
+use crate::clock::Clock;
+use crate::error::{ClientError, StartError};
+use crate::ids::shown_id;
+use crate::orchestration::LiveState;
+use crate::record::InstanceRecord;
+use crate::records::Records;
+use crate::registry::Registered;
+use crate::status::Observer;
+use crate::store::{Lease, StoreError};
+
+/// Locks `m`, also after a panic elsewhere held it (what it guards stays consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// At most this many suspended instances keep their state in memory; past it, the state of
+/// another one is dropped and decoded from its checkpoint when it resumes.
+const RESIDENT_LIMIT: usize = 10_000;
+
+/// A driver task and how to wake it.
+pub(crate) struct Driver {
+    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) wakes: Arc<AtomicU64>,
+    pub(crate) notify: Arc<Notify>,
+}
+
+/// Runs the driver of one instance (the `driver` module's `drive`); given to the engine by the
+/// code that builds it, so that the engine does not depend on the driver that depends on it.
+pub(crate) type DriveFn = fn(
+    Arc<Engine>,
+    String,
+    Option<Lease>,
+    Arc<AtomicU64>,
+    Arc<Notify>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+pub(crate) struct Engine {
+    drive: DriveFn,
+    pub(crate) records: Records,
+    pub(crate) registered: Registered,
+    pub(crate) observer: Option<Observer>,
+    pub(crate) max_payload: usize,
+    pub(crate) clock: Clock,
+    /// Driver tasks of this process, by instance.
+    active: Mutex<HashMap<String, Driver>>,
+    /// Set (under the `active` lock) by [`Engine::shutdown`]: no driver starts after it.
+    shut_down: AtomicBool,
+    pub(crate) timer_wake: Notify,
+    pub(crate) timer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Bumped whenever an instance reaches a terminal or refused state.
+    pub(crate) changes: watch::Sender<u64>,
+    /// The in-memory state of suspended instances, by instance: the step count it belongs to
+    /// and the state. See [`Engine::keep_resident`].
+    resident: Mutex<HashMap<String, (u64, LiveState)>>,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        drive: DriveFn,
+        records: Records,
+        registered: Registered,
+        observer: Option<Observer>,
+        max_payload: usize,
+        clock: Clock,
+    ) -> Self {
+        Engine {
+            drive,
+            records,
+            registered,
+            observer,
+            max_payload,
+            clock,
+            active: Mutex::new(HashMap::new()),
+            shut_down: AtomicBool::new(false),
+            timer_wake: Notify::new(),
+            timer_task: Mutex::new(None),
+            changes: watch::channel(0u64).0,
+            resident: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Tells waiting clients that some instance changed.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) async fn start_encoded(
+        self: &Arc<Self>,
+        orchestration: &str,
+        version: Option<u32>,
+        id: &str,
+        input: Vec<u8>,
+        parent: Option<String>,
+    ) -> Result<(), StartError> {
+        if input.len() > self.max_payload {
+            return Err(StartError::Input {
+                id: id.into(),
+                reason: format!(
+                    "{} bytes exceed the limit of {} bytes",
+                    input.len(),
+                    self.max_payload
+                ),
+            });
+        }
+        let version = match version {
+            Some(v) => v,
+            None => self.registered.newest(orchestration).map_or(1, |(v, _)| v),
+        };
+        let rec =
+            InstanceRecord::new(orchestration, version, input, self.clock.now_ms(), parent.clone());
+        let present = self.records.create(id, &rec).await.map_err(|e| match e {
+            ClientError::Store(e) => StartError::Store(e),
+            e => StartError::Input { id: shown_id(id), reason: e.to_string() },
+        })?;
+        let Some(existing) = present else {
+            tracing::debug!(instance = %id, orchestration, "started");
+            self.wake(id);
+            return Ok(());
+        };
+        let existing =
+            existing.map_err(|reason| StartError::Unreadable { id: id.into(), reason })?;
+        if existing.orchestration != orchestration {
+            return Err(StartError::Conflict {
+                id: id.into(),
+                existing: existing.orchestration,
+                requested: orchestration.into(),
+            });
+        }
+        // A sub-orchestration's id is derived from its parent's; a client that took it first (or
+        // another parent) must not hand its result to this parent.
+        if existing.parent != parent {
+            let who = |p: &Option<String>| match p {
+                Some(p) => format!("parent `{}`", shown_id(p)),
+                None => "a client".to_owned(),
+            };
+            return Err(StartError::Taken {
+                id: shown_id(id),
+                owner: who(&existing.parent),
+                requested: who(&parent),
+            });
+        }
+        // An earlier start may have written it and then failed to make it durable before waking
+        // it: make sure it runs.
+        if !existing.is_terminal() {
+            self.wake(id);
+        }
+        Ok(())
+    }
+
+    /// Registers one orchestration (replacing one of the same name and version) and wakes the
+    /// instances that waited for it.
+    pub(crate) fn register<O: crate::orchestration::Orchestration>(self: &Arc<Self>, o: O) {
+        let mut registry = crate::orchestration::Registry::default();
+        registry.add_orchestration(|| o);
+        self.adopt(registry, true);
+    }
+
+    /// Adds what `registry` knows (see [`Registered::adopt`]) and wakes the instances that
+    /// waited for one of its orchestrations or activities.
+    pub(crate) fn adopt(self: &Arc<Self>, registry: crate::orchestration::Registry, replace: bool) {
+        for id in self.registered.adopt(registry, replace) {
+            self.wake(&id);
+        }
+    }
+
+    /// Wakes every unfinished instance this runtime can claim (each re-arms its own timers).
+    pub(crate) fn resume_all(self: &Arc<Self>) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.records.claim(self.clock.now_ms(), after.as_deref(), 1024)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for lease in page {
+                self.start_driver(&lease.id.clone(), Some(lease));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::SeqCst)
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        {
+            // Under the lock `wake` takes: no driver starts after this.
+            let _active = lock(&self.active);
+            self.shut_down.store(true, Ordering::SeqCst);
+        }
+        // Waiting clients see the flag.
+        self.changed();
+        let timer = lock(&self.timer_task).take();
+        if let Some(t) = timer {
+            t.abort();
+            let _ = t.await;
+        }
+        let tasks: Vec<_> = lock(&self.active).drain().map(|(_, d)| d.task).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        // Like the futures of a runtime that shuts down, the kept states are dropped.
+        let kept = std::mem::take(&mut *lock(&self.resident));
+        drop(kept);
+        self.records.flush();
+    }
+
+    // ----- waking -----
+
+    /// Makes sure instance `id` gets looked at: notifies its driver or starts one.
+    pub(crate) fn wake(self: &Arc<Self>, id: &str) {
+        self.start_driver(id, None);
+    }
+
+    fn start_driver(self: &Arc<Self>, id: &str, lease: Option<Lease>) {
+        let mut active = lock(&self.active);
+        if self.is_shut_down() {
+            // Stays stored; the next runtime over the database resumes it.
+            return;
+        }
+        if let Some(d) = active.get(id)
+            && !d.task.is_finished()
+        {
+            d.wakes.fetch_add(1, Ordering::SeqCst);
+            d.notify.notify_one();
+            return;
+        }
+        let wakes = Arc::new(AtomicU64::new(0));
+        let notify = Arc::new(Notify::new());
+        let span = tracing::info_span!("instance", id = %id);
+        let task = tokio::spawn(
+            (self.drive)(self.clone(), id.to_owned(), lease, wakes.clone(), notify.clone())
+                .instrument(span),
+        );
+        active.insert(id.to_owned(), Driver { task, wakes, notify });
+    }
+
+    /// Ends the driver of `id` unless it was woken since `seen`; `true` when it may stop. Its
+    /// lease is given back under the lock `wake` takes, so a driver started after it takes a
+    /// new one.
+    pub(crate) fn may_stop(&self, id: &str, wakes: &AtomicU64, seen: u64, lease: &Lease) -> bool {
+        let mut active = lock(&self.active);
+        if wakes.load(Ordering::SeqCst) != seen {
+            return false;
+        }
+        active.remove(id);
+        self.records.release(lease);
+        drop(active);
+        // Waiters on a refused instance decide by whether a driver still retries it.
+        self.changed();
+        true
+    }
+
+    /// Forgets the driver of `id`, which ends without a lease.
+    pub(crate) fn forget_driver(&self, id: &str) {
+        lock(&self.active).remove(id);
+        self.changed();
+    }
+
+    /// Forgets the driver of `id` (it ends now) and starts another with its lease: it was woken
+    /// while ending.
+    pub(crate) fn restart_driver(self: &Arc<Self>, id: &str, lease: Option<Lease>) {
+        lock(&self.active).remove(id);
+        self.start_driver(id, lease);
+    }
+
+    /// Whether a driver of this process works on `id`.
+    pub(crate) fn is_driven(&self, id: &str) -> bool {
+        lock(&self.active).get(id).is_some_and(|d| !d.task.is_finished())
+    }
+
+    // ----- states kept between steps -----
+
+    /// Keeps the state a step suspended with for the next step of this process. Values then
+    /// live on exactly as in plain Rust; only a restart decodes them from the checkpoint.
+    pub(crate) fn keep_resident(&self, id: &str, steps: u64, state: LiveState) {
+        let evicted = {
+            let mut resident = lock(&self.resident);
+            let evicted = if resident.len() >= RESIDENT_LIMIT && !resident.contains_key(id) {
+                let other = resident.keys().next().cloned();
+                other.and_then(|k| resident.remove(&k))
+            } else {
+                None
+            };
+            (resident.insert(id.to_owned(), (steps, state)), evicted)
+        };
+        // Dropped outside the lock: a value's `Drop` may take its time.
+        drop(evicted);
+    }
+
+    /// The kept state of `id` if it belongs to the record after `steps` steps.
+    pub(crate) fn take_resident(&self, id: &str, steps: u64) -> Option<LiveState> {
+        let kept = lock(&self.resident).remove(id);
+        match kept {
+            Some((s, state)) if s == steps => Some(state),
+            _ => None,
+        }
+    }
+
+    /// Drops the kept state of an instance that will not run another step here.
+    pub(crate) fn forget_resident(&self, id: &str) {
+        let kept = lock(&self.resident).remove(id);
+        drop(kept);
+    }
+}

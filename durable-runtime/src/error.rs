@@ -1,0 +1,184 @@
+//! The errors of the client's operations, below the client so that every module can name them.
+
+use crate::status::InstanceState;
+use crate::store::StoreError;
+
+/// Opening a runtime failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The store could not be opened (held by another process, unreadable…).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The commit thread could not be started.
+    #[error("cannot start the commit thread: {0}")]
+    Thread(String),
+}
+
+/// Starting an instance failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The id is empty, contains a NUL character or is longer than [`MAX_ID_BYTES`](crate::MAX_ID_BYTES).
+    #[error("invalid instance id `{id}`: {reason}")]
+    InvalidId {
+        /// The id (its first 64 characters).
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The id is taken by an instance of the same orchestration that belongs to another parent
+    /// (or to none): a client cannot take over a sub-orchestration's id, nor a parent a
+    /// client's instance.
+    #[error("instance `{id}` already exists and belongs to {owner}, not to {requested}")]
+    Taken {
+        /// The instance id.
+        id: String,
+        /// Who started the existing instance (`a client` or `parent `P``).
+        owner: String,
+        /// Who asked.
+        requested: String,
+    },
+    /// The id is taken by an instance of another orchestration.
+    #[error("instance `{id}` already exists as orchestration `{existing}`, not `{requested}`")]
+    Conflict {
+        /// The instance id.
+        id: String,
+        /// The orchestration of the existing instance.
+        existing: String,
+        /// The orchestration asked for.
+        requested: String,
+    },
+    /// The input could not be encoded or is too large.
+    #[error("input of instance `{id}`: {reason}")]
+    Input {
+        /// The instance id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The existing record under this id cannot be read.
+    #[error("instance `{id}` exists but its record cannot be read: {reason}")]
+    Unreadable {
+        /// The instance id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A newer version of the orchestration is registered and takes another input type.
+    #[error(
+        "orchestration `{name}` version {newest} is registered and new instances start on it, but \
+         it takes another input than version {requested}; start it through version {newest}"
+    )]
+    Version {
+        /// The orchestration name.
+        name: String,
+        /// The newest registered version.
+        newest: u32,
+        /// The version the caller named.
+        requested: u32,
+    },
+    /// The runtime was shut down ([`Runtime::shutdown`](crate::Runtime::shutdown)); nothing was stored.
+    #[error("the runtime has shut down; instance `{0}` was not started")]
+    Shutdown(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A client operation on an instance (raise, cancel, suspend, resume, purge) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No instance has this id.
+    #[error("no instance `{0}`")]
+    NotFound(String),
+    /// The instance has finished; the operation has no effect on it.
+    #[error("instance `{id}` has already finished ({state:?}); nothing was done")]
+    Finished {
+        /// The instance id.
+        id: String,
+        /// How it finished.
+        state: InstanceState,
+    },
+    /// A client has already asked to cancel the instance (with `reason`); the first request
+    /// wins and this one was not recorded.
+    #[error("instance `{id}` is already being cancelled ({reason}); this request was not recorded")]
+    Cancelling {
+        /// The instance id.
+        id: String,
+        /// The reason of the first request, the one that will be applied.
+        reason: String,
+    },
+    /// The instance is still running (purge needs a finished instance).
+    #[error("instance `{0}` is still running; cancel it or wait for it first")]
+    Running(String),
+    /// The payload could not be encoded or is too large.
+    #[error("payload for instance `{id}`: {reason}")]
+    Payload {
+        /// The instance id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The change would make the instance's record larger than the record limit
+    /// ([`RuntimeBuilder::max_record`](crate::RuntimeBuilder::max_record)); nothing was written.
+    #[error("instance `{id}`: {reason}")]
+    TooLarge {
+        /// The instance id.
+        id: String,
+        /// The sizes involved.
+        reason: String,
+    },
+    /// The instance's record cannot be read.
+    #[error("instance `{id}`: unreadable record: {reason}")]
+    Unreadable {
+        /// The instance id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The runtime was shut down ([`Runtime::shutdown`](crate::Runtime::shutdown)); nothing was done.
+    #[error("the runtime has shut down; nothing was done to instance `{0}`")]
+    Shutdown(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Waiting for an instance's result failed, or the instance did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstanceError<E> {
+    /// The orchestration returned this error.
+    #[error("orchestration failed: {message}")]
+    Failed {
+        /// The error value.
+        error: E,
+        /// Its `Display`.
+        message: String,
+    },
+    /// The instance failed without an error value: a panic, a corrupt checkpoint, a value that
+    /// cannot be stored.
+    #[error("{0}")]
+    Faulted(String),
+    /// This build refused to resume the instance; it stays stored.
+    #[error("{0}")]
+    Incompatible(String),
+    /// No instance has this id.
+    #[error("no instance `{0}`")]
+    NotFound(String),
+    /// The stored output does not decode as the orchestration's output type.
+    #[error("output of instance `{0}` does not decode: {1}")]
+    Output(String, String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The runtime was shut down ([`Runtime::shutdown`](crate::Runtime::shutdown)) before the instance finished. It
+    /// stays stored and resumes when a runtime opens the database again.
+    #[error("the runtime shut down before the instance finished")]
+    Shutdown,
+    /// The instance was cancelled.
+    #[error("instance cancelled: {0}")]
+    Cancelled(String),
+}

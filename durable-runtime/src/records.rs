@@ -1,0 +1,621 @@
+//! The one owner of instance records: the only code that calls the [`Store`] and decodes an
+//! [`InstanceRecord`]. The client, the driver and the timer task go through it.
+//!
+//! Every write here returns once it is durable (by the runtime's [`Durability`]): it takes the
+//! commit [`Epoch`] before writing and waits for the group commit after, so no caller pairs a
+//! write with a flush. A write that could not be made durable returns the store's error; the
+//! caller then reads again before deciding anything (a failed flush may have discarded it).
+//!
+//! Writes of a record are conditional on the version read ([`Store::write`]): a driver
+//! checkpoint is also fenced by the driver's lease. Client changes (cancel, suspend, resume) are
+//! retried on a lost race; events are appended to the instance's inbox, never written into the
+//! record.
+//!
+//! Over 400 lines on purpose: this module is the list of ways an instance record is read and
+//! written, and being the only code that calls the store, keeping it in one file keeps that
+//! auditable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec;
+use crate::commit::{Epoch, GroupCommit};
+use crate::error::ClientError;
+use crate::ids::shown_id;
+use crate::op::{ActivityFailure, ChildFailure, Command, Completion};
+use crate::record::{InboxMessage, InstanceRecord, Pending, State};
+use crate::status::Durability;
+use crate::store::{Fence, Lease, Space, Store, StoreError, Timer, Write, WriteError};
+
+/// How long a driver's lease lasts past its last checkpoint (runtime clock).
+pub(crate) const LEASE_MS: u64 = 60_000;
+
+/// Where a buffered event is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventRef {
+    /// In the record's own inbox (written by builds before store inboxes), by its seq.
+    Record(u64),
+    /// In the store's inbox of the instance, by its seq.
+    Inbox(u64),
+}
+
+/// An event raised and not yet taken.
+#[derive(Debug, Clone)]
+pub(crate) struct Buffered {
+    pub at: EventRef,
+    pub name: String,
+    pub payload: Vec<u8>,
+}
+
+/// An instance as read: its record, the version a write must name, and its buffered events,
+/// oldest first.
+#[derive(Debug, Clone)]
+pub(crate) struct Instance {
+    pub rec: InstanceRecord,
+    pub version: u64,
+    pub events: Vec<Buffered>,
+}
+
+impl Instance {
+    /// Bytes the buffered events take.
+    pub(crate) fn events_size(&self) -> usize {
+        self.events.iter().map(|e| e.payload.len() + e.name.len() + 16).sum()
+    }
+}
+
+/// A record write was refused.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// By the client rule the caller gave, or by the store; see the error.
+    Client(ClientError),
+    /// The driver's lease was taken over: it must stop driving the instance.
+    Fenced(String),
+}
+
+impl From<ClientError> for Refused {
+    fn from(e: ClientError) -> Self {
+        Refused::Client(e)
+    }
+}
+
+impl From<StoreError> for Refused {
+    fn from(e: StoreError) -> Self {
+        Refused::Client(ClientError::Store(e))
+    }
+}
+
+/// Outcome of one conditional write.
+enum Wrote {
+    Done,
+    Conflict,
+}
+
+/// A record listed by [`Records::scan`]: its id, the record (or why it cannot be read) and the
+/// number of events in its store inbox.
+pub(crate) type Listed = (String, Result<InstanceRecord, String>);
+
+pub(crate) struct Records {
+    store: Arc<dyn Store>,
+    commit: GroupCommit,
+    durability: Durability,
+    /// The largest record written (at most `codec::DECODE_LIMIT`).
+    pub(crate) max_record: usize,
+    /// Who this runtime is, as a lease owner.
+    owner: String,
+}
+
+impl Records {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        durability: Durability,
+        max_record: usize,
+    ) -> std::io::Result<Self> {
+        let commit = GroupCommit::start(store.clone())?;
+        let owner = format!("pid-{}-{:p}", std::process::id(), Arc::as_ptr(&store));
+        Ok(Records { store, commit, durability, max_record, owner })
+    }
+
+    // ----- durability -----
+
+    fn epoch(&self) -> Epoch {
+        self.commit.epoch()
+    }
+
+    /// Waits until what was written since `since` is durable. An error means it may be lost.
+    async fn durable(&self, since: Epoch) -> Result<(), StoreError> {
+        match self.durability {
+            Durability::Flush => self.commit.commit(since).await,
+            Durability::Buffered => Ok(()),
+        }
+    }
+
+    /// Flushes what was written (on shutdown).
+    pub(crate) fn flush(&self) {
+        let _ = self.store.flush();
+    }
+
+    // ----- reading -----
+
+    fn decode(bytes: &[u8]) -> Result<InstanceRecord, String> {
+        InstanceRecord::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+
+    /// The record of `id` and its version; `Err` when it cannot be read or decoded.
+    pub(crate) fn record(&self, id: &str) -> Result<Option<(InstanceRecord, u64)>, String> {
+        let stored = self.store.read(id).map_err(|e| e.to_string())?;
+        stored
+            .map(|v| InstanceRecord::from_bytes(&v.record).map(|r| (r, v.version)))
+            .transpose()
+            .map_err(|e| e.to_string())
+    }
+
+    /// The record, version and buffered events of `id`.
+    pub(crate) fn load(&self, id: &str) -> Result<Option<Instance>, String> {
+        let Some((rec, version)) = self.record(id)? else { return Ok(None) };
+        let mut events: Vec<Buffered> = rec
+            .inbox
+            .iter()
+            .map(|e| Buffered {
+                at: EventRef::Record(e.seq),
+                name: e.name.clone(),
+                payload: e.payload.clone(),
+            })
+            .collect();
+        for m in self.store.inbox(id).map_err(|e| e.to_string())? {
+            match InboxMessage::from_bytes(&m.body) {
+                Ok(InboxMessage::Event { name, payload }) => {
+                    events.push(Buffered { at: EventRef::Inbox(m.seq), name, payload });
+                }
+                Err(e) => tracing::error!(instance = %id, "unreadable inbox message skipped: {e}"),
+            }
+        }
+        Ok(Some(Instance { rec, version, events }))
+    }
+
+    /// The record of `id`, or why it cannot be decoded.
+    pub(crate) fn read(
+        &self,
+        id: &str,
+    ) -> Result<Option<Result<InstanceRecord, String>>, StoreError> {
+        Ok(self.store.read(id)?.map(|v| Self::decode(&v.record)))
+    }
+
+    /// A page of records in id order, after `after`.
+    pub(crate) fn scan(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let page = self.store.scan(Space::Instances, after.map(str::as_bytes), limit)?;
+        Ok(page
+            .into_iter()
+            .map(|(key, bytes)| {
+                let id = String::from_utf8_lossy(&key).into_owned();
+                let rec = Self::decode(&bytes);
+                (id, rec)
+            })
+            .collect())
+    }
+
+    /// Events of `id` in its store inbox.
+    pub(crate) fn inbox_len(&self, id: &str) -> Result<usize, StoreError> {
+        Ok(self.store.inbox(id)?.len())
+    }
+
+    /// The record of `id` as it is durable: a terminal record is handed out only once
+    /// everything written before it was read is durable (a result must survive a crash).
+    pub(crate) async fn settled(&self, id: &str) -> Result<Option<InstanceRecord>, Refused> {
+        loop {
+            let since = self.epoch();
+            let rec = match self.record(id) {
+                Ok(Some((rec, _))) => rec,
+                Ok(None) => return Ok(None),
+                Err(reason) => {
+                    return Err(ClientError::Unreadable { id: id.into(), reason }.into());
+                }
+            };
+            if rec.is_terminal()
+                && let Err(e) = self.durable(since).await
+            {
+                match e {
+                    // The store stopped: nothing more will become durable.
+                    StoreError::Failed(_) => return Err(e.into()),
+                    // What was read may be gone: read again.
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                }
+            }
+            return Ok(Some(rec));
+        }
+    }
+
+    // ----- limits -----
+
+    /// Encodes a record about to be written, refusing one that could not be read back: larger
+    /// than the record limit (counting the events waiting in its inbox), or beyond what the
+    /// decoder accepts.
+    pub(crate) fn encode(
+        &self,
+        id: &str,
+        rec: &InstanceRecord,
+        inbox: (usize, usize),
+    ) -> Result<Vec<u8>, ClientError> {
+        let bytes = rec.to_bytes().map_err(|e| StoreError::Io(e.to_string()))?;
+        let too_large = |reason| ClientError::TooLarge { id: shown_id(id), reason };
+        let total = bytes.len().saturating_add(inbox.1);
+        if total > self.max_record {
+            return Err(too_large(format!(
+                "the record would be {total} bytes, over the limit of {} bytes ({})",
+                self.max_record,
+                size_breakdown(rec, inbox)
+            )));
+        }
+        if bytes.len().saturating_mul(16) > codec::DECODE_LIMIT {
+            InstanceRecord::from_bytes(&bytes).map_err(|e| {
+                too_large(format!(
+                    "the record of {} bytes would not decode again: {e}",
+                    bytes.len()
+                ))
+            })?;
+        }
+        Ok(bytes)
+    }
+
+    /// Bytes of the record a step may fill with its frame, its command and its output: the
+    /// limit less what the instance holds besides (an estimate, generous by a kilobyte).
+    pub(crate) fn step_budget(&self, instance: &Instance) -> usize {
+        let rec = &instance.rec;
+        let held = rec.input.len()
+            + instance.events_size()
+            + rec.custom_status.as_ref().map_or(0, Vec::len)
+            + rec.orchestration.len()
+            + rec.parent.as_ref().map_or(0, String::len)
+            + 1024;
+        self.max_record.saturating_sub(held)
+    }
+
+    // ----- writing -----
+
+    /// Creates the record of a new instance, durably; the present record instead when `id`
+    /// exists (made durable too: another caller may have written it an instant ago).
+    pub(crate) async fn create(
+        &self,
+        id: &str,
+        rec: &InstanceRecord,
+    ) -> Result<Option<Result<InstanceRecord, String>>, ClientError> {
+        let bytes = self.encode(id, rec, (0, 0))?;
+        let since = self.epoch();
+        let present = self.store.create(id, &bytes)?;
+        self.durable(since).await?;
+        Ok(present.map(|v| Self::decode(&v.record)))
+    }
+
+    fn write(
+        &self,
+        id: &str,
+        instance: &Instance,
+        rec: &InstanceRecord,
+        consumed: &[u64],
+        fence: Option<Fence>,
+    ) -> Result<Wrote, Refused> {
+        let inbox = instance
+            .events
+            .iter()
+            .filter(|e| matches!(e.at, EventRef::Inbox(s) if !consumed.contains(&s)));
+        let (count, size) =
+            inbox.fold((0, 0), |(n, s), e| (n + 1, s + e.payload.len() + e.name.len() + 16));
+        let bytes = self.encode(id, rec, (count, size))?;
+        let write = Write {
+            expected: instance.version,
+            record: &bytes,
+            fence,
+            consumed,
+            finished: rec.is_terminal(),
+        };
+        match self.store.write(id, &write) {
+            Ok(_) => Ok(Wrote::Done),
+            Err(WriteError::Conflict { .. }) => Ok(Wrote::Conflict),
+            Err(WriteError::Fenced { .. }) => Err(Refused::Fenced(format!(
+                "instance `{id}`: another worker took it over; this one stops"
+            ))),
+            Err(WriteError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// A driver's checkpoint of `rec` over the `instance` it read, consuming the inbox
+    /// messages `consumed`, fenced by its lease; durable when it returns `Ok(true)`. `Ok(false)`:
+    /// the record changed meanwhile (a lost race): nothing was written.
+    pub(crate) async fn checkpoint(
+        &self,
+        id: &str,
+        instance: &Instance,
+        rec: &InstanceRecord,
+        consumed: &[u64],
+        fence: Fence,
+    ) -> Result<bool, Refused> {
+        let since = self.epoch();
+        match self.write(id, instance, rec, consumed, Some(fence))? {
+            Wrote::Conflict => Ok(false),
+            Wrote::Done => {
+                self.durable(since).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Reads, changes and writes the record of `id` until the write wins its race, durably.
+    /// `change` returns `Ok(None)` to write nothing, `Err` to refuse; `consumed` inbox messages
+    /// go with the write. `Ok(None)` also when there is no such record; `finished` states what
+    /// to do with a terminal record: `Err(Finished)` for a client, skip for the driver.
+    pub(crate) async fn update<T>(
+        &self,
+        id: &str,
+        fence: Option<Fence>,
+        consumed: &[u64],
+        mut change: impl FnMut(&mut InstanceRecord) -> Result<Option<T>, ClientError>,
+    ) -> Result<Option<T>, Refused> {
+        loop {
+            let since = self.epoch();
+            let instance = match self.load(id) {
+                Ok(Some(i)) => i,
+                Ok(None) => return Ok(None),
+                Err(reason) => {
+                    return Err(ClientError::Unreadable { id: id.into(), reason }.into());
+                }
+            };
+            let mut rec = instance.rec.clone();
+            let Some(out) = change(&mut rec)? else { return Ok(None) };
+            match self.write(id, &instance, &rec, consumed, fence)? {
+                Wrote::Conflict => continue,
+                Wrote::Done => {
+                    self.durable(since).await?;
+                    return Ok(Some(out));
+                }
+            }
+        }
+    }
+
+    /// A client's change to an unfinished instance, durable when it returns.
+    pub(crate) async fn update_live(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut InstanceRecord) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        let done = self
+            .update(id, None, &[], |rec| {
+                if rec.is_terminal() {
+                    return Err(ClientError::Finished {
+                        id: id.into(),
+                        state: crate::status::state_of(rec, true),
+                    });
+                }
+                change(rec).map(Some)
+            })
+            .await
+            .map_err(client_error)?;
+        done.ok_or_else(|| ClientError::NotFound(id.into()))
+    }
+
+    /// Appends event `name` to the inbox of a live instance, durably; refused when the instance
+    /// and its buffered events would outgrow the record limit.
+    pub(crate) async fn raise(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let instance = match self.load(id) {
+            Ok(Some(i)) => i,
+            Ok(None) => return Err(ClientError::NotFound(id.into())),
+            Err(reason) => return Err(ClientError::Unreadable { id: id.into(), reason }),
+        };
+        if instance.rec.is_terminal() {
+            return Err(ClientError::Finished {
+                id: id.into(),
+                state: crate::status::state_of(&instance.rec, true),
+            });
+        }
+        // The record's own inbox is counted by its encoding; count the store's and this one.
+        let inbox = instance.events.iter().filter(|e| matches!(e.at, EventRef::Inbox(_)));
+        let (count, size) = inbox.fold((1, payload.len() + name.len() + 16), |(n, s), e| {
+            (n + 1, s + e.payload.len() + e.name.len() + 16)
+        });
+        self.encode(id, &instance.rec, (count, size)).map_err(|e| match e {
+            ClientError::TooLarge { id, reason } => ClientError::Payload {
+                id,
+                reason: format!("refused, nothing was stored: {reason}"),
+            },
+            e => e,
+        })?;
+        let body = InboxMessage::Event { name: name.to_owned(), payload }
+            .to_bytes()
+            .map_err(|e| ClientError::Payload { id: id.into(), reason: e.to_string() })?;
+        let since = self.epoch();
+        if self.store.append(id, &body)?.is_none() {
+            return Err(ClientError::NotFound(id.into()));
+        }
+        self.durable(since).await?;
+        Ok(())
+    }
+
+    /// Marks a terminal record written by an older build as finished, so it is not claimed.
+    pub(crate) async fn mark_finished(&self, id: &str, instance: &Instance, fence: Fence) {
+        if let Err(e) = self.checkpoint(id, instance, &instance.rec, &[], fence).await {
+            tracing::debug!(instance = %id, "cannot mark finished: {e:?}");
+        }
+    }
+
+    /// Deletes a finished instance, its inbox and its timer entries, durably.
+    pub(crate) async fn remove(&self, id: &str) -> Result<(), ClientError> {
+        loop {
+            let since = self.epoch();
+            let (pending, version) = match self.record(id) {
+                Ok(None) => return Err(ClientError::NotFound(id.into())),
+                Ok(Some((rec, _))) if !rec.is_terminal() => {
+                    return Err(ClientError::Running(id.into()));
+                }
+                Ok(Some((rec, v))) => (rec.pending, v),
+                // An unreadable record can be purged.
+                Err(_) => (None, self.store.read(id)?.map_or(0, |v| v.version)),
+            };
+            match self.store.remove(id, version) {
+                Ok(()) => {}
+                Err(WriteError::Conflict { found: None, .. }) => {
+                    return Err(ClientError::NotFound(id.into()));
+                }
+                Err(WriteError::Conflict { .. }) => continue,
+                Err(WriteError::Store(e)) => return Err(e.into()),
+                Err(e @ WriteError::Fenced { .. }) => {
+                    return Err(StoreError::Io(e.to_string()).into());
+                }
+            }
+            if let Some(p) = &pending {
+                self.clear_timers(id, p);
+            }
+            self.durable(since).await?;
+            return Ok(());
+        }
+    }
+
+    // ----- leases -----
+
+    /// Takes the lease of `id` for this runtime.
+    pub(crate) fn lease(&self, id: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        self.store.lease(id, &self.owner, now_ms, now_ms.saturating_add(LEASE_MS))
+    }
+
+    /// The fence of a write under `lease` at `now_ms`, extending it.
+    pub(crate) fn fence(lease: &Lease, now_ms: u64) -> Fence {
+        Fence { token: lease.token, until_ms: now_ms.saturating_add(LEASE_MS) }
+    }
+
+    pub(crate) fn release(&self, lease: &Lease) {
+        if let Err(e) = self.store.release(lease) {
+            tracing::warn!("cannot release a lease: {e}");
+        }
+    }
+
+    /// Unfinished instances this runtime may run, a page at a time.
+    pub(crate) fn claim(
+        &self,
+        now_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.store.claim(&self.owner, now_ms, now_ms.saturating_add(LEASE_MS), after, limit)
+    }
+
+    // ----- timers -----
+
+    pub(crate) fn set_timer(&self, at_ms: u64, id: &str) {
+        if let Err(e) = self.store.set_timer(&Timer { at_ms, id: id.to_owned() }) {
+            tracing::error!("cannot index timer: {e}");
+        }
+    }
+
+    /// Removes the timer index entries of a pending command that is over (its instance stepped
+    /// on, ended or was purged). An entry a crash leaves behind only wakes the instance for
+    /// nothing when it comes due.
+    pub(crate) fn clear_timers(&self, id: &str, pending: &Pending) {
+        for at_ms in timer_times(pending) {
+            if let Err(e) = self.store.clear_timer(&Timer { at_ms, id: id.to_owned() }) {
+                tracing::warn!("cannot remove a timer entry: {e}");
+            }
+        }
+    }
+
+    /// Timer entries due at `now_ms` (removed as they are returned) and the next due time.
+    pub(crate) fn take_due(&self, now_ms: u64) -> (Vec<String>, Option<u64>) {
+        let (due, next) = match self.store.due_timers(now_ms, 64) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!("timer index unreadable: {e}");
+                return (Vec::new(), None);
+            }
+        };
+        let mut ids = Vec::with_capacity(due.len());
+        for timer in due {
+            let _ = self.store.clear_timer(&timer);
+            ids.push(timer.id);
+        }
+        (ids, next)
+    }
+}
+
+/// The error a client sees for a refused change.
+pub(crate) fn client_error(r: Refused) -> ClientError {
+    match r {
+        Refused::Client(e) => e,
+        Refused::Fenced(why) => ClientError::Store(StoreError::Io(why)),
+    }
+}
+
+/// The times of the timer index entries `pending` may have made: its timers, event timeouts and
+/// retry backoffs.
+fn timer_times(pending: &Pending) -> Vec<u64> {
+    let mut times = Vec::new();
+    for (leaf, branch) in pending.command.leaves().iter().zip(&pending.branches) {
+        match leaf {
+            Command::Timer { fire_at_ms } => times.push(*fire_at_ms),
+            Command::Event { timeout_at_ms: Some(t), .. } => times.push(*t),
+            _ => {}
+        }
+        if branch.not_before_ms > 0 {
+            times.push(branch.not_before_ms);
+        }
+    }
+    times
+}
+
+/// The stored bytes of a branch's result.
+pub(crate) fn completion_size(c: &Completion) -> usize {
+    match c {
+        Completion::Activity(Ok(b)) | Completion::Child(Ok(b)) => b.len(),
+        Completion::Event { payload: Some(b), .. } => b.len(),
+        Completion::Activity(Err(ActivityFailure::Error { payload, .. })) => payload.len(),
+        Completion::Child(Err(ChildFailure::Failed { payload: Some(p), .. })) => p.len(),
+        _ => 0,
+    }
+}
+
+/// What takes the room in a record, largest first, for the message of a refused write;
+/// `inbox` is the count and size of the events in the store's inbox.
+fn size_breakdown(rec: &InstanceRecord, inbox: (usize, usize)) -> String {
+    let mut parts: Vec<(usize, String)> = Vec::new();
+    if let Some(f) = &rec.frame {
+        let names: Vec<&str> = f.layout.iter().map(|(n, _)| n.as_str()).collect();
+        parts.push((
+            f.locals.len(),
+            format!(
+                "the locals at suspension point `{}` (line {}: {})",
+                f.point,
+                f.line,
+                names.join(", ")
+            ),
+        ));
+    }
+    if let Some(p) = &rec.pending {
+        let size = codec::encode(&p.command).map_or(0, |b| b.len());
+        parts.push((size, format!("the command `{}`", p.command.describe())));
+    }
+    parts.push((rec.input.len(), "the input".into()));
+    if let Some(s) = &rec.custom_status {
+        parts.push((s.len(), "the custom status".into()));
+    }
+    let events: usize = rec.inbox.iter().map(|e| e.payload.len()).sum::<usize>() + inbox.1;
+    parts.push((events, format!("{} buffered events", rec.inbox.len() + inbox.0)));
+    match &rec.state {
+        State::Completed { output } => parts.push((output.len(), "the output".into())),
+        State::Failed { payload: Some(p), .. } => parts.push((p.len(), "the error value".into())),
+        _ => {}
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{what}: {n} bytes"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

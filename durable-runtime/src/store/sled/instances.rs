@@ -1,0 +1,332 @@
+//! The instance layer of the sled store: versioned records, inboxes, leases and the timer index.
+//!
+//! A sled database belongs to one process, so the writers a conditional write races are threads
+//! of this process: the version check and the write run under the store's write lock (sled
+//! transactions cost far more than the two inserts of a checkpoint). Versions only order live
+//! writers, so a version may lag its record after a crash without harm. What must survive a
+//! crash together does: a write that consumes inbox messages removes them in one sled
+//! transaction with the record, durable together or not at all. An ended instance's finished
+//! mark is written after its record (a crash in between leaves it unmarked, and the runtime marks
+//! it when it is claimed) and removed before a record that has not ended.
+//!
+//! Leases are kept in memory; a fenced write holds the lease table while it writes, so a
+//! takeover cannot slip between the token check and the write.
+
+use std::ops::Bound;
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::{SledStore, lock};
+use crate::store::{Lease, Message, StoreError, Timer, Versioned, Write, WriteError};
+
+/// Key of a timer index entry: big-endian due time, then the instance id.
+pub(super) fn timer_key(timer: &Timer) -> Vec<u8> {
+    let mut k = timer.at_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(timer.id.as_bytes());
+    k
+}
+
+/// The prefix of every inbox key of `id`: the id, then NUL (instance ids contain no NUL).
+fn inbox_prefix(id: &str) -> Vec<u8> {
+    let mut k = id.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn inbox_key(id: &str, seq: u64) -> Vec<u8> {
+    let mut k = inbox_prefix(id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn version_of(bytes: Option<&[u8]>) -> u64 {
+    bytes.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_le_bytes)
+}
+
+/// Why a write transaction was aborted.
+enum Refused {
+    Conflict(Option<u64>),
+}
+
+impl SledStore {
+    fn tx_error<E>(
+        &self,
+        e: TransactionError<E>,
+        abort: impl FnOnce(E) -> WriteError,
+    ) -> WriteError {
+        match e {
+            TransactionError::Abort(a) => abort(a),
+            TransactionError::Storage(e) => WriteError::Store(self.io(e)),
+        }
+    }
+
+    pub(super) fn create_instance(
+        &self,
+        id: &str,
+        record: &[u8],
+    ) -> Result<Option<Versioned>, StoreError> {
+        self.shared.room.claim(id.len() + record.len() + 8)?;
+        let created = self.with_open(|open| {
+            let _writing = lock(&self.shared.writing);
+            let cas = open
+                .instances
+                .compare_and_swap(id, None::<&[u8]>, Some(record))
+                .map_err(|e| self.io(e))?;
+            if let Err(present) = cas {
+                let version = open.versions.get(id).map_err(|e| self.io(e))?;
+                let record = present.current.map(|v| v.to_vec()).unwrap_or_default();
+                return Ok(Some(Versioned { version: version_of(version.as_deref()), record }));
+            }
+            open.versions.insert(id, &1u64.to_le_bytes()).map_err(|e| self.io(e))?;
+            Ok::<_, StoreError>(None)
+        })?;
+        if created.is_none() {
+            self.wrote()?;
+        }
+        Ok(created)
+    }
+
+    pub(super) fn read_instance(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
+        self.with_open(|open| {
+            let Some(record) = open.instances.get(id).map_err(|e| self.io(e))? else {
+                return Ok(None);
+            };
+            let version = version_of(open.versions.get(id).map_err(|e| self.io(e))?.as_deref());
+            Ok(Some(Versioned { version, record: record.to_vec() }))
+        })
+    }
+
+    pub(super) fn write_instance(&self, id: &str, write: &Write<'_>) -> Result<u64, WriteError> {
+        self.shared.room.claim(id.len() + write.record.len() + 8)?;
+        let version = self.with_open(|open| {
+            let _writing = lock(&self.shared.writing);
+            // Held while writing: no takeover between the token check and the write.
+            let mut leases = lock(&self.shared.leases);
+            if let Some(fence) = write.fence {
+                let current = leases.get(id).map(|l| l.token);
+                if current != Some(fence.token) {
+                    return Err(WriteError::Fenced { id: id.into(), token: fence.token, current });
+                }
+            }
+            let conflict =
+                |found| WriteError::Conflict { id: id.into(), expected: write.expected, found };
+            if !open.instances.contains_key(id).map_err(|e| self.io(e))? {
+                return Err(conflict(None));
+            }
+            let found = version_of(open.versions.get(id).map_err(|e| self.io(e))?.as_deref());
+            if found != write.expected {
+                return Err(conflict(Some(found)));
+            }
+            let next = found + 1;
+            if !write.finished && open.finished.contains_key(id).map_err(|e| self.io(e))? {
+                open.finished.remove(id).map_err(|e| self.io(e))?;
+            }
+            if write.consumed.is_empty() {
+                open.instances.insert(id, write.record).map_err(|e| self.io(e))?;
+            } else {
+                (&open.instances, &open.inbox)
+                    .transaction(|(instances, inbox)| {
+                        instances.insert(id.as_bytes(), write.record)?;
+                        for seq in write.consumed {
+                            inbox.remove(inbox_key(id, *seq))?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e: TransactionError<()>| match e {
+                        TransactionError::Storage(e) => WriteError::Store(self.io(e)),
+                        TransactionError::Abort(()) => {
+                            WriteError::Store(StoreError::Io("aborted".into()))
+                        }
+                    })?;
+            }
+            open.versions.insert(id, &next.to_le_bytes()).map_err(|e| self.io(e))?;
+            if write.finished {
+                open.finished.insert(id, &[]).map_err(|e| self.io(e))?;
+            }
+            if let Some(fence) = write.fence
+                && let Some(lease) = leases.get_mut(id)
+            {
+                lease.expires_ms = lease.expires_ms.max(fence.until_ms);
+            }
+            Ok(next)
+        })?;
+        self.wrote()?;
+        Ok(version)
+    }
+
+    pub(super) fn remove_instance(&self, id: &str, expected: u64) -> Result<(), WriteError> {
+        self.with_open(|open| {
+            // Lock order everywhere: the open database, then `writing`, then the leases.
+            let _writing = lock(&self.shared.writing);
+            (&open.instances, &open.versions, &open.finished)
+                .transaction(|(instances, versions, finished)| {
+                    if instances.get(id)?.is_none() {
+                        return Err(ConflictableTransactionError::Abort(Refused::Conflict(None)));
+                    }
+                    let found = version_of(versions.get(id)?.as_deref());
+                    if found != expected {
+                        return Err(ConflictableTransactionError::Abort(Refused::Conflict(Some(
+                            found,
+                        ))));
+                    }
+                    instances.remove(id.as_bytes())?;
+                    versions.remove(id.as_bytes())?;
+                    finished.remove(id.as_bytes())?;
+                    Ok(())
+                })
+                .map_err(|e| {
+                    self.tx_error(e, |Refused::Conflict(found)| WriteError::Conflict {
+                        id: id.into(),
+                        expected,
+                        found,
+                    })
+                })
+        })?;
+        // No append succeeds once the record is gone: what is left of the inbox goes for good.
+        self.with_open(|open| {
+            for item in open.inbox.scan_prefix(inbox_prefix(id)) {
+                let (key, _) = item.map_err(|e| self.io(e))?;
+                open.inbox.remove(key).map_err(|e| self.io(e))?;
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        lock(&self.shared.leases).remove(id);
+        self.wrote()?;
+        Ok(())
+    }
+
+    pub(super) fn append_message(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
+        self.shared.room.claim(id.len() + body.len() + 9)?;
+        let seq = self.with_open(|open| {
+            // Under the write lock: a remove cannot slip between the check and the insert.
+            let _writing = lock(&self.shared.writing);
+            if !open.instances.contains_key(id).map_err(|e| self.io(e))? {
+                return Ok(None);
+            }
+            // Monotonic across restarts (sled persists the generator ahead of use).
+            let seq = open.db.generate_id().map_err(|e| self.io(e))?;
+            open.inbox.insert(inbox_key(id, seq), body).map_err(|e| self.io(e))?;
+            Ok::<_, StoreError>(Some(seq))
+        })?;
+        if seq.is_some() {
+            self.wrote()?;
+        }
+        Ok(seq)
+    }
+
+    pub(super) fn messages(&self, id: &str) -> Result<Vec<Message>, StoreError> {
+        let prefix = inbox_prefix(id);
+        self.with_open(|open| {
+            let mut out = Vec::new();
+            for item in open.inbox.scan_prefix(&prefix) {
+                let (key, body) = item.map_err(|e| self.io(e))?;
+                let Some(seq) = key.get(prefix.len()..).and_then(|s| <[u8; 8]>::try_from(s).ok())
+                else {
+                    continue;
+                };
+                out.push(Message { seq: u64::from_be_bytes(seq), body: body.to_vec() });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Grants `owner` the lease of `id` when it is free, expired or its own; under the lease
+    /// table's lock.
+    fn grant(
+        &self,
+        leases: &mut std::collections::HashMap<String, Lease>,
+        id: &str,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Option<Lease> {
+        if let Some(held) = leases.get_mut(id)
+            && held.expires_ms > now_ms
+        {
+            if held.owner != owner {
+                return None;
+            }
+            // Its holder claims it again: the same lease, extended (its writer stays valid).
+            held.expires_ms = held.expires_ms.max(until_ms);
+            return Some(held.clone());
+        }
+        let token = self.shared.tokens.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let lease =
+            Lease { id: id.to_owned(), owner: owner.to_owned(), token, expires_ms: until_ms };
+        leases.insert(id.to_owned(), lease.clone());
+        Some(lease)
+    }
+
+    pub(super) fn claim_unfinished(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let lower = match after {
+            Some(k) => Bound::Excluded(k.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        self.with_open(|open| {
+            for item in open.instances.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
+                if out.len() >= limit {
+                    break;
+                }
+                let (key, _) = item.map_err(|e| self.io(e))?;
+                if open.finished.contains_key(&key).map_err(|e| self.io(e))? {
+                    continue;
+                }
+                let id = String::from_utf8_lossy(&key);
+                let mut leases = lock(&self.shared.leases);
+                if let Some(lease) = self.grant(&mut leases, &id, owner, now_ms, until_ms) {
+                    out.push(lease);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    pub(super) fn lease_one(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let exists =
+            self.with_open(|open| open.instances.contains_key(id).map_err(|e| self.io(e)))?;
+        if !exists {
+            return Ok(None);
+        }
+        let mut leases = lock(&self.shared.leases);
+        Ok(self.grant(&mut leases, id, owner, now_ms, until_ms))
+    }
+
+    pub(super) fn due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<Timer>, Option<u64>), StoreError> {
+        self.with_open(|open| {
+            let mut due = Vec::new();
+            for item in open.timers.iter() {
+                let (key, _) = item.map_err(|e| self.io(e))?;
+                let Some((at, id)) = key.split_first_chunk::<8>() else { continue };
+                let at_ms = u64::from_be_bytes(*at);
+                if at_ms > now_ms {
+                    return Ok((due, Some(at_ms)));
+                }
+                if due.len() >= limit {
+                    break;
+                }
+                due.push(Timer { at_ms, id: String::from_utf8_lossy(id).into_owned() });
+            }
+            Ok((due, None))
+        })
+    }
+}
