@@ -234,12 +234,10 @@ async fn describe_decodes_locals_and_write_operations_change_instances() {
     let (status, _) = f.post("/api/instances/no-such-order/suspend", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // Raise: bad JSON, a payload that is not a scalar, then the real thing.
+    // Raise: bad JSON, then the real thing (any JSON value; the waiter's type decodes it).
     let (status, e) = f.post("/api/instances/order-03/events/approval", "{not json").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(e["error"].as_str().is_some_and(|m| m.contains("JSON")), "{e}");
-    let (status, _) = f.post("/api/instances/order-03/events/approval", "[true]").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = f.post("/api/instances/order-03/events/approval", "true").await;
     assert_eq!(status, StatusCode::OK);
     let out = f.rt.handle::<review>("order-03").wait_timeout(Duration::from_secs(20)).await;

@@ -185,3 +185,38 @@ async fn activity_timeouts_follow_the_runtime_clock() {
     assert_eq!(out, "timed out after 60s");
     rt.shutdown().await;
 }
+
+// ----- typed event payloads -----
+
+/// Waits for `go` as a `bool` and for `bytes` as a `Vec<u8>`; reports what each wait got.
+#[orchestration]
+async fn typed_waits(ctx: Ctx, _x: u64) -> Result<(String, String), Failure> {
+    let flag = ctx.wait_event::<bool>("go").await;
+    let bytes = ctx.wait_event::<Vec<u8>>("bytes").await;
+    Ok((format!("{flag:?}"), format!("{bytes:?}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_raised_as_another_type_is_refused_by_name() {
+    let db = fresh_db("client-typed-events");
+    let rt = open(|| Runtime::builder(&db).orchestration(typed_waits)).await;
+    let h = rt.start(typed_waits, "typed", 0).await.unwrap();
+    rt.raise_event("typed", "go", &1u8).await.unwrap();
+    rt.raise_event("typed", "bytes", &"ab".to_owned()).await.unwrap();
+    let (flag, bytes) = h.wait().await.unwrap();
+    assert_eq!(
+        flag, "Err(WrongType { name: \"go\", sent: \"u8\", expected: \"bool\" })",
+        "a 1u8 must not arrive as `true`"
+    );
+    assert!(bytes.contains("WrongType") && bytes.contains("alloc::string::String"), "{bytes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_raised_as_json_is_decoded_by_the_waiters_type() {
+    let db = fresh_db("client-json-events");
+    let rt = open(|| Runtime::builder(&db).orchestration(typed_waits)).await;
+    let h = rt.start(typed_waits, "json", 0).await.unwrap();
+    rt.raise_event_json("json", "go", &serde_json::json!(true)).await.unwrap();
+    rt.raise_event_json("json", "bytes", &serde_json::json!([1, 2, 3])).await.unwrap();
+    assert_eq!(h.wait().await.unwrap(), ("Ok(true)".to_owned(), "Ok([1, 2, 3])".to_owned()));
+}

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /api/instances?state=&orchestration=&point=&q=&after=&limit=` | a page of instances |
 //! | `GET /api/instances/{id}` | one instance, locals decoded |
-//! | `POST /api/instances/{id}/events/{name}` (body: JSON scalar) | raise an event |
+//! | `POST /api/instances/{id}/events/{name}` (body: any JSON) | raise an event |
 //! | `POST /api/instances/{id}/cancel` (body: `{"reason": ".."}`, optional) | cancel |
 //! | `POST /api/instances/{id}/suspend`, `…/resume` | suspend, resume |
 //! | `DELETE /api/instances/{id}` | purge a finished instance |

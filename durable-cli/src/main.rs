@@ -21,7 +21,7 @@ Exit codes:
   4  refused: the instance is finished, still running, or already being cancelled
   5  bad or missing token
   6  cannot reach the admin server or open the database
-  7  bad request (for example an event payload that is not a JSON scalar)";
+  7  bad request (for example an event payload that is not JSON)";
 
 /// See and steer durable instances.
 #[derive(Debug, Parser)]
@@ -87,7 +87,8 @@ enum Command {
         #[arg(long)]
         version: Option<u32>,
     },
-    /// Raise event EVENT for instance ID with a JSON scalar payload (true, "text", 42, null).
+    /// Raise event EVENT for instance ID with a JSON payload (decoded by the waiting
+    /// orchestration's type: `true`, `"text"`, `42`, `{"by": "lead"}`).
     #[command(after_help = EXIT_CODES)]
     Raise {
         /// The instance id.

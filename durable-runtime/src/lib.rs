@@ -13,6 +13,7 @@ mod dispatch;
 mod driver;
 mod engine;
 mod error;
+mod event;
 mod graph;
 mod ids;
 mod inspect;

@@ -547,6 +547,16 @@ pub enum EventError {
         /// Why.
         reason: String,
     },
+    /// The payload was raised as another type than the one awaited.
+    #[error("event `{name}` was raised as a `{sent}`, but this wait takes a `{expected}`")]
+    WrongType {
+        /// The event name.
+        name: String,
+        /// The type the payload was raised with.
+        sent: String,
+        /// The type the wait takes.
+        expected: String,
+    },
 }
 
 fn mismatch(what: &str, c: &Completion) -> CompletionMismatch {
@@ -598,8 +608,9 @@ impl<T: crate::Persistable> DurableOp for WaitEvent<T> {
     }
     fn complete(c: Completion) -> Result<Self::Output, CompletionMismatch> {
         match c {
-            Completion::Event { name, payload: Some(bytes) } => Ok(codec::decode(&bytes)
-                .map_err(|e| EventError::BadPayload { name, reason: e.to_string() })),
+            Completion::Event { name, payload: Some(bytes) } => {
+                Ok(crate::event::decode(&name, &bytes))
+            }
             Completion::Event { name, payload: None } => Ok(Err(EventError::TimedOut(name))),
             other => Err(mismatch("an event wait", &other)),
         }

@@ -177,7 +177,8 @@ impl Runtime {
     }
 
     /// Raises event `name` with `payload` for instance `id`. Buffered (first in, first out per
-    /// name) until the orchestration waits for it; durable when this returns.
+    /// name) until the orchestration waits for it; durable when this returns. The payload is
+    /// stored with its type: a wait for another type gets `EventError::WrongType`.
     pub async fn raise_event<T: crate::Persistable>(
         &self,
         id: &str,
@@ -185,9 +186,32 @@ impl Runtime {
         payload: &T,
     ) -> Result<(), ClientError> {
         self.refuse_after_shutdown(id)?;
-        let bytes = codec::encode(payload)
-            .and_then(|b| codec::check_readable::<T>(&b).map(|()| b))
+        let bytes = crate::event::encode_typed(payload)
             .map_err(|e| ClientError::Payload { id: id.into(), reason: e.to_string() })?;
+        self.raise_bytes(id, name, bytes).await
+    }
+
+    /// Raises event `name` with a JSON payload, for clients that do not have the Rust type (the
+    /// admin API, the CLI): stored as JSON and decoded with the waiting orchestration's type
+    /// when it is delivered (`EventError::BadPayload` when it does not fit).
+    ///
+    /// ```no_run
+    /// # async fn demo(rt: durable_runtime::Runtime) -> Result<(), Box<dyn std::error::Error>> {
+    /// rt.raise_event_json("order-7", "approval", &serde_json::json!({ "by": "lead", "ok": true }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn raise_event_json(
+        &self,
+        id: &str,
+        name: &str,
+        payload: &serde_json::Value,
+    ) -> Result<(), ClientError> {
+        self.refuse_after_shutdown(id)?;
+        self.raise_bytes(id, name, crate::event::encode_json(payload)).await
+    }
+
+    async fn raise_bytes(&self, id: &str, name: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
         if bytes.len() > self.engine.max_payload {
             return Err(ClientError::Payload {
                 id: id.into(),
