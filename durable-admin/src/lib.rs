@@ -29,6 +29,7 @@
 mod api;
 mod auth;
 mod events;
+mod markup;
 mod prometheus;
 mod server;
 mod svg;

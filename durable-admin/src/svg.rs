@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use durable_runtime::{GRAPH_END, GRAPH_START, StepGraph};
 
-use crate::web::{escape, url_encode};
+use crate::markup::{escape, url_encode};
 
 const W: i64 = 240;
 const H: i64 = 54;

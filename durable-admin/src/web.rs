@@ -13,6 +13,7 @@ use axum::routing::get;
 use durable_runtime::Runtime;
 use serde_json::Value;
 
+use crate::markup::{escape, url_encode};
 use crate::view::{self, ApiError, ListQuery};
 
 const CSS: &str = include_str!("../assets/admin.css");
@@ -31,35 +32,6 @@ pub(crate) fn routes() -> Router<Runtime> {
             "/assets/admin.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], JS) }),
         )
-}
-
-/// `text` with `&`, `<`, `>`, `"` and `'` escaped for HTML and XML.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `text` percent-encoded for a URL path segment or query value.
-pub(crate) fn url_encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 fn page(title: &str, body: &str) -> Html<String> {

@@ -12,7 +12,7 @@
 
 use crate::Persistable;
 use crate::codec::{self, CodecError};
-use crate::op::EventError;
+use serde::{Deserialize, Serialize};
 
 const TYPED: [u8; 4] = [0xDE, 0x7E, 0x01, 0x54];
 const JSON: [u8; 4] = [0xDE, 0x7E, 0x01, 0x4A];
@@ -55,6 +55,33 @@ pub(crate) fn decode<T: Persistable>(name: &str, bytes: &[u8]) -> Result<T, Even
     } else {
         codec::decode(bytes).map_err(|e| bad(e.to_string()))
     }
+}
+
+/// Waiting for an external event did not give a payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The wait's timeout passed first.
+    #[error("timed out waiting for event `{0}`")]
+    TimedOut(String),
+    /// The payload raised does not decode as the awaited type.
+    #[error("payload of event `{name}` does not decode: {reason}")]
+    BadPayload {
+        /// The event name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The payload was raised as another type than the one awaited.
+    #[error("event `{name}` was raised as a `{sent}`, but this wait takes a `{expected}`")]
+    WrongType {
+        /// The event name.
+        name: String,
+        /// The type the payload was raised with.
+        sent: String,
+        /// The type the wait takes.
+        expected: String,
+    },
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::activity::Activity;
 pub use crate::activity::ActivityFailure;
 use crate::codec::{self, CodecError};
+pub use crate::event::EventError;
 
 /// What a suspension point asks the runtime to do; persisted with the frame before it is carried
 /// out.
@@ -530,33 +531,6 @@ impl<E: fmt::Display> fmt::Display for ChildError<E> {
             ChildError::NotStarted(m) => write!(f, "sub-orchestration not started: {m}"),
         }
     }
-}
-
-/// Waiting for an external event did not give a payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[non_exhaustive]
-pub enum EventError {
-    /// The wait's timeout passed first.
-    #[error("timed out waiting for event `{0}`")]
-    TimedOut(String),
-    /// The payload raised does not decode as the awaited type.
-    #[error("payload of event `{name}` does not decode: {reason}")]
-    BadPayload {
-        /// The event name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// The payload was raised as another type than the one awaited.
-    #[error("event `{name}` was raised as a `{sent}`, but this wait takes a `{expected}`")]
-    WrongType {
-        /// The event name.
-        name: String,
-        /// The type the payload was raised with.
-        sent: String,
-        /// The type the wait takes.
-        expected: String,
-    },
 }
 
 fn mismatch(what: &str, c: &Completion) -> CompletionMismatch {
