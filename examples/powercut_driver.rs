@@ -41,6 +41,7 @@ fn main() {
         cuts,
         scratch: powercut::scratch("powercut-long"),
         worker: powercut::worker(),
+        progress: true,
         worker_args: vec!["--reopen-every".into(), reopen_every],
     };
     let summary = powercut::run(&cfg).unwrap_or_else(|e| {

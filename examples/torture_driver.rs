@@ -59,6 +59,7 @@ fn main() {
     if let Some(ms) = max_delay {
         cfg.max_kill_delay_ms = ms;
     }
+    cfg.progress = true;
     let summary = torture::run(&cfg);
     for v in &summary.violations {
         println!("violation: {v}");

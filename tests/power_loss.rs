@@ -25,6 +25,7 @@ fn everything_acknowledged_survives_a_power_cut() {
         scratch: powercut::scratch("powercut-ci"),
         worker: powercut::worker(),
         // Snapshots (sled reopened) every 25 writes, so cuts also land around them.
+        progress: false,
         worker_args: vec!["--reopen-every".into(), "25".into()],
     };
     let summary = powercut::run(&cfg).unwrap_or_else(|e| panic!("the harness cannot run: {e}"));
@@ -47,6 +48,7 @@ fn the_harness_catches_acknowledged_work_that_was_never_synced() {
         cuts: 3,
         scratch: powercut::scratch("powercut-buffered"),
         worker: powercut::worker(),
+        progress: false,
         worker_args: vec!["--durability".into(), "buffered".into()],
     };
     let mut violations = Vec::new();

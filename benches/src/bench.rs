@@ -293,19 +293,35 @@ async fn parent(c: Config) -> Result<(), BoxError> {
     let started = Instant::now();
     eprintln!("durable-bench: {} runs, scratch {}, nproc {nproc}", c.runs, c.dir.display());
 
+    // One bar over the groups of measurements, on stderr (hidden when it is no terminal).
+    let groups = ["resume", "seq", "fanout", "wait"];
+    let bar = indicatif::ProgressBar::new(groups.len() as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("resume after K steps");
     if c.wants("resume") {
         resume_rows(&c, &mut table, &mut details).await?;
     }
+    bar.inc(1);
+    bar.set_message("sequential steps");
     let mut cpu_rows = Table::default();
     if c.wants("seq") || c.wants("cpu") {
         sequential_rows(&c, &mut table, &mut cpu_rows, &mut details).await?;
     }
+    bar.inc(1);
+    bar.set_message("fan-out");
     if c.wants("fanout") {
         fan_out_rows(&c, &mut table, &mut details).await?;
     }
+    bar.inc(1);
+    bar.set_message("waiting instances");
     if c.wants("wait") {
         waiting_rows(&c, &mut table, &mut details).await?;
     }
+    bar.finish_and_clear();
     table.append(cpu_rows);
 
     let mut report = String::new();

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use durable::store::{
-    Entries, Lease, Message, SledStore, Space, Store, StoreError, Timer, Versioned, Write, WriteError,
+    Entries, Lease, Message, SledStore, Space, Store, StoreError, Timer, Versioned, Write,
+    WriteError,
 };
 use durable::{Ctx, Durability, Failure, Runtime, StepEvent, activity, orchestration};
 use tokio::sync::Notify;

@@ -64,6 +64,8 @@ pub struct Config {
     pub worker: PathBuf,
     /// Extra arguments for `powercut work`.
     pub worker_args: Vec<String>,
+    /// Draw a progress bar over the cuts (on a terminal; the long mode's driver sets it).
+    pub progress: bool,
 }
 
 /// What a run found.
@@ -289,10 +291,28 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     preflight()?;
     let mut rng = cfg.seed;
     let mut summary = Summary::default();
+    let bar = if cfg.progress {
+        let bar = indicatif::ProgressBar::new(cfg.cuts as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} cuts (eta {eta})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     for i in 0..cfg.cuts {
         let m = moment(i, &mut rng);
         let (acks, violations) = cut(cfg, i, m)?;
-        println!("cut {i}: {m:?}: {acks} acknowledgements, {} violations", violations.len());
+        let line =
+            format!("cut {i}: {m:?}: {acks} acknowledgements, {} violations", violations.len());
+        if bar.is_hidden() {
+            println!("{line}")
+        } else {
+            bar.println(line)
+        }
+        bar.inc(1);
         summary.cuts += 1;
         summary.acks += acks;
         summary.violations.extend(violations);

@@ -65,6 +65,8 @@ pub struct Config {
     pub worker: PathBuf,
     /// Further worker arguments for the torture runs (not the reference runs).
     pub worker_args: Vec<String>,
+    /// Draw a progress bar over the kills (on a terminal; the long mode's driver sets it).
+    pub progress: bool,
 }
 
 impl Config {
@@ -82,6 +84,7 @@ impl Config {
             dir,
             worker,
             worker_args: Vec::new(),
+            progress: false,
         }
     }
 }
@@ -436,6 +439,25 @@ fn tail(run: &Run) -> String {
 
 // ----- the torture -----
 
+/// A bar over `len` steps when `visible` (indicatif hides it when stderr is no terminal).
+pub fn progress_bar(visible: bool, len: usize, what: &str) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} (eta {{eta}})"
+    )) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Prints `line` above the bar, or plainly when there is none.
+pub fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() { println!("{line}") } else { bar.println(line) }
+}
+
 /// Runs the torture; the caller prints [`Summary::line`] and fails on violations.
 pub fn run(cfg: &Config) -> Summary {
     let began = Instant::now();
@@ -445,6 +467,7 @@ pub fn run(cfg: &Config) -> Summary {
     let mut summary = Summary { seed: cfg.seed, ..Summary::default() };
     let mut references: HashMap<usize, Reference> = HashMap::new();
     let mut epoch = 0;
+    let bar = progress_bar(cfg.progress, cfg.kills, "kills");
     while summary.kills < cfg.kills {
         let want = cfg.kills_per_epoch.min(cfg.kills - summary.kills);
         let dir = cfg.dir.join(format!("epoch-{epoch}"));
@@ -484,6 +507,7 @@ pub fn run(cfg: &Config) -> Summary {
             keep_log(&dir, runs.len(), &run);
             if run.killed {
                 kills += 1;
+                bar.inc(1);
                 if !run.out.iter().any(|l| l == "opened") {
                     summary.kills_before_open += 1;
                 }
@@ -505,10 +529,14 @@ pub fn run(cfg: &Config) -> Summary {
         let before = summary.violations.len();
         check_epoch(epoch, &runs, reference, &mut summary);
         summary.instances += instances;
-        println!(
-            "epoch {epoch}: {kills} kills, {} processes, {instances} instances, {} new violations",
-            runs.len(),
-            summary.violations.len() - before
+        say(
+            &bar,
+            format!(
+                "epoch {epoch}: {kills} kills, {} processes, {instances} instances, {} new \
+                 violations",
+                runs.len(),
+                summary.violations.len() - before
+            ),
         );
         if kills == 0 {
             summary.violations.push(format!(
