@@ -53,9 +53,24 @@ async fn fanout(ctx: Ctx, items: u32) -> Result<u64, Failure> {
 async fn main() {
     let options = Options::parse("fanout");
     let items = options.get("items").and_then(|v| v.parse().ok()).unwrap_or(10);
-    let rt = or_exit(
-        Runtime::builder(&options.db).orchestration(fanout).on_step(print_step).open().await,
-    );
+    // A bar over the branches recorded, on stderr when it is a terminal (the step lines on
+    // stdout stay as they are, for the crash tests).
+    let bar = indicatif::ProgressBar::new(u64::from(items));
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("[{bar:40}] {pos}/{len} branches recorded")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let counted = bar.clone();
+    let on_step = move |e: &durable::StepEvent| {
+        print_step(e);
+        if matches!(e.outcome, durable::StepOutcome::BranchRecorded(_)) {
+            counted.inc(1);
+        }
+    };
+    let rt =
+        or_exit(Runtime::builder(&options.db).orchestration(fanout).on_step(on_step).open().await);
     let handle = or_exit(rt.start(fanout, "fanout-1", items).await);
     report(handle).await;
+    bar.finish_and_clear();
 }
