@@ -196,6 +196,7 @@ impl Runtime {
     /// when it is delivered (`EventError::BadPayload` when it does not fit).
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # async fn demo(rt: durable_runtime::Runtime) -> Result<(), Box<dyn std::error::Error>> {
     /// rt.raise_event_json("order-7", "approval", &serde_json::json!({ "by": "lead", "ok": true }))
     ///     .await?;
