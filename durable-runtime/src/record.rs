@@ -120,27 +120,37 @@ const MESSAGE_MAGIC: [u8; 2] = *b"DM";
 
 impl InboxMessage {
     pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
-        let body = codec::encode(self)?;
-        let mut out = Vec::with_capacity(body.len() + 4);
-        out.extend_from_slice(&MESSAGE_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&body);
-        Ok(out)
+        frame(MESSAGE_MAGIC, self)
     }
 
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
-        let [m0, m1, v0, v1, body @ ..] = bytes else {
-            return Err(RecordError::Truncated(bytes.len()));
-        };
-        if [*m0, *m1] != MESSAGE_MAGIC {
-            return Err(RecordError::BadMagic([*m0, *m1]));
-        }
-        let found = u16::from_le_bytes([*v0, *v1]);
-        if found != FORMAT_VERSION {
-            return Err(RecordError::UnknownVersion { found });
-        }
-        codec::decode(body).map_err(RecordError::Body)
+        unframe(MESSAGE_MAGIC, bytes)
     }
+}
+
+/// `value` encoded behind a 2-byte `magic` and the format version (little endian).
+fn frame<T: serde::Serialize>(magic: [u8; 2], value: &T) -> Result<Vec<u8>, CodecError> {
+    let body = codec::encode(value)?;
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The value `frame` wrote, after checking its magic and format version.
+fn unframe<T: serde::de::DeserializeOwned>(magic: [u8; 2], bytes: &[u8]) -> Result<T, RecordError> {
+    let [m0, m1, v0, v1, body @ ..] = bytes else {
+        return Err(RecordError::Truncated(bytes.len()));
+    };
+    if [*m0, *m1] != magic {
+        return Err(RecordError::BadMagic([*m0, *m1]));
+    }
+    let found = u16::from_le_bytes([*v0, *v1]);
+    if found != FORMAT_VERSION {
+        return Err(RecordError::UnknownVersion { found });
+    }
+    codec::decode(body).map_err(RecordError::Body)
 }
 
 /// A stored record could not be read.
@@ -160,26 +170,11 @@ pub(crate) enum RecordError {
 
 impl InstanceRecord {
     pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
-        let body = codec::encode(self)?;
-        let mut out = Vec::with_capacity(body.len() + 4);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&body);
-        Ok(out)
+        frame(MAGIC, self)
     }
 
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
-        let [m0, m1, v0, v1, body @ ..] = bytes else {
-            return Err(RecordError::Truncated(bytes.len()));
-        };
-        if [*m0, *m1] != MAGIC {
-            return Err(RecordError::BadMagic([*m0, *m1]));
-        }
-        let found = u16::from_le_bytes([*v0, *v1]);
-        if found != FORMAT_VERSION {
-            return Err(RecordError::UnknownVersion { found });
-        }
-        codec::decode(body).map_err(RecordError::Body)
+        unframe(MAGIC, bytes)
     }
 
     pub(crate) fn is_terminal(&self) -> bool {
