@@ -139,8 +139,9 @@ impl Driver {
                     rec.orchestration,
                     rec.version
                 );
-                engine.registered.park(&rec.orchestration, id);
-                if engine.may_stop(id, wakes, seen, &self.lease) {
+                if engine.registered.park(&rec.orchestration, rec.version, id)
+                    && engine.may_stop(id, wakes, seen, &self.lease)
+                {
                     return true;
                 }
                 continue;

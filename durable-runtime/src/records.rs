@@ -197,9 +197,24 @@ impl Records {
             .collect())
     }
 
-    /// Events of `id` in its store inbox.
-    pub(crate) fn inbox_len(&self, id: &str) -> Result<usize, StoreError> {
-        Ok(self.store.inbox(id)?.len())
+    /// The record of `id` (or why it cannot be decoded) and the number of events in its store
+    /// inbox, as one consistent observation: the record is read again after the inbox and the
+    /// pair is kept only when its version did not move in between. Read apart, a step that
+    /// consumed an event could show its record from before and its inbox from after (the event
+    /// neither buffered nor taken), and a client acting on that would raise it twice.
+    pub(crate) fn observe(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Result<InstanceRecord, String>, usize)>, StoreError> {
+        let mut stored = self.store.read(id)?;
+        loop {
+            let Some(before) = stored else { return Ok(None) };
+            let inbox = self.store.inbox(id)?.len();
+            stored = self.store.read(id)?;
+            if stored.as_ref().is_some_and(|after| after.version == before.version) {
+                return Ok(Some((Self::decode(&before.record), inbox)));
+            }
+        }
     }
 
     /// The record of `id` as it is durable: a terminal record is handed out only once

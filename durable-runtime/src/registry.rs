@@ -104,9 +104,16 @@ impl Registered {
             .map(|((_, v), o)| (*v, o.input_type()))
     }
 
-    /// Parks instance `id` until `orchestration` is registered.
-    pub(crate) fn park(&self, orchestration: &str, id: &str) {
-        lock(&self.unregistered).entry(orchestration.to_owned()).or_default().push(id.to_owned());
+    /// Parks instance `id` until version `version` of `orchestration` is registered; `false`
+    /// (and nothing is recorded) when it was registered meanwhile: look again. Checked under
+    /// the lock `adopt` drains, so a registration cannot slip between the check and the park.
+    pub(crate) fn park(&self, orchestration: &str, version: u32, id: &str) -> bool {
+        let mut parked = lock(&self.unregistered);
+        if self.orchestration(orchestration, version).is_some() {
+            return false;
+        }
+        parked.entry(orchestration.to_owned()).or_default().push(id.to_owned());
+        true
     }
 
     /// The activity registered as `name`, with its static name.

@@ -160,20 +160,20 @@ impl Runtime {
     /// It shows the latest write, which can be up to one group commit ahead of what is on disk;
     /// [`Handle::wait`] hands out only results that are durable.
     pub fn status(&self, id: &str) -> Result<Option<InstanceStatus>, StoreError> {
-        let Some(rec) = self.engine.records.read(id)? else {
+        let Some((rec, inbox)) = self.engine.records.observe(id)? else {
             return Ok(None);
         };
-        Ok(Some(self.status_of(id, rec)?))
+        Ok(Some(self.status_of(id, rec, inbox)))
     }
 
     fn status_of(
         &self,
         id: &str,
         rec: Result<crate::record::InstanceRecord, String>,
-    ) -> Result<InstanceStatus, StoreError> {
-        let inbox = self.engine.records.inbox_len(id)?;
+        inbox: usize,
+    ) -> InstanceStatus {
         let registered = |name: &str, v| self.engine.registered.orchestration(name, v).is_some();
-        Ok(status_of(id, rec, registered, inbox))
+        status_of(id, rec, registered, inbox)
     }
 
     /// Raises event `name` with `payload` for instance `id`. Buffered (first in, first out per
@@ -297,8 +297,10 @@ impl Runtime {
                 return Ok(Page { instances: out, next: None });
             };
             after = Some(last.clone());
-            for (id, rec) in batch {
-                let status = self.status_of(&id, rec)?;
+            for (id, _) in batch {
+                // Read again with its inbox, consistently (see `Records::observe`).
+                let Some((rec, inbox)) = self.engine.records.observe(&id)? else { continue };
+                let status = self.status_of(&id, rec, inbox);
                 let state_ok = filter.states.as_ref().is_none_or(|states| {
                     states
                         .iter()
