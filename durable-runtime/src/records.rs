@@ -94,6 +94,10 @@ enum Wrote {
 /// number of events in its store inbox.
 pub(crate) type Listed = (String, Result<InstanceRecord, String>);
 
+/// A record as [`Records::observe`] sees it (or why it cannot be decoded), with the number of
+/// events in its store inbox.
+pub(crate) type Observed = (Result<InstanceRecord, String>, usize);
+
 pub(crate) struct Records {
     store: Arc<dyn Store>,
     commit: GroupCommit,
@@ -205,7 +209,7 @@ impl Records {
     pub(crate) fn observe(
         &self,
         id: &str,
-    ) -> Result<Option<(Result<InstanceRecord, String>, usize)>, StoreError> {
+    ) -> Result<Option<Observed>, StoreError> {
         let mut stored = self.store.read(id)?;
         loop {
             let Some(before) = stored else { return Ok(None) };
