@@ -206,10 +206,7 @@ impl Records {
     /// pair is kept only when its version did not move in between. Read apart, a step that
     /// consumed an event could show its record from before and its inbox from after (the event
     /// neither buffered nor taken), and a client acting on that would raise it twice.
-    pub(crate) fn observe(
-        &self,
-        id: &str,
-    ) -> Result<Option<Observed>, StoreError> {
+    pub(crate) fn observe(&self, id: &str) -> Result<Option<Observed>, StoreError> {
         let mut stored = self.store.read(id)?;
         loop {
             let Some(before) = stored else { return Ok(None) };

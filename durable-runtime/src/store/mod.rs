@@ -148,6 +148,21 @@ pub struct Timer {
     pub id: String,
 }
 
+/// What a store tells the runtime through [`Store::watch`] about changes other processes made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// Instance `id` was created or changed, or a message was appended to its inbox: a worker
+    /// may have work for it, and a client waiting for it may look again.
+    Instance(String),
+    /// Changes may have been missed (the store lost its notification channel and got it back):
+    /// look at everything again.
+    Missed,
+}
+
+/// Called by a store with each [`Change`] another process made; see [`Store::watch`].
+pub type OnChange = Arc<dyn Fn(Change) + Send + Sync>;
+
 /// A conditional write was refused, or the store failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -268,6 +283,25 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         limit: usize,
     ) -> Result<(Vec<Timer>, Option<u64>), StoreError>;
+
+    // ----- several processes -----
+
+    /// Whether other processes may use the database at the same time (a server database). The
+    /// runtime then also polls: it claims instances whose lease expired and looks for due
+    /// timers at a bounded interval, whatever [`watch`](Store::watch) delivers. `false` (the
+    /// default) for a store one process owns, like [`SledStore`].
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Asks to be told, through `on_change`, of the changes other processes make (a store of
+    /// one process has none to tell: the default does nothing). Called once, when the runtime
+    /// opens. Delivery is a hint that makes work start sooner, never the only way it is found:
+    /// a store may coalesce or drop changes, and says [`Change::Missed`] when it knows it did.
+    fn watch(&self, on_change: OnChange) -> Result<(), StoreError> {
+        drop(on_change);
+        Ok(())
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -354,5 +388,11 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         limit: usize,
     ) -> Result<(Vec<Timer>, Option<u64>), StoreError> {
         (**self).due_timers(now_ms, limit)
+    }
+    fn shared(&self) -> bool {
+        (**self).shared()
+    }
+    fn watch(&self, on_change: OnChange) -> Result<(), StoreError> {
+        (**self).watch(on_change)
     }
 }
