@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::orchestration::{Orchestration, Registry};
@@ -19,6 +20,9 @@ pub struct RuntimeBuilder {
     pub(crate) max_payload: usize,
     pub(crate) max_record: usize,
     pub(crate) clock: Clock,
+    pub(crate) lease: Duration,
+    pub(crate) poll: Duration,
+    pub(crate) worker: bool,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -85,6 +89,34 @@ impl RuntimeBuilder {
     /// (default: the system clock).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// How long this runtime's claim on an instance it runs lasts without being renewed
+    /// (default 15 s). A worker renews the leases of the instances it works on every third of
+    /// it and with every checkpoint; when a worker process dies, the workers of other processes
+    /// sharing the store take its instances over once their leases run out. Shorter means a
+    /// faster takeover and more renewals; it must stay well above a checkpoint's latency.
+    /// Measured on the runtime's [`clock`](Self::clock).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// For a store that several processes share ([`Store::shared`]): how often this runtime
+    /// looks for work that no notification announced (default 1 s): instances whose lease ran
+    /// out, timers set by other workers. Notifications make work start sooner; the poll bounds
+    /// how late it can start when one is lost.
+    pub fn poll(mut self, every: Duration) -> Self {
+        self.poll = every;
+        self
+    }
+
+    /// Whether this runtime runs instances (default `true`). A client-only runtime
+    /// (`worker(false)`) over a shared store starts, lists, raises events to, cancels and waits
+    /// for instances that the workers of other processes run.
+    pub fn worker(mut self, worker: bool) -> Self {
+        self.worker = worker;
         self
     }
 }

@@ -31,7 +31,7 @@ use crate::error::ClientError;
 use crate::op::{ActivityFailure, Command, Completion};
 use crate::orchestration::{Ctx, ErasedOrchestration, LiveState, Resume, StepResult};
 use crate::record::{Branch, Frame, Pending, State};
-use crate::records::{Instance, Records, Refused};
+use crate::records::{Instance, Refused};
 use crate::status::{StepEvent, StepOutcome};
 use crate::step::{apply_step, consumed, fail_step, take_events};
 use crate::store::Lease;
@@ -40,7 +40,8 @@ use crate::store::Lease;
 struct Driver {
     engine: Arc<Engine>,
     id: String,
-    lease: Lease,
+    /// Its lease: replaced when a renewal finds it ran out and takes a new one.
+    lease: std::sync::Mutex<Lease>,
     /// Whether the lease came from a claim (which skips instances marked finished).
     claimed: bool,
     notify: Arc<Notify>,
@@ -70,20 +71,26 @@ pub(crate) async fn drive(
         engine.forget_driver(&id);
         return;
     };
-    let driver = Driver { engine: engine.clone(), id: id.clone(), lease, claimed, notify };
+    let driver =
+        Driver { engine: engine.clone(), id: id.clone(), lease: lease.into(), claimed, notify };
     let stopped = driver.run(&wakes).await;
     if !stopped {
         let seen = wakes.load(Ordering::SeqCst);
-        if !engine.may_stop(&id, &wakes, seen, &driver.lease) {
+        let lease = driver.lease();
+        if !engine.may_stop(&id, &wakes, seen, &lease) {
             // Woken while finishing: look again, under the same lease.
-            engine.restart_driver(&id, Some(driver.lease));
+            engine.restart_driver(&id, Some(lease));
         }
     }
 }
 
 impl Driver {
     fn fence(&self) -> crate::store::Fence {
-        Records::fence(&self.lease, self.engine.clock.now_ms())
+        self.engine.records.fence(&self.lease(), self.engine.clock.now_ms())
+    }
+
+    fn lease(&self) -> Lease {
+        crate::engine::lock(&self.lease).clone()
     }
 
     /// The loop; `true` when it ended through [`Engine::may_stop`], `false` when it broke off.
@@ -94,6 +101,9 @@ impl Driver {
         let mut running: HashMap<usize, AbortOnDrop> = HashMap::new();
         let mut running_key = String::new();
         let mut finished: HashMap<usize, Result<Vec<u8>, ActivityFailure>> = HashMap::new();
+        // While activities run, the lease is renewed every third of its duration.
+        let renew_every = (engine.records.lease_ms() / 3).max(1);
+        let mut renew_at = engine.clock.now_ms().saturating_add(renew_every);
         loop {
             let seen = wakes.load(Ordering::SeqCst);
             while let Ok((key, branch, result)) = rx.try_recv() {
@@ -126,7 +136,7 @@ impl Driver {
             }
             if rec.suspended {
                 running.clear();
-                if engine.may_stop(id, wakes, seen, &self.lease) {
+                if engine.may_stop(id, wakes, seen, &self.lease()) {
                     return true;
                 }
                 continue;
@@ -140,7 +150,7 @@ impl Driver {
                     rec.version
                 );
                 if engine.registered.park(&rec.orchestration, rec.version, id)
-                    && engine.may_stop(id, wakes, seen, &self.lease)
+                    && engine.may_stop(id, wakes, seen, &self.lease())
                 {
                     return true;
                 }
@@ -151,7 +161,7 @@ impl Driver {
                 match self.run_step(&instance, &orchestration, None, Vec::new()).await {
                     Err(()) => return false,
                     Ok(Some(StepOutcome::Incompatible(_)))
-                        if engine.may_stop(id, wakes, seen, &self.lease) =>
+                        if engine.may_stop(id, wakes, seen, &self.lease()) =>
                     {
                         return true;
                     }
@@ -174,7 +184,7 @@ impl Driver {
                     Err(()) => return false,
                     // Refused by this build: stays stored until a compatible build runs it.
                     Ok(Some(StepOutcome::Incompatible(_)))
-                        if engine.may_stop(id, wakes, seen, &self.lease) =>
+                        if engine.may_stop(id, wakes, seen, &self.lease()) =>
                     {
                         return true;
                     }
@@ -239,7 +249,7 @@ impl Driver {
                     engine.records.set_timer(at, id);
                     engine.timer_wake.notify_one();
                 }
-                if engine.may_stop(id, wakes, seen, &self.lease) {
+                if engine.may_stop(id, wakes, seen, &self.lease()) {
                     return true;
                 }
                 continue;
@@ -257,6 +267,35 @@ impl Driver {
                 }
                 () = self.notify.notified() => {}
                 () = async { match next_wake { Some(at) => clock.sleep_until(at).await, None => std::future::pending().await } } => {}
+                () = clock.sleep_until(renew_at) => {
+                    if !self.renew() {
+                        // Taken over: the running activities are aborted with `running`.
+                        return false;
+                    }
+                    renew_at = engine.clock.now_ms().saturating_add(renew_every);
+                }
+            }
+        }
+    }
+
+    /// Extends the lease; `false` when another worker holds the instance now (or it is gone).
+    /// A lease of ours that ran out with nobody taking it is taken anew: every write is fenced
+    /// by the new token and conditional on the version read, so whatever another worker did in
+    /// between is read again before anything is written over it.
+    fn renew(&self) -> bool {
+        match self.engine.records.lease(&self.id, self.engine.clock.now_ms()) {
+            Ok(Some(l)) => {
+                *crate::engine::lock(&self.lease) = l;
+                true
+            }
+            Ok(None) => {
+                tracing::warn!("instance `{}`: lease lost; another worker runs it", self.id);
+                false
+            }
+            Err(e) => {
+                // Not known to be lost: fenced writes keep it safe either way.
+                tracing::warn!("instance `{}`: cannot renew its lease: {e}", self.id);
+                true
             }
         }
     }

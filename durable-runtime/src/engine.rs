@@ -60,7 +60,12 @@ pub(crate) struct Engine {
     /// Set (under the `active` lock) by [`Engine::shutdown`]: no driver starts after it.
     shut_down: AtomicBool,
     pub(crate) timer_wake: Notify,
-    pub(crate) timer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The engine's own tasks (the timer task, the watcher of a shared store), ended by
+    /// [`Engine::shutdown`].
+    pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Whether this runtime runs instances; a client-only runtime (`worker(false)`) leaves them
+    /// to the workers of other processes.
+    pub(crate) worker: bool,
     /// Bumped whenever an instance reaches a terminal or refused state.
     pub(crate) changes: watch::Sender<u64>,
     /// The in-memory state of suspended instances, by instance: the step count it belongs to
@@ -76,6 +81,7 @@ impl Engine {
         observer: Option<Observer>,
         max_payload: usize,
         clock: Clock,
+        worker: bool,
     ) -> Self {
         Engine {
             drive,
@@ -87,7 +93,8 @@ impl Engine {
             active: Mutex::new(HashMap::new()),
             shut_down: AtomicBool::new(false),
             timer_wake: Notify::new(),
-            timer_task: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            worker,
             changes: watch::channel(0u64).0,
             resident: Mutex::new(HashMap::new()),
         }
@@ -179,6 +186,9 @@ impl Engine {
 
     /// Wakes every unfinished instance this runtime can claim (each re-arms its own timers).
     pub(crate) fn resume_all(self: &Arc<Self>) -> Result<(), StoreError> {
+        if !self.worker {
+            return Ok(());
+        }
         let mut after: Option<String> = None;
         loop {
             let page = self.records.claim(self.clock.now_ms(), after.as_deref(), 1024)?;
@@ -204,9 +214,11 @@ impl Engine {
         }
         // Waiting clients see the flag.
         self.changed();
-        let timer = lock(&self.timer_task).take();
-        if let Some(t) = timer {
+        let own = std::mem::take(&mut *lock(&self.tasks));
+        for t in &own {
             t.abort();
+        }
+        for t in own {
             let _ = t.await;
         }
         let tasks: Vec<_> = lock(&self.active).drain().map(|(_, d)| d.task).collect();
@@ -230,6 +242,10 @@ impl Engine {
     }
 
     fn start_driver(self: &Arc<Self>, id: &str, lease: Option<Lease>) {
+        if !self.worker {
+            // The store tells the workers of other processes.
+            return;
+        }
         let mut active = lock(&self.active);
         if self.is_shut_down() {
             // Stays stored; the next runtime over the database resumes it.

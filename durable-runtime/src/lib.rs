@@ -27,6 +27,7 @@ mod status;
 mod step;
 pub mod store;
 mod timers;
+mod watch;
 
 /// What the code `#[orchestration]`, `#[durable_fn]` and `#[activity]` generate needs, and the
 /// stored format: not a public API. The version in the name changes whenever generated code and

@@ -27,8 +27,9 @@ use crate::record::{InboxMessage, InstanceRecord, Pending, State};
 use crate::status::Durability;
 use crate::store::{Fence, Lease, Space, Store, StoreError, Timer, Write, WriteError};
 
-/// How long a driver's lease lasts past its last checkpoint (runtime clock).
-pub(crate) const LEASE_MS: u64 = 60_000;
+/// How long a driver's lease lasts past its last checkpoint or renewal (runtime clock), unless
+/// the builder sets another duration.
+pub(crate) const LEASE_MS: u64 = 15_000;
 
 /// Where a buffered event is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +107,8 @@ pub(crate) struct Records {
     pub(crate) max_record: usize,
     /// Who this runtime is, as a lease owner.
     owner: String,
+    /// How long a lease lasts past its last write or renewal.
+    lease_ms: u64,
 }
 
 impl Records {
@@ -113,10 +116,37 @@ impl Records {
         store: Arc<dyn Store>,
         durability: Durability,
         max_record: usize,
+        lease_ms: u64,
     ) -> std::io::Result<Self> {
         let commit = GroupCommit::start(store.clone())?;
-        let owner = format!("pid-{}-{:p}", std::process::id(), Arc::as_ptr(&store));
-        Ok(Records { store, commit, durability, max_record, owner })
+        // Unique across processes and machines sharing a database, and across runtimes of one
+        // process: the host, the process, the store's address and the time it opened.
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let opened = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let owner = format!(
+            "{}-pid-{}-{:p}-{opened:x}",
+            host.trim(),
+            std::process::id(),
+            Arc::as_ptr(&store)
+        );
+        Ok(Records { store, commit, durability, max_record, owner, lease_ms: lease_ms.max(1) })
+    }
+
+    /// How long a lease lasts past its last write or renewal.
+    pub(crate) fn lease_ms(&self) -> u64 {
+        self.lease_ms
+    }
+
+    /// Whether other processes may use the store at the same time.
+    pub(crate) fn shared(&self) -> bool {
+        self.store.shared()
+    }
+
+    /// Asks the store to tell `on_change` of other processes' changes.
+    pub(crate) fn watch(&self, on_change: crate::store::OnChange) -> Result<(), StoreError> {
+        self.store.watch(on_change)
     }
 
     // ----- durability -----
@@ -499,12 +529,12 @@ impl Records {
 
     /// Takes the lease of `id` for this runtime.
     pub(crate) fn lease(&self, id: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
-        self.store.lease(id, &self.owner, now_ms, now_ms.saturating_add(LEASE_MS))
+        self.store.lease(id, &self.owner, now_ms, now_ms.saturating_add(self.lease_ms))
     }
 
     /// The fence of a write under `lease` at `now_ms`, extending it.
-    pub(crate) fn fence(lease: &Lease, now_ms: u64) -> Fence {
-        Fence { token: lease.token, until_ms: now_ms.saturating_add(LEASE_MS) }
+    pub(crate) fn fence(&self, lease: &Lease, now_ms: u64) -> Fence {
+        Fence { token: lease.token, until_ms: now_ms.saturating_add(self.lease_ms) }
     }
 
     pub(crate) fn release(&self, lease: &Lease) {
@@ -520,7 +550,7 @@ impl Records {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Lease>, StoreError> {
-        self.store.claim(&self.owner, now_ms, now_ms.saturating_add(LEASE_MS), after, limit)
+        self.store.claim(&self.owner, now_ms, now_ms.saturating_add(self.lease_ms), after, limit)
     }
 
     // ----- timers -----

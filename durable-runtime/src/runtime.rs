@@ -30,7 +30,8 @@ impl RuntimeBuilder {
             None => Arc::new(SledStore::open(&self.path)?),
         };
         let max_record = self.max_record.min(codec::DECODE_LIMIT);
-        let records = Records::new(store, self.durability, max_record)
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        let records = Records::new(store, self.durability, max_record, lease_ms)
             .map_err(|e| OpenError::Thread(e.to_string()))?;
         let engine = Arc::new(Engine::new(
             |engine, id, lease, wakes, notify| {
@@ -41,8 +42,14 @@ impl RuntimeBuilder {
             self.observer,
             self.max_payload.min(self.max_record).min(codec::DECODE_LIMIT),
             self.clock,
+            self.worker,
         ));
-        crate::timers::start(&engine);
+        if self.worker {
+            crate::timers::start(&engine);
+        }
+        if engine.records.shared() {
+            crate::watch::start(&engine, self.poll)?;
+        }
         engine.resume_all()?;
         Ok(Runtime { engine })
     }
@@ -90,6 +97,9 @@ impl Runtime {
             max_payload: 16 << 20,
             max_record: codec::DECODE_LIMIT,
             clock: Clock::system(),
+            lease: Duration::from_millis(crate::records::LEASE_MS),
+            poll: Duration::from_secs(1),
+            worker: true,
         }
     }
 

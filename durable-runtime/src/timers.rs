@@ -35,5 +35,5 @@ pub(crate) fn start(engine: &Arc<Engine>) {
             }
         }
     });
-    *lock(&engine.timer_task) = Some(task);
+    lock(&engine.tasks).push(task);
 }

@@ -5,6 +5,7 @@
 pub mod built;
 pub mod effects;
 pub mod harness;
+pub mod shared_store;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
