@@ -1,0 +1,50 @@
+//! `PgStore` passes the store conformance suite every store implementation runs.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod support;
+
+use durable_runtime::store::{Space, Store, conformance};
+use support::TempSchema;
+
+#[test]
+fn pg_store_conforms() {
+    let schema = TempSchema::new("conf");
+    let store = schema.store();
+    conformance::check(&store).unwrap();
+    assert!(store.shared(), "a PostgreSQL store is shared by several processes");
+}
+
+#[test]
+fn a_second_store_on_the_schema_sees_what_the_first_wrote() {
+    let schema = TempSchema::new("reopen");
+    let first = schema.store();
+    first.put(Space::Instances, b"kept", b"yes").unwrap();
+    first.create("made", b"rec").unwrap();
+    first.append("made", b"m").unwrap();
+    first.flush().unwrap();
+    drop(first);
+    let second = schema.store();
+    assert_eq!(second.get(Space::Instances, b"kept").unwrap().as_deref(), Some(&b"yes"[..]));
+    assert_eq!(second.read("made").unwrap().unwrap().version, 1);
+    assert_eq!(second.inbox("made").unwrap().len(), 1);
+}
+
+#[test]
+fn a_record_of_several_mebibytes_round_trips() {
+    let schema = TempSchema::new("big");
+    let store = schema.store();
+    let big: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
+    store.create("big", &big).unwrap();
+    assert_eq!(store.read("big").unwrap().unwrap().record, big);
+}
+
+#[test]
+fn a_bad_schema_name_or_an_unreachable_server_is_an_error_not_a_panic() {
+    let conninfo = support::conninfo();
+    let e = durable_postgres::PgStore::connect_in(&conninfo, "Bad-Name").unwrap_err();
+    assert!(e.to_string().contains("schema name"), "{e}");
+    let e = durable_postgres::PgStore::connect("host=/nonexistent/socket/dir user=x dbname=x")
+        .unwrap_err();
+    assert!(e.to_string().contains("PostgreSQL"), "{e}");
+}
