@@ -1,0 +1,118 @@
+//! The runtime over a `PgStore`: an orchestration with an activity, a timer and an event runs
+//! to completion, and a second runtime over a new store on the same schema (a restart)
+//! resumes an instance the first left unfinished.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use durable::store::Store;
+use durable::{
+    ActivityContext, Clock, Ctx, Failure, InstanceState, Runtime, activity, orchestration,
+};
+use support::TempSchema;
+
+/// Executions of `double` by instance.
+static RUNS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+#[activity]
+async fn double(ctx: ActivityContext, x: u64) -> Result<u64, String> {
+    *RUNS.lock().unwrap().entry(ctx.instance_id().to_owned()).or_default() += 1;
+    Ok(x * 2)
+}
+
+/// An activity, a one-second timer, then an event.
+#[orchestration]
+async fn flow(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+    let doubled = ctx.call(double, x).await?;
+    ctx.sleep(Duration::from_secs(1)).await;
+    let n: u64 = ctx.wait_event("go").await?;
+    Ok(doubled + n)
+}
+
+/// The runtime's directory: unused with a store of its own, but the builder names one.
+fn dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("durable-postgres-{name}-{}", std::process::id()))
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never: {what}");
+}
+
+fn pending(rt: &Runtime, id: &str) -> Option<String> {
+    rt.status(id).unwrap().and_then(|s| s.pending)
+}
+
+// A current-thread runtime: the store's blocking calls must neither panic nor deadlock there.
+#[tokio::test]
+async fn an_orchestration_with_an_activity_a_timer_and_an_event_completes() {
+    let schema = TempSchema::new("e2e");
+    let store = Arc::new(schema.store());
+    let rt =
+        Runtime::builder(dir("e2e")).store(store.clone()).orchestration(flow).open().await.unwrap();
+    let handle = rt.start(flow, "one", 20).await.unwrap();
+    eventually("parked at the event", || pending(&rt, "one").as_deref() == Some("event `go`"))
+        .await;
+    rt.raise_event("one", "go", &2u64).await.unwrap();
+    assert_eq!(handle.wait_timeout(Duration::from_secs(20)).await.unwrap().unwrap(), 42);
+    assert!(matches!(rt.status("one").unwrap().unwrap().state, InstanceState::Completed));
+    assert_eq!(RUNS.lock().unwrap().get("one"), Some(&1), "the activity ran once");
+    // The record is in PostgreSQL, finished: nobody claims it.
+    assert!(store.read("one").unwrap().unwrap().version >= 4);
+    assert!(store.claim("someone", u64::MAX - 1, u64::MAX, None, 10).unwrap().is_empty());
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_runtime_on_the_schema_resumes_an_unfinished_instance() {
+    let schema = TempSchema::new("restart");
+    let start = SystemTime::now();
+    {
+        let clock = Clock::manual(start);
+        let store = Arc::new(schema.store());
+        let rt = Runtime::builder(dir("restart1"))
+            .store(store)
+            .orchestration(flow)
+            .clock(clock)
+            .open()
+            .await
+            .unwrap();
+        rt.start(flow, "two", 10).await.unwrap();
+        // Its clock stands still: the instance waits at its timer.
+        eventually("at the timer", || pending(&rt, "two").as_deref() == Some("timer")).await;
+        rt.shutdown().await;
+    }
+    assert_eq!(RUNS.lock().unwrap().get("two"), Some(&1));
+    // The "restarted process": a new store, a new runtime whose clock is past the timer and
+    // past any lease the first one may have left behind.
+    let clock = Clock::manual(start + Duration::from_secs(120));
+    let store = Arc::new(schema.store());
+    let rt = Runtime::builder(dir("restart2"))
+        .store(store.clone())
+        .orchestration(flow)
+        .clock(clock)
+        .open()
+        .await
+        .unwrap();
+    eventually("past the timer, at the event", || {
+        pending(&rt, "two").as_deref() == Some("event `go`")
+    })
+    .await;
+    rt.raise_event("two", "go", &1u64).await.unwrap();
+    let out =
+        rt.handle::<flow>("two").wait_timeout(Duration::from_secs(20)).await.unwrap().unwrap();
+    assert_eq!(out, 21);
+    assert_eq!(RUNS.lock().unwrap().get("two"), Some(&1), "the activity did not run again");
+    assert!(store.due_timers(u64::MAX, 10).unwrap().0.is_empty(), "the timer was cleared");
+    rt.shutdown().await;
+}
