@@ -5,12 +5,18 @@
 //! runtime the store owns, and the caller waits on a standard channel: a blocked thread of the
 //! caller's runtime never needs to make progress for the answer to come.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::mpsc;
 
 use durable_runtime::store::StoreError;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+thread_local! {
+    /// Set on the store's runtime thread, where a blocking call would wait for itself.
+    static ON_STORE_THREAD: Cell<bool> = const { Cell::new(false) };
+}
 
 /// A handle on the store's runtime; dropping it stops the runtime (and every task on it).
 #[derive(Debug)]
@@ -32,6 +38,7 @@ impl Bridge {
         std::thread::Builder::new()
             .name("durable-postgres".into())
             .spawn(move || {
+                ON_STORE_THREAD.with(|on| on.set(true));
                 // Runs the spawned tasks until the store is dropped; the runtime is dropped
                 // here, outside any async context, which cancels what is left.
                 runtime.block_on(async {
@@ -45,6 +52,8 @@ impl Bridge {
     }
 
     /// Runs `work` on the store's runtime and blocks the calling thread until it is done.
+    /// Refused on the store's runtime thread, where it would wait for itself forever (no code
+    /// of the store does that; the guard turns a future mistake into an error, not a hang).
     pub(crate) fn call<T, E>(
         &self,
         work: impl Future<Output = Result<T, E>> + Send + 'static,
@@ -53,6 +62,12 @@ impl Bridge {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        if ON_STORE_THREAD.with(Cell::get) {
+            return Err(E::from(StoreError::Io(
+                "a PgStore was called from its own runtime thread, which would wait for itself"
+                    .into(),
+            )));
+        }
         let (done, answer) = mpsc::sync_channel(1);
         self.handle.spawn(async move {
             // The caller is gone only if it panicked: nobody to tell.

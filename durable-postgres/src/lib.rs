@@ -253,11 +253,13 @@ impl Store for PgStore {
 
     /// Listens on a dedicated connection; returns once `LISTEN` is in place, so every change
     /// committed after it returned is delivered (as long as the connection holds; then
-    /// [`Change::Missed`](durable_runtime::store::Change::Missed)).
+    /// [`Change::Missed`](durable_runtime::store::Change::Missed)). `on_change` is called on a
+    /// thread of its own, in the order the changes were committed; it may block and call the
+    /// store, which only delays the changes after it.
     fn watch(&self, on_change: OnChange) -> Result<(), StoreError> {
         let s = self.shared.clone();
         let listener = self.bridge.call(async move { watch::Listener::connect(&s).await })?;
-        self.bridge.spawn(listener.run(on_change));
+        self.bridge.spawn(listener.run(watch::deliver(on_change)?));
         Ok(())
     }
 }

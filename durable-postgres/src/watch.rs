@@ -5,6 +5,10 @@
 //! `poll_message`, whose notifications a task forwards on a channel. When that connection
 //! ends (or stops answering), the listener connects again with backoff, listens again, and
 //! tells the runtime it may have missed changes.
+//!
+//! The callback runs on a thread of its own, in the order changes arrived: never on the
+//! store's runtime thread, which a callback that blocks or calls the store would stall (a call
+//! waits for the runtime thread to answer it).
 
 use std::time::Duration;
 
@@ -45,7 +49,11 @@ impl Listener {
     }
 
     /// Delivers notifications until the store is dropped.
-    pub(crate) async fn run(mut self, on_change: OnChange) {
+    pub(crate) async fn run(mut self, on_change: std::sync::mpsc::Sender<Change>) {
+        let on_change = |change| {
+            // The delivering thread ends only when the store is dropped, which ends this too.
+            let _ = on_change.send(change);
+        };
         loop {
             let received = tokio::time::timeout(CHECK_EVERY, self.notifications.recv()).await;
             match received {
@@ -99,6 +107,21 @@ impl Listener {
             }
         }
     }
+}
+
+/// Starts the thread that calls `on_change` with each change sent to the returned sender,
+/// until every sender is dropped.
+pub(crate) fn deliver(on_change: OnChange) -> Result<std::sync::mpsc::Sender<Change>, StoreError> {
+    let (send, changes) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("durable-postgres-watch".into())
+        .spawn(move || {
+            for change in changes {
+                on_change(change);
+            }
+        })
+        .map_err(|e| StoreError::Io(format!("cannot start the watch thread: {e}")))?;
+    Ok(send)
 }
 
 /// A new connection that listens on `channel`, and the notifications it receives. The

@@ -48,3 +48,19 @@ fn a_bad_schema_name_or_an_unreachable_server_is_an_error_not_a_panic() {
         .unwrap_err();
     assert!(e.to_string().contains("PostgreSQL"), "{e}");
 }
+
+#[test]
+fn connect_uses_schema_durable() {
+    let existed = !support::sql("SELECT 1 FROM pg_namespace WHERE nspname = 'durable'").is_empty();
+    let store = durable_postgres::PgStore::connect(&support::conninfo()).unwrap();
+    assert_eq!(store.schema(), "durable");
+    let tables = support::sql(
+        "SELECT 1 FROM pg_tables WHERE schemaname = 'durable' AND tablename = 'instances'",
+    );
+    assert_eq!(tables.len(), 1);
+    drop(store);
+    // Only what this test made goes: DURABLE_PG may name a database of the developer's.
+    if !existed {
+        support::sql("DROP SCHEMA durable CASCADE");
+    }
+}

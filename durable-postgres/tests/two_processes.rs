@@ -181,3 +181,23 @@ fn stores_in_other_schemas_are_not_told() {
     assert_eq!(next(&changes), Change::Instance("here".into()));
     assert!(b.read("elsewhere").unwrap().is_none(), "schemas do not share instances");
 }
+
+#[test]
+fn a_watch_callback_may_call_the_store() {
+    let schema = TempSchema::new("callback");
+    let (a, b) = (schema.store(), Arc::new(schema.store()));
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    // Weak: the callback lives as long as the store.
+    let reader = Arc::downgrade(&b);
+    b.watch(Arc::new(move |change| {
+        if let (Change::Instance(id), Some(store)) = (change, reader.upgrade()) {
+            let record = store.read(&id).map(|v| v.map(|v| v.record));
+            drop(tx.lock().unwrap().send(record.map_err(|e| e.to_string())));
+        }
+    }))
+    .unwrap();
+    a.create("cb", b"rec").unwrap();
+    let read = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(read, Ok(Some(b"rec".to_vec())));
+}
