@@ -21,7 +21,8 @@
 //! runtime of its own, on one dedicated thread, which holds the connection pool and the
 //! notification listener. Each [`Store`] method sends its work there and blocks the calling
 //! thread on a standard channel until the database answered: **one round trip blocks the
-//! calling thread** (a few hundred microseconds on a local socket). Nothing calls
+//! calling thread** (over a local Unix socket, measured by `tests/measure.rs`: about 0.25 ms for
+//! a read, 0.8 ms for a write with PostgreSQL's durable defaults). Nothing calls
 //! `block_on` on the caller's runtime, so there is no panic inside a runtime and no deadlock on a
 //! current-thread one.
 //!
@@ -50,8 +51,9 @@
 //! is delivered when, and only if, the write commits. The payload is the writing store's
 //! random name and the instance id; a store ignores its own notifications. An id that cannot
 //! be a payload (8000 bytes or more, or holding NUL) is sent without it, and delivered as
-//! [`Change::Missed`]. When the listening connection is lost, the store reconnects with
-//! backoff, listens again, and then delivers [`Change::Missed`].
+//! [`Change::Missed`](durable_runtime::store::Change::Missed). When the listening connection is lost, the store reconnects with
+//! backoff, listens again, and then delivers
+//! [`Change::Missed`](durable_runtime::store::Change::Missed).
 //!
 //! # Schema
 //!
