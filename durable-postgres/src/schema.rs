@@ -9,7 +9,7 @@
 //! | version | what | why |
 //! |---|---|---|
 //! | 1 | `instances` (record, version, finished flag, lease), `inbox`, `kv` (the timer index), sequence `lease_tokens` | the store |
-//! | 2 | partial index `instances_unfinished` on `instances (id) WHERE NOT finished` | [`claim`](durable_runtime::store::Store::claim) pages through unfinished instances in id order; without it each claim reads past every finished instance, which is most of them in a long-lived database |
+//! | 2 | partial index `instances_unfinished` on `instances (id) WHERE NOT finished` | [`claim`](durable_runtime::store::Store::claim) pages through unfinished instances in id order; without it each claim reads past every finished instance, which is most of them in a long-lived database (measured by `tests/measure.rs`: 39 ms per claim among 200,000 finished instances, 1.2 ms with the index) |
 
 use durable_runtime::store::StoreError;
 

@@ -64,3 +64,25 @@ fn connect_uses_schema_durable() {
         support::sql("DROP SCHEMA durable CASCADE");
     }
 }
+
+#[test]
+fn a_store_whose_connections_were_killed_reports_an_error_and_then_works_again() {
+    let schema = TempSchema::new("killed");
+    drop(schema.store());
+    let app = format!("{}_app", schema.name);
+    let conninfo = format!("{} application_name={app}", support::conninfo());
+    let store = durable_postgres::PgStore::connect_in(&conninfo, &schema.name).unwrap();
+    store.create("k", b"before").unwrap();
+    let killed = support::sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{app}'"
+    ));
+    assert!(!killed.is_empty(), "the store's connection was found");
+    // The next call may meet the dead connection (an error, not a panic); the one after gets a
+    // new connection.
+    let first = store.read("k");
+    if let Err(e) = &first {
+        assert!(e.to_string().contains("PostgreSQL"), "{e}");
+    }
+    let again = store.read("k").unwrap().unwrap();
+    assert_eq!(again.record, b"before");
+}

@@ -24,16 +24,25 @@ pub(crate) fn conninfo() -> String {
 /// Runs `sql` (simple protocol, several statements allowed) on a connection of its own; the
 /// text of every returned row's columns.
 pub(crate) fn sql(sql: &str) -> Vec<Vec<Option<String>>> {
-    let (conninfo, sql) = (conninfo(), sql.to_owned());
+    sql_at(&conninfo(), sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// [`sql`] on the server `conninfo` names; an error as text.
+fn sql_at(conninfo: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let (conninfo, sql) = (conninfo.to_owned(), sql.to_owned());
     // A thread of its own: callers may be inside a tokio runtime.
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
         rt.block_on(async move {
-            let (client, connection) =
-                tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await.unwrap();
+            let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
             tokio::spawn(connection);
-            let messages = client.simple_query(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-            messages
+            let messages = client.simple_query(&sql).await.map_err(|e| e.to_string())?;
+            Ok(messages
                 .into_iter()
                 .filter_map(|m| match m {
                     tokio_postgres::SimpleQueryMessage::Row(row) => {
@@ -41,16 +50,17 @@ pub(crate) fn sql(sql: &str) -> Vec<Vec<Option<String>>> {
                     }
                     _ => None,
                 })
-                .collect()
+                .collect())
         })
     })
     .join()
-    .unwrap()
+    .map_err(|_| "the SQL thread panicked".to_owned())?
 }
 
 /// A schema no other test uses, dropped (with everything in it) when this is dropped.
 pub(crate) struct TempSchema {
     pub(crate) name: String,
+    conninfo: String,
 }
 
 impl TempSchema {
@@ -64,17 +74,25 @@ impl TempSchema {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        Self { name }
+        // Fails here, before there is a schema to drop, when DURABLE_PG is unset.
+        Self { name, conninfo: conninfo() }
     }
 
     /// A store (a "process") on this schema.
     pub(crate) fn store(&self) -> PgStore {
-        PgStore::connect_in(&conninfo(), &self.name).unwrap()
+        PgStore::connect_in(&self.conninfo, &self.name).unwrap()
     }
 }
 
 impl Drop for TempSchema {
     fn drop(&mut self) {
-        sql(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+        let dropped =
+            sql_at(&self.conninfo, &format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+        // Not a second panic while a failed test unwinds.
+        if let Err(e) = dropped
+            && !std::thread::panicking()
+        {
+            panic!("dropping schema {}: {e}", self.name);
+        }
     }
 }
