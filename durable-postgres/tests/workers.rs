@@ -1,0 +1,202 @@
+//! Runtimes in several "processes" (each over a `PgStore` of its own on one schema): work is
+//! shared, a client-only runtime starts and waits, notifications alone carry work and results
+//! across processes, and a dead worker's instance is taken over once its lease runs out.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use durable::{ActivityContext, Ctx, Failure, Runtime, activity, orchestration};
+use support::TempSchema;
+
+/// Executions of each call, by instance and idempotency key.
+static RUNS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+/// Instances whose `slow_add` never returns (as in a worker that hangs, then dies).
+static HANGING: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn count(instance: &str) -> BTreeMap<String, u64> {
+    RUNS.lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with(instance))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+#[activity]
+async fn slow_add(ctx: ActivityContext, a: u64, b: u64) -> Result<u64, String> {
+    *RUNS
+        .lock()
+        .unwrap()
+        .entry(format!("{}@{}", ctx.instance_id(), ctx.idempotency_key()))
+        .or_default() += 1;
+    if HANGING.lock().unwrap().contains(ctx.instance_id()) {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    Ok(a + b)
+}
+
+#[orchestration]
+async fn two_steps(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+    let a = ctx.call(slow_add, (x, 1)).await?;
+    ctx.sleep(Duration::from_millis(20)).await;
+    let b = ctx.call(slow_add, (a, 10)).await?;
+    Ok(b)
+}
+
+#[orchestration]
+async fn waits_for_go(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+    let n: u64 = ctx.wait_event("go").await?;
+    Ok(x + n)
+}
+
+/// A worker runtime over a store of its own (its own "process"); counts its checkpoints.
+async fn worker(
+    schema: &TempSchema,
+    lease: Duration,
+    poll: Duration,
+    steps: &Arc<AtomicU64>,
+) -> Runtime {
+    let steps = steps.clone();
+    Runtime::builder("unused")
+        .store(Arc::new(schema.store()))
+        .orchestration(two_steps)
+        .orchestration(waits_for_go)
+        .on_step(move |_| {
+            steps.fetch_add(1, Ordering::SeqCst);
+        })
+        .lease(lease)
+        .poll(poll)
+        .open()
+        .await
+        .unwrap()
+}
+
+/// A client-only runtime over a store of its own.
+async fn client(schema: &TempSchema, poll: Duration, steps: &Arc<AtomicU64>) -> Runtime {
+    let steps = steps.clone();
+    Runtime::builder("unused")
+        .store(Arc::new(schema.store()))
+        .worker(false)
+        .on_step(move |_| {
+            steps.fetch_add(1, Ordering::SeqCst);
+        })
+        .poll(poll)
+        .open()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_the_instances_a_client_only_runtime_starts_and_waits_for() {
+    let schema = TempSchema::new("share");
+    let (on_a, on_b, on_client) = <[Arc<AtomicU64>; 3]>::default().into();
+    let poll = Duration::from_millis(50);
+    let a = worker(&schema, Duration::from_secs(5), poll, &on_a).await;
+    let b = worker(&schema, Duration::from_secs(5), poll, &on_b).await;
+    let c = client(&schema, poll, &on_client).await;
+    let mut handles = Vec::new();
+    for i in 0..20u64 {
+        handles.push(c.start(two_steps, format!("share-{i}"), i).await.unwrap());
+    }
+    for (i, h) in (0u64..).zip(&handles) {
+        let out = h.wait_timeout(Duration::from_secs(30)).await.expect("finishes").unwrap();
+        assert_eq!(out, i + 11);
+    }
+    let calls = count("share-");
+    assert_eq!(calls.len(), 40, "{calls:?}");
+    assert!(calls.values().all(|n| *n == 1), "every call ran once: {calls:?}");
+    // A worker reports a checkpoint after it committed, and the client may be told of the commit
+    // (by a notification) before that report: wait for the last ones.
+    let steps = || on_a.load(Ordering::SeqCst) + on_b.load(Ordering::SeqCst);
+    for _ in 0..500 {
+        if steps() >= 80 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (by_a, by_b) = (on_a.load(Ordering::SeqCst), on_b.load(Ordering::SeqCst));
+    assert_eq!(by_a + by_b, 80, "20 instances × 4 checkpoints: a {by_a}, b {by_b}");
+    assert_eq!(on_client.load(Ordering::SeqCst), 0, "the client-only runtime ran nothing");
+    for rt in [a, b, c] {
+        rt.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_alone_carry_starts_events_and_results_across_processes() {
+    let schema = TempSchema::new("notified");
+    // Polls a minute apart: whatever happens within seconds was carried by a notification.
+    let poll = Duration::from_secs(60);
+    let steps = Arc::new(AtomicU64::new(0));
+    let w = worker(&schema, Duration::from_secs(15), poll, &steps).await;
+    let c = client(&schema, poll, &Arc::new(AtomicU64::new(0))).await;
+    let t = Instant::now();
+    let h = c.start(two_steps, "n-run", 1).await.unwrap();
+    assert_eq!(
+        h.wait_timeout(Duration::from_secs(10)).await.expect("done by notification").unwrap(),
+        12
+    );
+    let started_and_done = t.elapsed();
+    let h = c.start(waits_for_go, "n-wait", 1).await.unwrap();
+    for _ in 0..1000 {
+        if c.status("n-wait").unwrap().and_then(|s| s.pending).as_deref() == Some("event `go`") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t = Instant::now();
+    c.raise_event("n-wait", "go", &2u64).await.unwrap();
+    assert_eq!(
+        h.wait_timeout(Duration::from_secs(10)).await.expect("woken by notification").unwrap(),
+        3
+    );
+    let raised_and_done = t.elapsed();
+    println!(
+        "across processes: start to result {started_and_done:?}, raise to result {raised_and_done:?}"
+    );
+    assert!(steps.load(Ordering::SeqCst) >= 6, "the worker ran both");
+    w.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_instance_is_taken_over_when_its_lease_runs_out_and_not_before() {
+    let schema = TempSchema::new("takeover");
+    let steps = Arc::new(AtomicU64::new(0));
+    let (lease, poll) = (Duration::from_millis(300), Duration::from_millis(50));
+    HANGING.lock().unwrap().insert("orphan".into());
+    let a = worker(&schema, lease, poll, &steps).await;
+    a.start(two_steps, "orphan", 1).await.unwrap();
+    for _ in 0..2000 {
+        if !count("orphan").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(count("orphan").len(), 1, "the first call started on A");
+    // B polls every 50 ms, but A renews its lease: B must not run the instance.
+    let b = worker(&schema, lease, poll, &steps).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(count("orphan").values().copied().collect::<Vec<_>>(), [1], "B waited");
+    // A dies holding the lease (its tasks stop; nothing is released).
+    HANGING.lock().unwrap().remove("orphan");
+    a.shutdown().await;
+    let out = b
+        .handle::<two_steps>("orphan")
+        .wait_timeout(Duration::from_secs(30))
+        .await
+        .expect("B takes over")
+        .unwrap();
+    assert_eq!(out, 12);
+    let calls = count("orphan");
+    assert_eq!(calls.values().copied().collect::<Vec<_>>(), [2, 1], "{calls:?}");
+    b.shutdown().await;
+}
