@@ -34,7 +34,8 @@
 //! `full_page_writes = on` against torn pages); with `synchronous_commit = off` the last
 //! fraction of a second of acknowledged writes can be lost in a server crash. A connection
 //! that breaks while a write is in flight reports [`StoreError::Io`], and the write may or may
-//! not have committed: the runtime reads the record again before it decides anything.
+//! not have committed; the record's version tells which (a conditional write that did commit
+//! makes the same write again a [`WriteError::Conflict`]).
 //!
 //! # Several processes
 //!
@@ -46,14 +47,16 @@
 //! as the trait defines them: the workers' clocks must agree to within the lease margins.
 //!
 //! [`Store::watch`] listens on a dedicated connection (`LISTEN`, channel `<schema>_changes`).
-//! Every write that changes an instance (`create`, `write`, `append`, `remove`, `release`, and a
-//! `put`/`delete` in [`Space::Instances`]) sends a notification in its own transaction, so it
-//! is delivered when, and only if, the write commits. The payload is the writing store's
-//! random name and the instance id; a store ignores its own notifications. An id that cannot
-//! be a payload (8000 bytes or more, or holding NUL) is sent without it, and delivered as
-//! [`Change::Missed`](durable_runtime::store::Change::Missed). When the listening connection is lost, the store reconnects with
-//! backoff, listens again, and then delivers
-//! [`Change::Missed`](durable_runtime::store::Change::Missed).
+//! Every write that changes an instance (`create`, `write`, `append`, `remove`, `release`, and
+//! a `put`, `put_new` or `delete` in [`Space::Instances`]) sends a notification in its own
+//! transaction, so it is delivered when, and only if, the write commits. The payload is the
+//! writing store's random name and the instance id; a store ignores its own notifications. An
+//! id that cannot be a payload (8000 bytes or more, or holding NUL) is sent without it, and
+//! delivered as [`Change::Missed`](durable_runtime::store::Change::Missed). When the listening
+//! connection is lost, the store reconnects with backoff, listens again, and then delivers
+//! [`Change::Missed`](durable_runtime::store::Change::Missed). PostgreSQL serializes the
+//! commits of notifying transactions on one cluster-wide lock: under heavy concurrent writes
+//! that lock, not the tables, may bound the write rate.
 //!
 //! # Schema
 //!
