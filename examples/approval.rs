@@ -22,7 +22,7 @@ mod common;
 
 use std::time::Duration;
 
-use durable::{ActivityContext, Ctx, EventError, Failure, Runtime, activity, orchestration};
+use durable::{ActivityContext, Ctx, EventError, Failure, activity, orchestration};
 use serde::{Deserialize, Serialize};
 
 use common::{Options, or_exit, print_step, report, side_effect};
@@ -78,7 +78,7 @@ async fn approval(ctx: Ctx, request: Request) -> Result<String, Failure> {
 async fn serve_admin(options: &Options, addr: &str) {
     let addr = or_exit(addr.parse().map_err(|e| format!("--admin {addr}: {e}")));
     let count: usize = options.get("instances").and_then(|v| v.parse().ok()).unwrap_or(300);
-    let rt = or_exit(Runtime::builder(&options.db).orchestration(approval).open().await);
+    let rt = options.open(|b| b.orchestration(approval)).await.swap_remove(0);
     for n in 1..=count {
         let request = Request {
             what: format!("purchase order {n}"),
@@ -115,9 +115,8 @@ async fn main() {
         return;
     }
     let timeout_ms = options.get("timeout-ms").and_then(|v| v.parse().ok()).unwrap_or(2_000);
-    let rt = or_exit(
-        Runtime::builder(&options.db).orchestration(approval).on_step(print_step).open().await,
-    );
+    let runtimes = options.open(|b| b.orchestration(approval).on_step(print_step)).await;
+    let rt = &runtimes[0];
     let request = Request { what: "a new laptop".into(), requester: "ada".into(), timeout_ms };
     let handle = or_exit(rt.start(approval, "approval-1", request).await);
     if let Some(answer) = options.get("approve") {

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use durable::{ActivityContext, Ctx, Failure, RetryPolicy, Runtime, activity, orchestration};
+use durable::{ActivityContext, Ctx, Failure, RetryPolicy, activity, orchestration};
 
 use common::{Options, or_exit, print_step, report, side_effect};
 
@@ -68,8 +68,8 @@ async fn main() {
             counted.inc(1);
         }
     };
-    let rt =
-        or_exit(Runtime::builder(&options.db).orchestration(fanout).on_step(on_step).open().await);
+    let runtimes = options.open(|b| b.orchestration(fanout).on_step(on_step.clone())).await;
+    let rt = &runtimes[0];
     let handle = or_exit(rt.start(fanout, "fanout-1", items).await);
     report(handle).await;
     bar.finish_and_clear();

@@ -6,10 +6,17 @@
 //! Kill it (`kill -9`, or Ctrl-C) while an activity runs and start it again with the same
 //! `--db`: it continues at the step it had reached. Run it once more after `completed:` and it
 //! prints the stored result without calling anything.
+//!
+//! `--instances N` runs `invoice-1` … `invoice-N` side by side. On PostgreSQL, any number of
+//! processes at once (`--postgres URL`, `--workers N` runtimes
+//! each, `--no-worker` for a client that only starts and waits): each starts the same instance
+//! (the first start creates it, the others find it), the workers share the steps, and every
+//! process ends with `completed:`. A killed worker's steps are taken over by the others once
+//! its lease runs out (`--lease-ms N`, default 15,000).
 
 mod common;
 
-use durable::{ActivityContext, Ctx, Failure, Runtime, activity, orchestration};
+use durable::{ActivityContext, Ctx, Failure, activity, orchestration};
 use serde::{Deserialize, Serialize};
 
 use common::{Options, or_exit, print_step, report, side_effect};
@@ -61,10 +68,15 @@ async fn invoice(ctx: Ctx, data: InvoiceData) -> Result<InvoiceId, Failure> {
 #[tokio::main]
 async fn main() {
     let options = Options::parse("invoice");
-    let rt = or_exit(
-        Runtime::builder(&options.db).orchestration(invoice).on_step(print_step).open().await,
-    );
-    let data = InvoiceData { customer: "ACME Corp".into(), amount_cents: 12_500 };
-    let handle = or_exit(rt.start(invoice, "invoice-1", data).await);
-    report(handle).await;
+    let runtimes = options.open(|b| b.orchestration(invoice).on_step(print_step)).await;
+    // `--instances N` runs `invoice-1` … `invoice-N` side by side.
+    let instances: u64 = options.get("instances").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let mut handles = Vec::new();
+    for i in 1..=instances {
+        let data = InvoiceData { customer: "ACME Corp".into(), amount_cents: 12_500 * i };
+        handles.push(or_exit(runtimes[0].start(invoice, format!("invoice-{i}"), data).await));
+    }
+    for handle in handles {
+        report(handle).await;
+    }
 }
