@@ -1,6 +1,7 @@
 //! The `durable` command: see and steer the instances of a durable database, through the admin
 //! API of the process that runs it (`--url` and a token), or by opening the database directory
-//! itself (`--db DIR`) when no process holds it. Given only `--db` of a database a process holds,
+//! itself (`--db DIR`) when no process holds it, or as a client of a PostgreSQL database that
+//! workers share (`--postgres CONNINFO`). Given only `--db` of a database a process holds,
 //! it finds that process's admin server from the URL and token files it wrote there.
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,14 @@ struct Cli {
     /// server is found from the URL and token files the process wrote there.
     #[arg(long, env = "DURABLE_DB", global = true)]
     db: Option<PathBuf>,
+    /// A PostgreSQL database that worker processes share (libpq conninfo or `postgresql://`
+    /// URL): the command connects to it as a client, runs nothing, and its changes reach the
+    /// workers at once.
+    #[arg(long, env = "DURABLE_POSTGRES", global = true)]
+    postgres: Option<String>,
+    /// The PostgreSQL schema of the store (with --postgres).
+    #[arg(long, default_value = "durable", global = true)]
+    pg_schema: String,
     /// Print JSON (the admin API's) instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -187,11 +196,22 @@ async fn connect(cli: &Cli) -> Result<Backend, Failure> {
     if let Some(url) = &cli.url {
         return Ok(http(url.clone(), token(cli.db.as_deref())?));
     }
+    if let Some(conninfo) = &cli.postgres {
+        let store = durable_postgres::PgStore::connect_in(conninfo, &cli.pg_schema)
+            .map_err(|e| failure(6, format!("cannot connect to PostgreSQL: {e}")))?;
+        return Runtime::builder(".")
+            .store(std::sync::Arc::new(store))
+            .worker(false)
+            .open()
+            .await
+            .map(Backend::Local)
+            .map_err(|e| failure(6, format!("cannot open the PostgreSQL store: {e}")));
+    }
     let Some(dir) = &cli.db else {
         return Err(failure(
             2,
-            "say where the instances are: --url URL (a running process's admin server) or --db \
-             DIR (a database directory)",
+            "say where the instances are: --url URL (a running process's admin server), --db \
+             DIR (a database directory) or --postgres CONNINFO (a shared PostgreSQL database)",
         ));
     };
     if !dir.is_dir() {

@@ -195,3 +195,62 @@ async fn against_a_closed_database() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(durable(&["--db", &db, "show", "req-0"]).await.status.code(), Some(3));
 }
+
+/// The PostgreSQL server of `DURABLE_PG`; fails (never skips) when it is unset.
+fn postgres() -> String {
+    match std::env::var("DURABLE_PG") {
+        Ok(c) if !c.trim().is_empty() => c,
+        _ => panic!(
+            "DURABLE_PG is not set: this test needs a PostgreSQL server. Start a throwaway one \
+             with `eval \"$(.ci/postgres start)\"` from the repository root."
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_shared_postgres_database_while_a_worker_runs_it() {
+    let conninfo = postgres();
+    let schema = format!("cli_{}", std::process::id());
+    let store = durable_postgres::PgStore::connect_in(&conninfo, &schema).expect("connect");
+    // The worker: another runtime (as another process would be), with its own store.
+    let rt = Runtime::builder("unused")
+        .store(std::sync::Arc::new(store))
+        .orchestration(approval)
+        .open()
+        .await
+        .expect("open");
+    let handle = rt.start(approval, "pg-req", "a desk".to_owned()).await.expect("start");
+    let at = |args: &[&str]| {
+        let mut v = vec!["--postgres", conninfo.as_str(), "--pg-schema", schema.as_str()];
+        v.extend_from_slice(args);
+        v.into_iter().map(str::to_owned).collect::<Vec<String>>()
+    };
+    for _ in 0..500 {
+        let out = durable(
+            &at(&["--json", "show", "pg-req"]).iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
+        if stdout(&out).contains("approval") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let list = durable(&at(&["list"]).iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(list.status.success(), "{list:?}");
+    assert!(stdout(&list).contains("pg-req"), "{}", stdout(&list));
+    // The command raises the event; the worker, in another runtime, takes it and finishes.
+    let raised = durable(
+        &at(&["raise", "pg-req", "approval", "true"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(raised.status.success(), "{raised:?}");
+    let out = handle.wait_timeout(Duration::from_secs(30)).await.expect("finishes").expect("ok");
+    assert_eq!(out, "approve a desk? yes");
+    let shown =
+        durable(&at(&["show", "pg-req"]).iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(stdout(&shown).to_lowercase().contains("completed"), "{}", stdout(&shown));
+    rt.shutdown().await;
+}
