@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::branches::{self, Progress};
 use crate::dispatch::{AbortOnDrop, Attempt, Finished, spawn_attempt};
-use crate::engine::Engine;
+use crate::engine::{Checkpoint, Engine};
 use crate::error::ClientError;
 use crate::op::{ActivityFailure, Command, Completion};
 use crate::orchestration::{Ctx, ErasedOrchestration, LiveState, Resume, StepResult};
@@ -428,7 +428,8 @@ impl Driver {
             return Ok(None);
         }
         // The state the previous step of this process left, if it is that of this record.
-        let mut live = engine.take_resident(id, rec.steps);
+        let at = Checkpoint { created_ms: rec.created_ms, steps: rec.steps };
+        let mut live = engine.take_resident(id, at);
         let consumed = consumed(&taken);
         loop {
             let now = engine.clock.now_ms();
@@ -519,7 +520,8 @@ impl Driver {
                 engine.records.clear_timers(id, p);
             }
             if let (StepOutcome::Suspended(_), Some(state)) = (&outcome, kept) {
-                engine.keep_resident(id, rec.steps + 1, state);
+                let next = Checkpoint { created_ms: rec.created_ms, steps: rec.steps + 1 };
+                engine.keep_resident(id, next, state);
             }
             self.report(rec.steps + 1, completed, &outcome, rec.parent.as_ref());
             return Ok(Some(outcome));

@@ -31,6 +31,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// another one is dropped and decoded from its checkpoint when it resumes.
 const RESIDENT_LIMIT: usize = 10_000;
 
+/// A checkpoint of an instance: when the instance was created (an instance purged and started
+/// again under its id is another one) and its step count. Written once, by one worker: a state
+/// kept for it is the state its record holds, whichever worker reads it later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    pub(crate) created_ms: u64,
+    pub(crate) steps: u64,
+}
+
 /// A driver task and how to wake it.
 pub(crate) struct Driver {
     pub(crate) task: tokio::task::JoinHandle<()>,
@@ -68,9 +77,9 @@ pub(crate) struct Engine {
     pub(crate) worker: bool,
     /// Bumped whenever an instance reaches a terminal or refused state.
     pub(crate) changes: watch::Sender<u64>,
-    /// The in-memory state of suspended instances, by instance: the step count it belongs to
+    /// The in-memory state of suspended instances, by instance: the checkpoint it belongs to
     /// and the state. See [`Engine::keep_resident`].
-    resident: Mutex<HashMap<String, (u64, LiveState)>>,
+    resident: Mutex<HashMap<String, (Checkpoint, LiveState)>>,
 }
 
 impl Engine {
@@ -306,7 +315,7 @@ impl Engine {
 
     /// Keeps the state a step suspended with for the next step of this process. Values then
     /// live on exactly as in plain Rust; only a restart decodes them from the checkpoint.
-    pub(crate) fn keep_resident(&self, id: &str, steps: u64, state: LiveState) {
+    pub(crate) fn keep_resident(&self, id: &str, at: Checkpoint, state: LiveState) {
         let evicted = {
             let mut resident = lock(&self.resident);
             let evicted = if resident.len() >= RESIDENT_LIMIT && !resident.contains_key(id) {
@@ -315,17 +324,19 @@ impl Engine {
             } else {
                 None
             };
-            (resident.insert(id.to_owned(), (steps, state)), evicted)
+            (resident.insert(id.to_owned(), (at, state)), evicted)
         };
         // Dropped outside the lock: a value's `Drop` may take its time.
         drop(evicted);
     }
 
-    /// The kept state of `id` if it belongs to the record after `steps` steps.
-    pub(crate) fn take_resident(&self, id: &str, steps: u64) -> Option<LiveState> {
+    /// The kept state of `id` if it belongs to checkpoint `at`. Another worker sharing the
+    /// store may have run the instance since this one kept it: then the record is at a later
+    /// checkpoint and the kept state is dropped.
+    pub(crate) fn take_resident(&self, id: &str, at: Checkpoint) -> Option<LiveState> {
         let kept = lock(&self.resident).remove(id);
         match kept {
-            Some((s, state)) if s == steps => Some(state),
+            Some((kept_at, state)) if kept_at == at => Some(state),
             _ => None,
         }
     }
