@@ -116,14 +116,40 @@ async fn two_workers_share_the_instances_a_client_only_runtime_starts_and_waits_
     }
 }
 
+/// Runs worker A on a tokio runtime of its own, on a thread of its own, with `orphan` started
+/// and its first call hanging; returns once that call runs, with what kills A: dropping the tokio
+/// runtime under it, as `kill -9` would (no shutdown, nothing given back).
+fn dying_worker(store: &Arc<SledStore>, steps: &Arc<AtomicU64>) -> std::sync::mpsc::Sender<()> {
+    let (store, steps) = (store.clone(), steps.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (die_tx, die_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let a = worker(&store, 300, &steps).await;
+            a.start(two_steps, "orphan", 1).await.unwrap();
+            // Kept alive (never shut down) until the runtime under it goes.
+            std::mem::forget(a);
+        });
+        ready_tx.send(()).unwrap();
+        let _ = die_rx.recv();
+        rt.shutdown_background();
+    });
+    ready_rx.recv().unwrap();
+    die_tx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_workers_instance_is_taken_over_when_its_lease_runs_out_and_not_before() {
     let db = fresh_db("workers-takeover");
     let store = Arc::new(SledStore::open(&db).unwrap());
     let steps = Arc::new(AtomicU64::new(0));
     hanging().lock().unwrap().insert("orphan".into());
-    let a = worker(&store, 300, &steps).await;
-    a.start(two_steps, "orphan", 1).await.unwrap();
+    let kill_a = dying_worker(&store, &steps);
     // A runs the first call, which hangs; A renews its lease every 100 ms meanwhile.
     for _ in 0..2000 {
         if !count("orphan").is_empty() {
@@ -136,9 +162,9 @@ async fn a_dead_workers_instance_is_taken_over_when_its_lease_runs_out_and_not_b
     let b = worker(&store, 300, &steps).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(count("orphan").values().copied().collect::<Vec<_>>(), [1], "B waited");
-    // A dies holding the lease (its tasks stop; nothing is released).
+    // A dies holding the lease: nothing is released, its renewals stop.
     hanging().lock().unwrap().remove("orphan");
-    a.shutdown().await;
+    kill_a.send(()).unwrap();
     let h = b.handle::<two_steps>("orphan");
     let out = h.wait_timeout(Duration::from_secs(30)).await.expect("B takes over").unwrap();
     assert_eq!(out, 12);
@@ -146,4 +172,31 @@ async fn a_dead_workers_instance_is_taken_over_when_its_lease_runs_out_and_not_b
     let calls = count("orphan");
     assert_eq!(calls.values().copied().collect::<Vec<_>>(), [2, 1], "{calls:?}");
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_shuts_down_hands_its_instances_over_at_once() {
+    let db = fresh_db("workers-handover");
+    let store = Arc::new(SledStore::open(&db).unwrap());
+    let (on_a, on_b) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    hanging().lock().unwrap().insert("handed".into());
+    // Leases of ten minutes: a takeover within the test's wait can only come from the handover.
+    let a = worker(&store, 600_000, &on_a).await;
+    let b = worker(&store, 600_000, &on_b).await;
+    a.start(two_steps, "handed", 5).await.unwrap();
+    for _ in 0..2000 {
+        if !count("handed").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    hanging().lock().unwrap().remove("handed");
+    // Whichever of the two runs it (its first step's checkpoint tells) shuts down; the other
+    // takes over.
+    let (gone, stays) = if on_a.load(Ordering::SeqCst) > 0 { (a, b) } else { (b, a) };
+    gone.shutdown().await;
+    let h = stays.handle::<two_steps>("handed");
+    let out = h.wait_timeout(Duration::from_secs(20)).await.expect("handed over").unwrap();
+    assert_eq!(out, 16);
+    stays.shutdown().await;
 }

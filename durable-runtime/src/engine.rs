@@ -230,12 +230,23 @@ impl Engine {
         for t in own {
             let _ = t.await;
         }
-        let tasks: Vec<_> = lock(&self.active).drain().map(|(_, d)| d.task).collect();
+        let (ids, tasks): (Vec<_>, Vec<_>) =
+            lock(&self.active).drain().map(|(id, d)| (id, d.task)).unzip();
         for t in &tasks {
             t.abort();
         }
         for t in tasks {
             let _ = t.await;
+        }
+        if self.records.shared() {
+            // Hand the instances this worker ran over to the others at once, rather than when
+            // the leases run out: its drivers are gone, so nothing of it writes any more.
+            let now = self.clock.now_ms();
+            for id in ids {
+                if let Ok(Some(lease)) = self.records.lease(&id, now) {
+                    self.records.release(&lease);
+                }
+            }
         }
         // Like the futures of a runtime that shuts down, the kept states are dropped.
         let kept = std::mem::take(&mut *lock(&self.resident));

@@ -337,6 +337,9 @@ impl Runtime {
 
     /// Stops every instance task of this process (their state stays stored) and waits for them.
     /// The database closes when the last clone of the runtime (and of its handles) is dropped.
+    /// On a store several processes share, the leases of the instances it ran are given back,
+    /// so the other workers take them over at their next poll rather than when the leases run
+    /// out (an activity that was running then runs again, under the same idempotency key).
     ///
     /// Afterwards, on every clone: [`Handle::wait`] on an unfinished instance returns
     /// [`InstanceError::Shutdown`] (pending waits end too); [`start`](Self::start) is refused
