@@ -1,5 +1,8 @@
 //! The client: [`Runtime`] and [`Handle`], what users call. Reads and writes go through the
 //! engine's records; nothing here touches the store or decodes a record.
+//!
+//! Over 400 lines: every client operation is a few lines of checks around one call into the
+//! engine or the records, with the rustdoc users read; splitting them would scatter that API.
 
 use std::fmt;
 use std::marker::PhantomData;
