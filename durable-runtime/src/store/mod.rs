@@ -27,8 +27,10 @@
 //! dispatches no command before it returns.
 
 pub mod conformance;
+mod layer;
 mod sled;
 
+pub use self::layer::Layer;
 pub use self::sled::SledStore;
 
 use std::sync::Arc;
