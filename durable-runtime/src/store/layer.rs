@@ -31,6 +31,17 @@ use super::{
 ///         self.inner.flush()
 ///     }
 /// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("layer-doc-{}", std::process::id()));
+/// let store = FailingFlush { inner: SledStore::open(&dir)?, failing: AtomicBool::new(true) };
+/// assert!(matches!(store.flush(), Err(StoreError::Full(_))));
+/// store.failing.store(false, Ordering::SeqCst);
+/// store.flush()?;
+/// # drop(store);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
 /// ```
 #[allow(missing_docs, reason = "each method is the `Store` method of the same name")]
 pub trait Layer: Send + Sync + 'static {
