@@ -35,9 +35,10 @@ use super::{
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = std::env::temp_dir().join(format!("layer-doc-{}", std::process::id()));
 /// let store = FailingFlush { inner: SledStore::open(&dir)?, failing: AtomicBool::new(true) };
-/// assert!(matches!(store.flush(), Err(StoreError::Full(_))));
+/// // With both traits in scope, name the one meant.
+/// assert!(matches!(Store::flush(&store), Err(StoreError::Full(_))));
 /// store.failing.store(false, Ordering::SeqCst);
-/// store.flush()?;
+/// Store::flush(&store)?;
 /// # drop(store);
 /// # std::fs::remove_dir_all(&dir)?;
 /// # Ok(())
