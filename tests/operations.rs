@@ -535,3 +535,110 @@ async fn errors_classified_as_not_retryable_fail_at_once() {
     );
     assert_eq!(executions("invalid").values().sum::<u64>(), 1, "no retry after a permanent error");
 }
+
+// ----- scheduled start -----
+
+/// Returns the time its first step ran (seconds) and `x` doubled by an activity.
+#[orchestration]
+async fn stamped(ctx: Ctx, x: u64) -> Result<(u64, u64), Failure> {
+    let began = ctx.now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let d = ctx.call(double, x).await?;
+    Ok((began, d))
+}
+
+fn scheduled_at(rt: &Runtime, id: &str) -> Option<std::time::SystemTime> {
+    match rt.status(id).unwrap()?.state {
+        InstanceState::Scheduled { at } => Some(at),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_start_exists_at_once_and_begins_at_its_time_across_a_restart() {
+    let db = fresh_db("start-at");
+    let clock = manual_clock();
+    let t0 = clock.now();
+    let at = t0 + Duration::from_secs(3600);
+    let b = || Runtime::builder(&db).orchestration(stamped).clock(clock.clone());
+    let rt = open(b).await;
+    let h = rt.start_at(stamped, "later", 21, at).await.unwrap();
+    assert_eq!(scheduled_at(&rt, "later"), Some(at));
+    let status = h.status().unwrap().unwrap();
+    assert_eq!((status.steps, status.point), (0, None));
+    let filter = ListFilter {
+        states: Some(vec![InstanceState::Scheduled { at: UNIX_EPOCH }]),
+        ..ListFilter::default()
+    };
+    let listed: Vec<String> =
+        rt.list(&filter).unwrap().instances.into_iter().map(|s| s.id).collect();
+    assert_eq!(listed, ["later"]);
+    // Idempotent: the first start wins, its start time included.
+    rt.start_at(stamped, "later", 1, t0 + Duration::from_secs(60)).await.unwrap();
+    rt.start(stamped, "later", 1).await.unwrap();
+    assert_eq!(scheduled_at(&rt, "later"), Some(at));
+    drop(h);
+
+    let rt = restart(rt, b).await;
+    clock.advance(Duration::from_secs(3599));
+    assert!(rt.handle::<stamped>("later").wait_timeout(Duration::from_millis(100)).await.is_none());
+    assert_eq!(scheduled_at(&rt, "later"), Some(at), "began early");
+    assert!(executions("later").is_empty());
+    clock.advance(Duration::from_secs(1));
+    let (began, doubled) =
+        rt.handle::<stamped>("later").wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert!(began >= 1_700_003_600, "its clock read {began}, before its start time");
+    assert_eq!(doubled, 42, "the first start's input");
+    assert_eq!(scheduled_at(&rt, "later"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_instance_cancelled_before_its_time_never_runs() {
+    let db = fresh_db("start-at-cancel");
+    let clock = manual_clock();
+    let at = clock.now() + Duration::from_secs(600);
+    let b = || Runtime::builder(&db).orchestration(stamped).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start_at(stamped, "kept", 1, at).await.unwrap();
+    rt.start_at(stamped, "dropped", 2, at).await.unwrap();
+    let rt = restart(rt, b).await;
+    rt.cancel("dropped", "not needed").await.unwrap();
+    match rt.handle::<stamped>("dropped").wait_timeout(Duration::from_secs(10)).await.unwrap() {
+        Err(InstanceError::Cancelled(reason)) => assert_eq!(reason, "not needed"),
+        other => panic!("{other:?}"),
+    }
+    clock.advance(Duration::from_secs(3600));
+    // The instance scheduled beside it begins; the cancelled one does not.
+    let kept =
+        rt.handle::<stamped>("kept").wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(kept.1, 2);
+    let rt = restart(rt, b).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = rt.status("dropped").unwrap().unwrap();
+    assert!(matches!(status.state, InstanceState::Cancelled { .. }), "{:?}", status.state);
+    assert_eq!(status.steps, 0, "no step of it ran");
+    assert!(executions("dropped").is_empty(), "its activity never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_time_that_passed_while_down_begins_on_open() {
+    let db = fresh_db("start-at-down");
+    let clock = manual_clock();
+    let at = clock.now() + Duration::from_secs(600);
+    let b = || Runtime::builder(&db).orchestration(stamped).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start_at(stamped, "missed", 5, at).await.unwrap();
+    rt.shutdown().await;
+    drop(rt);
+    clock.advance(Duration::from_secs(7200));
+    let rt = open(b).await;
+    let (began, doubled) = rt
+        .handle::<stamped>("missed")
+        .wait_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((began, doubled), (1_700_007_200, 10), "begins when the runtime opens");
+    // A start time already past begins at once.
+    let h = rt.start_at(stamped, "past", 3, UNIX_EPOCH).await.unwrap();
+    assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), (1_700_007_200, 6));
+}

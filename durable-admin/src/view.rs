@@ -82,6 +82,7 @@ pub const MAX_PAGE: usize = 1000;
 
 fn state_of_name(name: &str) -> Result<InstanceState, ApiError> {
     Ok(match name {
+        "scheduled" => InstanceState::Scheduled { at: std::time::UNIX_EPOCH },
         "running" => InstanceState::Running,
         "completed" => InstanceState::Completed,
         "failed" => InstanceState::Failed { message: String::new() },
@@ -91,7 +92,7 @@ fn state_of_name(name: &str) -> Result<InstanceState, ApiError> {
         "unregistered" => InstanceState::Unregistered,
         other => {
             return Err(ApiError::bad_request(format!(
-                "unknown state `{other}`; expected one of: running, completed, failed, \
+                "unknown state `{other}`; expected one of: scheduled, running, completed, failed, \
                  cancelled, suspended, incompatible, unregistered"
             )));
         }

@@ -152,6 +152,7 @@ pub(crate) async fn resolve(
                             &child_id,
                             input.clone(),
                             Some(id.to_owned()),
+                            None,
                         )
                         .await
                     {

@@ -112,6 +112,7 @@ impl Engine {
         id: &str,
         input: Vec<u8>,
         parent: Option<String>,
+        start_at_ms: Option<u64>,
     ) -> Result<(), StartError> {
         if input.len() > self.max_payload {
             return Err(StartError::Input {
@@ -127,8 +128,11 @@ impl Engine {
             Some(v) => v,
             None => self.registered.newest(orchestration).map_or(1, |(v, _)| v),
         };
-        let rec =
-            InstanceRecord::new(orchestration, version, input, self.clock.now_ms(), parent.clone());
+        let now = self.clock.now_ms();
+        let mut rec = InstanceRecord::new(orchestration, version, input, now, parent.clone());
+        if let Some(at) = start_at_ms.filter(|at| *at > now) {
+            rec = rec.scheduled(id, at);
+        }
         let present = self.records.create(id, &rec).await.map_err(|e| match e {
             ClientError::Store(e) => StartError::Store(e),
             e => StartError::Input { id: shown_id(id), reason: e.to_string() },

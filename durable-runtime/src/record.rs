@@ -210,6 +210,28 @@ impl InstanceRecord {
             suspended: false,
         }
     }
+
+    /// This fresh record, made to begin at `at_ms` (runtime clock): it waits on a timer before
+    /// its first step. A scheduled start needs no field of its own: it is the one record with a
+    /// pending command and no frame yet, so builds that know nothing of scheduled starts read it
+    /// as a timer and run it when it is due, and the timer index wakes it like any other timer.
+    pub(crate) fn scheduled(mut self, id: &str, at_ms: u64) -> Self {
+        let command = Command::Timer { fire_at_ms: at_ms };
+        let key = crate::ids::step_key(id, 0);
+        let branches = crate::branches::new_branches(&command, &key);
+        self.pending = Some(Pending { command, key, branches });
+        self
+    }
+
+    /// When a scheduled instance begins, while it has not begun (see [`scheduled`](Self::scheduled)).
+    pub(crate) fn scheduled_start(&self) -> Option<u64> {
+        match (&self.frame, &self.pending) {
+            (None, Some(Pending { command: Command::Timer { fire_at_ms }, .. })) => {
+                Some(*fire_at_ms)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +246,24 @@ mod tests {
     fn round_trips() {
         let r = sample();
         assert_eq!(InstanceRecord::from_bytes(&r.to_bytes().unwrap()).unwrap(), r);
+    }
+
+    #[test]
+    fn a_scheduled_start_is_a_timer_before_the_first_step() {
+        let r = sample().scheduled("i", 5_000);
+        assert_eq!(r.scheduled_start(), Some(5_000));
+        assert_eq!(InstanceRecord::from_bytes(&r.to_bytes().unwrap()).unwrap(), r);
+        assert_eq!(sample().scheduled_start(), None);
+        let mut begun = r.clone();
+        begun.frame = Some(Frame {
+            point: "p".into(),
+            file: String::new(),
+            line: 1,
+            fingerprint: 0,
+            layout: Vec::new(),
+            locals: Vec::new(),
+        });
+        assert_eq!(begun.scheduled_start(), None, "a frame means it has begun");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::builder::RuntimeBuilder;
 use crate::clock::Clock;
@@ -133,7 +133,53 @@ impl Runtime {
         id: impl Into<String>,
         input: O::Input,
     ) -> Result<Handle<O>, StartError> {
-        let id = id.into();
+        self.start_with(orchestration, id.into(), input, None).await
+    }
+
+    /// Starts an instance of `orchestration` under `id` that begins at `at` (the Durable Task
+    /// Framework's `startAt`, Temporal's start delay), durably, and returns a handle to it.
+    ///
+    /// The instance exists at once: [`status`](Self::status) and [`list`](Self::list) show it as
+    /// [`InstanceState::Scheduled`](crate::InstanceState::Scheduled) until then, and
+    /// [`cancel`](Self::cancel) before then ends it without running a step of it. It begins
+    /// when the runtime's clock reads `at` (so `ctx.now()` in its first step reads `at` or
+    /// later); a start time that passed while no runtime was open begins it as soon as one
+    /// opens the store. A time already past begins it at once, as [`start`](Self::start) does.
+    ///
+    /// Idempotent as [`start`](Self::start) is: when `id` exists, the first start wins, its
+    /// start time included. Events raised before it begins are buffered as for any instance.
+    ///
+    /// ```no_run
+    /// # use durable_runtime::{InstanceState, Runtime};
+    /// # #[allow(dead_code)]
+    /// # async fn demo<O: durable_runtime::Orchestration<Input = u32>>(
+    /// #     rt: Runtime,
+    /// #     report: fn() -> O,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tomorrow = rt.clock().now() + std::time::Duration::from_secs(24 * 3600);
+    /// let handle = rt.start_at(report, "report-2026-11-29", 7, tomorrow).await?;
+    /// let status = handle.status()?.expect("it exists at once");
+    /// assert!(matches!(status.state, InstanceState::Scheduled { at } if at == tomorrow));
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_at<O: Orchestration>(
+        &self,
+        orchestration: impl FnOnce() -> O,
+        id: impl Into<String>,
+        input: O::Input,
+        at: SystemTime,
+    ) -> Result<Handle<O>, StartError> {
+        let at_ms = at.duration_since(UNIX_EPOCH).map_or(0, crate::clock::ms);
+        self.start_with(orchestration, id.into(), input, Some(at_ms)).await
+    }
+
+    async fn start_with<O: Orchestration>(
+        &self,
+        orchestration: impl FnOnce() -> O,
+        id: String,
+        input: O::Input,
+        start_at_ms: Option<u64>,
+    ) -> Result<Handle<O>, StartError> {
         validate_id(&id).map_err(|reason| StartError::InvalidId { id: shown_id(&id), reason })?;
         if self.engine.is_shut_down() {
             return Err(StartError::Shutdown(shown_id(&id)));
@@ -156,7 +202,7 @@ impl Runtime {
                 requested: O::VERSION,
             });
         }
-        self.engine.start_encoded(O::NAME, Some(version), &id, bytes, None).await?;
+        self.engine.start_encoded(O::NAME, Some(version), &id, bytes, None, start_at_ms).await?;
         Ok(Handle { rt: self.clone(), id, _o: PhantomData })
     }
 

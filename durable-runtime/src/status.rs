@@ -23,6 +23,12 @@ pub enum Durability {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InstanceState {
+    /// Started with a time to begin ([`Runtime::start_at`](crate::Runtime::start_at)) that has
+    /// not come: it has not run a step yet.
+    Scheduled {
+        /// When it begins (runtime clock).
+        at: SystemTime,
+    },
     /// Runs or waits.
     Running,
     /// Returned `Ok`.
@@ -174,7 +180,10 @@ pub(crate) fn state_of(rec: &InstanceRecord, registered: bool) -> InstanceState 
     match &rec.state {
         State::Running if !registered => InstanceState::Unregistered,
         State::Running if rec.suspended => InstanceState::Suspended,
-        State::Running => InstanceState::Running,
+        State::Running => match rec.scheduled_start() {
+            Some(at) => InstanceState::Scheduled { at: time_of(at) },
+            None => InstanceState::Running,
+        },
         State::Completed { .. } => InstanceState::Completed,
         State::Failed { message, .. } => InstanceState::Failed { message: message.clone() },
         State::Cancelled { reason } => InstanceState::Cancelled { reason: reason.clone() },
