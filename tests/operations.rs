@@ -9,9 +9,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use durable::{
     ActivityContext, ActivityError, AnyOutput, Call, ChildError, ClientError, Clock, Ctx, Either,
     EventError, Failure, InstanceError, InstanceState, IntoAnyOp, ListFilter, RetryPolicy, Runtime,
-    RuntimeBuilder, Sleep, WaitEvent, activity, orchestration,
+    RuntimeBuilder, SignalWithStartError, Sleep, StartError, WaitEvent, activity, orchestration,
 };
 use support::harness::{activity_body, executions, fresh_db, open};
+use support::slow_inbox::SlowInbox;
 
 fn manual_clock() -> Clock {
     Clock::manual(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
@@ -641,4 +642,104 @@ async fn a_start_time_that_passed_while_down_begins_on_open() {
     // A start time already past begins at once.
     let h = rt.start_at(stamped, "past", 3, UNIX_EPOCH).await.unwrap();
     assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), (1_700_007_200, 6));
+}
+
+// ----- signal-with-start -----
+
+/// Adds the payloads of `n` events `add` to `x`.
+#[orchestration]
+async fn adder(ctx: Ctx, start: (i64, u32)) -> Result<i64, Failure> {
+    let (mut x, n) = start;
+    for _ in 0..n {
+        let add: i64 = ctx.wait_event("add").await?;
+        x += add;
+    }
+    Ok(x)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_with_start_starts_a_missing_instance_or_signals_the_running_one() {
+    let db = fresh_db("signal-with-start");
+    let b = || Runtime::builder(&db).orchestration(adder);
+    let rt = open(b).await;
+    // No such instance: started with its input, and the event delivered.
+    let h = rt.signal_with_start(adder, "fresh", (1, 1), "add", &42i64).await.unwrap();
+    assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 43);
+    // A running instance gets the event; the input given is not used.
+    rt.start(adder, "existing", (-2, 1)).await.unwrap();
+    eventually("waiting", || pending_of(&rt, "existing").as_deref() == Some("event `add`")).await;
+    drop(h);
+    let rt = restart(rt, b).await;
+    let h = rt.signal_with_start(adder, "existing", (1000, 1), "add", &42i64).await.unwrap();
+    assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 40);
+    // A finished instance is not started again.
+    match rt.signal_with_start(adder, "existing", (0, 1), "add", &1i64).await {
+        Err(SignalWithStartError::Event(ClientError::Finished { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.wait().await.unwrap(), 40);
+    assert_eq!(rt.status("existing").unwrap().unwrap().buffered_events, 0, "nothing was stored");
+    // An id held by another orchestration is refused.
+    rt.start(nap, "a-nap", 1).await.unwrap();
+    match rt.signal_with_start(adder, "a-nap", (0, 1), "add", &1i64).await {
+        Err(SignalWithStartError::Start(StartError::Conflict { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rt.status("a-nap").unwrap().unwrap().buffered_events, 0);
+}
+
+/// Takes an `add` event only if it is buffered when its first step runs.
+#[orchestration]
+async fn impatient(ctx: Ctx, x: i64) -> Result<Option<i64>, Failure> {
+    match ctx.wait_event::<i64>("add").timeout(Duration::ZERO).await {
+        Ok(add) => Ok(Some(x + add)),
+        Err(EventError::TimedOut { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_of_a_signal_with_start_is_there_before_the_first_step() {
+    let db = fresh_db("signal-with-start-first");
+    // Events raised after a start arrive late: the first step would not find them.
+    let store = std::sync::Arc::new(SlowInbox {
+        inner: durable::store::SledStore::open(&db).unwrap(),
+        delay: Duration::from_millis(300),
+    });
+    let rt = open(|| Runtime::builder(&db).store(store.clone()).orchestration(impatient)).await;
+    rt.start(impatient, "raised-later", 1).await.unwrap();
+    rt.raise_event("raised-later", "add", &42i64).await.unwrap();
+    let h = rt.handle::<impatient>("raised-later");
+    assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), None);
+    for round in 0..5 {
+        let id = format!("impatient-{round}");
+        let h = rt.signal_with_start(impatient, id, 1, "add", &42i64).await.unwrap();
+        assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), Some(43));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_signal_with_starts_start_one_instance_and_deliver_every_event() {
+    let db = fresh_db("signal-with-start-race");
+    let b = || Runtime::builder(&db).orchestration(adder);
+    let rt = open(b).await;
+    for round in 0..20 {
+        let id = format!("race-{round}");
+        let (a, c) = tokio::join!(
+            rt.signal_with_start(adder, id.clone(), (100, 3), "add", &1i64),
+            rt.signal_with_start(adder, id.clone(), (200, 3), "add", &2i64),
+        );
+        a.unwrap();
+        c.unwrap();
+    }
+    // Both events of every round were delivered, to one instance each, started once.
+    let rt = restart(rt, b).await;
+    for round in 0..20 {
+        let id = format!("race-{round}");
+        let h = rt.signal_with_start(adder, id.clone(), (0, 3), "add", &10i64).await.unwrap();
+        let out = h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+        assert!(out == 113 || out == 213, "{id}: {out}");
+    }
+    let filter = ListFilter { orchestration: Some("adder".into()), ..ListFilter::default() };
+    assert_eq!(rt.list(&filter).unwrap().instances.len(), 20);
 }

@@ -146,6 +146,19 @@ pub enum ClientError {
     Store(#[from] StoreError),
 }
 
+/// A [`signal_with_start`](crate::Runtime::signal_with_start) failed; nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalWithStartError {
+    /// The instance did not exist and could not be started, or its id is held by another
+    /// orchestration or a parent.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The event could not be raised: the payload is refused, or the instance has finished.
+    #[error(transparent)]
+    Event(#[from] ClientError),
+}
+
 /// Waiting for an instance's result failed, or the instance did not complete.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

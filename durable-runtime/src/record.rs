@@ -99,7 +99,8 @@ pub(crate) struct InstanceRecord {
     pub parent: Option<String>,
     /// The last value the orchestration set with `ctx.set_status`.
     pub custom_status: Option<Vec<u8>>,
-    /// Events raised and not yet taken, oldest first.
+    /// Events raised and not yet taken, oldest first: those buffered by builds before store
+    /// inboxes, and the event of a signal-with-start that created the instance.
     pub inbox: Vec<InboxEvent>,
     pub next_event_seq: u64,
     /// A requested cancellation, applied at the next suspension point.
@@ -107,8 +108,9 @@ pub(crate) struct InstanceRecord {
     pub suspended: bool,
 }
 
-/// A message appended to an instance's inbox in the store (the record's own `inbox` holds only
-/// events buffered by builds before inboxes existed). Bytes: the magic `DM`, the format version
+/// A message appended to an instance's inbox in the store (the record's own `inbox` holds
+/// events buffered by builds before inboxes existed, and the event a signal-with-start created
+/// the instance with). Bytes: the magic `DM`, the format version
 /// (u16, little endian), then the bincode body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum InboxMessage {
@@ -211,19 +213,27 @@ impl InstanceRecord {
         }
     }
 
-    /// This fresh record, made to begin at `at_ms` (runtime clock): it waits on a timer before
+    /// Makes this fresh record begin at `at_ms` (runtime clock): it waits on a timer before
     /// its first step. A scheduled start needs no field of its own: it is the one record with a
     /// pending command and no frame yet, so builds that know nothing of scheduled starts read it
     /// as a timer and run it when it is due, and the timer index wakes it like any other timer.
-    pub(crate) fn scheduled(mut self, id: &str, at_ms: u64) -> Self {
+    pub(crate) fn schedule(&mut self, id: &str, at_ms: u64) {
         let command = Command::Timer { fire_at_ms: at_ms };
         let key = crate::ids::step_key(id, 0);
         let branches = crate::branches::new_branches(&command, &key);
         self.pending = Some(Pending { command, key, branches });
-        self
     }
 
-    /// When a scheduled instance begins, while it has not begun (see [`scheduled`](Self::scheduled)).
+    /// Buffers event `name` in the record itself: the event of a signal-with-start that
+    /// creates the instance, written with it in one write, so that no step runs before it is
+    /// there. (Every other event goes to the store's inbox of the instance.)
+    pub(crate) fn buffer_event(&mut self, name: &str, payload: Vec<u8>) {
+        let seq = self.next_event_seq;
+        self.inbox.push(InboxEvent { seq, name: name.to_owned(), payload });
+        self.next_event_seq += 1;
+    }
+
+    /// When a scheduled instance begins, while it has not begun (see [`schedule`](Self::schedule)).
     pub(crate) fn scheduled_start(&self) -> Option<u64> {
         match (&self.frame, &self.pending) {
             (None, Some(Pending { command: Command::Timer { fire_at_ms }, .. })) => {
@@ -250,7 +260,8 @@ mod tests {
 
     #[test]
     fn a_scheduled_start_is_a_timer_before_the_first_step() {
-        let r = sample().scheduled("i", 5_000);
+        let mut r = sample();
+        r.schedule("i", 5_000);
         assert_eq!(r.scheduled_start(), Some(5_000));
         assert_eq!(InstanceRecord::from_bytes(&r.to_bytes().unwrap()).unwrap(), r);
         assert_eq!(sample().scheduled_start(), None);

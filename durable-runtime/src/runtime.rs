@@ -11,10 +11,10 @@ use crate::builder::RuntimeBuilder;
 use crate::clock::Clock;
 use crate::codec;
 use crate::engine::Engine;
-use crate::error::{ClientError, InstanceError, OpenError, StartError};
+use crate::error::{ClientError, InstanceError, OpenError, SignalWithStartError, StartError};
 use crate::ids::{shown_id, validate_id};
 use crate::orchestration::{Orchestration, OrchestrationOutput, Registry};
-use crate::record::State;
+use crate::record::{InstanceRecord, State};
 use crate::records::Records;
 use crate::records::{Refused, client_error};
 use crate::registry::Registered;
@@ -133,7 +133,7 @@ impl Runtime {
         id: impl Into<String>,
         input: O::Input,
     ) -> Result<Handle<O>, StartError> {
-        self.start_with(orchestration, id.into(), input, None).await
+        self.start_with(orchestration, id.into(), input, |_, _| {}).await.map(|(h, _)| h)
     }
 
     /// Starts an instance of `orchestration` under `id` that begins at `at` (the Durable Task
@@ -170,16 +170,70 @@ impl Runtime {
         at: SystemTime,
     ) -> Result<Handle<O>, StartError> {
         let at_ms = at.duration_since(UNIX_EPOCH).map_or(0, crate::clock::ms);
-        self.start_with(orchestration, id.into(), input, Some(at_ms)).await
+        let schedule = |id: &str, rec: &mut InstanceRecord| {
+            if at_ms > rec.created_ms {
+                rec.schedule(id, at_ms);
+            }
+        };
+        self.start_with(orchestration, id.into(), input, schedule).await.map(|(h, _)| h)
     }
 
+    /// Raises event `name` with `payload` for instance `id`, starting it first with `input` when
+    /// there is no such instance, in one call (Temporal's `SignalWithStart`).
+    ///
+    /// When the call starts the instance, the event is written with its first record: no step
+    /// runs before the event is buffered, and two concurrent calls on a fresh id start one
+    /// instance and deliver both events (the starter's first). When the instance exists and has
+    /// not finished, this is [`raise_event`](Self::raise_event) on it, and `input` is not used.
+    /// As for [`start`](Self::start), an id is never started twice: an instance that has
+    /// finished gets [`SignalWithStartError::Event`] with [`ClientError::Finished`] (Temporal
+    /// would start a new run; here, [`purge`](Self::purge) it first), and an id held by another
+    /// orchestration or by a parent gets [`SignalWithStartError::Start`]. Either way nothing
+    /// was stored. Events are buffered first in, first out per name, as for `raise_event`.
+    ///
+    /// ```no_run
+    /// # use durable_runtime::Runtime;
+    /// # #[allow(dead_code)]
+    /// # async fn demo<O: durable_runtime::Orchestration<Input = i64>>(
+    /// #     rt: Runtime,
+    /// #     counter: fn() -> O,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Starts `counter-7` with 0 unless it exists, and hands it `add(5)` either way.
+    /// let handle = rt.signal_with_start(counter, "counter-7", 0, "add", &5i64).await?;
+    /// # drop(handle);
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal_with_start<O: Orchestration, T: crate::Persistable>(
+        &self,
+        orchestration: impl FnOnce() -> O,
+        id: impl Into<String>,
+        input: O::Input,
+        name: &str,
+        payload: &T,
+    ) -> Result<Handle<O>, SignalWithStartError> {
+        let id = id.into();
+        self.refuse_after_shutdown(&id)?;
+        let bytes = crate::event::encode_typed(payload)
+            .map_err(|e| ClientError::Payload { id: shown_id(&id), reason: e.to_string() })?;
+        self.check_payload(&id, &bytes)?;
+        let first = bytes.clone();
+        let with_event = |_: &str, rec: &mut InstanceRecord| rec.buffer_event(name, first);
+        let (handle, created) = self.start_with(orchestration, id, input, with_event).await?;
+        if !created {
+            self.raise_bytes(handle.id(), name, bytes).await?;
+        }
+        Ok(handle)
+    }
+
+    /// Starts an instance; `shape` completes its new record. The handle, and whether this call
+    /// created the instance.
     async fn start_with<O: Orchestration>(
         &self,
         orchestration: impl FnOnce() -> O,
         id: String,
         input: O::Input,
-        start_at_ms: Option<u64>,
-    ) -> Result<Handle<O>, StartError> {
+        shape: impl FnOnce(&str, &mut InstanceRecord),
+    ) -> Result<(Handle<O>, bool), StartError> {
         validate_id(&id).map_err(|reason| StartError::InvalidId { id: shown_id(&id), reason })?;
         if self.engine.is_shut_down() {
             return Err(StartError::Shutdown(shown_id(&id)));
@@ -202,8 +256,11 @@ impl Runtime {
                 requested: O::VERSION,
             });
         }
-        self.engine.start_encoded(O::NAME, Some(version), &id, bytes, None, start_at_ms).await?;
-        Ok(Handle { rt: self.clone(), id, _o: PhantomData })
+        let created = self
+            .engine
+            .start_encoded(O::NAME, Some(version), &id, bytes, None, |rec| shape(&id, rec))
+            .await?;
+        Ok((Handle { rt: self.clone(), id, _o: PhantomData }, created))
     }
 
     /// A handle to an existing instance of `O` (not checked until used).
@@ -269,6 +326,14 @@ impl Runtime {
     }
 
     async fn raise_bytes(&self, id: &str, name: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
+        self.check_payload(id, &bytes)?;
+        self.engine.records.raise(id, name, bytes).await?;
+        self.engine.wake(id);
+        Ok(())
+    }
+
+    /// Refuses an event payload over the limit.
+    fn check_payload(&self, id: &str, bytes: &[u8]) -> Result<(), ClientError> {
         if bytes.len() > self.engine.max_payload {
             return Err(ClientError::Payload {
                 id: id.into(),
@@ -279,8 +344,6 @@ impl Runtime {
                 ),
             });
         }
-        self.engine.records.raise(id, name, bytes).await?;
-        self.engine.wake(id);
         Ok(())
     }
 
