@@ -9,7 +9,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use durable::{
     ActivityContext, ActivityError, AnyOutput, Call, ChildError, ClientError, Clock, Ctx, Either,
     EventError, Failure, InstanceError, InstanceState, IntoAnyOp, ListFilter, RetryPolicy, Runtime,
-    RuntimeBuilder, SignalWithStartError, Sleep, StartError, WaitEvent, activity, orchestration,
+    RuntimeBuilder, Scope, SignalWithStartError, Sleep, StartError, WaitEvent, activity,
+    orchestration,
 };
 use support::harness::{activity_body, executions, fresh_db, open};
 use support::slow_inbox::SlowInbox;
@@ -742,4 +743,124 @@ async fn concurrent_signal_with_starts_start_one_instance_and_deliver_every_even
     }
     let filter = ListFilter { orchestration: Some("adder".into()), ..ListFilter::default() };
     assert_eq!(rt.list(&filter).unwrap().instances.len(), 20);
+}
+
+// ----- cancel and purge scope -----
+
+/// Sleeps an hour at depth 0; above, runs itself one level deeper as a sub-orchestration.
+#[orchestration]
+async fn chain(ctx: Ctx, depth: u32) -> Result<u32, Failure> {
+    if depth == 0 {
+        ctx.sleep(Duration::from_secs(3600)).await;
+        return Ok(0);
+    }
+    let below = ctx.child(chain, depth - 1).await?;
+    Ok(below + 1)
+}
+
+fn state_of(rt: &Runtime, id: &str) -> Option<InstanceState> {
+    rt.status(id).unwrap().map(|s| s.state)
+}
+
+/// The ids of `root`'s chain, top down, once its deepest instance sleeps.
+async fn parked_chain(rt: &Runtime, root: &str, depth: u32) -> Vec<String> {
+    let mut ids = vec![root.to_owned()];
+    for _ in 0..depth {
+        let parent = ids.last().unwrap().clone();
+        let mut child = Vec::new();
+        eventually("child started", || {
+            child = rt.children(&parent).unwrap();
+            child.len() == 1
+        })
+        .await;
+        ids.push(child.remove(0));
+    }
+    let deepest = ids.last().unwrap().clone();
+    eventually("deepest sleeping", || pending_of(rt, &deepest).as_deref() == Some("timer")).await;
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_takes_the_whole_tree_or_the_instance_alone() {
+    let db = fresh_db("cancel-scope");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(chain).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start(chain, "tree", 2).await.unwrap();
+    rt.start(chain, "alone", 2).await.unwrap();
+    let tree = parked_chain(&rt, "tree", 2).await;
+    let alone = parked_chain(&rt, "alone", 2).await;
+    let rt = restart(rt, b).await;
+
+    // Recursive: every depth ends cancelled.
+    rt.cancel_with("tree", "all of it", Scope::Tree).await.unwrap();
+    for id in &tree {
+        eventually("cancelled", || {
+            matches!(state_of(&rt, id), Some(InstanceState::Cancelled { .. }))
+        })
+        .await;
+    }
+    // Alone: the instance ends, its child and grandchild run on to their end.
+    rt.cancel_with("alone", "just the top", Scope::Instance).await.unwrap();
+    rt.cancel_with("alone", "just the top", Scope::Tree).await.unwrap(); // the first scope wins
+    match rt.handle::<chain>("alone").wait_timeout(Duration::from_secs(10)).await.unwrap() {
+        Err(InstanceError::Cancelled(reason)) => assert_eq!(reason, "just the top"),
+        other => panic!("{other:?}"),
+    }
+    let rt = restart(rt, b).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state_of(&rt, &alone[1]), Some(InstanceState::Running));
+    assert_eq!(pending_of(&rt, &alone[2]).as_deref(), Some("timer"));
+    clock.advance(Duration::from_secs(3600));
+    let out = rt.handle::<chain>(alone[1].clone()).wait_timeout(Duration::from_secs(10)).await;
+    assert_eq!(out.unwrap().unwrap(), 1, "the child finished on its own");
+    assert_eq!(state_of(&rt, &alone[2]), Some(InstanceState::Completed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_refuses_a_parent_with_running_children_unless_recursive() {
+    let db = fresh_db("purge-scope");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(chain).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start(chain, "top", 2).await.unwrap();
+    let ids = parked_chain(&rt, "top", 2).await;
+    rt.cancel_with("top", "stop the top", Scope::Instance).await.unwrap();
+    let h = rt.handle::<chain>("top");
+    assert!(matches!(h.wait_timeout(Duration::from_secs(10)).await, Some(Err(_))));
+    match rt.purge("top").await {
+        Err(e @ ClientError::ChildrenRunning { .. }) => {
+            let ClientError::ChildrenRunning { children, .. } = &e else { unreachable!() };
+            assert_eq!(children, &[ids[1].clone()]);
+            assert!(e.to_string().contains("Scope::Tree"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(rt.status("top").unwrap().is_some(), "nothing was purged");
+    drop(h);
+    let rt = restart(rt, b).await;
+    // Recursive: the running descendants are cancelled, then everything is deleted.
+    rt.purge_with("top", Scope::Tree).await.unwrap();
+    for id in &ids {
+        assert!(rt.status(id).unwrap().is_none(), "{id} still stored");
+    }
+
+    // A finished tree: alone, the children stay stored; recursively, they go too.
+    rt.start(chain, "done-a", 1).await.unwrap();
+    rt.start(chain, "done-b", 1).await.unwrap();
+    let a = parked_chain(&rt, "done-a", 1).await;
+    let b_ids = parked_chain(&rt, "done-b", 1).await;
+    clock.advance(Duration::from_secs(3600));
+    for root in ["done-a", "done-b"] {
+        let out = rt.handle::<chain>(root).wait_timeout(Duration::from_secs(10)).await;
+        assert_eq!(out.unwrap().unwrap(), 1);
+    }
+    rt.purge("done-a").await.unwrap();
+    assert!(rt.status("done-a").unwrap().is_none());
+    assert_eq!(state_of(&rt, &a[1]), Some(InstanceState::Completed), "a child purged alone stays");
+    rt.purge_with("done-b", Scope::Tree).await.unwrap();
+    assert!(b_ids.iter().all(|id| rt.status(id).unwrap().is_none()));
+    // A running instance is refused either way.
+    rt.start(chain, "live", 0).await.unwrap();
+    assert!(matches!(rt.purge_with("live", Scope::Tree).await, Err(ClientError::Running(_))));
 }

@@ -43,7 +43,8 @@ impl From<ClientError> for ApiError {
             ClientError::NotFound(_) => 404,
             ClientError::Finished { .. }
             | ClientError::Cancelling { .. }
-            | ClientError::Running(_) => 409,
+            | ClientError::Running(_)
+            | ClientError::ChildrenRunning { .. } => 409,
             ClientError::Payload { .. } => 400,
             ClientError::TooLarge { .. } => 413,
             ClientError::Shutdown(_) => 503,

@@ -113,6 +113,20 @@ pub enum ClientError {
     /// The instance is still running (purge needs a finished instance).
     #[error("instance `{0}` is still running; cancel it or wait for it first")]
     Running(String),
+    /// The instance has sub-orchestrations still running: purging it alone would leave them
+    /// without their parent. Purge it with [`Scope::Tree`](crate::Scope::Tree), or wait for
+    /// them (or cancel them) first.
+    #[error(
+        "instance `{id}` has sub-orchestrations still running ({}); purge it with `Scope::Tree` \
+         to cancel and purge them too, or wait for them first",
+        children.join(", ")
+    )]
+    ChildrenRunning {
+        /// The instance id.
+        id: String,
+        /// The ids of its running sub-orchestrations.
+        children: Vec<String>,
+    },
     /// The payload could not be encoded or is too large.
     #[error("payload for instance `{id}`: {reason}")]
     Payload {

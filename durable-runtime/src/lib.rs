@@ -51,7 +51,7 @@ pub use op::{
 pub use orchestration::{ActivityOutput, Ctx, Orchestration, OrchestrationOutput};
 pub use runtime::{Handle, Runtime};
 pub use status::{
-    Durability, InstanceState, InstanceStatus, ListFilter, Page, StepEvent, StepOutcome,
+    Durability, InstanceState, InstanceStatus, ListFilter, Page, Scope, StepEvent, StepOutcome,
 };
 
 /// A value that can be kept in a checkpoint: serde-serializable and owned.

@@ -18,7 +18,7 @@ use crate::record::{InstanceRecord, State};
 use crate::records::Records;
 use crate::records::{Refused, client_error};
 use crate::registry::Registered;
-use crate::status::{Durability, InstanceStatus, ListFilter, Page, status_of};
+use crate::status::{Durability, InstanceStatus, ListFilter, Page, Scope, status_of};
 use crate::store::StoreError;
 use crate::store::{SledStore, Store};
 
@@ -349,7 +349,8 @@ impl Runtime {
 
     /// Cancels instance `id` with `reason`: at its next suspension point (at once if it waits or
     /// is suspended) it ends with the terminal state `Cancelled`; its sub-orchestrations are
-    /// cancelled too.
+    /// cancelled too, at every depth. The same as [`cancel_with`](Self::cancel_with) and
+    /// [`Scope::Tree`].
     ///
     /// The first request wins, as a termination does in the Durable Task Framework: once a
     /// cancellation is recorded, a later `cancel` with another reason changes nothing and
@@ -358,6 +359,31 @@ impl Runtime {
     /// call is harmless. Once the cancellation is applied, `cancel` returns
     /// [`ClientError::Finished`].
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<(), ClientError> {
+        self.cancel_with(id, reason, Scope::Tree).await
+    }
+
+    /// Cancels instance `id` with `reason`, as [`cancel`](Self::cancel) does, with its
+    /// sub-orchestrations ([`Scope::Tree`], recursive: what `cancel` does) or alone
+    /// ([`Scope::Instance`]: its sub-orchestrations run on to their end, and nobody takes
+    /// their results; the Durable Task Framework's non-recursive termination).
+    ///
+    /// The first request wins, its scope included: the same reason again with another scope
+    /// returns `Ok` and changes nothing.
+    ///
+    /// ```no_run
+    /// # use durable_runtime::{Runtime, Scope};
+    /// # #[allow(dead_code)]
+    /// # async fn demo(rt: Runtime) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Stop the batch, and let the imports it started finish on their own.
+    /// rt.cancel_with("batch-12", "replaced by batch-13", Scope::Instance).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel_with(
+        &self,
+        id: &str,
+        reason: &str,
+        scope: Scope,
+    ) -> Result<(), ClientError> {
         self.refuse_after_shutdown(id)?;
         self.engine
             .records
@@ -365,8 +391,10 @@ impl Runtime {
                 Some(first) if first != reason => {
                     Err(ClientError::Cancelling { id: id.into(), reason: first.clone() })
                 }
-                _ => {
+                Some(_) => Ok(()),
+                None => {
                     rec.cancel = Some(reason.to_owned());
+                    rec.cancel_alone = scope == Scope::Instance;
                     Ok(())
                 }
             })
@@ -437,11 +465,127 @@ impl Runtime {
         }
     }
 
-    /// Deletes a finished instance and everything stored for it. A running instance is an
-    /// error.
+    /// Deletes a finished instance and everything stored for it, alone (the Durable Task
+    /// Framework's default): the same as [`purge_with`](Self::purge_with) and
+    /// [`Scope::Instance`]. A running instance is an error, and so is one with
+    /// sub-orchestrations still running ([`ClientError::ChildrenRunning`]); finished
+    /// sub-orchestrations stay stored.
     pub async fn purge(&self, id: &str) -> Result<(), ClientError> {
+        self.purge_with(id, Scope::Instance).await
+    }
+
+    /// Deletes a finished instance and everything stored for it: alone ([`Scope::Instance`],
+    /// what [`purge`](Self::purge) does), or with its sub-orchestrations at every depth
+    /// ([`Scope::Tree`]).
+    ///
+    /// The instance itself must have finished ([`ClientError::Running`] otherwise). Alone, it
+    /// must have no sub-orchestration still running ([`ClientError::ChildrenRunning`] names
+    /// them). With [`Scope::Tree`], sub-orchestrations still running are cancelled (reason
+    /// "parent `id` purged") and this waits until they have ended before deleting them. Finding
+    /// the sub-orchestrations reads every instance record (no index names an instance's
+    /// children).
+    ///
+    /// ```no_run
+    /// # use durable_runtime::{Runtime, Scope};
+    /// # #[allow(dead_code)]
+    /// # async fn demo(rt: Runtime) -> Result<(), Box<dyn std::error::Error>> {
+    /// rt.purge_with("batch-12", Scope::Tree).await?;
+    /// assert!(rt.children("batch-12")?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn purge_with(&self, id: &str, scope: Scope) -> Result<(), ClientError> {
         self.refuse_after_shutdown(id)?;
+        match self.engine.records.read(id)? {
+            None => return Err(ClientError::NotFound(id.into())),
+            Some(Ok(rec)) if !rec.is_terminal() => return Err(ClientError::Running(id.into())),
+            Some(_) => {}
+        }
+        let tree = self.descendants(id)?;
+        match scope {
+            Scope::Instance => {
+                let children: Vec<String> = tree
+                    .iter()
+                    .filter(|(_, parent, finished)| parent == id && !finished)
+                    .map(|(child, _, _)| child.clone())
+                    .collect();
+                if !children.is_empty() {
+                    return Err(ClientError::ChildrenRunning { id: id.into(), children });
+                }
+            }
+            Scope::Tree => {
+                let reason = format!("parent `{}` purged", shown_id(id));
+                for (child, _, finished) in &tree {
+                    if !finished {
+                        self.end_for_purge(child, &reason).await?;
+                    }
+                }
+                // Deepest first: a failure part way leaves a tree whose parents are stored.
+                for (child, _, _) in tree.iter().rev() {
+                    match self.engine.records.remove(child).await {
+                        Ok(()) | Err(ClientError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
         self.engine.records.remove(id).await
+    }
+
+    /// Every sub-orchestration under `id`, at every depth, parents before their children: its
+    /// id, its parent's and whether it has finished. Reads every instance record.
+    fn descendants(&self, id: &str) -> Result<Vec<(String, String, bool)>, StoreError> {
+        let mut by_parent: std::collections::HashMap<String, Vec<(String, bool)>> =
+            std::collections::HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let batch = self.engine.records.scan(after.as_deref(), 512)?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(last.clone());
+            for (child, rec) in batch {
+                if let Ok(rec) = rec
+                    && let Some(parent) = rec.parent.clone()
+                {
+                    by_parent.entry(parent).or_default().push((child, rec.is_terminal()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut next = vec![id.to_owned()];
+        while let Some(parent) = next.pop() {
+            for (child, finished) in by_parent.remove(&parent).unwrap_or_default() {
+                next.push(child.clone());
+                out.push((child, parent.clone(), finished));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels `id` (unless a cancellation was asked for already) and waits until it has ended.
+    async fn end_for_purge(&self, id: &str, reason: &str) -> Result<(), ClientError> {
+        let mut changes = self.engine.changes.subscribe();
+        match self
+            .engine
+            .records
+            .update_live(id, |rec| {
+                rec.cancel.get_or_insert_with(|| reason.to_owned());
+                Ok(())
+            })
+            .await
+        {
+            Ok(()) | Err(ClientError::Finished { .. } | ClientError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.engine.wake(id);
+        loop {
+            match self.engine.records.read(id)? {
+                Some(Ok(rec)) if !rec.is_terminal() => {}
+                _ => return Ok(()),
+            }
+            self.refuse_after_shutdown(id)?;
+            if changes.changed().await.is_err() {
+                return Err(ClientError::Shutdown(shown_id(id)));
+            }
+        }
     }
 
     /// Stops every instance task of this process (their state stays stored) and waits for them.

@@ -19,6 +19,17 @@ pub enum Durability {
     Buffered,
 }
 
+/// Which instances a [`cancel_with`](crate::Runtime::cancel_with) or a
+/// [`purge_with`](crate::Runtime::purge_with) applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scope {
+    /// The instance and its sub-orchestrations, theirs too, at every depth (recursive).
+    Tree,
+    /// The instance alone.
+    Instance,
+}
+
 /// The state of an instance, as a client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
