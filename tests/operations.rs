@@ -8,9 +8,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use durable::{
     ActivityContext, ActivityError, AnyOutput, Call, ChildError, ClientError, Clock, Ctx, Either,
-    EventError, Failure, InstanceError, InstanceState, IntoAnyOp, ListFilter, RetryPolicy, Runtime,
-    RuntimeBuilder, Scope, SignalWithStartError, Sleep, StartError, WaitEvent, activity,
-    orchestration,
+    EventError, Failure, Handle, InstanceError, InstanceState, InstanceStatus, IntoAnyOp,
+    ListFilter, Parked, RetryPolicy, Runtime, RuntimeBuilder, Scope, SignalWithStartError, Sleep,
+    StartError, WaitEvent, activity, orchestration,
 };
 use support::harness::{activity_body, executions, fresh_db, open};
 use support::slow_inbox::SlowInbox;
@@ -28,6 +28,14 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     panic!("never happened: {what}");
+}
+
+/// Waits until `h` is parked at `at`, failing the test after 10 s.
+async fn parked<O: durable::Orchestration>(h: &Handle<O>, at: Parked) -> InstanceStatus {
+    tokio::time::timeout(Duration::from_secs(10), h.parked(at.clone()))
+        .await
+        .unwrap_or_else(|_| panic!("{} never parked at {at:?}", h.id()))
+        .unwrap()
 }
 
 fn pending_of(rt: &Runtime, id: &str) -> Option<String> {
@@ -664,11 +672,12 @@ async fn signal_with_start_starts_a_missing_instance_or_signals_the_running_one(
     let b = || Runtime::builder(&db).orchestration(adder);
     let rt = open(b).await;
     // No such instance: started with its input, and the event delivered.
-    let h = rt.signal_with_start(adder, "fresh", (1, 1), "add", &42i64).await.unwrap();
-    assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 43);
+    let fresh = rt.signal_with_start(adder, "fresh", (1, 1), "add", &42i64).await.unwrap();
+    assert_eq!(fresh.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 43);
+    drop(fresh);
     // A running instance gets the event; the input given is not used.
-    rt.start(adder, "existing", (-2, 1)).await.unwrap();
-    eventually("waiting", || pending_of(&rt, "existing").as_deref() == Some("event `add`")).await;
+    let h = rt.start(adder, "existing", (-2, 1)).await.unwrap();
+    parked(&h, Parked::Event("add".into())).await;
     drop(h);
     let rt = restart(rt, b).await;
     let h = rt.signal_with_start(adder, "existing", (1000, 1), "add", &42i64).await.unwrap();
@@ -767,16 +776,12 @@ async fn parked_chain(rt: &Runtime, root: &str, depth: u32) -> Vec<String> {
     let mut ids = vec![root.to_owned()];
     for _ in 0..depth {
         let parent = ids.last().unwrap().clone();
-        let mut child = Vec::new();
-        eventually("child started", || {
-            child = rt.children(&parent).unwrap();
-            child.len() == 1
-        })
-        .await;
+        parked(&rt.handle::<chain>(parent.clone()), Parked::Child).await;
+        let mut child = rt.children(&parent).unwrap();
+        assert_eq!(child.len(), 1, "{parent}: {child:?}");
         ids.push(child.remove(0));
     }
-    let deepest = ids.last().unwrap().clone();
-    eventually("deepest sleeping", || pending_of(rt, &deepest).as_deref() == Some("timer")).await;
+    parked(&rt.handle::<chain>(ids.last().unwrap().clone()), Parked::Timer).await;
     ids
 }
 
@@ -800,9 +805,13 @@ async fn cancel_takes_the_whole_tree_or_the_instance_alone() {
         })
         .await;
     }
-    // Alone: the instance ends, its child and grandchild run on to their end.
+    // Alone: the instance ends, its child and grandchild run on to their end. Asked through a
+    // runtime that runs nothing, so both requests are recorded before either is applied: the
+    // first wins, its scope included.
+    let rt = restart(rt, || b().worker(false)).await;
     rt.cancel_with("alone", "just the top", Scope::Instance).await.unwrap();
-    rt.cancel_with("alone", "just the top", Scope::Tree).await.unwrap(); // the first scope wins
+    rt.cancel_with("alone", "just the top", Scope::Tree).await.unwrap();
+    let rt = restart(rt, b).await;
     match rt.handle::<chain>("alone").wait_timeout(Duration::from_secs(10)).await.unwrap() {
         Err(InstanceError::Cancelled(reason)) => assert_eq!(reason, "just the top"),
         other => panic!("{other:?}"),
@@ -863,4 +872,69 @@ async fn purge_refuses_a_parent_with_running_children_unless_recursive() {
     // A running instance is refused either way.
     rt.start(chain, "live", 0).await.unwrap();
     assert!(matches!(rt.purge_with("live", Scope::Tree).await, Err(ClientError::Running(_))));
+}
+
+// ----- waiting until parked -----
+
+/// Sleeps a minute `n` times, then waits for event `go`; returns the minutes slept.
+#[orchestration]
+async fn ticker(ctx: Ctx, n: u32) -> Result<u64, Failure> {
+    let start = ctx.now();
+    for _ in 0..n {
+        ctx.sleep(Duration::from_secs(60)).await;
+    }
+    let _: bool = ctx.wait_event("go").await?;
+    Ok(ctx.now().duration_since(start).unwrap_or_default().as_secs() / 60)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_waits_until_an_instance_is_parked_then_advances_the_clock() {
+    let db = fresh_db("parked");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(ticker).clock(clock.clone());
+    let rt = open(b).await;
+    let h = rt.start(ticker, "ticks", 6).await.unwrap();
+    // Each minute is advanced only once the instance sleeps: none is lost, none fires early.
+    for _ in 0..3 {
+        let status = parked(&h, Parked::Timer).await;
+        assert_eq!(status.pending.as_deref(), Some("timer"));
+        clock.advance(Duration::from_secs(60));
+    }
+    drop(h);
+    let rt = restart(rt, b).await;
+    let h = rt.handle::<ticker>("ticks");
+    for _ in 0..3 {
+        parked(&h, Parked::Timer).await;
+        clock.advance(Duration::from_secs(60));
+    }
+    // Parked at the event now, not at a timer nor a child.
+    let status = parked(&h, Parked::Event("go".into())).await;
+    assert_eq!(status.pending.as_deref(), Some("event `go`"));
+    parked(&h, Parked::Any).await;
+    let not_there = tokio::time::timeout(Duration::from_millis(100), h.parked(Parked::Child));
+    assert!(not_there.await.is_err(), "it is not waiting for a child");
+    rt.raise_event("ticks", "go", &true).await.unwrap();
+    assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 6);
+    // A finished instance is parked nowhere; an unknown one is an error.
+    assert!(matches!(h.parked(Parked::Any).await, Err(ClientError::Finished { .. })));
+    let unknown = rt.handle::<ticker>("no-such").parked(Parked::Timer).await;
+    assert!(matches!(unknown, Err(ClientError::NotFound(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_sees_children_and_retry_backoffs() {
+    let db = fresh_db("parked-kinds");
+    let clock = manual_clock();
+    let b =
+        || Runtime::builder(&db).orchestration(chain).orchestration(retrying).clock(clock.clone());
+    let rt = open(b).await;
+    let parent = rt.start(chain, "parked-parent", 1).await.unwrap();
+    parked(&parent, Parked::Child).await;
+    let backing_off = rt.start(retrying, "parked-retry", 2).await.unwrap();
+    parked(&backing_off, Parked::Backoff).await;
+    drop((parent, backing_off));
+    let rt = restart(rt, b).await;
+    let child = rt.children("parked-parent").unwrap().remove(0);
+    parked(&rt.handle::<chain>(child), Parked::Timer).await;
+    parked(&rt.handle::<retrying>("parked-retry"), Parked::Backoff).await;
 }

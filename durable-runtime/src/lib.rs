@@ -51,7 +51,8 @@ pub use op::{
 pub use orchestration::{ActivityOutput, Ctx, Orchestration, OrchestrationOutput};
 pub use runtime::{Handle, Runtime};
 pub use status::{
-    Durability, InstanceState, InstanceStatus, ListFilter, Page, Scope, StepEvent, StepOutcome,
+    Durability, InstanceState, InstanceStatus, ListFilter, Page, Parked, Scope, StepEvent,
+    StepOutcome,
 };
 
 /// A value that can be kept in a checkpoint: serde-serializable and owned.

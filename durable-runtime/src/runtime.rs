@@ -18,7 +18,7 @@ use crate::record::{InstanceRecord, State};
 use crate::records::Records;
 use crate::records::{Refused, client_error};
 use crate::registry::Registered;
-use crate::status::{Durability, InstanceStatus, ListFilter, Page, Scope, status_of};
+use crate::status::{Durability, InstanceStatus, ListFilter, Page, Parked, Scope, status_of};
 use crate::store::StoreError;
 use crate::store::{SledStore, Store};
 
@@ -683,6 +683,65 @@ impl<O: Orchestration> Handle<O> {
             }
             if changes.changed().await.is_err() {
                 return Err(InstanceError::Shutdown);
+            }
+        }
+    }
+
+    /// Waits until the instance is parked at a suspension point of kind `at`, and returns its
+    /// status there: its step is checkpointed, it is not suspended, and this process no longer
+    /// works on it; it only waits (for `at`, and whatever else its join or race waits for), and
+    /// the timer index holds its timers. A test can then advance a manual [`Clock`] or raise an
+    /// event knowing the instance is there, instead of polling its status and sleeping.
+    ///
+    /// An operation that is ready (a timer that came due, an event raised for the wait, a child
+    /// that finished) does not count: the instance is about to go on. Woken by the runtime's
+    /// change notifications, not by polling. Returns at once when the instance is parked there
+    /// already; an `Err` when it ends first ([`ClientError::Finished`]),
+    /// does not exist, or the runtime shuts down. It waits as long as the instance does
+    /// something else: bound it with [`tokio::time::timeout`]. On a runtime that runs no
+    /// instances ([`RuntimeBuilder::worker`]`(false)`), the stored record alone decides.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use durable_runtime::{Orchestration, Parked, Runtime};
+    /// # #[allow(dead_code)]
+    /// # async fn demo<O: Orchestration<Input = u64>>(
+    /// #     rt: Runtime,
+    /// #     nap: fn() -> O,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// // `nap` sleeps an hour; the runtime runs on `Clock::manual(..)`.
+    /// let handle = rt.start(nap, "nap-1", 60).await?;
+    /// handle.parked(Parked::Timer).await?;
+    /// rt.clock().advance(Duration::from_secs(3600));
+    /// handle.wait().await.ok();
+    /// # Ok(()) }
+    /// ```
+    pub async fn parked(&self, at: Parked) -> Result<InstanceStatus, ClientError> {
+        let engine = &self.rt.engine;
+        let id = self.id.as_str();
+        let mut changes = engine.changes.subscribe();
+        loop {
+            let instance = match engine.records.load(id) {
+                Ok(Some(i)) => i,
+                Ok(None) => return Err(ClientError::NotFound(id.into())),
+                Err(reason) => return Err(ClientError::Unreadable { id: id.into(), reason }),
+            };
+            let rec = &instance.rec;
+            if rec.is_terminal() {
+                let state = crate::status::state_of(rec, true);
+                return Err(ClientError::Finished { id: id.into(), state });
+            }
+            let buffered: Vec<&str> = instance.events.iter().map(|e| e.name.as_str()).collect();
+            let child_finished = |child: &str| matches!(engine.records.record(child), Ok(Some((c, _))) if c.is_terminal());
+            if !rec.suspended
+                && !engine.is_driven(id)
+                && at.matches(rec, engine.clock.now_ms(), &buffered, child_finished)
+            {
+                return self.rt.status(id)?.ok_or_else(|| ClientError::NotFound(id.into()));
+            }
+            // Set before `shutdown` notifies: a wait that subscribed earlier is woken below.
+            if engine.is_shut_down() || changes.changed().await.is_err() {
+                return Err(ClientError::Shutdown(shown_id(id)));
             }
         }
     }
