@@ -8,10 +8,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use durable::{
     ActivityContext, ActivityError, AnyOutput, Call, ChildError, ClientError, Clock, Ctx, Either,
-    EventError, Failure, InstanceError, InstanceState, IntoAnyOp, ListFilter, RetryPolicy, Runtime,
-    RuntimeBuilder, Sleep, WaitEvent, activity, orchestration,
+    EventError, Failure, Handle, InstanceError, InstanceState, InstanceStatus, IntoAnyOp,
+    ListFilter, Parked, RetryPolicy, Runtime, RuntimeBuilder, Scope, SignalWithStartError, Sleep,
+    StartError, WaitEvent, activity, orchestration,
 };
 use support::harness::{activity_body, executions, fresh_db, open};
+use support::slow_inbox::SlowInbox;
 
 fn manual_clock() -> Clock {
     Clock::manual(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
@@ -26,6 +28,14 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     panic!("never happened: {what}");
+}
+
+/// Waits until `h` is parked at `at`, failing the test after 10 s.
+async fn parked<O: durable::Orchestration>(h: &Handle<O>, at: Parked) -> InstanceStatus {
+    tokio::time::timeout(Duration::from_secs(10), h.parked(at.clone()))
+        .await
+        .unwrap_or_else(|_| panic!("{} never parked at {at:?}", h.id()))
+        .unwrap()
 }
 
 fn pending_of(rt: &Runtime, id: &str) -> Option<String> {
@@ -534,4 +544,397 @@ async fn errors_classified_as_not_retryable_fail_at_once() {
         "invalid: -3 is not a valid amount"
     );
     assert_eq!(executions("invalid").values().sum::<u64>(), 1, "no retry after a permanent error");
+}
+
+// ----- scheduled start -----
+
+/// Returns the time its first step ran (seconds) and `x` doubled by an activity.
+#[orchestration]
+async fn stamped(ctx: Ctx, x: u64) -> Result<(u64, u64), Failure> {
+    let began = ctx.now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let d = ctx.call(double, x).await?;
+    Ok((began, d))
+}
+
+fn scheduled_at(rt: &Runtime, id: &str) -> Option<std::time::SystemTime> {
+    match rt.status(id).unwrap()?.state {
+        InstanceState::Scheduled { at } => Some(at),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_start_exists_at_once_and_begins_at_its_time_across_a_restart() {
+    let db = fresh_db("start-at");
+    let clock = manual_clock();
+    let t0 = clock.now();
+    let at = t0 + Duration::from_secs(3600);
+    let b = || Runtime::builder(&db).orchestration(stamped).clock(clock.clone());
+    let rt = open(b).await;
+    let h = rt.start_at(stamped, "later", 21, at).await.unwrap();
+    assert_eq!(scheduled_at(&rt, "later"), Some(at));
+    let status = h.status().unwrap().unwrap();
+    assert_eq!((status.steps, status.point), (0, None));
+    let filter = ListFilter {
+        states: Some(vec![InstanceState::Scheduled { at: UNIX_EPOCH }]),
+        ..ListFilter::default()
+    };
+    let listed: Vec<String> =
+        rt.list(&filter).unwrap().instances.into_iter().map(|s| s.id).collect();
+    assert_eq!(listed, ["later"]);
+    // Idempotent: the first start wins, its start time included.
+    rt.start_at(stamped, "later", 1, t0 + Duration::from_secs(60)).await.unwrap();
+    rt.start(stamped, "later", 1).await.unwrap();
+    assert_eq!(scheduled_at(&rt, "later"), Some(at));
+    drop(h);
+
+    let rt = restart(rt, b).await;
+    clock.advance(Duration::from_secs(3599));
+    assert!(rt.handle::<stamped>("later").wait_timeout(Duration::from_millis(100)).await.is_none());
+    assert_eq!(scheduled_at(&rt, "later"), Some(at), "began early");
+    assert!(executions("later").is_empty());
+    clock.advance(Duration::from_secs(1));
+    let (began, doubled) =
+        rt.handle::<stamped>("later").wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert!(began >= 1_700_003_600, "its clock read {began}, before its start time");
+    assert_eq!(doubled, 42, "the first start's input");
+    assert_eq!(scheduled_at(&rt, "later"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_instance_cancelled_before_its_time_never_runs() {
+    let db = fresh_db("start-at-cancel");
+    let clock = manual_clock();
+    let at = clock.now() + Duration::from_secs(600);
+    let b = || Runtime::builder(&db).orchestration(stamped).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start_at(stamped, "kept", 1, at).await.unwrap();
+    rt.start_at(stamped, "dropped", 2, at).await.unwrap();
+    let rt = restart(rt, b).await;
+    rt.cancel("dropped", "not needed").await.unwrap();
+    match rt.handle::<stamped>("dropped").wait_timeout(Duration::from_secs(10)).await.unwrap() {
+        Err(InstanceError::Cancelled(reason)) => assert_eq!(reason, "not needed"),
+        other => panic!("{other:?}"),
+    }
+    clock.advance(Duration::from_secs(3600));
+    // The instance scheduled beside it begins; the cancelled one does not.
+    let kept =
+        rt.handle::<stamped>("kept").wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(kept.1, 2);
+    let rt = restart(rt, b).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = rt.status("dropped").unwrap().unwrap();
+    assert!(matches!(status.state, InstanceState::Cancelled { .. }), "{:?}", status.state);
+    assert_eq!(status.steps, 0, "no step of it ran");
+    assert!(executions("dropped").is_empty(), "its activity never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_time_that_passed_while_down_begins_on_open() {
+    let db = fresh_db("start-at-down");
+    let clock = manual_clock();
+    let at = clock.now() + Duration::from_secs(600);
+    let b = || Runtime::builder(&db).orchestration(stamped).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start_at(stamped, "missed", 5, at).await.unwrap();
+    rt.shutdown().await;
+    drop(rt);
+    clock.advance(Duration::from_secs(7200));
+    let rt = open(b).await;
+    let (began, doubled) = rt
+        .handle::<stamped>("missed")
+        .wait_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((began, doubled), (1_700_007_200, 10), "begins when the runtime opens");
+    // A start time already past begins at once.
+    let h = rt.start_at(stamped, "past", 3, UNIX_EPOCH).await.unwrap();
+    assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), (1_700_007_200, 6));
+}
+
+// ----- signal-with-start -----
+
+/// Adds the payloads of `n` events `add` to `x`.
+#[orchestration]
+async fn adder(ctx: Ctx, start: (i64, u32)) -> Result<i64, Failure> {
+    let (mut x, n) = start;
+    for _ in 0..n {
+        let add: i64 = ctx.wait_event("add").await?;
+        x += add;
+    }
+    Ok(x)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_with_start_starts_a_missing_instance_or_signals_the_running_one() {
+    let db = fresh_db("signal-with-start");
+    let b = || Runtime::builder(&db).orchestration(adder);
+    let rt = open(b).await;
+    // No such instance: started with its input, and the event delivered.
+    let fresh = rt.signal_with_start(adder, "fresh", (1, 1), "add", &42i64).await.unwrap();
+    assert_eq!(fresh.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 43);
+    drop(fresh);
+    // A running instance gets the event; the input given is not used.
+    let h = rt.start(adder, "existing", (-2, 1)).await.unwrap();
+    parked(&h, Parked::Event("add".into())).await;
+    drop(h);
+    let rt = restart(rt, b).await;
+    let h = rt.signal_with_start(adder, "existing", (1000, 1), "add", &42i64).await.unwrap();
+    assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 40);
+    // A finished instance is not started again.
+    match rt.signal_with_start(adder, "existing", (0, 1), "add", &1i64).await {
+        Err(SignalWithStartError::Event(ClientError::Finished { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.wait().await.unwrap(), 40);
+    assert_eq!(rt.status("existing").unwrap().unwrap().buffered_events, 0, "nothing was stored");
+    // An id held by another orchestration is refused.
+    rt.start(nap, "a-nap", 1).await.unwrap();
+    match rt.signal_with_start(adder, "a-nap", (0, 1), "add", &1i64).await {
+        Err(SignalWithStartError::Start(StartError::Conflict { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rt.status("a-nap").unwrap().unwrap().buffered_events, 0);
+}
+
+/// Takes an `add` event only if it is buffered when its first step runs.
+#[orchestration]
+async fn impatient(ctx: Ctx, x: i64) -> Result<Option<i64>, Failure> {
+    match ctx.wait_event::<i64>("add").timeout(Duration::ZERO).await {
+        Ok(add) => Ok(Some(x + add)),
+        Err(EventError::TimedOut { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_of_a_signal_with_start_is_there_before_the_first_step() {
+    let db = fresh_db("signal-with-start-first");
+    // Events raised after a start arrive late: the first step would not find them.
+    let store = std::sync::Arc::new(SlowInbox {
+        inner: durable::store::SledStore::open(&db).unwrap(),
+        delay: Duration::from_millis(300),
+    });
+    let rt = open(|| Runtime::builder(&db).store(store.clone()).orchestration(impatient)).await;
+    rt.start(impatient, "raised-later", 1).await.unwrap();
+    rt.raise_event("raised-later", "add", &42i64).await.unwrap();
+    let h = rt.handle::<impatient>("raised-later");
+    assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), None);
+    for round in 0..5 {
+        let id = format!("impatient-{round}");
+        let h = rt.signal_with_start(impatient, id, 1, "add", &42i64).await.unwrap();
+        assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), Some(43));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_signal_with_starts_start_one_instance_and_deliver_every_event() {
+    let db = fresh_db("signal-with-start-race");
+    let b = || Runtime::builder(&db).orchestration(adder);
+    let rt = open(b).await;
+    for round in 0..20 {
+        let id = format!("race-{round}");
+        let (a, c) = tokio::join!(
+            rt.signal_with_start(adder, id.clone(), (100, 3), "add", &1i64),
+            rt.signal_with_start(adder, id.clone(), (200, 3), "add", &2i64),
+        );
+        a.unwrap();
+        c.unwrap();
+    }
+    // Both events of every round were delivered, to one instance each, started once.
+    let rt = restart(rt, b).await;
+    for round in 0..20 {
+        let id = format!("race-{round}");
+        let h = rt.signal_with_start(adder, id.clone(), (0, 3), "add", &10i64).await.unwrap();
+        let out = h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+        assert!(out == 113 || out == 213, "{id}: {out}");
+    }
+    let filter = ListFilter { orchestration: Some("adder".into()), ..ListFilter::default() };
+    assert_eq!(rt.list(&filter).unwrap().instances.len(), 20);
+}
+
+// ----- cancel and purge scope -----
+
+/// Sleeps an hour at depth 0; above, runs itself one level deeper as a sub-orchestration.
+#[orchestration]
+async fn chain(ctx: Ctx, depth: u32) -> Result<u32, Failure> {
+    if depth == 0 {
+        ctx.sleep(Duration::from_secs(3600)).await;
+        return Ok(0);
+    }
+    let below = ctx.child(chain, depth - 1).await?;
+    Ok(below + 1)
+}
+
+fn state_of(rt: &Runtime, id: &str) -> Option<InstanceState> {
+    rt.status(id).unwrap().map(|s| s.state)
+}
+
+/// The ids of `root`'s chain, top down, once its deepest instance sleeps.
+async fn parked_chain(rt: &Runtime, root: &str, depth: u32) -> Vec<String> {
+    let mut ids = vec![root.to_owned()];
+    for _ in 0..depth {
+        let parent = ids.last().unwrap().clone();
+        parked(&rt.handle::<chain>(parent.clone()), Parked::Child).await;
+        let mut child = rt.children(&parent).unwrap();
+        assert_eq!(child.len(), 1, "{parent}: {child:?}");
+        ids.push(child.remove(0));
+    }
+    parked(&rt.handle::<chain>(ids.last().unwrap().clone()), Parked::Timer).await;
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_takes_the_whole_tree_or_the_instance_alone() {
+    let db = fresh_db("cancel-scope");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(chain).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start(chain, "tree", 2).await.unwrap();
+    rt.start(chain, "alone", 2).await.unwrap();
+    let tree = parked_chain(&rt, "tree", 2).await;
+    let alone = parked_chain(&rt, "alone", 2).await;
+    let rt = restart(rt, b).await;
+
+    // Recursive: every depth ends cancelled.
+    rt.cancel_with("tree", "all of it", Scope::Tree).await.unwrap();
+    for id in &tree {
+        eventually("cancelled", || {
+            matches!(state_of(&rt, id), Some(InstanceState::Cancelled { .. }))
+        })
+        .await;
+    }
+    // Alone: the instance ends, its child and grandchild run on to their end. Asked through a
+    // runtime that runs nothing, so both requests are recorded before either is applied: the
+    // first wins, its scope included.
+    let rt = restart(rt, || b().worker(false)).await;
+    rt.cancel_with("alone", "just the top", Scope::Instance).await.unwrap();
+    rt.cancel_with("alone", "just the top", Scope::Tree).await.unwrap();
+    let rt = restart(rt, b).await;
+    match rt.handle::<chain>("alone").wait_timeout(Duration::from_secs(10)).await.unwrap() {
+        Err(InstanceError::Cancelled(reason)) => assert_eq!(reason, "just the top"),
+        other => panic!("{other:?}"),
+    }
+    let rt = restart(rt, b).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state_of(&rt, &alone[1]), Some(InstanceState::Running));
+    assert_eq!(pending_of(&rt, &alone[2]).as_deref(), Some("timer"));
+    clock.advance(Duration::from_secs(3600));
+    let out = rt.handle::<chain>(alone[1].clone()).wait_timeout(Duration::from_secs(10)).await;
+    assert_eq!(out.unwrap().unwrap(), 1, "the child finished on its own");
+    assert_eq!(state_of(&rt, &alone[2]), Some(InstanceState::Completed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_refuses_a_parent_with_running_children_unless_recursive() {
+    let db = fresh_db("purge-scope");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(chain).clock(clock.clone());
+    let rt = open(b).await;
+    rt.start(chain, "top", 2).await.unwrap();
+    let ids = parked_chain(&rt, "top", 2).await;
+    rt.cancel_with("top", "stop the top", Scope::Instance).await.unwrap();
+    let h = rt.handle::<chain>("top");
+    assert!(matches!(h.wait_timeout(Duration::from_secs(10)).await, Some(Err(_))));
+    match rt.purge("top").await {
+        Err(e @ ClientError::ChildrenRunning { .. }) => {
+            let ClientError::ChildrenRunning { children, .. } = &e else { unreachable!() };
+            assert_eq!(children, &[ids[1].clone()]);
+            assert!(e.to_string().contains("Scope::Tree"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(rt.status("top").unwrap().is_some(), "nothing was purged");
+    drop(h);
+    let rt = restart(rt, b).await;
+    // Recursive: the running descendants are cancelled, then everything is deleted.
+    rt.purge_with("top", Scope::Tree).await.unwrap();
+    for id in &ids {
+        assert!(rt.status(id).unwrap().is_none(), "{id} still stored");
+    }
+
+    // A finished tree: alone, the children stay stored; recursively, they go too.
+    rt.start(chain, "done-a", 1).await.unwrap();
+    rt.start(chain, "done-b", 1).await.unwrap();
+    let a = parked_chain(&rt, "done-a", 1).await;
+    let b_ids = parked_chain(&rt, "done-b", 1).await;
+    clock.advance(Duration::from_secs(3600));
+    for root in ["done-a", "done-b"] {
+        let out = rt.handle::<chain>(root).wait_timeout(Duration::from_secs(10)).await;
+        assert_eq!(out.unwrap().unwrap(), 1);
+    }
+    rt.purge("done-a").await.unwrap();
+    assert!(rt.status("done-a").unwrap().is_none());
+    assert_eq!(state_of(&rt, &a[1]), Some(InstanceState::Completed), "a child purged alone stays");
+    rt.purge_with("done-b", Scope::Tree).await.unwrap();
+    assert!(b_ids.iter().all(|id| rt.status(id).unwrap().is_none()));
+    // A running instance is refused either way.
+    rt.start(chain, "live", 0).await.unwrap();
+    assert!(matches!(rt.purge_with("live", Scope::Tree).await, Err(ClientError::Running(_))));
+}
+
+// ----- waiting until parked -----
+
+/// Sleeps a minute `n` times, then waits for event `go`; returns the minutes slept.
+#[orchestration]
+async fn ticker(ctx: Ctx, n: u32) -> Result<u64, Failure> {
+    let start = ctx.now();
+    for _ in 0..n {
+        ctx.sleep(Duration::from_secs(60)).await;
+    }
+    let _: bool = ctx.wait_event("go").await?;
+    Ok(ctx.now().duration_since(start).unwrap_or_default().as_secs() / 60)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_waits_until_an_instance_is_parked_then_advances_the_clock() {
+    let db = fresh_db("parked");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(ticker).clock(clock.clone());
+    let rt = open(b).await;
+    let h = rt.start(ticker, "ticks", 6).await.unwrap();
+    // Each minute is advanced only once the instance sleeps: none is lost, none fires early.
+    for _ in 0..3 {
+        let status = parked(&h, Parked::Timer).await;
+        assert_eq!(status.pending.as_deref(), Some("timer"));
+        clock.advance(Duration::from_secs(60));
+    }
+    drop(h);
+    let rt = restart(rt, b).await;
+    let h = rt.handle::<ticker>("ticks");
+    for _ in 0..3 {
+        parked(&h, Parked::Timer).await;
+        clock.advance(Duration::from_secs(60));
+    }
+    // Parked at the event now, not at a timer nor a child.
+    let status = parked(&h, Parked::Event("go".into())).await;
+    assert_eq!(status.pending.as_deref(), Some("event `go`"));
+    parked(&h, Parked::Any).await;
+    let not_there = tokio::time::timeout(Duration::from_millis(100), h.parked(Parked::Child));
+    assert!(not_there.await.is_err(), "it is not waiting for a child");
+    rt.raise_event("ticks", "go", &true).await.unwrap();
+    assert_eq!(h.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 6);
+    // A finished instance is parked nowhere; an unknown one is an error.
+    assert!(matches!(h.parked(Parked::Any).await, Err(ClientError::Finished { .. })));
+    let unknown = rt.handle::<ticker>("no-such").parked(Parked::Timer).await;
+    assert!(matches!(unknown, Err(ClientError::NotFound(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_sees_children_and_retry_backoffs() {
+    let db = fresh_db("parked-kinds");
+    let clock = manual_clock();
+    let b =
+        || Runtime::builder(&db).orchestration(chain).orchestration(retrying).clock(clock.clone());
+    let rt = open(b).await;
+    let parent = rt.start(chain, "parked-parent", 1).await.unwrap();
+    parked(&parent, Parked::Child).await;
+    let backing_off = rt.start(retrying, "parked-retry", 2).await.unwrap();
+    parked(&backing_off, Parked::Backoff).await;
+    drop((parent, backing_off));
+    let rt = restart(rt, b).await;
+    let child = rt.children("parked-parent").unwrap().remove(0);
+    parked(&rt.handle::<chain>(child), Parked::Timer).await;
+    parked(&rt.handle::<retrying>("parked-retry"), Parked::Backoff).await;
 }

@@ -62,6 +62,7 @@ pub(crate) fn render(rt: &Runtime) -> String {
     match rt.state_counts() {
         Ok(counts) => {
             for state in [
+                "scheduled",
                 "running",
                 "suspended",
                 "completed",

@@ -43,7 +43,8 @@ impl From<ClientError> for ApiError {
             ClientError::NotFound(_) => 404,
             ClientError::Finished { .. }
             | ClientError::Cancelling { .. }
-            | ClientError::Running(_) => 409,
+            | ClientError::Running(_)
+            | ClientError::ChildrenRunning { .. } => 409,
             ClientError::Payload { .. } => 400,
             ClientError::TooLarge { .. } => 413,
             ClientError::Shutdown(_) => 503,
@@ -82,6 +83,7 @@ pub const MAX_PAGE: usize = 1000;
 
 fn state_of_name(name: &str) -> Result<InstanceState, ApiError> {
     Ok(match name {
+        "scheduled" => InstanceState::Scheduled { at: std::time::UNIX_EPOCH },
         "running" => InstanceState::Running,
         "completed" => InstanceState::Completed,
         "failed" => InstanceState::Failed { message: String::new() },
@@ -91,7 +93,7 @@ fn state_of_name(name: &str) -> Result<InstanceState, ApiError> {
         "unregistered" => InstanceState::Unregistered,
         other => {
             return Err(ApiError::bad_request(format!(
-                "unknown state `{other}`; expected one of: running, completed, failed, \
+                "unknown state `{other}`; expected one of: scheduled, running, completed, failed, \
                  cancelled, suspended, incompatible, unregistered"
             )));
         }

@@ -71,9 +71,16 @@ async fn instances(State(rt): State<Runtime>, uri: Uri) -> Response {
     let mut body = String::new();
     let selected = q.state.clone().unwrap_or_default();
     body.push_str(r#"<form class="filters" method="get" action="/instances"><label>State <select name="state"><option value="">any</option>"#);
-    for s in
-        ["running", "suspended", "completed", "failed", "cancelled", "incompatible", "unregistered"]
-    {
+    for s in [
+        "scheduled",
+        "running",
+        "suspended",
+        "completed",
+        "failed",
+        "cancelled",
+        "incompatible",
+        "unregistered",
+    ] {
         let sel = if s == selected { " selected" } else { "" };
         let _ = write!(body, r#"<option{sel}>{s}</option>"#);
     }

@@ -152,10 +152,11 @@ pub(crate) async fn resolve(
                             &child_id,
                             input.clone(),
                             Some(id.to_owned()),
+                            |_| {},
                         )
                         .await
                     {
-                        Ok(()) => {}
+                        Ok(_) => {}
                         Err(e) => {
                             branch.done = Some(Completion::Child(Err(ChildFailure::NotStarted(
                                 e.to_string(),

@@ -596,10 +596,10 @@ impl Driver {
                 let pending = rec.pending.clone();
                 rec.state = State::Cancelled { reason: reason.to_owned() };
                 rec.updated_ms = now;
-                Ok(Some((pending, rec.parent.clone())))
+                Ok(Some((pending, rec.parent.clone(), rec.cancel_alone)))
             })
             .await;
-        let (pending, parent) = match applied {
+        let (pending, parent, alone) = match applied {
             Ok(Some(done)) => done,
             Ok(None) => return Ok(()),
             Err(r) => {
@@ -612,7 +612,9 @@ impl Driver {
         if let Some(p) = &pending {
             engine.records.clear_timers(id, p);
             for (leaf, b) in p.command.leaves().iter().zip(&p.branches) {
-                if let (Command::Child { .. }, Some(child), None) = (leaf, &b.child_id, &b.done) {
+                if let (Command::Child { .. }, Some(child), None, false) =
+                    (leaf, &b.child_id, &b.done, alone)
+                {
                     children.push(child.clone());
                 }
             }

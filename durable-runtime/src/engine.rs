@@ -114,6 +114,8 @@ impl Engine {
         self.changes.send_modify(|v| *v += 1);
     }
 
+    /// Starts instance `id` (`shape` completes its new record); `Ok(true)` when it created it,
+    /// `Ok(false)` when the same instance existed.
     pub(crate) async fn start_encoded(
         self: &Arc<Self>,
         orchestration: &str,
@@ -121,7 +123,8 @@ impl Engine {
         id: &str,
         input: Vec<u8>,
         parent: Option<String>,
-    ) -> Result<(), StartError> {
+        shape: impl FnOnce(&mut InstanceRecord),
+    ) -> Result<bool, StartError> {
         if input.len() > self.max_payload {
             return Err(StartError::Input {
                 id: id.into(),
@@ -136,8 +139,9 @@ impl Engine {
             Some(v) => v,
             None => self.registered.newest(orchestration).map_or(1, |(v, _)| v),
         };
-        let rec =
+        let mut rec =
             InstanceRecord::new(orchestration, version, input, self.clock.now_ms(), parent.clone());
+        shape(&mut rec);
         let present = self.records.create(id, &rec).await.map_err(|e| match e {
             ClientError::Store(e) => StartError::Store(e),
             e => StartError::Input { id: shown_id(id), reason: e.to_string() },
@@ -145,7 +149,7 @@ impl Engine {
         let Some(existing) = present else {
             tracing::debug!(instance = %id, orchestration, "started");
             self.wake(id);
-            return Ok(());
+            return Ok(true);
         };
         let existing =
             existing.map_err(|reason| StartError::Unreadable { id: id.into(), reason })?;
@@ -174,7 +178,7 @@ impl Engine {
         if !existing.is_terminal() {
             self.wake(id);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Registers one orchestration (replacing one of the same name and version) and wakes the

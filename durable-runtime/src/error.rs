@@ -113,6 +113,20 @@ pub enum ClientError {
     /// The instance is still running (purge needs a finished instance).
     #[error("instance `{0}` is still running; cancel it or wait for it first")]
     Running(String),
+    /// The instance has sub-orchestrations still running: purging it alone would leave them
+    /// without their parent. Purge it with [`Scope::Tree`](crate::Scope::Tree), or wait for
+    /// them (or cancel them) first.
+    #[error(
+        "instance `{id}` has sub-orchestrations still running ({}); purge it with `Scope::Tree` \
+         to cancel and purge them too, or wait for them first",
+        children.join(", ")
+    )]
+    ChildrenRunning {
+        /// The instance id.
+        id: String,
+        /// The ids of its running sub-orchestrations.
+        children: Vec<String>,
+    },
     /// The payload could not be encoded or is too large.
     #[error("payload for instance `{id}`: {reason}")]
     Payload {
@@ -144,6 +158,19 @@ pub enum ClientError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A [`signal_with_start`](crate::Runtime::signal_with_start) failed; nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalWithStartError {
+    /// The instance did not exist and could not be started, or its id is held by another
+    /// orchestration or a parent.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The event could not be raised: the payload is refused, or the instance has finished.
+    #[error(transparent)]
+    Event(#[from] ClientError),
 }
 
 /// Waiting for an instance's result failed, or the instance did not complete.

@@ -167,7 +167,7 @@ impl Runtime {
     }
 
     /// The number of stored instances in each state, by the state's name in lower case
-    /// (`running`, `completed`, `failed`, `cancelled`, `suspended`, `incompatible`,
+    /// (`scheduled`, `running`, `completed`, `failed`, `cancelled`, `suspended`, `incompatible`,
     /// `unregistered`); an unreadable record counts as `failed`. Reads every instance record.
     pub fn state_counts(&self) -> Result<BTreeMap<&'static str, u64>, StoreError> {
         let mut counts = BTreeMap::new();
@@ -209,10 +209,11 @@ impl Runtime {
 }
 
 impl InstanceState {
-    /// The state's name in lower case: `running`, `completed`, `failed`, `cancelled`,
+    /// The state's name in lower case: `scheduled`, `running`, `completed`, `failed`, `cancelled`,
     /// `suspended`, `incompatible` or `unregistered`.
     pub fn name(&self) -> &'static str {
         match self {
+            InstanceState::Scheduled { .. } => "scheduled",
             InstanceState::Running => "running",
             InstanceState::Completed => "completed",
             InstanceState::Failed { .. } => "failed",

@@ -39,7 +39,7 @@ pub use activity::{Activity, ActivityContext};
 pub use builder::RuntimeBuilder;
 pub use clock::Clock;
 pub use codec::MAX_DEPTH;
-pub use error::{ClientError, InstanceError, OpenError, StartError};
+pub use error::{ClientError, InstanceError, OpenError, SignalWithStartError, StartError};
 pub use graph::{GRAPH_END, GRAPH_START, GraphLocal, GraphPoint, RenderedFrame, StepGraph};
 pub use ids::{DERIVED_ID_PREFIX, MAX_ID_BYTES};
 pub use inspect::{PointCount, RenderError};
@@ -51,7 +51,8 @@ pub use op::{
 pub use orchestration::{ActivityOutput, Ctx, Orchestration, OrchestrationOutput};
 pub use runtime::{Handle, Runtime};
 pub use status::{
-    Durability, InstanceState, InstanceStatus, ListFilter, Page, StepEvent, StepOutcome,
+    Durability, InstanceState, InstanceStatus, ListFilter, Page, Parked, Scope, StepEvent,
+    StepOutcome,
 };
 
 /// A value that can be kept in a checkpoint: serde-serializable and owned.

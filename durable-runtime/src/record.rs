@@ -1,16 +1,21 @@
 //! The stored form of an instance: one record per instance, written whole at every checkpoint.
 //!
 //! Bytes on disk: the magic `DR`, the format version (u16, little endian), then the bincode body.
-//! A record with another magic or version is refused with an error naming what was found.
+//! A record with another magic or an unknown version is refused with an error naming what was
+//! found. Every older version keeps a reader (see [`v1`]); a record is always written in the
+//! newest.
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
 use crate::op::{Command, Completion};
 
-/// The version of the record layout written by this build.
-pub const FORMAT_VERSION: u16 = 1;
+/// The version of the record layout written by this build. Version 2 added
+/// `InstanceRecord::cancel_alone`.
+pub const FORMAT_VERSION: u16 = 2;
 const MAGIC: [u8; 2] = *b"DR";
+/// The version of the inbox message layout written by this build.
+const MESSAGE_VERSION: u16 = 1;
 
 /// A saved frame: where an instance is parked and the live locals it holds there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,16 +104,71 @@ pub(crate) struct InstanceRecord {
     pub parent: Option<String>,
     /// The last value the orchestration set with `ctx.set_status`.
     pub custom_status: Option<Vec<u8>>,
-    /// Events raised and not yet taken, oldest first.
+    /// Events raised and not yet taken, oldest first: those buffered by builds before store
+    /// inboxes, and the event of a signal-with-start that created the instance.
     pub inbox: Vec<InboxEvent>,
     pub next_event_seq: u64,
     /// A requested cancellation, applied at the next suspension point.
     pub cancel: Option<String>,
     pub suspended: bool,
+    /// Whether the requested cancellation leaves the sub-orchestrations running (by default
+    /// they are cancelled with the instance). Version 2.
+    pub cancel_alone: bool,
 }
 
-/// A message appended to an instance's inbox in the store (the record's own `inbox` holds only
-/// events buffered by builds before inboxes existed). Bytes: the magic `DM`, the format version
+/// Format version 1, read and converted; never written.
+pub(crate) mod v1 {
+    use super::{Frame, InboxEvent, Pending, State};
+    use serde::Deserialize;
+
+    /// An instance record as version 1 wrote it: version 2 without `cancel_alone`.
+    #[derive(Deserialize)]
+    pub(crate) struct InstanceRecord {
+        orchestration: String,
+        version: u32,
+        state: State,
+        input: Vec<u8>,
+        frame: Option<Frame>,
+        pending: Option<Pending>,
+        steps: u64,
+        created_ms: u64,
+        updated_ms: u64,
+        parent: Option<String>,
+        custom_status: Option<Vec<u8>>,
+        inbox: Vec<InboxEvent>,
+        next_event_seq: u64,
+        cancel: Option<String>,
+        suspended: bool,
+    }
+
+    impl From<InstanceRecord> for super::InstanceRecord {
+        fn from(r: InstanceRecord) -> Self {
+            super::InstanceRecord {
+                orchestration: r.orchestration,
+                version: r.version,
+                state: r.state,
+                input: r.input,
+                frame: r.frame,
+                pending: r.pending,
+                steps: r.steps,
+                created_ms: r.created_ms,
+                updated_ms: r.updated_ms,
+                parent: r.parent,
+                custom_status: r.custom_status,
+                inbox: r.inbox,
+                next_event_seq: r.next_event_seq,
+                cancel: r.cancel,
+                suspended: r.suspended,
+                // Version 1 cancelled the sub-orchestrations with the instance.
+                cancel_alone: false,
+            }
+        }
+    }
+}
+
+/// A message appended to an instance's inbox in the store (the record's own `inbox` holds
+/// events buffered by builds before inboxes existed, and the event a signal-with-start created
+/// the instance with). Bytes: the magic `DM`, the format version
 /// (u16, little endian), then the bincode body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum InboxMessage {
@@ -120,37 +180,40 @@ const MESSAGE_MAGIC: [u8; 2] = *b"DM";
 
 impl InboxMessage {
     pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
-        frame(MESSAGE_MAGIC, self)
+        frame(MESSAGE_MAGIC, MESSAGE_VERSION, self)
     }
 
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
-        unframe(MESSAGE_MAGIC, bytes)
+        match unframe(MESSAGE_MAGIC, bytes)? {
+            (MESSAGE_VERSION, body) => codec::decode(body).map_err(RecordError::Body),
+            (found, _) => Err(RecordError::UnknownVersion { found, expected: MESSAGE_VERSION }),
+        }
     }
 }
 
-/// `value` encoded behind a 2-byte `magic` and the format version (little endian).
-fn frame<T: serde::Serialize>(magic: [u8; 2], value: &T) -> Result<Vec<u8>, CodecError> {
+/// `value` encoded behind a 2-byte `magic` and format `version` (little endian).
+fn frame<T: serde::Serialize>(
+    magic: [u8; 2],
+    version: u16,
+    value: &T,
+) -> Result<Vec<u8>, CodecError> {
     let body = codec::encode(value)?;
     let mut out = Vec::with_capacity(body.len() + 4);
     out.extend_from_slice(&magic);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&body);
     Ok(out)
 }
 
-/// The value `frame` wrote, after checking its magic and format version.
-fn unframe<T: serde::de::DeserializeOwned>(magic: [u8; 2], bytes: &[u8]) -> Result<T, RecordError> {
+/// The format version and body `frame` wrote, after checking its magic.
+fn unframe(magic: [u8; 2], bytes: &[u8]) -> Result<(u16, &[u8]), RecordError> {
     let [m0, m1, v0, v1, body @ ..] = bytes else {
         return Err(RecordError::Truncated(bytes.len()));
     };
     if [*m0, *m1] != magic {
         return Err(RecordError::BadMagic([*m0, *m1]));
     }
-    let found = u16::from_le_bytes([*v0, *v1]);
-    if found != FORMAT_VERSION {
-        return Err(RecordError::UnknownVersion { found });
-    }
-    codec::decode(body).map_err(RecordError::Body)
+    Ok((u16::from_le_bytes([*v0, *v1]), body))
 }
 
 /// A stored record could not be read.
@@ -159,9 +222,9 @@ pub(crate) enum RecordError {
     #[error("not a durable record (bad magic {0:02x?})")]
     BadMagic([u8; 2]),
     #[error(
-        "record format version {found} is not supported by this build (expects {FORMAT_VERSION})"
+        "record format version {found} is not supported by this build (it reads up to {expected})"
     )]
-    UnknownVersion { found: u16 },
+    UnknownVersion { found: u16, expected: u16 },
     #[error("record is truncated ({0} bytes)")]
     Truncated(usize),
     #[error("record body does not decode: {0}")]
@@ -170,11 +233,18 @@ pub(crate) enum RecordError {
 
 impl InstanceRecord {
     pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
-        frame(MAGIC, self)
+        frame(MAGIC, FORMAT_VERSION, self)
     }
 
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
-        unframe(MAGIC, bytes)
+        let decoded = match unframe(MAGIC, bytes)? {
+            (1, body) => codec::decode::<v1::InstanceRecord>(body).map(Self::from),
+            (FORMAT_VERSION, body) => codec::decode(body),
+            (found, _) => {
+                return Err(RecordError::UnknownVersion { found, expected: FORMAT_VERSION });
+            }
+        };
+        decoded.map_err(RecordError::Body)
     }
 
     pub(crate) fn is_terminal(&self) -> bool {
@@ -208,6 +278,37 @@ impl InstanceRecord {
             next_event_seq: 0,
             cancel: None,
             suspended: false,
+            cancel_alone: false,
+        }
+    }
+
+    /// Makes this fresh record begin at `at_ms` (runtime clock): it waits on a timer before
+    /// its first step. A scheduled start needs no field of its own: it is the one record with a
+    /// pending command and no frame yet, so builds that know nothing of scheduled starts read it
+    /// as a timer and run it when it is due, and the timer index wakes it like any other timer.
+    pub(crate) fn schedule(&mut self, id: &str, at_ms: u64) {
+        let command = Command::Timer { fire_at_ms: at_ms };
+        let key = crate::ids::step_key(id, 0);
+        let branches = crate::branches::new_branches(&command, &key);
+        self.pending = Some(Pending { command, key, branches });
+    }
+
+    /// Buffers event `name` in the record itself: the event of a signal-with-start that
+    /// creates the instance, written with it in one write, so that no step runs before it is
+    /// there. (Every other event goes to the store's inbox of the instance.)
+    pub(crate) fn buffer_event(&mut self, name: &str, payload: Vec<u8>) {
+        let seq = self.next_event_seq;
+        self.inbox.push(InboxEvent { seq, name: name.to_owned(), payload });
+        self.next_event_seq += 1;
+    }
+
+    /// When a scheduled instance begins, while it has not begun (see [`schedule`](Self::schedule)).
+    pub(crate) fn scheduled_start(&self) -> Option<u64> {
+        match (&self.frame, &self.pending) {
+            (None, Some(Pending { command: Command::Timer { fire_at_ms }, .. })) => {
+                Some(*fire_at_ms)
+            }
+            _ => None,
         }
     }
 }
@@ -227,12 +328,31 @@ mod tests {
     }
 
     #[test]
+    fn a_scheduled_start_is_a_timer_before_the_first_step() {
+        let mut r = sample();
+        r.schedule("i", 5_000);
+        assert_eq!(r.scheduled_start(), Some(5_000));
+        assert_eq!(InstanceRecord::from_bytes(&r.to_bytes().unwrap()).unwrap(), r);
+        assert_eq!(sample().scheduled_start(), None);
+        let mut begun = r.clone();
+        begun.frame = Some(Frame {
+            point: "p".into(),
+            file: String::new(),
+            line: 1,
+            fingerprint: 0,
+            layout: Vec::new(),
+            locals: Vec::new(),
+        });
+        assert_eq!(begun.scheduled_start(), None, "a frame means it has begun");
+    }
+
+    #[test]
     fn refuses_unknown_version_and_garbage() {
         let mut b = sample().to_bytes().unwrap();
         b[2] = 9;
         assert!(matches!(
             InstanceRecord::from_bytes(&b),
-            Err(RecordError::UnknownVersion { found: 9 })
+            Err(RecordError::UnknownVersion { found: 9, .. })
         ));
         assert!(matches!(InstanceRecord::from_bytes(b"D"), Err(RecordError::Truncated(1))));
         assert!(matches!(InstanceRecord::from_bytes(b"XXXX"), Err(RecordError::BadMagic(_))));
@@ -243,7 +363,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod format_v1 {
+mod format_versions {
     use super::*;
     use crate::op::{Completion, RetryPolicy};
 
@@ -280,19 +400,35 @@ mod format_v1 {
         r
     }
 
-    /// The bytes format version 1 writes. If this test fails, the stored format changed: bump
-    /// `FORMAT_VERSION` and keep a reader for the old one instead of editing these bytes.
+    /// `full()` with what version 2 added.
+    fn full_v2() -> InstanceRecord {
+        InstanceRecord { cancel: Some("enough".into()), cancel_alone: true, ..full() }
+    }
+
+    fn bytes_of(hex: &str) -> Vec<u8> {
+        let hex: String = hex.split_whitespace().collect();
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// The bytes format version 1 wrote. Never edit these bytes: a change of the stored format
+    /// bumps `FORMAT_VERSION`, keeps a reader for the old one and adds a fixture of its own.
     const V1: &str = include_str!("../tests/fixtures/record_v1.hex");
+    /// The bytes format version 2 writes; the same rule.
+    const V2: &str = include_str!("../tests/fixtures/record_v2.hex");
 
     #[test]
-    fn version_1_records_still_read_and_write_the_same() {
-        let hex: String = V1.split_whitespace().collect();
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect();
+    fn version_1_records_still_read() {
+        let bytes = bytes_of(V1);
+        assert_eq!(&bytes[..4], [b'D', b'R', 1, 0]);
         assert_eq!(InstanceRecord::from_bytes(&bytes).unwrap(), full());
-        assert_eq!(full().to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn version_2_records_read_and_write_the_same() {
+        let bytes = bytes_of(V2);
+        assert_eq!(&bytes[..4], [b'D', b'R', 2, 0]);
+        assert_eq!(InstanceRecord::from_bytes(&bytes).unwrap(), full_v2());
+        assert_eq!(full_v2().to_bytes().unwrap(), bytes);
     }
 
     #[test]
@@ -307,7 +443,7 @@ mod format_v1 {
     #[test]
     #[ignore = "run with --ignored to print the fixture after an intended format change"]
     fn print_fixture() {
-        let b = full().to_bytes().unwrap();
+        let b = full_v2().to_bytes().unwrap();
         println!("{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>());
     }
 }

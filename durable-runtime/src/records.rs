@@ -9,7 +9,8 @@
 //! Writes of a record are conditional on the version read ([`Store::write`]): a driver
 //! checkpoint is also fenced by the driver's lease. Client changes (cancel, suspend, resume) are
 //! retried on a lost race; events are appended to the instance's inbox, never written into the
-//! record.
+//! record (but for the event a signal-with-start creates an instance with, part of its first
+//! write).
 //!
 //! Over 400 lines on purpose: this module is the list of ways an instance record is read and
 //! written, and being the only code that calls the store, keeping it in one file keeps that
@@ -34,7 +35,8 @@ pub(crate) const LEASE_MS: u64 = 15_000;
 /// Where a buffered event is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EventRef {
-    /// In the record's own inbox (written by builds before store inboxes), by its seq.
+    /// In the record's own inbox (written by builds before store inboxes, or with the record by a
+    /// signal-with-start), by its seq.
     Record(u64),
     /// In the store's inbox of the instance, by its seq.
     Inbox(u64),

@@ -8,20 +8,20 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::builder::RuntimeBuilder;
 use crate::clock::Clock;
 use crate::codec;
 use crate::engine::Engine;
-use crate::error::{ClientError, InstanceError, OpenError, StartError};
+use crate::error::{ClientError, InstanceError, OpenError, SignalWithStartError, StartError};
 use crate::ids::{shown_id, validate_id};
 use crate::orchestration::{Orchestration, OrchestrationOutput, Registry};
-use crate::record::State;
+use crate::record::{InstanceRecord, State};
 use crate::records::Records;
 use crate::records::{Refused, client_error};
 use crate::registry::Registered;
-use crate::status::{Durability, InstanceStatus, ListFilter, Page, status_of};
+use crate::status::{Durability, InstanceStatus, ListFilter, Page, Parked, Scope, status_of};
 use crate::store::StoreError;
 use crate::store::{SledStore, Store};
 
@@ -136,7 +136,107 @@ impl Runtime {
         id: impl Into<String>,
         input: O::Input,
     ) -> Result<Handle<O>, StartError> {
+        self.start_with(orchestration, id.into(), input, |_, _| {}).await.map(|(h, _)| h)
+    }
+
+    /// Starts an instance of `orchestration` under `id` that begins at `at` (the Durable Task
+    /// Framework's `startAt`, Temporal's start delay), durably, and returns a handle to it.
+    ///
+    /// The instance exists at once: [`status`](Self::status) and [`list`](Self::list) show it as
+    /// [`InstanceState::Scheduled`](crate::InstanceState::Scheduled) until then, and
+    /// [`cancel`](Self::cancel) before then ends it without running a step of it. It begins
+    /// when the runtime's clock reads `at` (so `ctx.now()` in its first step reads `at` or
+    /// later); a start time that passed while no runtime was open begins it as soon as one
+    /// opens the store. A time already past begins it at once, as [`start`](Self::start) does.
+    ///
+    /// Idempotent as [`start`](Self::start) is: when `id` exists, the first start wins, its
+    /// start time included. Events raised before it begins are buffered as for any instance.
+    ///
+    /// ```no_run
+    /// # use durable_runtime::{InstanceState, Runtime};
+    /// # #[allow(dead_code)]
+    /// # async fn demo<O: durable_runtime::Orchestration<Input = u32>>(
+    /// #     rt: Runtime,
+    /// #     report: fn() -> O,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tomorrow = rt.clock().now() + std::time::Duration::from_secs(24 * 3600);
+    /// let handle = rt.start_at(report, "report-2026-11-29", 7, tomorrow).await?;
+    /// let status = handle.status()?.expect("it exists at once");
+    /// assert!(matches!(status.state, InstanceState::Scheduled { at } if at == tomorrow));
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_at<O: Orchestration>(
+        &self,
+        orchestration: impl FnOnce() -> O,
+        id: impl Into<String>,
+        input: O::Input,
+        at: SystemTime,
+    ) -> Result<Handle<O>, StartError> {
+        let at_ms = at.duration_since(UNIX_EPOCH).map_or(0, crate::clock::ms);
+        let schedule = |id: &str, rec: &mut InstanceRecord| {
+            if at_ms > rec.created_ms {
+                rec.schedule(id, at_ms);
+            }
+        };
+        self.start_with(orchestration, id.into(), input, schedule).await.map(|(h, _)| h)
+    }
+
+    /// Raises event `name` with `payload` for instance `id`, starting it first with `input` when
+    /// there is no such instance, in one call (Temporal's `SignalWithStart`).
+    ///
+    /// When the call starts the instance, the event is written with its first record: no step
+    /// runs before the event is buffered, and two concurrent calls on a fresh id start one
+    /// instance and deliver both events (the starter's first). When the instance exists and has
+    /// not finished, this is [`raise_event`](Self::raise_event) on it, and `input` is not used.
+    /// As for [`start`](Self::start), an id is never started twice: an instance that has
+    /// finished gets [`SignalWithStartError::Event`] with [`ClientError::Finished`] (Temporal
+    /// would start a new run; here, [`purge`](Self::purge) it first), and an id held by another
+    /// orchestration or by a parent gets [`SignalWithStartError::Start`]. Either way nothing
+    /// was stored. Events are buffered first in, first out per name, as for `raise_event`.
+    ///
+    /// ```no_run
+    /// # use durable_runtime::Runtime;
+    /// # #[allow(dead_code)]
+    /// # async fn demo<O: durable_runtime::Orchestration<Input = i64>>(
+    /// #     rt: Runtime,
+    /// #     counter: fn() -> O,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Starts `counter-7` with 0 unless it exists, and hands it `add(5)` either way.
+    /// let handle = rt.signal_with_start(counter, "counter-7", 0, "add", &5i64).await?;
+    /// # drop(handle);
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal_with_start<O: Orchestration, T: crate::Persistable>(
+        &self,
+        orchestration: impl FnOnce() -> O,
+        id: impl Into<String>,
+        input: O::Input,
+        name: &str,
+        payload: &T,
+    ) -> Result<Handle<O>, SignalWithStartError> {
         let id = id.into();
+        self.refuse_after_shutdown(&id)?;
+        let bytes = crate::event::encode_typed(payload)
+            .map_err(|e| ClientError::Payload { id: shown_id(&id), reason: e.to_string() })?;
+        self.check_payload(&id, &bytes)?;
+        let first = bytes.clone();
+        let with_event = |_: &str, rec: &mut InstanceRecord| rec.buffer_event(name, first);
+        let (handle, created) = self.start_with(orchestration, id, input, with_event).await?;
+        if !created {
+            self.raise_bytes(handle.id(), name, bytes).await?;
+        }
+        Ok(handle)
+    }
+
+    /// Starts an instance; `shape` completes its new record. The handle, and whether this call
+    /// created the instance.
+    async fn start_with<O: Orchestration>(
+        &self,
+        orchestration: impl FnOnce() -> O,
+        id: String,
+        input: O::Input,
+        shape: impl FnOnce(&str, &mut InstanceRecord),
+    ) -> Result<(Handle<O>, bool), StartError> {
         validate_id(&id).map_err(|reason| StartError::InvalidId { id: shown_id(&id), reason })?;
         if self.engine.is_shut_down() {
             return Err(StartError::Shutdown(shown_id(&id)));
@@ -159,8 +259,11 @@ impl Runtime {
                 requested: O::VERSION,
             });
         }
-        self.engine.start_encoded(O::NAME, Some(version), &id, bytes, None).await?;
-        Ok(Handle { rt: self.clone(), id, _o: PhantomData })
+        let created = self
+            .engine
+            .start_encoded(O::NAME, Some(version), &id, bytes, None, |rec| shape(&id, rec))
+            .await?;
+        Ok((Handle { rt: self.clone(), id, _o: PhantomData }, created))
     }
 
     /// A handle to an existing instance of `O` (not checked until used).
@@ -226,6 +329,14 @@ impl Runtime {
     }
 
     async fn raise_bytes(&self, id: &str, name: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
+        self.check_payload(id, &bytes)?;
+        self.engine.records.raise(id, name, bytes).await?;
+        self.engine.wake(id);
+        Ok(())
+    }
+
+    /// Refuses an event payload over the limit.
+    fn check_payload(&self, id: &str, bytes: &[u8]) -> Result<(), ClientError> {
         if bytes.len() > self.engine.max_payload {
             return Err(ClientError::Payload {
                 id: id.into(),
@@ -236,14 +347,13 @@ impl Runtime {
                 ),
             });
         }
-        self.engine.records.raise(id, name, bytes).await?;
-        self.engine.wake(id);
         Ok(())
     }
 
     /// Cancels instance `id` with `reason`: at its next suspension point (at once if it waits or
     /// is suspended) it ends with the terminal state `Cancelled`; its sub-orchestrations are
-    /// cancelled too.
+    /// cancelled too, at every depth. The same as [`cancel_with`](Self::cancel_with) and
+    /// [`Scope::Tree`].
     ///
     /// The first request wins, as a termination does in the Durable Task Framework: once a
     /// cancellation is recorded, a later `cancel` with another reason changes nothing and
@@ -252,6 +362,31 @@ impl Runtime {
     /// call is harmless. Once the cancellation is applied, `cancel` returns
     /// [`ClientError::Finished`].
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<(), ClientError> {
+        self.cancel_with(id, reason, Scope::Tree).await
+    }
+
+    /// Cancels instance `id` with `reason`, as [`cancel`](Self::cancel) does, with its
+    /// sub-orchestrations ([`Scope::Tree`], recursive: what `cancel` does) or alone
+    /// ([`Scope::Instance`]: its sub-orchestrations run on to their end, and nobody takes
+    /// their results; the Durable Task Framework's non-recursive termination).
+    ///
+    /// The first request wins, its scope included: the same reason again with another scope
+    /// returns `Ok` and changes nothing.
+    ///
+    /// ```no_run
+    /// # use durable_runtime::{Runtime, Scope};
+    /// # #[allow(dead_code)]
+    /// # async fn demo(rt: Runtime) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Stop the batch, and let the imports it started finish on their own.
+    /// rt.cancel_with("batch-12", "replaced by batch-13", Scope::Instance).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel_with(
+        &self,
+        id: &str,
+        reason: &str,
+        scope: Scope,
+    ) -> Result<(), ClientError> {
         self.refuse_after_shutdown(id)?;
         self.engine
             .records
@@ -259,8 +394,10 @@ impl Runtime {
                 Some(first) if first != reason => {
                     Err(ClientError::Cancelling { id: id.into(), reason: first.clone() })
                 }
-                _ => {
+                Some(_) => Ok(()),
+                None => {
                     rec.cancel = Some(reason.to_owned());
+                    rec.cancel_alone = scope == Scope::Instance;
                     Ok(())
                 }
             })
@@ -331,11 +468,127 @@ impl Runtime {
         }
     }
 
-    /// Deletes a finished instance and everything stored for it. A running instance is an
-    /// error.
+    /// Deletes a finished instance and everything stored for it, alone (the Durable Task
+    /// Framework's default): the same as [`purge_with`](Self::purge_with) and
+    /// [`Scope::Instance`]. A running instance is an error, and so is one with
+    /// sub-orchestrations still running ([`ClientError::ChildrenRunning`]); finished
+    /// sub-orchestrations stay stored.
     pub async fn purge(&self, id: &str) -> Result<(), ClientError> {
+        self.purge_with(id, Scope::Instance).await
+    }
+
+    /// Deletes a finished instance and everything stored for it: alone ([`Scope::Instance`],
+    /// what [`purge`](Self::purge) does), or with its sub-orchestrations at every depth
+    /// ([`Scope::Tree`]).
+    ///
+    /// The instance itself must have finished ([`ClientError::Running`] otherwise). Alone, it
+    /// must have no sub-orchestration still running ([`ClientError::ChildrenRunning`] names
+    /// them). With [`Scope::Tree`], sub-orchestrations still running are cancelled (reason
+    /// "parent `id` purged") and this waits until they have ended before deleting them. Finding
+    /// the sub-orchestrations reads every instance record (no index names an instance's
+    /// children).
+    ///
+    /// ```no_run
+    /// # use durable_runtime::{Runtime, Scope};
+    /// # #[allow(dead_code)]
+    /// # async fn demo(rt: Runtime) -> Result<(), Box<dyn std::error::Error>> {
+    /// rt.purge_with("batch-12", Scope::Tree).await?;
+    /// assert!(rt.children("batch-12")?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn purge_with(&self, id: &str, scope: Scope) -> Result<(), ClientError> {
         self.refuse_after_shutdown(id)?;
+        match self.engine.records.read(id)? {
+            None => return Err(ClientError::NotFound(id.into())),
+            Some(Ok(rec)) if !rec.is_terminal() => return Err(ClientError::Running(id.into())),
+            Some(_) => {}
+        }
+        let tree = self.descendants(id)?;
+        match scope {
+            Scope::Instance => {
+                let children: Vec<String> = tree
+                    .iter()
+                    .filter(|(_, parent, finished)| parent == id && !finished)
+                    .map(|(child, _, _)| child.clone())
+                    .collect();
+                if !children.is_empty() {
+                    return Err(ClientError::ChildrenRunning { id: id.into(), children });
+                }
+            }
+            Scope::Tree => {
+                let reason = format!("parent `{}` purged", shown_id(id));
+                for (child, _, finished) in &tree {
+                    if !finished {
+                        self.end_for_purge(child, &reason).await?;
+                    }
+                }
+                // Deepest first: a failure part way leaves a tree whose parents are stored.
+                for (child, _, _) in tree.iter().rev() {
+                    match self.engine.records.remove(child).await {
+                        Ok(()) | Err(ClientError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
         self.engine.records.remove(id).await
+    }
+
+    /// Every sub-orchestration under `id`, at every depth, parents before their children: its
+    /// id, its parent's and whether it has finished. Reads every instance record.
+    fn descendants(&self, id: &str) -> Result<Vec<(String, String, bool)>, StoreError> {
+        let mut by_parent: std::collections::HashMap<String, Vec<(String, bool)>> =
+            std::collections::HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let batch = self.engine.records.scan(after.as_deref(), 512)?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(last.clone());
+            for (child, rec) in batch {
+                if let Ok(rec) = rec
+                    && let Some(parent) = rec.parent.clone()
+                {
+                    by_parent.entry(parent).or_default().push((child, rec.is_terminal()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut next = vec![id.to_owned()];
+        while let Some(parent) = next.pop() {
+            for (child, finished) in by_parent.remove(&parent).unwrap_or_default() {
+                next.push(child.clone());
+                out.push((child, parent.clone(), finished));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels `id` (unless a cancellation was asked for already) and waits until it has ended.
+    async fn end_for_purge(&self, id: &str, reason: &str) -> Result<(), ClientError> {
+        let mut changes = self.engine.changes.subscribe();
+        match self
+            .engine
+            .records
+            .update_live(id, |rec| {
+                rec.cancel.get_or_insert_with(|| reason.to_owned());
+                Ok(())
+            })
+            .await
+        {
+            Ok(()) | Err(ClientError::Finished { .. } | ClientError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.engine.wake(id);
+        loop {
+            match self.engine.records.read(id)? {
+                Some(Ok(rec)) if !rec.is_terminal() => {}
+                _ => return Ok(()),
+            }
+            self.refuse_after_shutdown(id)?;
+            if changes.changed().await.is_err() {
+                return Err(ClientError::Shutdown(shown_id(id)));
+            }
+        }
     }
 
     /// Stops every instance task of this process (their state stays stored) and waits for them.
@@ -436,6 +689,65 @@ impl<O: Orchestration> Handle<O> {
             }
             if changes.changed().await.is_err() {
                 return Err(InstanceError::Shutdown);
+            }
+        }
+    }
+
+    /// Waits until the instance is parked at a suspension point of kind `at`, and returns its
+    /// status there: its step is checkpointed, it is not suspended, and this process no longer
+    /// works on it; it only waits (for `at`, and whatever else its join or race waits for), and
+    /// the timer index holds its timers. A test can then advance a manual [`Clock`] or raise an
+    /// event knowing the instance is there, instead of polling its status and sleeping.
+    ///
+    /// An operation that is ready (a timer that came due, an event raised for the wait, a child
+    /// that finished) does not count: the instance is about to go on. Woken by the runtime's
+    /// change notifications, not by polling. Returns at once when the instance is parked there
+    /// already; an `Err` when it ends first ([`ClientError::Finished`]),
+    /// does not exist, or the runtime shuts down. It waits as long as the instance does
+    /// something else: bound it with [`tokio::time::timeout`]. On a runtime that runs no
+    /// instances ([`RuntimeBuilder::worker`]`(false)`), the stored record alone decides.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use durable_runtime::{Orchestration, Parked, Runtime};
+    /// # #[allow(dead_code)]
+    /// # async fn demo<O: Orchestration<Input = u64>>(
+    /// #     rt: Runtime,
+    /// #     nap: fn() -> O,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// // `nap` sleeps an hour; the runtime runs on `Clock::manual(..)`.
+    /// let handle = rt.start(nap, "nap-1", 60).await?;
+    /// handle.parked(Parked::Timer).await?;
+    /// rt.clock().advance(Duration::from_secs(3600));
+    /// handle.wait().await.ok();
+    /// # Ok(()) }
+    /// ```
+    pub async fn parked(&self, at: Parked) -> Result<InstanceStatus, ClientError> {
+        let engine = &self.rt.engine;
+        let id = self.id.as_str();
+        let mut changes = engine.changes.subscribe();
+        loop {
+            let instance = match engine.records.load(id) {
+                Ok(Some(i)) => i,
+                Ok(None) => return Err(ClientError::NotFound(id.into())),
+                Err(reason) => return Err(ClientError::Unreadable { id: id.into(), reason }),
+            };
+            let rec = &instance.rec;
+            if rec.is_terminal() {
+                let state = crate::status::state_of(rec, true);
+                return Err(ClientError::Finished { id: id.into(), state });
+            }
+            let buffered: Vec<&str> = instance.events.iter().map(|e| e.name.as_str()).collect();
+            let child_finished = |child: &str| matches!(engine.records.record(child), Ok(Some((c, _))) if c.is_terminal());
+            if !rec.suspended
+                && !engine.is_driven(id)
+                && at.matches(rec, engine.clock.now_ms(), &buffered, child_finished)
+            {
+                return self.rt.status(id)?.ok_or_else(|| ClientError::NotFound(id.into()));
+            }
+            // Set before `shutdown` notifies: a wait that subscribed earlier is woken below.
+            if engine.is_shut_down() || changes.changed().await.is_err() {
+                return Err(ClientError::Shutdown(shown_id(id)));
             }
         }
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::codec;
+use crate::op::Command;
 use crate::record::{InstanceRecord, State};
 
 /// How durable a checkpoint is before its commands go out.
@@ -19,10 +20,83 @@ pub enum Durability {
     Buffered,
 }
 
+/// Which instances a [`cancel_with`](crate::Runtime::cancel_with) or a
+/// [`purge_with`](crate::Runtime::purge_with) applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scope {
+    /// The instance and its sub-orchestrations, theirs too, at every depth (recursive).
+    Tree,
+    /// The instance alone.
+    Instance,
+}
+
+/// A kind of suspension point an instance can be parked at, for
+/// [`Handle::parked`](crate::Handle::parked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Parked {
+    /// A durable timer (`ctx.sleep`, `ctx.sleep_until`, or a scheduled start).
+    Timer,
+    /// A wait for the event of this name (with or without a timeout).
+    Event(String),
+    /// A sub-orchestration.
+    Child,
+    /// An activity waiting out its retry backoff.
+    Backoff,
+    /// Any suspension point.
+    Any,
+}
+
+impl Parked {
+    /// Whether `rec` waits for such an operation, one that is not ready to complete at `now_ms`:
+    /// a timer not due, an event wait with no event of its name among `buffered` (nor a timeout
+    /// due), a child that has not finished (`child_finished`), a backoff not over. A ready one
+    /// is about to be taken by a driver, so the instance is not parked there.
+    pub(crate) fn matches(
+        &self,
+        rec: &InstanceRecord,
+        now_ms: u64,
+        buffered: &[&str],
+        child_finished: impl Fn(&str) -> bool,
+    ) -> bool {
+        let Some(pending) = &rec.pending else { return false };
+        let waits = |leaf: &Command, branch: &crate::record::Branch| match leaf {
+            Command::Timer { fire_at_ms } => *fire_at_ms > now_ms,
+            Command::Event { name, timeout_at_ms } => {
+                !buffered.contains(&name.as_str()) && timeout_at_ms.is_none_or(|t| t > now_ms)
+            }
+            Command::Child { .. } => branch.child_id.as_deref().is_none_or(|c| !child_finished(c)),
+            Command::Activity { .. } => branch.not_before_ms > now_ms,
+            _ => false,
+        };
+        let leaves = pending.command.leaves().iter().zip(&pending.branches);
+        let undone: Vec<_> = leaves.filter(|(_, branch)| branch.done.is_none()).collect();
+        // Parked only when nothing of the command is ready.
+        if undone.is_empty() || !undone.iter().all(|(leaf, branch)| waits(leaf, branch)) {
+            return false;
+        }
+        undone.iter().any(|(leaf, _)| match (self, leaf) {
+            (Parked::Any, _)
+            | (Parked::Timer, Command::Timer { .. })
+            | (Parked::Child, Command::Child { .. })
+            | (Parked::Backoff, Command::Activity { .. }) => true,
+            (Parked::Event(name), Command::Event { name: waited, .. }) => name == waited,
+            _ => false,
+        })
+    }
+}
+
 /// The state of an instance, as a client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InstanceState {
+    /// Started with a time to begin ([`Runtime::start_at`](crate::Runtime::start_at)) that has
+    /// not come: it has not run a step yet.
+    Scheduled {
+        /// When it begins (runtime clock).
+        at: SystemTime,
+    },
     /// Runs or waits.
     Running,
     /// Returned `Ok`.
@@ -174,7 +248,10 @@ pub(crate) fn state_of(rec: &InstanceRecord, registered: bool) -> InstanceState 
     match &rec.state {
         State::Running if !registered => InstanceState::Unregistered,
         State::Running if rec.suspended => InstanceState::Suspended,
-        State::Running => InstanceState::Running,
+        State::Running => match rec.scheduled_start() {
+            Some(at) => InstanceState::Scheduled { at: time_of(at) },
+            None => InstanceState::Running,
+        },
         State::Completed { .. } => InstanceState::Completed,
         State::Failed { message, .. } => InstanceState::Failed { message: message.clone() },
         State::Cancelled { reason } => InstanceState::Cancelled { reason: reason.clone() },

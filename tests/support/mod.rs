@@ -6,6 +6,7 @@ pub mod built;
 pub mod effects;
 pub mod harness;
 pub mod shared_store;
+pub mod slow_inbox;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
