@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::branches::{self, Progress};
 use crate::dispatch::{AbortOnDrop, Attempt, Finished, spawn_attempt};
-use crate::engine::{Checkpoint, Engine};
+use crate::engine::{Checkpoint, Engine, Handed};
 use crate::error::ClientError;
 use crate::op::{ActivityFailure, Command, Completion};
 use crate::orchestration::{Ctx, ErasedOrchestration, LiveState, Resume, StepResult};
@@ -40,8 +40,10 @@ use crate::store::Lease;
 struct Driver {
     engine: Arc<Engine>,
     id: String,
-    /// Its lease: replaced when a renewal finds it ran out and takes a new one.
+    /// Its lease: replaced when a renewal finds it ran out and takes a new one, or when a
+    /// claim of this process took a new one (`handed`).
     lease: std::sync::Mutex<Lease>,
+    handed: Handed,
     /// Whether the lease came from a claim (which skips instances marked finished).
     claimed: bool,
     notify: Arc<Notify>,
@@ -54,6 +56,7 @@ pub(crate) async fn drive(
     lease: Option<Lease>,
     wakes: Arc<AtomicU64>,
     notify: Arc<Notify>,
+    handed: Handed,
 ) {
     let claimed = lease.is_some();
     let lease = match lease {
@@ -71,8 +74,14 @@ pub(crate) async fn drive(
         engine.forget_driver(&id);
         return;
     };
-    let driver =
-        Driver { engine: engine.clone(), id: id.clone(), lease: lease.into(), claimed, notify };
+    let driver = Driver {
+        engine: engine.clone(),
+        id: id.clone(),
+        lease: lease.into(),
+        handed,
+        claimed,
+        notify,
+    };
     let stopped = driver.run(&wakes).await;
     if !stopped {
         let seen = wakes.load(Ordering::SeqCst);
@@ -90,7 +99,13 @@ impl Driver {
     }
 
     fn lease(&self) -> Lease {
-        crate::engine::lock(&self.lease).clone()
+        let mut lease = crate::engine::lock(&self.lease);
+        if let Some(newer) = crate::engine::lock(&self.handed).take()
+            && newer.token > lease.token
+        {
+            *lease = newer;
+        }
+        lease.clone()
     }
 
     /// The loop; `true` when it ended through [`Engine::may_stop`], `false` when it broke off.

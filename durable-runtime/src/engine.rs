@@ -45,7 +45,13 @@ pub(crate) struct Driver {
     pub(crate) task: tokio::task::JoinHandle<()>,
     pub(crate) wakes: Arc<AtomicU64>,
     pub(crate) notify: Arc<Notify>,
+    /// A newer lease of the instance this process took (a poll re-claimed it after the
+    /// driver's own lease ran out), for the driver to write under.
+    pub(crate) handed: Handed,
 }
+
+/// A lease handed to a running driver; see [`Driver::handed`].
+pub(crate) type Handed = Arc<Mutex<Option<Lease>>>;
 
 /// Runs the driver of one instance (the `driver` module's `drive`); given to the engine by the
 /// code that builds it, so that the engine does not depend on the driver that depends on it.
@@ -55,6 +61,7 @@ pub(crate) type DriveFn = fn(
     Option<Lease>,
     Arc<AtomicU64>,
     Arc<Notify>,
+    Handed,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 pub(crate) struct Engine {
@@ -278,6 +285,16 @@ impl Engine {
         if let Some(d) = active.get(id)
             && !d.task.is_finished()
         {
+            if let Some(lease) = lease {
+                // Claimed anew while the driver runs: its own lease ran out unrenewed (and
+                // nobody else took the instance since, or this claim would have failed). Its
+                // writes must carry the new token, or they would be refused as another
+                // worker's.
+                let mut handed = lock(&d.handed);
+                if handed.as_ref().is_none_or(|h| h.token < lease.token) {
+                    *handed = Some(lease);
+                }
+            }
             d.wakes.fetch_add(1, Ordering::SeqCst);
             d.notify.notify_one();
             return;
@@ -285,11 +302,19 @@ impl Engine {
         let wakes = Arc::new(AtomicU64::new(0));
         let notify = Arc::new(Notify::new());
         let span = tracing::info_span!("instance", id = %id);
+        let handed = Handed::default();
         let task = tokio::spawn(
-            (self.drive)(self.clone(), id.to_owned(), lease, wakes.clone(), notify.clone())
-                .instrument(span),
+            (self.drive)(
+                self.clone(),
+                id.to_owned(),
+                lease,
+                wakes.clone(),
+                notify.clone(),
+                handed.clone(),
+            )
+            .instrument(span),
         );
-        active.insert(id.to_owned(), Driver { task, wakes, notify });
+        active.insert(id.to_owned(), Driver { task, wakes, notify, handed });
     }
 
     /// Ends the driver of `id` unless it was woken since `seen`; `true` when it may stop. Its

@@ -37,8 +37,8 @@ impl RuntimeBuilder {
         let records = Records::new(store, self.durability, max_record, lease_ms)
             .map_err(|e| OpenError::Thread(e.to_string()))?;
         let engine = Arc::new(Engine::new(
-            |engine, id, lease, wakes, notify| {
-                Box::pin(crate::driver::drive(engine, id, lease, wakes, notify))
+            |engine, id, lease, wakes, notify, handed| {
+                Box::pin(crate::driver::drive(engine, id, lease, wakes, notify, handed))
             },
             records,
             Registered::new(self.registry),
