@@ -52,3 +52,36 @@ fn three_processes_on_postgres_survive_random_kill_9s_with_the_reference_result(
     assert!(summary.violations.is_empty(), "{}", summary.line());
     assert!(summary.kills >= kills, "{}", summary.line());
 }
+
+/// The checks can fail across processes: with leases far shorter than an activity, instances
+/// change hands between living processes, activities run again without any kill, and the
+/// workers warn of lost leases; the driver must say so.
+#[test]
+fn the_checks_catch_takeovers_that_no_kill_explains() {
+    let url = conninfo();
+    let seed = env_number("TORTURE_SEED").unwrap_or_else(torture::clock_seed);
+    println!("torture: seed {seed:#x}");
+    let mut cfg = torture::Config::postgres(
+        2,
+        seed,
+        torture::scratch("torture-postgres-short-lease"),
+        torture::worker(),
+        url,
+        3,
+    );
+    cfg.kills_per_epoch = 2;
+    cfg.lease_ms = 30;
+    let summary = torture::run(&cfg);
+    println!("{}", summary.line());
+    for v in &summary.violations {
+        println!("violation: {v}");
+    }
+    let unexplained = summary
+        .violations
+        .iter()
+        .filter(|v| {
+            v.contains("no kill caught an earlier start in flight") || v.contains("started twice")
+        })
+        .count();
+    assert!(unexplained > 0, "takeovers without a kill went unnoticed: {:#?}", summary.violations);
+}

@@ -22,6 +22,15 @@
 //!
 //! A join branch whose result is stored on its own (before the join's step) is announced by a
 //! `branch` line; from then on it counts as done, exactly like a checkpointed step.
+//!
+//! On PostgreSQL (`Config::postgres`) an epoch runs several worker processes side by side on a
+//! fresh schema, all starting and waiting for the same instances, one of them feeding the
+//! events; any of them is killed and started again, and the ones running at the end finish.
+//! The driver orders the lines of all processes by the time it read them, and the checks read
+//! across processes: a checkpoint line appears once among all of them; an activity starts again
+//! only after a kill caught an earlier start (in another process) in flight, that is before any
+//! process made its result durable; each process has an effects file of its own; every process
+//! that ran to the end saw every instance completed with the reference's output.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -244,15 +253,17 @@ struct Run {
 /// Keeps what a run printed and recorded in `<epoch dir>/run-<r>.log`, for the report.
 fn keep_log(dir: &Path, r: usize, run: &Run) {
     let mut text = format!(
-        "# run {r}: killed {} {} ms after {}, status {}\n",
+        "# run {r} (slot {}): killed {} {} ms after {}, status {}; lines prefixed with the \
+         driver's clock (ms) when read\n",
+        run.slot,
         run.killed,
         run.delay_ms,
         if run.after_open { "`opened`" } else { "the spawn" },
         run.status
     );
-    for l in &run.out {
-        text.push_str(l);
-        text.push('\n');
+    for (i, l) in run.out.iter().enumerate() {
+        let ms = run.at.get(i).map_or(0, |us| us / 1000);
+        text.push_str(&format!("{ms} {l}\n"));
     }
     for l in &run.err {
         text.push_str("stderr: ");
@@ -784,9 +795,9 @@ fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut 
             ));
         }
     }
-    // The first record of each: (run, time).
+    // The first record of each: (run, line, time).
     let first =
-        |at: &[(usize, usize)]| at.iter().map(|&(r, i)| (r, time(r, i))).min_by_key(|x| x.1);
+        |at: &[(usize, usize)]| at.iter().map(|&(r, i)| (r, i, time(r, i))).min_by_key(|x| x.2);
 
     // Join branches whose result was stored before their join's step: the first time each was.
     let mut branches: HashMap<(String, u64, usize), Vec<(usize, usize)>> = HashMap::new();
@@ -823,15 +834,16 @@ fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut 
         let step = checkpoints.get(&(instance.clone(), consumed_by)).and_then(|at| first(at));
         let branch =
             branches.get(&(instance, consumed_by - 1, list[0].branch)).and_then(|at| first(at));
-        let consumed = [step, branch].into_iter().flatten().min_by_key(|x| x.1);
+        let consumed = [step, branch].into_iter().flatten().min_by_key(|x| (x.2, x.1));
         // Whether run `r`, killed, had seen the result made durable: by itself (every line of a
         // killed process was printed before the kill), or by another process before the kill.
         let safe_before_kill =
-            |r: usize| consumed.is_some_and(|(cr, ct)| cr == r || ct < runs[r].killed_at);
+            |r: usize| consumed.is_some_and(|(cr, _, ct)| cr == r || ct < runs[r].killed_at);
         for (k, s) in list.iter().enumerate() {
             let at = time(s.run, s.line);
-            if let Some((cr, ct)) = consumed
-                && (ct < at || (cr == s.run && ct == at))
+            // Within a process by its own order of lines, across processes by the time read.
+            if let Some((cr, ci, ct)) = consumed
+                && (if cr == s.run { ci < s.line } else { ct < at })
             {
                 v.push(format!(
                     "activity `{effect}` started in run {} after its result was checkpointed \
