@@ -1,6 +1,6 @@
 //! Crash torture on PostgreSQL at CI size: three torture workers (`examples/torture.rs`) share
-//! one database and any of them is SIGKILLed at random moments (and started again), about 16
-//! times, while they run the mixed workload; then compared with a run that was never killed.
+//! one database and any of them is SIGKILLed at random moments (and started again), 12 times,
+//! while they run the mixed workload; then compared with a run that was never killed.
 //! The checks are those of the sled torture (`tests/support/torture.rs`), across processes.
 //! Needs `DURABLE_PG` (see the README's PostgreSQL section; `.ci/run` starts a throwaway
 //! server).
@@ -33,10 +33,10 @@ fn conninfo() -> String {
 #[test]
 fn three_processes_on_postgres_survive_random_kill_9s_with_the_reference_result() {
     let url = conninfo();
-    let kills = env_number("TORTURE_KILLS").and_then(|k| usize::try_from(k).ok()).unwrap_or(16);
+    let kills = env_number("TORTURE_KILLS").and_then(|k| usize::try_from(k).ok()).unwrap_or(12);
     let seed = env_number("TORTURE_SEED").unwrap_or_else(torture::clock_seed);
     println!("torture: seed {seed:#x} (TORTURE_SEED={seed:#x} reuses it)");
-    let cfg = torture::Config::postgres(
+    let mut cfg = torture::Config::postgres(
         kills,
         seed,
         torture::scratch("torture-postgres-ci"),
@@ -44,6 +44,8 @@ fn three_processes_on_postgres_survive_random_kill_9s_with_the_reference_result(
         url,
         3,
     );
+    // One epoch: each ends with the leases of the last kills running out.
+    cfg.kills_per_epoch = kills;
     let summary = torture::run(&cfg);
     for v in &summary.violations {
         println!("violation: {v}");

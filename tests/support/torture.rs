@@ -104,7 +104,7 @@ impl Config {
             progress: false,
             postgres: None,
             processes: 1,
-            lease_ms: 3000,
+            lease_ms: 5000,
         }
     }
 
