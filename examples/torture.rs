@@ -7,7 +7,11 @@
 //! cargo run --example torture -- --db /tmp/t.db --effects /tmp/t.effects --instances 30
 //! ```
 //! Starts `t-0` … `t-{N-1}` (idempotently: a restart starts only what is missing), feeds their
-//! external events, and waits for all of them. It prints, for the driver to read:
+//! external events, and waits for all of them. With `--postgres URL --pg-schema S --lease-ms N`
+//! several processes share one database (`tests/torture_postgres.rs`): each starts and waits for
+//! the same instances, and only the one without `--feed no` raises events, looking at every
+//! running instance every 50 ms since they may step in another process. Warnings of the runtime
+//! (a lost lease, a refused write) go to stderr. It prints, for the driver to read:
 //!
 //! - `checkpoint <instance> <step> <outcome>` after every durable checkpoint;
 //! - `branch <instance> <step> <n>` when branch `n` of the join issued at `step` has its result
@@ -225,6 +229,35 @@ fn all_ids(rt: &Runtime, states: Option<Vec<InstanceState>>) -> Vec<durable::Ins
     }
 }
 
+/// Prints the runtime's warnings and errors (`tracing`) on stderr, where the driver sees them:
+/// a lost lease, a refused write or an unreadable record is worth a look even when the end
+/// result is right.
+struct StderrWarnings;
+
+impl tracing::Subscriber for StderrWarnings {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::WARN
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={value:?}", field.name()));
+            }
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        eprintln!("{} {}:{}", event.metadata().level(), event.metadata().target(), text.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     eprintln!("error: {what}: {e}");
     std::process::exit(1);
@@ -232,6 +265,7 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
 
 #[tokio::main]
 async fn main() {
+    let _ = tracing::subscriber::set_global_default(StderrWarnings);
     let options = Options::parse("torture");
     let instances: u64 = options.get("instances").and_then(|v| v.parse().ok()).unwrap_or(30);
     // `--durability buffered` breaks the guarantee on purpose: the driver's own test uses it to
@@ -240,53 +274,88 @@ async fn main() {
         Some("buffered") => Durability::Buffered,
         _ => Durability::Flush,
     };
+    // `--feed no`: leave the events to another process. With several processes on one
+    // PostgreSQL database exactly one feeds (two feeders would raise an event twice, and an
+    // instance waiting for its next event would find the stale second copy).
+    let feeds = options.get("feed") != Some("no");
     println!("worker {} opening", std::process::id());
 
     // Checkpoints of suspended instances go to the feeder, which raises wanted events.
     let (to_feeder, mut feeder_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    // `TORTURE_REOPEN_EVERY=N` makes the store snapshot itself (close and reopen sled) every N
-    // writes, so that kills also land around those reopens.
-    let mut builder = Runtime::builder(&options.db);
-    if let Some(n) = std::env::var("TORTURE_REOPEN_EVERY").ok().and_then(|v| v.parse().ok()) {
-        let store = durable::store::SledStore::open_with(&options.db, n)
-            .unwrap_or_else(|e| fail("open", e));
-        builder = builder.store(std::sync::Arc::new(store));
-    }
-    let rt = builder
-        .orchestration(sequence)
-        .orchestration(looping)
-        .orchestration(fan_out)
-        .orchestration(timers)
-        .orchestration(events)
-        .orchestration(parent)
-        .orchestration(composed)
-        .durability(durability)
-        .on_step(move |e| {
-            if let StepOutcome::BranchRecorded(b) = e.outcome {
-                // A join branch's result stored on its own, before the join's step.
-                println!("branch {} {} {b}", e.instance, e.step);
-                return;
-            }
-            println!("checkpoint {} {} {}", e.instance, e.step, outcome_word(&e.outcome));
-            if matches!(e.outcome, StepOutcome::Suspended(_)) {
-                let _ = to_feeder.send(e.instance.clone());
-            }
-        })
-        .open()
-        .await
-        .unwrap_or_else(|e| fail("open", e));
+    let configure = |builder: durable::RuntimeBuilder| {
+        let to_feeder = to_feeder.clone();
+        builder
+            .orchestration(sequence)
+            .orchestration(looping)
+            .orchestration(fan_out)
+            .orchestration(timers)
+            .orchestration(events)
+            .orchestration(parent)
+            .orchestration(composed)
+            .durability(durability)
+            .on_step(move |e| {
+                if let StepOutcome::BranchRecorded(b) = e.outcome {
+                    // A join branch's result stored on its own, before the join's step.
+                    println!("branch {} {} {b}", e.instance, e.step);
+                    return;
+                }
+                println!("checkpoint {} {} {}", e.instance, e.step, outcome_word(&e.outcome));
+                if matches!(e.outcome, StepOutcome::Suspended(_)) {
+                    let _ = to_feeder.send(e.instance.clone());
+                }
+            })
+    };
+    let runtimes = if options.postgres.is_some() {
+        // `--postgres URL --pg-schema S --lease-ms N [--workers N]`.
+        options.open(configure).await
+    } else {
+        // `TORTURE_REOPEN_EVERY=N` makes the store snapshot itself (close and reopen sled)
+        // every N writes, so that kills also land around those reopens.
+        let mut builder = Runtime::builder(&options.db);
+        if let Some(n) = std::env::var("TORTURE_REOPEN_EVERY").ok().and_then(|v| v.parse().ok()) {
+            let store = durable::store::SledStore::open_with(&options.db, n)
+                .unwrap_or_else(|e| fail("open", e));
+            builder = builder.store(std::sync::Arc::new(store));
+        }
+        vec![configure(builder).open().await.unwrap_or_else(|e| fail("open", e))]
+    };
+    drop(to_feeder);
+    let rt = runtimes[0].clone();
     println!("opened");
 
-    let feeder = rt.clone();
-    tokio::spawn(async move {
-        // Instances that were parked at an event when the previous process died.
-        for status in all_ids(&feeder, Some(vec![InstanceState::Running])) {
-            feed(&feeder, &status.id).await;
-        }
-        while let Some(id) = feeder_rx.recv().await {
-            feed(&feeder, &id).await;
-        }
-    });
+    if feeds {
+        let feeder = rt.clone();
+        // The instances of other processes suspend there: the feeder also looks at every
+        // running instance now and then (`status` reads a record and its inbox together, so
+        // "want X" with nothing buffered means X was not raised yet).
+        let poll = options.postgres.is_some();
+        tokio::spawn(async move {
+            // Instances that were parked at an event when the previous process died.
+            for status in all_ids(&feeder, Some(vec![InstanceState::Running])) {
+                feed(&feeder, &status.id).await;
+            }
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tokio::select! {
+                    id = feeder_rx.recv() => match id {
+                        Some(id) => feed(&feeder, &id).await,
+                        None => return,
+                    },
+                    _ = tick.tick(), if poll => {
+                        // The list is cheap; `feed` reads the consistent status of those that
+                        // seem to wait for an event.
+                        for status in all_ids(&feeder, Some(vec![InstanceState::Running])) {
+                            if let Some(Ok(custom)) = status.custom_status::<String>()
+                                && custom.starts_with("want ")
+                            {
+                                feed(&feeder, &status.id).await;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
 
     for i in 0..instances {
         if let Err(e) = start(&rt, i).await {
@@ -342,7 +411,10 @@ async fn main() {
             }
         }
         if !unfinished.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Every status is a round trip that blocks a thread of the runtime: on a shared
+            // database, look less often.
+            let every = if options.postgres.is_some() { 100 } else { 20 };
+            tokio::time::sleep(Duration::from_millis(every)).await;
         }
     }
     for s in all_ids(&rt, None) {
@@ -355,7 +427,9 @@ async fn main() {
     // `status` shows the latest writes, which the group commit may not have flushed yet: stop
     // cleanly (a final flush) before announcing the end, or the last steps of a process that
     // exits right away could run again in the next one.
-    rt.shutdown().await;
+    for rt in &runtimes {
+        rt.shutdown().await;
+    }
     println!("all done");
     std::process::exit(i32::from(failed));
 }

@@ -6,8 +6,15 @@
 //! ```text
 //! cargo run --example torture_driver -- --kills 1000 [--seed 0x…]
 //! ```
+//! With `--postgres URL`, `--workers N` worker processes (default 3) share one PostgreSQL
+//! database (a fresh schema per epoch) and any of them is killed:
+//!
+//! ```text
+//! cargo run --example torture_driver -- --postgres "$DURABLE_PG" --workers 3 --kills 100
+//! ```
 //! The checks are described in `tests/support/torture.rs`; `cargo test --test torture` runs the
-//! same driver with 50 kills.
+//! same driver with 50 kills on sled, `cargo test --test torture_postgres` with a few on
+//! PostgreSQL.
 
 #[path = "../tests/support/torture.rs"]
 mod torture;
@@ -16,7 +23,8 @@ fn usage(problem: &str) -> ! {
     eprintln!("error: {problem}");
     eprintln!(
         "usage: cargo run --example torture_driver -- [--kills N] [--seed S] \
-         [--kills-per-epoch N] [--max-kill-delay-ms N]"
+         [--kills-per-epoch N] [--max-kill-delay-ms N] [--postgres URL [--workers N] \
+         [--lease-ms N] [--instances N]]"
     );
     std::process::exit(2);
 }
@@ -39,6 +47,10 @@ fn main() {
     let mut seed = None;
     let mut per_epoch = None;
     let mut max_delay = None;
+    let mut postgres = None;
+    let mut workers = 3;
+    let mut lease_ms = None;
+    let mut instances = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -46,13 +58,28 @@ fn main() {
             "--seed" => seed = Some(number(&flag, args.next())),
             "--kills-per-epoch" => per_epoch = Some(count(&flag, args.next())),
             "--max-kill-delay-ms" => max_delay = Some(number(&flag, args.next())),
+            "--postgres" => {
+                postgres = Some(args.next().unwrap_or_else(|| usage("`--postgres` needs a URL")))
+            }
+            "--workers" => workers = count(&flag, args.next()),
+            "--lease-ms" => lease_ms = Some(number(&flag, args.next())),
+            "--instances" => instances = Some(count(&flag, args.next())),
             other => usage(&format!("unexpected argument `{other}`")),
         }
     }
     let seed = seed.unwrap_or_else(torture::clock_seed);
     println!("torture: seed {seed:#x} (--seed {seed:#x} reuses it)");
-    let mut cfg =
-        torture::Config::new(kills, seed, torture::scratch("torture-long"), torture::worker());
+    let dir = torture::scratch("torture-long");
+    let mut cfg = match postgres {
+        Some(url) => torture::Config::postgres(kills, seed, dir, torture::worker(), url, workers),
+        None => torture::Config::new(kills, seed, dir, torture::worker()),
+    };
+    if let Some(ms) = lease_ms {
+        cfg.lease_ms = ms;
+    }
+    if let Some(n) = instances {
+        cfg.first_instances = n.max(1);
+    }
     if let Some(n) = per_epoch {
         cfg.kills_per_epoch = n.max(1);
     }

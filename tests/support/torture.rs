@@ -22,6 +22,15 @@
 //!
 //! A join branch whose result is stored on its own (before the join's step) is announced by a
 //! `branch` line; from then on it counts as done, exactly like a checkpointed step.
+//!
+//! On PostgreSQL (`Config::postgres`) an epoch runs several worker processes side by side on a
+//! fresh schema, all starting and waiting for the same instances, one of them feeding the
+//! events; any of them is killed and started again, and the ones running at the end finish.
+//! The driver orders the lines of all processes by the time it read them, and the checks read
+//! across processes: a checkpoint line appears once among all of them; an activity starts again
+//! only after a kill caught an earlier start (in another process) in flight, that is before any
+//! process made its result durable; each process has an effects file of its own; every process
+//! that ran to the end saw every instance completed with the reference's output.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -67,6 +76,14 @@ pub struct Config {
     pub worker_args: Vec<String>,
     /// Draw a progress bar over the kills (on a terminal; the long mode's driver sets it).
     pub progress: bool,
+    /// `Some(conninfo)`: several worker processes share one PostgreSQL database (a fresh schema
+    /// per epoch) instead of one process on a sled directory.
+    pub postgres: Option<String>,
+    /// Worker processes running at once on PostgreSQL.
+    pub processes: usize,
+    /// Their `--lease-ms`: well above an activity's duration (and a stall of a busy machine),
+    /// so that an instance changes hands only after a kill.
+    pub lease_ms: u64,
 }
 
 impl Config {
@@ -85,6 +102,30 @@ impl Config {
             worker,
             worker_args: Vec::new(),
             progress: false,
+            postgres: None,
+            processes: 1,
+            lease_ms: 5000,
+        }
+    }
+
+    /// The defaults for `kills` kills of `processes` worker processes on the PostgreSQL database
+    /// `conninfo`: every epoch runs a fixed number of instances (all processes start and wait
+    /// for the same ones), and a kill lands every 0–300 ms on one of the processes.
+    pub fn postgres(
+        kills: usize,
+        seed: u64,
+        dir: PathBuf,
+        worker: PathBuf,
+        conninfo: String,
+        processes: usize,
+    ) -> Config {
+        Config {
+            kills_per_epoch: 10,
+            first_instances: 40,
+            per_round: 0,
+            postgres: Some(conninfo),
+            processes: processes.max(1),
+            ..Config::new(kills, seed, dir, worker)
         }
     }
 }
@@ -174,8 +215,8 @@ pub use built::scratch;
 
 struct Worker {
     child: Child,
-    out: JoinHandle<Vec<String>>,
-    err: JoinHandle<Vec<String>>,
+    out: JoinHandle<Vec<(u64, String)>>,
+    err: JoinHandle<Vec<(u64, String)>>,
     /// Set when the worker printed `opened` (its database is open, its instances resumed).
     opened: Arc<AtomicBool>,
 }
@@ -190,6 +231,17 @@ struct Run {
     status: String,
     success: bool,
     out: Vec<String>,
+    /// When the driver read each line of `out` (µs since the torture began): the order of the
+    /// lines of processes that run side by side.
+    at: Vec<u64>,
+    /// When the kill was sent (µs), `u64::MAX` when not killed. Every line of the run was
+    /// printed before.
+    killed_at: u64,
+    /// Ran to the end of its epoch (not killed): its `completed:` and `final` lines are
+    /// compared with the reference.
+    last: bool,
+    /// Its worker slot (PostgreSQL: which of the processes running side by side).
+    slot: usize,
     err: Vec<String>,
     /// Effect records this process appended: `activity instance key`.
     effects: Vec<String>,
@@ -201,15 +253,17 @@ struct Run {
 /// Keeps what a run printed and recorded in `<epoch dir>/run-<r>.log`, for the report.
 fn keep_log(dir: &Path, r: usize, run: &Run) {
     let mut text = format!(
-        "# run {r}: killed {} {} ms after {}, status {}\n",
+        "# run {r} (slot {}): killed {} {} ms after {}, status {}; lines prefixed with the \
+         driver's clock (ms) when read\n",
+        run.slot,
         run.killed,
         run.delay_ms,
         if run.after_open { "`opened`" } else { "the spawn" },
         run.status
     );
-    for l in &run.out {
-        text.push_str(l);
-        text.push('\n');
+    for (i, l) in run.out.iter().enumerate() {
+        let ms = run.at.get(i).map_or(0, |us| us / 1000);
+        text.push_str(&format!("{ms} {l}\n"));
     }
     for l in &run.err {
         text.push_str("stderr: ");
@@ -224,17 +278,25 @@ fn keep_log(dir: &Path, r: usize, run: &Run) {
     let _ = std::fs::write(dir.join(format!("run-{r}.log")), text);
 }
 
+/// Microseconds since the first call: the driver's clock for ordering the lines of processes.
+fn now_us() -> u64 {
+    static BEGAN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let began = *BEGAN.get_or_init(Instant::now);
+    u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 fn collect(
     stream: impl std::io::Read + Send + 'static,
     opened: Arc<AtomicBool>,
-) -> JoinHandle<Vec<String>> {
+) -> JoinHandle<Vec<(u64, String)>> {
+    now_us();
     std::thread::spawn(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if line == "opened" {
                 opened.store(true, Ordering::SeqCst);
             }
-            lines.push(line);
+            lines.push((now_us(), line));
         }
         lines
     })
@@ -268,28 +330,36 @@ impl Worker {
         true
     }
 
-    fn end(self, status: Option<ExitStatus>, timed_out: bool) -> Run {
-        let out = self.out.join().unwrap_or_default();
-        let err = self.err.join().unwrap_or_default();
-        let killed = status.and_then(|s| s.signal()) == Some(9);
+    fn end(self, status: Option<ExitStatus>, timed_out: bool, killed_at: u64) -> Run {
+        let (at, out) = self.out.join().unwrap_or_default().into_iter().unzip();
+        let err: Vec<String> =
+            self.err.join().unwrap_or_default().into_iter().map(|(_, l)| l).collect();
+        let killed = status.and_then(|s| s.signal()) == Some(9) && !timed_out;
         Run {
-            killed: killed && !timed_out,
+            killed,
             timed_out,
             status: status.map_or("unknown".into(), |s| s.to_string()),
             success: status.is_some_and(|s| s.success()),
             out,
+            at,
             err,
-            effects: Vec::new(),
-            delay_ms: 0,
-            after_open: false,
+            killed_at: if killed { killed_at } else { u64::MAX },
+            last: !killed,
+            ..Run::default()
         }
+    }
+
+    /// Whether it exited by itself (then it is ended with [`Worker::finish`]).
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// SIGKILL (unless it has already exited), then everything it printed.
     fn kill(mut self) -> Run {
+        let killed_at = now_us();
         let _ = self.child.kill();
         let status = self.child.wait().ok();
-        self.end(status, false)
+        self.end(status, false, killed_at)
     }
 
     /// Waits for the exit; after `timeout`, SIGKILL and report a timeout.
@@ -297,12 +367,12 @@ impl Worker {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return self.end(Some(status), false);
+                return self.end(Some(status), false, u64::MAX);
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let status = self.child.wait().ok();
-                return self.end(status, true);
+                return self.end(status, true, u64::MAX);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -472,57 +542,28 @@ pub fn run(cfg: &Config) -> Summary {
         let want = cfg.kills_per_epoch.min(cfg.kills - summary.kills);
         let dir = cfg.dir.join(format!("epoch-{epoch}"));
         std::fs::create_dir_all(&dir).expect("create epoch dir");
-        let (db, fx) = (dir.join("db"), dir.join("effects"));
-        let worker_args = |instances: usize| {
-            let mut a = args(&db, &fx, instances, cfg.activity_delay_ms);
-            a.extend(cfg.worker_args.iter().cloned());
-            a
+        let mut epoch_run = Epoch {
+            epoch,
+            dir: &dir,
+            want,
+            rng: &mut rng,
+            bar: &bar,
+            kills: 0,
+            kills_before_open: 0,
+            violations: Vec::new(),
         };
-        let mut runs = Vec::new();
-        let mut seen_effects = 0;
-        let mut instances = cfg.first_instances;
-        let mut kills = 0;
-        while kills < want && runs.len() < 4 * want {
-            // One kill in eight lands at any moment of the start-up (opening the database,
-            // recovering sled's log, resuming); the others after the worker has opened it.
-            let during_start = splitmix(&mut rng).is_multiple_of(8);
-            let delay = splitmix(&mut rng) % (cfg.max_kill_delay_ms + 1);
-            let mut worker = Worker::spawn(&cfg.worker, &worker_args(instances));
-            let mut open_failed = false;
-            if !during_start {
-                open_failed = !worker.wait_opened(Duration::from_secs(30));
-            }
-            std::thread::sleep(Duration::from_millis(delay));
-            let mut run = worker.kill();
-            run.effects = new_effects(&fx, &mut seen_effects);
-            run.delay_ms = delay;
-            run.after_open = !during_start;
-            if open_failed {
-                summary.violations.push(format!(
-                    "epoch {epoch} run {}: did not open its database within 30 s; {}",
-                    runs.len(),
-                    tail(&run)
-                ));
-            }
-            keep_log(&dir, runs.len(), &run);
-            if run.killed {
-                kills += 1;
-                bar.inc(1);
-                if !run.out.iter().any(|l| l == "opened") {
-                    summary.kills_before_open += 1;
-                }
-            }
-            runs.push(run);
-            instances += cfg.per_round;
-        }
-        let mut last =
-            Worker::spawn(&cfg.worker, &worker_args(instances)).finish(cfg.finish_timeout);
-        last.effects = new_effects(&fx, &mut seen_effects);
-        keep_log(&dir, runs.len(), &last);
-        runs.push(last);
+        let (runs, instances) = match &cfg.postgres {
+            Some(url) => epoch_run.processes(cfg, url),
+            None => epoch_run.sled(cfg),
+        };
+        let kills = epoch_run.kills;
         summary.kills += kills;
+        summary.kills_before_open += epoch_run.kills_before_open;
+        summary.violations.append(&mut epoch_run.violations);
         summary.processes += runs.len();
         summary.epochs += 1;
+        // The reference is a sled run without kills: outputs and step counts are functions of
+        // the inputs only, whatever the store and however many processes.
         let reference = references
             .entry(instances)
             .or_insert_with(|| reference(cfg, instances, &mut summary.violations));
@@ -551,10 +592,166 @@ pub fn run(cfg: &Config) -> Summary {
     summary
 }
 
+/// One epoch in the making: its kills and the problems met while driving it.
+struct Epoch<'a> {
+    epoch: usize,
+    dir: &'a Path,
+    /// Kills to land.
+    want: usize,
+    rng: &'a mut u64,
+    bar: &'a indicatif::ProgressBar,
+    kills: usize,
+    kills_before_open: usize,
+    violations: Vec<String>,
+}
+
+impl Epoch<'_> {
+    /// Bookkeeping of a run that ended: its log, and the kill if it was one.
+    fn ended(&mut self, r: usize, run: &Run, open_failed: bool) {
+        if open_failed {
+            self.violations.push(format!(
+                "epoch {} run {r}: did not open its database within 30 s; {}",
+                self.epoch,
+                tail(run)
+            ));
+        }
+        keep_log(self.dir, r, run);
+        if run.killed {
+            self.kills += 1;
+            self.bar.inc(1);
+            if !run.out.iter().any(|l| l == "opened") {
+                self.kills_before_open += 1;
+            }
+        }
+    }
+
+    /// One worker process on a sled directory, killed and restarted; every restart starts a few
+    /// more instances, so the kills land among instances at every stage. Returns the runs and
+    /// the number of instances.
+    fn sled(&mut self, cfg: &Config) -> (Vec<Run>, usize) {
+        let (db, fx) = (self.dir.join("db"), self.dir.join("effects"));
+        let worker_args = |instances: usize| {
+            let mut a = args(&db, &fx, instances, cfg.activity_delay_ms);
+            a.extend(cfg.worker_args.iter().cloned());
+            a
+        };
+        let mut runs = Vec::new();
+        let mut seen_effects = 0;
+        let mut instances = cfg.first_instances;
+        while self.kills < self.want && runs.len() < 4 * self.want {
+            // One kill in eight lands at any moment of the start-up (opening the database,
+            // recovering sled's log, resuming); the others after the worker has opened it.
+            let during_start = splitmix(self.rng).is_multiple_of(8);
+            let delay = splitmix(self.rng) % (cfg.max_kill_delay_ms + 1);
+            let mut worker = Worker::spawn(&cfg.worker, &worker_args(instances));
+            let mut open_failed = false;
+            if !during_start {
+                open_failed = !worker.wait_opened(Duration::from_secs(30));
+            }
+            std::thread::sleep(Duration::from_millis(delay));
+            let mut run = worker.kill();
+            run.effects = new_effects(&fx, &mut seen_effects);
+            run.delay_ms = delay;
+            run.after_open = !during_start;
+            // Finished before the kill, or not: it ran fewer instances than the last run.
+            run.last = false;
+            self.ended(runs.len(), &run, open_failed);
+            runs.push(run);
+            instances += cfg.per_round;
+        }
+        let mut last =
+            Worker::spawn(&cfg.worker, &worker_args(instances)).finish(cfg.finish_timeout);
+        last.effects = new_effects(&fx, &mut seen_effects);
+        self.ended(runs.len(), &last, false);
+        runs.push(last);
+        (runs, instances)
+    }
+
+    /// `cfg.processes` worker processes on one fresh PostgreSQL schema, all starting and waiting
+    /// for the same instances; exactly one (slot 0, restarted with it) raises the events. Every
+    /// 0–`max_kill_delay_ms` ms one of them, drawn at random, is SIGKILLed (one kill in eight
+    /// whether or not it has opened its runtime yet) and started again in its slot. Then the
+    /// ones running finish. Returns the runs and the number of instances.
+    fn processes(&mut self, cfg: &Config, url: &str) -> (Vec<Run>, usize) {
+        let instances = cfg.first_instances;
+        let schema = format!("torture_{}_{:x}_{}", std::process::id(), cfg.seed >> 40, self.epoch);
+        let dir = self.dir.to_owned();
+        let worker_args = |run: usize, slot: usize| {
+            let mut a = args(
+                Path::new("unused"),
+                &dir.join(format!("effects-{run}")),
+                instances,
+                cfg.activity_delay_ms,
+            );
+            a.drain(..2);
+            a.extend(
+                [
+                    "--postgres",
+                    url,
+                    "--pg-schema",
+                    &schema,
+                    "--lease-ms",
+                    &cfg.lease_ms.to_string(),
+                    "--feed",
+                    if slot == 0 { "yes" } else { "no" },
+                ]
+                .map(str::to_owned),
+            );
+            a.extend(cfg.worker_args.iter().cloned());
+            a
+        };
+        let mut runs: Vec<Option<Run>> = Vec::new();
+        let spawn = |runs: &mut Vec<Option<Run>>, slot: usize| {
+            let r = runs.len();
+            runs.push(None);
+            (r, Worker::spawn(&cfg.worker, &worker_args(r, slot)))
+        };
+        let mut slots: Vec<Option<(usize, Worker)>> =
+            (0..cfg.processes).map(|slot| Some(spawn(&mut runs, slot))).collect();
+        // A run that ended, with its effects, logged.
+        let finish = |r: usize, slot: usize, mut run: Run, this: &mut Self, open_failed: bool| {
+            run.effects = new_effects(&dir.join(format!("effects-{r}")), &mut 0);
+            run.slot = slot;
+            this.ended(r, &run, open_failed);
+            run
+        };
+        while self.kills < self.want && runs.len() < 4 * self.want + cfg.processes {
+            let during_start = splitmix(self.rng).is_multiple_of(8);
+            let delay = splitmix(self.rng) % (cfg.max_kill_delay_ms + 1);
+            let slot = usize::try_from(splitmix(self.rng) % cfg.processes as u64).unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(delay));
+            // Processes that finished by themselves (every instance completed) are not started
+            // again: the epoch is over.
+            for (s, entry) in slots.iter_mut().enumerate() {
+                if entry.as_mut().is_some_and(|(_, w)| w.exited())
+                    && let Some((r, w)) = entry.take()
+                {
+                    runs[r] = Some(finish(r, s, w.finish(cfg.finish_timeout), self, false));
+                }
+            }
+            if slots.iter().any(Option::is_none) {
+                break;
+            }
+            let Some((r, mut worker)) = slots[slot].take() else { continue };
+            let open_failed = !during_start && !worker.wait_opened(Duration::from_secs(30));
+            let mut run = worker.kill();
+            run.delay_ms = delay;
+            run.after_open = !during_start;
+            runs[r] = Some(finish(r, slot, run, self, open_failed));
+            slots[slot] = Some(spawn(&mut runs, slot));
+        }
+        for (s, entry) in slots.iter_mut().enumerate() {
+            if let Some((r, w)) = entry.take() {
+                runs[r] = Some(finish(r, s, w.finish(cfg.finish_timeout), self, false));
+            }
+        }
+        (runs.into_iter().map(Option::unwrap_or_default).collect(), instances)
+    }
+}
+
 /// Checks one epoch's runs (the last one ran to the end) against the reference.
 fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut Summary) {
     let mut v = Vec::new();
-    let last = runs.len() - 1;
 
     // Processes: killed, or ended by themselves successfully; nothing on stderr.
     for (r, run) in runs.iter().enumerate() {
@@ -573,6 +770,9 @@ fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut 
             v.push(format!("run {r}: wrote to stderr: {:?}", run.err));
         }
     }
+
+    // When line `i` of run `r` was read: the order of lines across processes.
+    let time = |r: usize, i: usize| runs[r].at.get(i).copied().unwrap_or(u64::MAX);
 
     // Checkpoints: each (instance, step) printed once, in a known outcome.
     let mut checkpoints: HashMap<(String, u64), Vec<(usize, usize)>> = HashMap::new();
@@ -595,18 +795,21 @@ fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut 
             ));
         }
     }
+    // The first record of each: (run, line, time).
+    let first =
+        |at: &[(usize, usize)]| at.iter().map(|&(r, i)| (r, i, time(r, i))).min_by_key(|x| x.2);
 
     // Join branches whose result was stored before their join's step: the first time each was.
-    let mut branches: HashMap<(String, u64, usize), (usize, usize)> = HashMap::new();
+    let mut branches: HashMap<(String, u64, usize), Vec<(usize, usize)>> = HashMap::new();
     for (r, run) in runs.iter().enumerate() {
         for (i, line) in run.out.iter().enumerate() {
             if let Some(key) = parse_branch(line) {
-                branches.entry(key).or_insert((r, i));
+                branches.entry(key).or_default().push((r, i));
             }
         }
     }
 
-    // Activity starts.
+    // Activity starts, in the order they were read.
     let mut starts: BTreeMap<String, Vec<Start>> = BTreeMap::new();
     for (r, run) in runs.iter().enumerate() {
         for (i, line) in run.out.iter().enumerate() {
@@ -621,22 +824,26 @@ fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut 
             }
         }
     }
+    for list in starts.values_mut() {
+        list.sort_by_key(|s| (time(s.run, s.line), s.run, s.line));
+    }
     for (effect, list) in &starts {
         // The result is safe from the first durable record of it: the step that consumed it, or
         // its branch's own record inside a join.
-        let step = checkpoints
-            .get(&(list[0].instance.clone(), list[0].consumed_by))
-            .and_then(|at| at.first().copied());
-        let branch = branches
-            .get(&(list[0].instance.clone(), list[0].consumed_by - 1, list[0].branch))
-            .copied();
-        let consumed = match (step, branch) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let (instance, consumed_by) = (list[0].instance.clone(), list[0].consumed_by);
+        let step = checkpoints.get(&(instance.clone(), consumed_by)).and_then(|at| first(at));
+        let branch =
+            branches.get(&(instance, consumed_by - 1, list[0].branch)).and_then(|at| first(at));
+        let consumed = [step, branch].into_iter().flatten().min_by_key(|x| (x.2, x.1));
+        // Whether run `r`, killed, had seen the result made durable: by itself (every line of a
+        // killed process was printed before the kill), or by another process before the kill.
+        let safe_before_kill =
+            |r: usize| consumed.is_some_and(|(cr, _, ct)| cr == r || ct < runs[r].killed_at);
         for (k, s) in list.iter().enumerate() {
-            if let Some((cr, ci)) = consumed
-                && (cr < s.run || (cr == s.run && ci < s.line))
+            let at = time(s.run, s.line);
+            // Within a process by its own order of lines, across processes by the time read.
+            if let Some((cr, ci, ct)) = consumed
+                && (if cr == s.run { ci < s.line } else { ct < at })
             {
                 v.push(format!(
                     "activity `{effect}` started in run {} after its result was checkpointed \
@@ -644,25 +851,43 @@ fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut 
                     s.run, s.instance, s.consumed_by
                 ));
             }
-            if k > 0 && list[k - 1].run == s.run {
+            if list[..k].iter().any(|p| p.run == s.run) {
                 v.push(format!("activity `{effect}` started twice in run {}", s.run));
+                continue;
             }
-            if k + 1 < list.len() && list[k + 1].run != s.run {
-                let run = &runs[s.run];
-                let done_here = consumed.is_some_and(|(cr, _)| cr == s.run);
-                if !run.killed || done_here {
-                    v.push(format!(
-                        "activity `{effect}` ran again in run {} although run {} {}",
-                        list[k + 1].run,
-                        s.run,
-                        if done_here { "checkpointed its result" } else { "was not killed" }
-                    ));
-                }
+            // Started again: only after a kill caught an earlier start (in another process) in
+            // flight, that is before any process made its result durable.
+            let explained = list[..k].iter().any(|p| {
+                p.run != s.run
+                    && runs[p.run].killed
+                    && runs[p.run].killed_at < at
+                    && !safe_before_kill(p.run)
+            });
+            if k > 0 && !explained {
+                let earlier: Vec<String> = list[..k]
+                    .iter()
+                    .map(|p| {
+                        let run = &runs[p.run];
+                        let why = if !run.killed {
+                            "not killed"
+                        } else if safe_before_kill(p.run) {
+                            "killed after its result was checkpointed"
+                        } else {
+                            "killed after this start"
+                        };
+                        format!("run {} ({why})", p.run)
+                    })
+                    .collect();
+                v.push(format!(
+                    "activity `{effect}` ran again in run {} although no kill caught an earlier \
+                     start in flight: {}",
+                    s.run,
+                    earlier.join(", ")
+                ));
             }
         }
         for s in list {
-            let done_here = consumed.is_some_and(|(cr, _)| cr == s.run);
-            if runs[s.run].killed && !done_here {
+            if runs[s.run].killed && !safe_before_kill(s.run) {
                 summary.in_flight += 1;
             }
         }
@@ -701,25 +926,36 @@ fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut 
     }
     summary.keys += counts.len();
 
-    // The end state: every instance completed with the reference's output and step count.
-    let outputs = tagged(&runs[last].out, "completed: ");
-    let finals = tagged(&runs[last].out, "final ");
-    for (id, want) in &reference.outputs {
-        match outputs.get(id) {
-            Some(got) if got == want => {}
-            Some(got) => v.push(format!("instance {id}: output {got}, reference {want}")),
-            None => v.push(format!("instance {id}: no `completed:` line in the last run")),
+    // The end state, as every process that ran to the end saw it: every instance completed with
+    // the reference's output and step count.
+    let mut finals = BTreeMap::new();
+    for (r, run) in runs.iter().enumerate().filter(|(_, run)| run.last) {
+        let outputs = tagged(&run.out, "completed: ");
+        finals = tagged(&run.out, "final ");
+        for (id, want) in &reference.outputs {
+            match outputs.get(id) {
+                Some(got) if got == want => {}
+                Some(got) => {
+                    v.push(format!("instance {id}: output {got}, reference {want} (run {r})"))
+                }
+                None => v.push(format!("instance {id}: no `completed:` line in run {r}")),
+            }
+        }
+        for (id, want) in &reference.finals {
+            match finals.get(id) {
+                Some(got) if got == want => {}
+                Some(got) => {
+                    v.push(format!("instance {id}: ended as `{got}`, reference `{want}` (run {r})"))
+                }
+                None => v.push(format!("instance {id}: lost (the reference has it; run {r})")),
+            }
+        }
+        for id in finals.keys().filter(|id| !reference.finals.contains_key(*id)) {
+            v.push(format!("instance {id}: not in the reference (run {r})"));
         }
     }
-    for (id, want) in &reference.finals {
-        match finals.get(id) {
-            Some(got) if got == want => {}
-            Some(got) => v.push(format!("instance {id}: ended as `{got}`, reference `{want}`")),
-            None => v.push(format!("instance {id}: lost (the reference has it)")),
-        }
-    }
-    for id in finals.keys().filter(|id| !reference.finals.contains_key(*id)) {
-        v.push(format!("instance {id}: not in the reference"));
+    if !runs.iter().any(|run| run.last) {
+        v.push("no process ran to the end".to_owned());
     }
     summary.all_instances += finals.len();
     summary.checkpoints += finals
@@ -763,6 +999,7 @@ mod checker {
                  all done",
             ),
             effects: lines("mix t-0 t-0:1"),
+            last: true,
             ..Run::default()
         };
         let reference = Reference {
@@ -773,9 +1010,19 @@ mod checker {
         (vec![killed, last], reference)
     }
 
+    /// Times the lines as if the runs ran one after the other, each killed after its last line.
+    fn timed(runs: &mut [Run]) {
+        for (r, run) in runs.iter_mut().enumerate() {
+            let base = 1000 * r as u64;
+            run.at = (0..run.out.len() as u64).map(|i| base + i).collect();
+            run.killed_at = if run.killed { base + 999 } else { u64::MAX };
+        }
+    }
+
     fn violations(damage: impl FnOnce(&mut Vec<Run>, &mut Reference)) -> Vec<String> {
         let (mut runs, mut reference) = history();
         damage(&mut runs, &mut reference);
+        timed(&mut runs);
         let mut summary = Summary::default();
         check_epoch(0, &runs, &reference, &mut summary);
         summary.violations
@@ -788,7 +1035,8 @@ mod checker {
 
     #[test]
     fn a_clean_history_passes_and_counts_the_duplicate() {
-        let (runs, reference) = history();
+        let (mut runs, reference) = history();
+        timed(&mut runs);
         let mut summary = Summary::default();
         check_epoch(0, &runs, &reference, &mut summary);
         assert!(summary.violations.is_empty(), "{:#?}", summary.violations);
@@ -809,6 +1057,30 @@ mod checker {
         assert!(v.is_empty(), "{v:#?}");
     }
 
+    /// Processes side by side (PostgreSQL): an activity may start again in another process only
+    /// after a kill caught an earlier start in flight.
+    #[test]
+    fn side_by_side_a_restart_needs_a_kill_before_it() {
+        let side_by_side = |kill_at: u64| {
+            let (mut runs, reference) = history();
+            // Run 1 ran alongside run 0: opened before run 0's lines, the rerun after `kill_at`.
+            runs[0].at = vec![10, 20, 30];
+            runs[0].killed_at = kill_at;
+            runs[1].at = vec![5, 100, 110, 120, 130, 140];
+            let mut summary = Summary::default();
+            check_epoch(0, &runs, &reference, &mut summary);
+            summary.violations
+        };
+        assert!(side_by_side(50).is_empty(), "{:#?}", side_by_side(50));
+        let v = side_by_side(105);
+        assert!(
+            v.iter().any(|m| m.contains(
+                "no kill caught an earlier start in flight: run 0 (killed after this start)"
+            )),
+            "{v:#?}"
+        );
+    }
+
     #[test]
     fn each_kind_of_damage_is_reported() {
         // The killed run had already checkpointed the step that consumed the result.
@@ -821,7 +1093,10 @@ mod checker {
             "started in run 1 after its result was checkpointed",
         );
         // No kill explains the second run of the activity.
-        reports(|r, _| r[0].killed = false, "although run 0 was not killed");
+        reports(
+            |r, _| r[0].killed = false,
+            "no kill caught an earlier start in flight: run 0 (not killed)",
+        );
         reports(
             |r, _| {
                 let again = r[1].out[1].clone();
