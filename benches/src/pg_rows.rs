@@ -298,11 +298,17 @@ async fn resume_measured(
                 real.len()
             ));
         } else {
+            let differing: Vec<usize> = (0..copied_record.len().max(real.len()))
+                .filter(|&i| copied_record.get(i) != real.get(i))
+                .collect();
             details.push(format!(
                 "PG history check: at K={k_lo} the record built on sled and copied ({} B) \
-                 differs from the one running on PostgreSQL wrote ({} B)",
+                 differs from the one running on PostgreSQL wrote ({} B) in {} bytes, at \
+                 offsets {:?}",
                 copied_record.len(),
-                real.len()
+                real.len(),
+                differing.len(),
+                &differing[..differing.len().min(16)]
             ));
         }
     }
