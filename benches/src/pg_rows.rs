@@ -2,6 +2,7 @@
 //! upsert, many instances on 1, 2 and 4 worker processes, and resume after K steps.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::table::{self, Row, Table};
 use crate::{BoxError, Config, Samples, pg_side, run_child, s, sys};
@@ -77,26 +78,24 @@ async fn sequential_rows(
     for run in 0..c.runs {
         eprintln!("pg sequential: run {}/{}", run + 1, c.runs);
         // Alternate which goes first, so that neither always runs on a cooler machine.
-        let mut durable_first = run % 2 == 0;
-        let (mut wall, mut wall_ref) = (None, None);
-        for _ in 0..2 {
+        let durable_first = run % 2 == 0;
+        let (mut wall, mut wall_ref) = (Duration::ZERO, Duration::ZERO);
+        for durable_turn in [durable_first, !durable_first] {
             let schema = pg_side::schema_name("seq");
-            if durable_first {
+            if durable_turn {
                 let r = pg_side::sequential(conninfo, &schema, n).await;
                 pg_side::drop_schema(client, &schema).await?;
                 let (w, c) = r?;
-                wall = Some(w);
+                wall = w;
                 cpu.push(c.as_secs_f64() * 1e6 / n as f64);
             } else {
                 let r = pg_side::upsert_reference(client, &schema, size, n).await;
                 pg_side::drop_schema(client, &schema).await?;
                 let (w, c) = r?;
-                wall_ref = Some(w);
+                wall_ref = w;
                 cpu_reference.push(c.as_secs_f64() * 1e6 / n as f64);
             }
-            durable_first = !durable_first;
         }
-        let (Some(wall), Some(wall_ref)) = (wall, wall_ref) else { unreachable!("both ran") };
         rate.push(n as f64 / wall.as_secs_f64());
         reference.push(n as f64 / wall_ref.as_secs_f64());
         ratio.push(wall.as_secs_f64() / wall_ref.as_secs_f64());

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use durable::Runtime;
 use durable::store::{SledStore, Store};
-use durable::{Durability, Runtime};
 use durable_postgres::PgStore;
 use tokio_postgres::{Client, NoTls};
 
@@ -373,15 +373,14 @@ pub async fn clone_history(
     Ok(())
 }
 
-/// Child: connects a `PgStore` to `schema` and opens a worker runtime over it; the times, since
-/// just before the connect, of: `open` returned, call K+1 started again, call K+2 started
-/// (after step K+1 was committed).
+/// Child: connects a `PgStore` to `schema` and opens a worker runtime over it (default
+/// durability); the times, since just before the connect, of: `open` returned, call K+1
+/// started again, call K+2 started (after step K+1 was committed).
 pub async fn resume(conninfo: &str, schema: &str, k: u64) -> Result<[Duration; 3], BoxError> {
     probe::install(probe::Mode::Resume { first: k });
     let rt = Runtime::builder(NO_DIR)
         .store(Arc::new(store(conninfo, schema).await?))
         .orchestration(counted_loop)
-        .durability(Durability::Flush)
         .open()
         .await?;
     let opened = probe::elapsed();
