@@ -1,9 +1,12 @@
 //! The benchmark of issue 5 §3: durable against its targets, its physical reference (sled) and
-//! duroxide (a Durable Task runtime that replays history), measured in one run.
+//! duroxide (a Durable Task runtime that replays history), measured in one run; and of issue 12:
+//! durable on PostgreSQL (`PgStore`) with one and several worker processes, against a bare
+//! upsert, when a server is given (`DURABLE_PG` or `--pg`).
 //!
 //! ```text
 //! cargo run --release --manifest-path benches/Cargo.toml              # the full run
 //! cargo run --release --manifest-path benches/Cargo.toml -- --quick   # small sizes, 3 runs
+//! cargo run --release --manifest-path benches/Cargo.toml -- --only pg --no-duroxide
 //! cargo run --release --manifest-path benches/Cargo.toml -- --help
 //! ```
 //!
@@ -12,6 +15,8 @@
 
 mod durable_side;
 mod duroxide_side;
+mod pg_rows;
+mod pg_side;
 mod probe;
 mod sys;
 mod table;
@@ -27,14 +32,15 @@ use table::{Row, Table};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const HELP: &str = "\
-durable-bench: the benchmark of issue 5 §3
+durable-bench: the benchmarks of issue 5 §3 and issue 12 (PostgreSQL)
 
 USAGE: durable-bench [OPTIONS]
 
 OPTIONS:
   --quick              small sizes (K up to 10,000; 10,000 waiting instances), 3 runs
   --runs N             repetitions of each measurement (default 5; --quick 3)
-  --only LIST          comma-separated subset of: resume,seq,fanout,wait,cpu
+  --only LIST          comma-separated subset of: resume,seq,fanout,wait,cpu,
+                       pg (all PostgreSQL rows) or pg-seq,pg-workers,pg-resume
   --no-duroxide        leave out the duroxide comparison
   --duroxide-real-max K
                        build duroxide histories of up to K steps by running them
@@ -42,8 +48,17 @@ OPTIONS:
   --concurrency N      duroxide orchestration and worker dispatchers (default 2, its default)
   --dir PATH           scratch directory on the disk to measure (default benches/target/bench-data)
   --out FILE           also write the report to FILE (default benches/target/bench-report.md)
+  --pg CONNINFO        the PostgreSQL server of the pg rows (libpq syntax; default $DURABLE_PG);
+                       without one the pg rows are skipped, with a note
+  --pg-workers LIST    worker process counts of the multi-worker row (default 1,2,4; the
+                       first is the base of the scaling ratios)
+  --pg-real-max K      build PostgreSQL histories of up to K steps by running them on
+                       PostgreSQL (default 1000); longer ones are built on sled and their
+                       record created in PostgreSQL
 
 ENVIRONMENT:
+  DURABLE_PG           the PostgreSQL server, as for the durable-postgres tests
+                       (`eval \"$(.ci/postgres start --durable)\"` starts a throwaway one)
   DUROXIDE_LOGS=1      let duroxide print its log (warnings such as \"database is locked\")
 ";
 
@@ -61,6 +76,9 @@ struct Config {
     concurrency: usize,
     dir: PathBuf,
     out: PathBuf,
+    pg: Option<String>,
+    pg_workers: Vec<usize>,
+    pg_real_max: u64,
 }
 
 impl Config {
@@ -79,6 +97,9 @@ impl Config {
             concurrency: 2,
             dir: manifest.join("target/bench-data"),
             out: manifest.join("target/bench-report.md"),
+            pg: std::env::var("DURABLE_PG").ok().filter(|v| !v.trim().is_empty()),
+            pg_workers: vec![1, 2, 4],
+            pg_real_max: 1_000,
         };
         let mut runs = None;
         let mut it = args.iter();
@@ -101,6 +122,19 @@ impl Config {
                 }
                 "--dir" => c.dir = PathBuf::from(value()?),
                 "--out" => c.out = PathBuf::from(value()?),
+                "--pg" => c.pg = Some(value()?),
+                "--pg-workers" => {
+                    c.pg_workers = value()?
+                        .split(',')
+                        .map(|w| w.parse().map_err(|e| format!("{a}: {e}")))
+                        .collect::<Result<_, _>>()?;
+                    if c.pg_workers.is_empty() || c.pg_workers.contains(&0) {
+                        return Err(format!("{a}: worker counts of at least 1"));
+                    }
+                }
+                "--pg-real-max" => {
+                    c.pg_real_max = value()?.parse().map_err(|e| format!("{a}: {e}"))?
+                }
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument `{other}`")),
             }
@@ -114,6 +148,12 @@ impl Config {
 
     fn wants(&self, part: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| o == part)
+    }
+
+    /// Whether the PostgreSQL measurement `part` (`seq`, `workers`, `resume`) is selected:
+    /// by default, by `pg`, or by `pg-<part>`.
+    fn wants_pg(&self, part: &str) -> bool {
+        self.wants("pg") || self.only.iter().any(|o| o.strip_prefix("pg-") == Some(part))
     }
 }
 
@@ -218,6 +258,18 @@ async fn child(args: &[String]) -> Result<(), BoxError> {
                 ("peak", peak.to_string()),
             ]);
         }
+        "pg-worker" => {
+            let (steps, cpu) = pg_side::worker(&arg(1)?, &arg(2)?).await?;
+            result_line(&[("steps", steps.to_string()), ("cpu_us", us(cpu))]);
+        }
+        "pg-build" => {
+            let took = pg_side::build_history(&arg(1)?, &arg(2)?, num(3)?).await?;
+            result_line(&[("build_us", us(took))]);
+        }
+        "pg-resume" => {
+            let [opened, first, next] = pg_side::resume(&arg(1)?, &arg(2)?, num(3)?).await?;
+            result_line(&[("open_us", us(opened)), ("first_us", us(first)), ("next_us", us(next))]);
+        }
         other => return Err(format!("unknown child `{other}`").into()),
     }
     Ok(())
@@ -294,7 +346,7 @@ async fn parent(c: Config) -> Result<(), BoxError> {
     eprintln!("durable-bench: {} runs, scratch {}, nproc {nproc}", c.runs, c.dir.display());
 
     // One bar over the groups of measurements, on stderr (hidden when it is no terminal).
-    let groups = ["resume", "seq", "fanout", "wait"];
+    let groups = ["resume", "seq", "fanout", "wait", "pg"];
     let bar = indicatif::ProgressBar::new(groups.len() as u64);
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -321,8 +373,15 @@ async fn parent(c: Config) -> Result<(), BoxError> {
     if c.wants("wait") {
         waiting_rows(&c, &mut table, &mut details).await?;
     }
+    bar.inc(1);
+    bar.set_message("PostgreSQL");
+    let mut pg_table = Table::default();
+    if c.wants_pg("seq") || c.wants_pg("workers") || c.wants_pg("resume") {
+        pg_rows::pg_rows(&c, &mut pg_table, &mut details).await?;
+    }
     bar.finish_and_clear();
     table.append(cpu_rows);
+    table.append(pg_table);
 
     let mut report = String::new();
     report.push_str(&format!(

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use durable::store::{
-    Entries, Lease, Message, SledStore, Space, Store, StoreError, Timer, Versioned, Write,
-    WriteError,
+    Entries, Lease, Message, OnChange, SledStore, Space, Store, StoreError, Timer, Versioned,
+    Write, WriteError,
 };
 use durable::{Ctx, Durability, Failure, Runtime, StepEvent, activity, orchestration};
 use tokio::sync::Notify;
@@ -19,13 +19,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The loop of the resume measurement; its activity reports to the probe.
 #[activity]
-async fn loop_step(acc: u64, i: u64) -> Result<u64, String> {
+pub(crate) async fn loop_step(acc: u64, i: u64) -> Result<u64, String> {
     probe::on_step(i).await;
     Ok(acc.wrapping_add(i))
 }
 
 #[orchestration]
-async fn counted_loop(ctx: Ctx, n: u64) -> Result<u64, Failure> {
+pub(crate) async fn counted_loop(ctx: Ctx, n: u64) -> Result<u64, Failure> {
     let mut acc = 0;
     for i in 0..n {
         acc = ctx.call(loop_step, (acc, i)).await?;
@@ -35,12 +35,12 @@ async fn counted_loop(ctx: Ctx, n: u64) -> Result<u64, Failure> {
 
 /// The activity of the throughput and CPU measurements: as cheap as an activity can be.
 #[activity]
-async fn add(a: u64, b: u64) -> Result<u64, String> {
+pub(crate) async fn add(a: u64, b: u64) -> Result<u64, String> {
     Ok(a.wrapping_add(b))
 }
 
 #[orchestration]
-async fn plain_loop(ctx: Ctx, n: u64) -> Result<u64, Failure> {
+pub(crate) async fn plain_loop(ctx: Ctx, n: u64) -> Result<u64, Failure> {
     let mut acc = 0;
     for i in 0..n {
         acc = ctx.call(add, (acc, i)).await?;
@@ -49,7 +49,7 @@ async fn plain_loop(ctx: Ctx, n: u64) -> Result<u64, Failure> {
 }
 
 #[orchestration]
-async fn three_steps(ctx: Ctx, x: u64) -> Result<u64, Failure> {
+pub(crate) async fn three_steps(ctx: Ctx, x: u64) -> Result<u64, Failure> {
     let a = ctx.call(add, (x, 1)).await?;
     let b = ctx.call(add, (a, 2)).await?;
     let c = ctx.call(add, (b, 3)).await?;
@@ -227,13 +227,13 @@ struct Calls {
     others: AtomicU64,
 }
 
-struct SizeProbe {
-    inner: SledStore,
+struct SizeProbe<S> {
+    inner: S,
     sizes: Mutex<Vec<usize>>,
     calls: Calls,
 }
 
-impl Store for SizeProbe {
+impl<S: Store> Store for SizeProbe<S> {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.calls.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.get(space, key)
@@ -337,6 +337,15 @@ impl Store for SizeProbe {
         self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.due_timers(now_ms, limit)
     }
+    fn recover(&self) -> Result<(), StoreError> {
+        self.inner.recover()
+    }
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+    fn watch(&self, on_change: OnChange) -> Result<(), StoreError> {
+        self.inner.watch(on_change)
+    }
 }
 
 /// What the store saw while `plain_loop` ran `n` steps.
@@ -347,14 +356,23 @@ pub struct Calibration {
     pub per_step: [f64; 4],
 }
 
-/// Runs `plain_loop` for `n` steps on a store that watches (default durability).
+/// Runs `plain_loop` for `n` steps on a sled store that watches (default durability).
 pub async fn calibrate(db: &Path, n: u64) -> Result<Calibration, BoxError> {
     sys::remove(db);
-    let store = Arc::new(SizeProbe {
-        inner: SledStore::open(db)?,
-        sizes: Mutex::new(Vec::new()),
-        calls: Calls::default(),
-    });
+    let calibration = calibrate_on(SledStore::open(db)?, db, n).await;
+    sys::remove(db);
+    calibration
+}
+
+/// Runs `plain_loop` for `n` steps on `inner`, watched (default durability); `db` is the
+/// runtime's directory (unused by stores other than sled's).
+pub async fn calibrate_on<S: Store + 'static>(
+    inner: S,
+    db: &Path,
+    n: u64,
+) -> Result<Calibration, BoxError> {
+    let store =
+        Arc::new(SizeProbe { inner, sizes: Mutex::new(Vec::new()), calls: Calls::default() });
     let rt = Runtime::builder(db).store(store.clone()).orchestration(plain_loop).open().await?;
     let before = [&store.calls.gets, &store.calls.puts, &store.calls.flushes, &store.calls.others]
         .map(|c| c.load(Ordering::SeqCst));
@@ -365,7 +383,6 @@ pub async fn calibrate(db: &Path, n: u64) -> Result<Calibration, BoxError> {
     drop(rt);
     let mut sizes = store.sizes.lock().unwrap_or_else(|p| p.into_inner()).clone();
     drop(store);
-    sys::remove(db);
     sizes.sort_unstable();
     let record = sizes.get(sizes.len() / 2).copied().unwrap_or(0);
     let per_step = [0, 1, 2, 3].map(|i| after[i].saturating_sub(before[i]) as f64 / n as f64);
