@@ -124,9 +124,19 @@ impl Shared {
     /// the id. Just the name when the id cannot be a payload (listeners report
     /// [`Change::Missed`](durable_runtime::store::Change::Missed) then).
     fn payload(&self, id: &[u8]) -> String {
-        let fits = self.name.len() + 1 + id.len() <= MAX_PAYLOAD && !id.contains(&0);
+        self.payload_as(&self.name, id)
+    }
+
+    /// The payload of a write its instance's runner makes under its lease: the store's name
+    /// marked with `!` (listeners report [`Change::Stepped`](durable_runtime::store::Change)).
+    fn runner_payload(&self, id: &[u8]) -> String {
+        self.payload_as(&format!("{}!", self.name), id)
+    }
+
+    fn payload_as(&self, writer: &str, id: &[u8]) -> String {
+        let fits = writer.len() + 1 + id.len() <= MAX_PAYLOAD && !id.contains(&0);
         match std::str::from_utf8(id) {
-            Ok(id) if fits => format!("{} {id}", self.name),
+            Ok(id) if fits => format!("{writer} {id}"),
             _ => self.name.clone(),
         }
     }
@@ -324,7 +334,8 @@ impl Shared {
     pub(crate) async fn write(&self, id: String, write: OwnedWrite) -> Result<u64, WriteError> {
         let doing = "writing an instance";
         let key = id.as_bytes();
-        let payload = self.payload(key);
+        let payload =
+            if write.fence.is_some() { self.runner_payload(key) } else { self.payload(key) };
         let expected = to_db(write.expected);
         let token = write.fence.map(|(token, _)| to_db(token));
         let until = write.fence.map(|(_, until)| to_db(until));

@@ -78,10 +78,15 @@ impl Listener {
             Some((writer, id)) => (writer, Some(id)),
             None => (payload, None),
         };
+        let (writer, runner) = match writer.strip_suffix('!') {
+            Some(w) => (w, true),
+            None => (writer, false),
+        };
         if writer == self.name {
             return None;
         }
         Some(match id {
+            Some(id) if runner => Change::Stepped(id.to_owned()),
             Some(id) => Change::Instance(id.to_owned()),
             // An id that did not fit in a payload.
             None => Change::Missed,

@@ -46,6 +46,8 @@ pub(crate) fn start(engine: &Arc<Engine>, poll: Duration) -> Result<(), StoreErr
             engine.changed();
             match change {
                 Change::Instance(id) => engine.wake(&id),
+                // Its runner goes on with it; waiting clients were told above.
+                Change::Stepped(_) => {}
                 _ => {
                     if let Err(e) = engine.resume_all() {
                         tracing::warn!("cannot claim instances: {e}");

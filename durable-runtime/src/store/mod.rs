@@ -157,6 +157,10 @@ pub enum Change {
     /// Instance `id` was created or changed, or a message was appended to its inbox: a worker
     /// may have work for it, and a client waiting for it may look again.
     Instance(String),
+    /// Instance `id` was checkpointed by the worker that runs it (a write under its lease):
+    /// that worker goes on with it, so others have nothing to run, but clients waiting for the
+    /// instance may look again.
+    Stepped(String),
     /// Changes may have been missed (the store lost its notification channel and got it back):
     /// look at everything again.
     Missed,
