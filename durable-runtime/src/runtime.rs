@@ -351,9 +351,9 @@ impl Runtime {
     }
 
     /// Cancels instance `id` with `reason`: at its next suspension point (at once if it waits or
-    /// is suspended) it ends with the terminal state `Cancelled`; its sub-orchestrations are
-    /// cancelled too, at every depth. The same as [`cancel_with`](Self::cancel_with) and
-    /// [`Scope::Tree`].
+    /// is suspended) it ends with the terminal state `Cancelled`; the sub-orchestrations it
+    /// waits for are cancelled too, and theirs, at every depth. The same as
+    /// [`cancel_with`](Self::cancel_with) and [`Scope::Tree`].
     ///
     /// The first request wins, as a termination does in the Durable Task Framework: once a
     /// cancellation is recorded, a later `cancel` with another reason changes nothing and
@@ -365,10 +365,13 @@ impl Runtime {
         self.cancel_with(id, reason, Scope::Tree).await
     }
 
-    /// Cancels instance `id` with `reason`, as [`cancel`](Self::cancel) does, with its
-    /// sub-orchestrations ([`Scope::Tree`], recursive: what `cancel` does) or alone
-    /// ([`Scope::Instance`]: its sub-orchestrations run on to their end, and nobody takes
-    /// their results; the Durable Task Framework's non-recursive termination).
+    /// Cancels instance `id` with `reason`, as [`cancel`](Self::cancel) does, with the
+    /// sub-orchestrations it waits for ([`Scope::Tree`], recursive: what `cancel` does; the
+    /// Durable Task Framework terminates alone by default, but this crate's design cancels
+    /// children with their parent) or alone ([`Scope::Instance`]: its sub-orchestrations run on
+    /// to their end, and nobody takes their results). A sub-orchestration a finished race left
+    /// running is not waited for, so neither scope cancels it; [`purge_with`](Self::purge_with)
+    /// and [`Scope::Tree`] find it.
     ///
     /// The first request wins, its scope included: the same reason again with another scope
     /// returns `Ok` and changes nothing.

@@ -25,7 +25,8 @@ pub enum Durability {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Scope {
-    /// The instance and its sub-orchestrations, theirs too, at every depth (recursive).
+    /// The instance and its sub-orchestrations, theirs too, at every depth (recursive). For a
+    /// cancel: the sub-orchestrations it waits for; for a purge: every stored one.
     Tree,
     /// The instance alone.
     Instance,
