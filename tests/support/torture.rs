@@ -84,6 +84,10 @@ pub struct Config {
     /// Their `--lease-ms`: well above an activity's duration (and a stall of a busy machine),
     /// so that an instance changes hands only after a kill.
     pub lease_ms: u64,
+    /// Lines on a worker's stderr that count as known findings (reported in the summary) rather
+    /// than violations: a line containing one of these. Empty (the default): anything on stderr
+    /// is a violation.
+    pub known_findings: Vec<&'static str>,
 }
 
 impl Config {
@@ -105,6 +109,7 @@ impl Config {
             postgres: None,
             processes: 1,
             lease_ms: 5000,
+            known_findings: Vec::new(),
         }
     }
 
@@ -156,6 +161,10 @@ pub struct Summary {
     /// How many calls recorded their effect n times.
     pub distribution: BTreeMap<usize, usize>,
     pub violations: Vec<String>,
+    /// Stderr lines of [`Config::known_findings`], by run: reported, not violations.
+    pub findings: Vec<String>,
+    /// The substrings of [`Config::known_findings`].
+    pub known: Vec<&'static str>,
     pub elapsed: Duration,
 }
 
@@ -167,7 +176,7 @@ impl Summary {
         format!(
             "torture: kills={} (before open {}) instances={} (with children {}) activity_runs={} calls={} \
              in_flight_at_kill={} duplicates={} distribution=[{}] checkpoints={} \
-             processes={} epochs={} violations={} seed={:#x} time={:.0}s",
+             processes={} epochs={} violations={} known_findings={} seed={:#x} time={:.0}s",
             self.kills,
             self.kills_before_open,
             self.instances,
@@ -181,6 +190,7 @@ impl Summary {
             self.processes,
             self.epochs,
             self.violations.len(),
+            self.findings.len(),
             self.seed,
             self.elapsed.as_secs_f64()
         )
@@ -534,7 +544,8 @@ pub fn run(cfg: &Config) -> Summary {
     let _ = std::fs::remove_dir_all(&cfg.dir);
     std::fs::create_dir_all(&cfg.dir).expect("create torture dir");
     let mut rng = cfg.seed;
-    let mut summary = Summary { seed: cfg.seed, ..Summary::default() };
+    let mut summary =
+        Summary { seed: cfg.seed, known: cfg.known_findings.clone(), ..Summary::default() };
     let mut references: HashMap<usize, Reference> = HashMap::new();
     let mut epoch = 0;
     let bar = progress_bar(cfg.progress, cfg.kills, "kills");
@@ -766,8 +777,13 @@ fn check_epoch(epoch: usize, runs: &[Run], reference: &Reference, summary: &mut 
         } else if !run.killed && !run.out.iter().any(|l| l == "all done") {
             v.push(format!("run {r}: exited without `all done`; {}", tail(run)));
         }
-        if !run.err.is_empty() {
-            v.push(format!("run {r}: wrote to stderr: {:?}", run.err));
+        let (known, unknown): (Vec<&String>, Vec<&String>) =
+            run.err.iter().partition(|l| summary.known.iter().any(|k| l.contains(k)));
+        for line in known {
+            summary.findings.push(format!("epoch {epoch}: run {r}: {line}"));
+        }
+        if !unknown.is_empty() {
+            v.push(format!("run {r}: wrote to stderr: {unknown:?}"));
         }
     }
 
