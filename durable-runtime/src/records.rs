@@ -216,6 +216,16 @@ impl Records {
         Ok(self.store.read(id)?.map(|v| Self::decode(&v.record)))
     }
 
+    /// A page of instance ids in id order, after `after` (nothing decoded).
+    pub(crate) fn scan_ids(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let page = self.store.scan(Space::Instances, after.map(str::as_bytes), limit)?;
+        Ok(page.into_iter().map(|(key, _)| String::from_utf8_lossy(&key).into_owned()).collect())
+    }
+
     /// A page of records in id order, after `after`.
     pub(crate) fn scan(
         &self,

@@ -445,13 +445,13 @@ impl Runtime {
         let mut out = Vec::new();
         let mut after = filter.after.clone();
         loop {
-            let batch = self.engine.records.scan(after.as_deref(), 512)?;
-            let Some((last, _)) = batch.last() else {
+            let batch = self.engine.records.scan_ids(after.as_deref(), 512)?;
+            let Some(last) = batch.last() else {
                 return Ok(Page { instances: out, next: None });
             };
             after = Some(last.clone());
-            for (id, _) in batch {
-                // Read again with its inbox, consistently (see `Records::observe`).
+            for id in batch {
+                // Read with its inbox, consistently (see `Records::observe`).
                 let Some((rec, inbox)) = self.engine.records.observe(&id)? else { continue };
                 let status = self.status_of(&id, rec, inbox);
                 let state_ok = filter.states.as_ref().is_none_or(|states| {
