@@ -16,6 +16,7 @@ pub fn check(store: &dyn Store) -> Result<(), String> {
     check_key_values(store)?;
     check_records(store)?;
     check_racing_writers(store)?;
+    check_reads_during_writes(store)?;
     check_inbox(store)?;
     check_leases(store)?;
     check_timers(store)
@@ -168,6 +169,51 @@ fn check_racing_writers(store: &dyn Store) -> Result<(), String> {
     let v = store.read("race").map_err(io)?.map_or(0, |v| v.version);
     store.remove("race", v).map_err(io)?;
     Ok(())
+}
+
+/// A read returns a record with the version it was written under, never the record of one write
+/// with the version of another, while a writer is busy: a client that wrote back what it read
+/// under a torn version would overwrite a checkpoint.
+fn check_reads_during_writes(store: &dyn Store) -> Result<(), String> {
+    const WRITES: u64 = 1_000;
+    // The record written as version v is v's decimal digits.
+    store.create("torn", b"1").map_err(io)?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let torn = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut torn = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                match store.read("torn") {
+                    Ok(Some(v)) if v.record != v.version.to_string().as_bytes() => {
+                        torn.push((v.version, String::from_utf8_lossy(&v.record).into_owned()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => torn.push((0, format!("read failed: {e}"))),
+                }
+            }
+            torn
+        });
+        let written = (1..WRITES).try_for_each(|v| {
+            let record = (v + 1).to_string();
+            store.write("torn", &plain(v, record.as_bytes())).map(drop)
+        });
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let torn = reader.join().map_err(|_| "the reader panicked".to_owned())?;
+        written.map_err(io)?;
+        Ok::<_, String>(torn)
+    })?;
+    ensure(
+        torn.is_empty(),
+        &format!(
+            "a read during writes returned (version, record) pairs of different writes: {:?}",
+            {
+                let mut first = torn;
+                first.truncate(5);
+                first
+            }
+        ),
+    )?;
+    store.remove("torn", WRITES).map_err(io)
 }
 
 fn check_inbox(store: &dyn Store) -> Result<(), String> {

@@ -89,6 +89,9 @@ impl SledStore {
 
     pub(super) fn read_instance(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
         self.with_open(|open| {
+            // Writers put the record, then its version, under this lock: read apart from them,
+            // a record could come with the version of the write before or after it.
+            let _writing = lock(&self.shared.writing);
             let Some(record) = open.instances.get(id).map_err(|e| self.io(e))? else {
                 return Ok(None);
             };
