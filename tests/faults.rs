@@ -184,3 +184,52 @@ async fn a_failed_checkpoint_write_is_retried_and_nothing_half_done_is_read() {
         assert_eq!(n, 1, "{key} ran {n} times");
     }
 }
+
+/// A store that, at the second fenced write of the run, lets the writer's lease go first, as
+/// when a lease runs out unrenewed on a loaded machine and is taken anew: the write is refused
+/// for its token.
+struct LeaseLosingStore {
+    inner: SledStore,
+    fenced_writes: AtomicU32,
+    lost: AtomicU32,
+}
+
+impl Layer for LeaseLosingStore {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
+    fn write(&self, id: &str, write: &Write<'_>) -> Result<u64, WriteError> {
+        if let Some(fence) = write.fence
+            && self.fenced_writes.fetch_add(1, Ordering::SeqCst) == 1
+        {
+            let held = durable::store::Lease {
+                id: id.to_owned(),
+                owner: String::new(),
+                token: fence.token,
+                expires_ms: 0,
+            };
+            self.inner.release(&held).unwrap();
+            self.lost.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.write(id, write)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_whose_lease_went_takes_it_anew_and_finishes() {
+    let db = fresh_db("lease-lost");
+    let store = Arc::new(LeaseLosingStore {
+        inner: SledStore::open(&db).unwrap(),
+        fenced_writes: AtomicU32::new(0),
+        lost: AtomicU32::new(0),
+    });
+    let rt =
+        Runtime::builder(&db).store(store.clone()).orchestration(three_incs).open().await.unwrap();
+    let h = rt.start(three_incs, "lease-lost", 0).await.unwrap();
+    // One process, no other worker: a driver that stopped at the refused write would leave
+    // the instance waiting for ever.
+    let out = h.wait_timeout(Duration::from_secs(20)).await.expect("the instance finishes");
+    assert_eq!(out.unwrap(), 3);
+    assert_eq!(store.lost.load(Ordering::SeqCst), 1, "the lease went once");
+    rt.shutdown().await;
+}

@@ -46,6 +46,8 @@ struct Driver {
     handed: Handed,
     /// Whether the lease came from a claim (which skips instances marked finished).
     claimed: bool,
+    /// Set when a write was refused for a lease token that is no longer current.
+    fenced: std::sync::atomic::AtomicBool,
     notify: Arc<Notify>,
 }
 
@@ -80,9 +82,33 @@ pub(crate) async fn drive(
         lease: lease.into(),
         handed,
         claimed,
+        fenced: false.into(),
         notify,
     };
     let stopped = driver.run(&wakes).await;
+    if driver.fenced.load(Ordering::SeqCst) {
+        // A write carried a token that is no longer current. When the lease is free again (or
+        // still this runtime's, under a newer token) nobody else runs the instance: go on under
+        // it, from the record as stored (every write is conditional on the version read, so
+        // nothing written meanwhile is overwritten). Otherwise another worker runs it.
+        match engine.records.lease(&id, engine.clock.now_ms()) {
+            Ok(Some(lease)) => {
+                tracing::info!("instance `{id}`: its lease changed under a write; taken anew");
+                engine.restart_driver(&id, Some(lease));
+            }
+            Ok(None) => {
+                if matches!(engine.records.load(&id), Ok(Some(_))) {
+                    tracing::warn!("instance `{id}`: another worker took it over; this one stops");
+                }
+                engine.forget_driver(&id);
+            }
+            Err(e) => {
+                tracing::warn!("instance `{id}`: cannot take its lease again: {e}");
+                engine.forget_driver(&id);
+            }
+        }
+        return;
+    }
     if !stopped {
         let seen = wakes.load(Ordering::SeqCst);
         let lease = driver.lease();
@@ -319,7 +345,9 @@ impl Driver {
     fn stop_if_fenced(&self, r: Refused) -> Result<ClientError, ()> {
         match r {
             Refused::Fenced(why) => {
-                tracing::warn!("{why}");
+                // `drive` decides, once the driver has stopped, whether it was taken over.
+                tracing::debug!("{why}");
+                self.fenced.store(true, Ordering::SeqCst);
                 Err(())
             }
             Refused::Client(e) => Ok(e),
