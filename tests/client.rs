@@ -220,3 +220,90 @@ async fn an_event_raised_as_json_is_decoded_by_the_waiters_type() {
     rt.raise_event_json("json", "bytes", &serde_json::json!([1, 2, 3])).await.unwrap();
     assert_eq!(h.wait().await.unwrap(), ("Ok(true)".to_owned(), "Ok([1, 2, 3])".to_owned()));
 }
+
+/// Counts the store's flushes.
+struct CountingFlushes {
+    inner: durable::store::SledStore,
+    flushes: std::sync::atomic::AtomicU64,
+}
+
+impl durable::store::Layer for CountingFlushes {
+    fn inner(&self) -> &dyn durable::store::Store {
+        &self.inner
+    }
+    fn flush(&self) -> Result<(), durable::store::StoreError> {
+        self.flushes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        durable::store::Store::flush(&self.inner)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_many_shares_one_flush_and_each_start_stands_alone() {
+    use std::sync::atomic::Ordering;
+    let db = fresh_db("start-many");
+    let clock = manual_clock();
+    let store = std::sync::Arc::new(CountingFlushes {
+        inner: durable::store::SledStore::open(&db).unwrap(),
+        flushes: 0.into(),
+    });
+    // A client only: no driver flushes steps meanwhile.
+    let rt = Runtime::builder(&db)
+        .store(store.clone())
+        .clock(clock.clone())
+        .worker(false)
+        .open()
+        .await
+        .unwrap();
+    rt.start(hour, "taken", 1).await.unwrap();
+    #[orchestration]
+    async fn other(_ctx: Ctx, x: u64) -> Result<u64, Failure> {
+        Ok(x)
+    }
+    rt.start(other, "other-kind", 1).await.unwrap();
+    let mut starts: Vec<(String, u64)> = (0..200).map(|i| (format!("many-{i:03}"), i)).collect();
+    starts.push(("taken".into(), 99));
+    starts.push(("bad\0id".into(), 0));
+    starts.push(("other-kind".into(), 0));
+    let before = store.flushes.load(Ordering::SeqCst);
+    let started = rt.start_many(hour, starts).await;
+    let flushes = store.flushes.load(Ordering::SeqCst) - before;
+    assert!(flushes <= 2, "200 starts took {flushes} flushes");
+    assert_eq!(started.len(), 203);
+    for (i, s) in started[..201].iter().enumerate() {
+        assert!(s.is_ok(), "start {i}: {:?}", s.as_ref().err());
+    }
+    assert!(
+        matches!(started[201], Err(durable::StartError::InvalidId { .. })),
+        "{:?}",
+        started[201].as_ref().err()
+    );
+    assert!(
+        matches!(started[202], Err(durable::StartError::Conflict { .. })),
+        "{:?}",
+        started[202].as_ref().err()
+    );
+    // Started one after another, each start waits for a flush of its own.
+    let before = store.flushes.load(Ordering::SeqCst);
+    for i in 0..20 {
+        rt.start(hour, format!("one-{i}"), i).await.unwrap();
+    }
+    assert!(store.flushes.load(Ordering::SeqCst) - before >= 20, "one flush per awaited start");
+    rt.shutdown().await;
+    // Handles hold the runtime, and it holds the store.
+    drop((started, rt, store));
+
+    // Every acknowledged start is stored and runs after a restart; the existing one kept its
+    // input.
+    let rt = open(|| Runtime::builder(&db).orchestration(hour).clock(clock.clone())).await;
+    for id in (0..200).map(|i| format!("many-{i:03}")).chain(["taken".into()]) {
+        rt.handle::<hour>(id).parked(durable::Parked::Timer).await.unwrap();
+    }
+    clock.advance(Duration::from_secs(3600));
+    for i in [0u64, 117, 199] {
+        let out =
+            rt.handle::<hour>(format!("many-{i:03}")).wait_timeout(Duration::from_secs(10)).await;
+        assert_eq!(out.unwrap().unwrap(), i);
+    }
+    let taken = rt.handle::<hour>("taken").wait_timeout(Duration::from_secs(10)).await;
+    assert_eq!(taken.unwrap().unwrap(), 1, "the first start of an id wins");
+}

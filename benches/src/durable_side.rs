@@ -393,8 +393,14 @@ pub async fn calibrate_on<S: Store + 'static>(
 
 /// `instances` instances of `three_steps` started at once, default durability: the time from
 /// the first start call until the last instance completed (counted by the step observer, or
-/// by each instance's `Handle::wait` when `handles`).
-pub async fn fan_out(db: &Path, instances: u64, handles: bool) -> Result<Duration, BoxError> {
+/// by each instance's `Handle::wait` when `handles`). `many`: started by one `start_many`
+/// call instead of one `start` task each.
+pub async fn fan_out(
+    db: &Path,
+    instances: u64,
+    handles: bool,
+    many: bool,
+) -> Result<Duration, BoxError> {
     sys::remove(db);
     let counter = Arc::new(StepCounter::default());
     let rt = Runtime::builder(db)
@@ -404,7 +410,14 @@ pub async fn fan_out(db: &Path, instances: u64, handles: bool) -> Result<Duratio
         .await?;
     let t = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..instances {
+    if many {
+        for started in
+            rt.start_many(three_steps, (0..instances).map(|i| (format!("fan-{i:06}"), i))).await
+        {
+            started?;
+        }
+    }
+    for i in (0..instances).filter(|_| !many) {
         let rt = rt.clone();
         tasks.spawn(async move {
             let handle = rt.start(three_steps, format!("fan-{i:06}"), i).await?;
@@ -423,6 +436,52 @@ pub async fn fan_out(db: &Path, instances: u64, handles: bool) -> Result<Duratio
     if tokio::time::timeout(Duration::from_secs(300), counter.wait_for(instances)).await.is_err() {
         let done = counter.count.load(Ordering::SeqCst);
         return Err(format!("fan-out: {done} of {instances} instances completed in 300 s").into());
+    }
+    let took = t.elapsed();
+    rt.shutdown().await;
+    drop(rt);
+    sys::remove(db);
+    Ok(took)
+}
+
+/// How [`starts`] starts its instances.
+#[derive(Debug, Clone, Copy)]
+pub enum Starting {
+    /// `start` awaited one after another.
+    OneByOne,
+    /// Every `start` at once, each in a task of its own.
+    Concurrent,
+    /// One `start_many` call.
+    Many,
+}
+
+/// The time `n` starts of `three_steps` take on a client-only runtime (no worker runs them).
+pub async fn starts(db: &Path, n: u64, how: Starting) -> Result<Duration, BoxError> {
+    sys::remove(db);
+    let rt = Runtime::builder(db).orchestration(three_steps).worker(false).open().await?;
+    let id = |i: u64| format!("start-{i:06}");
+    let t = Instant::now();
+    match how {
+        Starting::OneByOne => {
+            for i in 0..n {
+                rt.start(three_steps, id(i), i).await?;
+            }
+        }
+        Starting::Concurrent => {
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..n {
+                let rt = rt.clone();
+                tasks.spawn(async move { rt.start(three_steps, id(i), i).await.map(drop) });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r??;
+            }
+        }
+        Starting::Many => {
+            for started in rt.start_many(three_steps, (0..n).map(|i| (id(i), i))).await {
+                started?;
+            }
+        }
     }
     let took = t.elapsed();
     rt.shutdown().await;

@@ -53,6 +53,14 @@ pub(crate) struct Driver {
 /// A lease handed to a running driver; see [`Driver::handed`].
 pub(crate) type Handed = Arc<Mutex<Option<Lease>>>;
 
+/// An instance to start: its id, encoded input, parent, and what completes its new record.
+pub(crate) struct NewInstance<F> {
+    pub(crate) id: String,
+    pub(crate) input: Vec<u8>,
+    pub(crate) parent: Option<String>,
+    pub(crate) shape: F,
+}
+
 /// Runs the driver of one instance (the `driver` module's `drive`); given to the engine by the
 /// code that builds it, so that the engine does not depend on the driver that depends on it.
 pub(crate) type DriveFn = fn(
@@ -132,27 +140,74 @@ impl Engine {
         parent: Option<String>,
         shape: impl FnOnce(&mut InstanceRecord),
     ) -> Result<bool, StartError> {
-        if input.len() > self.max_payload {
-            return Err(StartError::Input {
-                id: id.into(),
-                reason: format!(
-                    "{} bytes exceed the limit of {} bytes",
-                    input.len(),
-                    self.max_payload
-                ),
-            });
-        }
+        let start = NewInstance { id: id.to_owned(), input, parent, shape };
+        let mut started = self.start_many_encoded(orchestration, version, vec![Ok(start)]).await;
+        started.pop().unwrap_or(Ok(false))
+    }
+
+    /// [`start_encoded`](Self::start_encoded) for each of `starts` (an `Err` is passed
+    /// through), in order, sharing one commit.
+    pub(crate) async fn start_many_encoded<F: FnOnce(&mut InstanceRecord)>(
+        self: &Arc<Self>,
+        orchestration: &str,
+        version: Option<u32>,
+        starts: Vec<Result<NewInstance<F>, StartError>>,
+    ) -> Vec<Result<bool, StartError>> {
         let version = match version {
             Some(v) => v,
             None => self.registered.newest(orchestration).map_or(1, |(v, _)| v),
         };
-        let mut rec =
-            InstanceRecord::new(orchestration, version, input, self.clock.now_ms(), parent.clone());
-        shape(&mut rec);
-        let present = self.records.create(id, &rec).await.map_err(|e| match e {
-            ClientError::Store(e) => StartError::Store(e),
-            e => StartError::Input { id: shown_id(id), reason: e.to_string() },
-        })?;
+        let now = self.clock.now_ms();
+        // Each start's id, parent and new record, or why it was refused.
+        type Prepared = Result<(String, Option<String>, InstanceRecord), StartError>;
+        let prepared: Vec<Prepared> = starts
+            .into_iter()
+            .map(|start| {
+                let NewInstance { id, input, parent, shape } = start?;
+                if input.len() > self.max_payload {
+                    return Err(StartError::Input {
+                        reason: format!(
+                            "{} bytes exceed the limit of {} bytes",
+                            input.len(),
+                            self.max_payload
+                        ),
+                        id,
+                    });
+                }
+                let mut rec =
+                    InstanceRecord::new(orchestration, version, input, now, parent.clone());
+                shape(&mut rec);
+                Ok((id, parent, rec))
+            })
+            .collect();
+        let items: Vec<(&str, &InstanceRecord)> =
+            prepared.iter().flatten().map(|(id, _, rec)| (id.as_str(), rec)).collect();
+        let mut created = self.records.create_many(&items).await.into_iter();
+        prepared
+            .into_iter()
+            .map(|p| {
+                let (id, parent, _) = p?;
+                let present = created
+                    .next()
+                    .unwrap_or_else(|| Err(StoreError::Io("not created".into()).into()))
+                    .map_err(|e| match e {
+                        ClientError::Store(e) => StartError::Store(e),
+                        e => StartError::Input { id: shown_id(&id), reason: e.to_string() },
+                    })?;
+                self.started(orchestration, &id, parent, present)
+            })
+            .collect()
+    }
+
+    /// Wakes a created instance, or checks that the instance present under `id` is the one
+    /// asked for: `Ok(true)` when it was created.
+    fn started(
+        self: &Arc<Self>,
+        orchestration: &str,
+        id: &str,
+        parent: Option<String>,
+        present: Option<Result<InstanceRecord, String>>,
+    ) -> Result<bool, StartError> {
         let Some(existing) = present else {
             tracing::debug!(instance = %id, orchestration, "started");
             self.wake(id);

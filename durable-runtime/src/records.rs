@@ -336,18 +336,32 @@ impl Records {
 
     // ----- writing -----
 
-    /// Creates the record of a new instance, durably; the present record instead when `id`
-    /// exists (made durable too: another caller may have written it an instant ago).
-    pub(crate) async fn create(
+    /// Creates the record of each new instance of `items`, in order, sharing one commit: each
+    /// `Ok(None)` is durable when this returns; `Ok(Some(..))` is the record present under that
+    /// id instead (made durable too: another caller may have written it an instant ago). A failed commit fails every item it would have
+    /// made durable (their records may or may not survive a crash; a later start of the
+    /// same id finds out).
+    pub(crate) async fn create_many(
         &self,
-        id: &str,
-        rec: &InstanceRecord,
-    ) -> Result<Option<Result<InstanceRecord, String>>, ClientError> {
-        let bytes = self.encode(id, rec, (0, 0))?;
+        items: &[(&str, &InstanceRecord)],
+    ) -> Vec<Result<Option<Result<InstanceRecord, String>>, ClientError>> {
         let since = self.epoch();
-        let present = self.store.create(id, &bytes)?;
-        self.durable(since).await?;
-        Ok(present.map(|v| Self::decode(&v.record)))
+        let mut out: Vec<_> = items
+            .iter()
+            .map(|(id, rec)| {
+                let bytes = self.encode(id, rec, (0, 0))?;
+                let present = self.store.create(id, &bytes)?;
+                Ok(present.map(|v| Self::decode(&v.record)))
+            })
+            .collect();
+        if out.iter().any(Result::is_ok)
+            && let Err(e) = self.durable(since).await
+        {
+            for item in out.iter_mut().filter(|r| r.is_ok()) {
+                *item = Err(e.clone().into());
+            }
+        }
+        out
     }
 
     fn write(

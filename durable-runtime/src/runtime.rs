@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::builder::RuntimeBuilder;
 use crate::clock::Clock;
 use crate::codec;
-use crate::engine::Engine;
+use crate::engine::{Engine, NewInstance};
 use crate::error::{ClientError, InstanceError, OpenError, SignalWithStartError, StartError};
 use crate::ids::{shown_id, validate_id};
 use crate::orchestration::{Orchestration, OrchestrationOutput, Registry};
@@ -238,13 +238,93 @@ impl Runtime {
         shape: impl FnOnce(&str, &mut InstanceRecord),
     ) -> Result<(Handle<O>, bool), StartError> {
         validate_id(&id).map_err(|reason| StartError::InvalidId { id: shown_id(&id), reason })?;
+        let version = self.prepare_starts(orchestration).map_err(|e| match e {
+            StartError::Shutdown(_) => StartError::Shutdown(shown_id(&id)),
+            e => e,
+        })?;
+        let input = encode_input::<O>(&id, &input)?;
+        let shape = |rec: &mut InstanceRecord| shape(&id, rec);
+        let shaped = NewInstance { id: id.clone(), input, parent: None, shape };
+        let mut started =
+            self.engine.start_many_encoded(O::NAME, Some(version), vec![Ok(shaped)]).await;
+        let created = started.pop().unwrap_or(Ok(false))?;
+        Ok((Handle { rt: self.clone(), id, _o: PhantomData }, created))
+    }
+
+    /// Starts an instance of `orchestration` for each `(id, input)` of `starts`, sharing one
+    /// commit (one flush for all of them, where [`start`](Self::start) awaited one after
+    /// another waits for a flush each), and returns a result per start, in order.
+    ///
+    /// Each start behaves as [`start`](Self::start) does: idempotent per id, refused with the
+    /// same errors, durable when its result is `Ok`. One refused start (a bad id, an input over
+    /// the limit, an id taken by another orchestration) does not hold back the others. When
+    /// the shared flush fails, every start it would have made durable gets the store's error.
+    ///
+    /// ```no_run
+    /// # use durable_runtime::Runtime;
+    /// # #[allow(dead_code)]
+    /// # async fn demo<O: durable_runtime::Orchestration<Input = u64>>(
+    /// #     rt: Runtime,
+    /// #     invoice: fn() -> O,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// let starts = (0..1000u64).map(|n| (format!("invoice-{n}"), n));
+    /// for started in rt.start_many(invoice, starts).await {
+    ///     let handle = started?;
+    ///     println!("started {}", handle.id());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start_many<O: Orchestration, I: Into<String>>(
+        &self,
+        orchestration: impl FnOnce() -> O,
+        starts: impl IntoIterator<Item = (I, O::Input)>,
+    ) -> Vec<Result<Handle<O>, StartError>> {
+        let starts: Vec<(String, O::Input)> =
+            starts.into_iter().map(|(id, input)| (id.into(), input)).collect();
+        let version = match self.prepare_starts(orchestration) {
+            Ok(v) => v,
+            Err(e) => {
+                let refused = |id: &String| match &e {
+                    StartError::Shutdown(_) => StartError::Shutdown(shown_id(id)),
+                    StartError::Version { name, newest, requested } => StartError::Version {
+                        name: name.clone(),
+                        newest: *newest,
+                        requested: *requested,
+                    },
+                    other => StartError::Input { id: shown_id(id), reason: other.to_string() },
+                };
+                return starts.iter().map(|(id, _)| Err(refused(id))).collect();
+            }
+        };
+        let ids: Vec<String> = starts.iter().map(|(id, _)| id.clone()).collect();
+        let new = starts
+            .into_iter()
+            .map(|(id, input)| {
+                validate_id(&id)
+                    .map_err(|reason| StartError::InvalidId { id: shown_id(&id), reason })?;
+                let input = encode_input::<O>(&id, &input)?;
+                Ok(NewInstance { id, input, parent: None, shape: |_: &mut InstanceRecord| {} })
+            })
+            .collect();
+        let started = self.engine.start_many_encoded(O::NAME, Some(version), new).await;
+        ids.into_iter()
+            .zip(started)
+            .map(|(id, r)| r.map(|_| Handle { rt: self.clone(), id, _o: PhantomData }))
+            .collect()
+    }
+
+    /// What every start of `O` checks once: the runtime is open, and the version new instances
+    /// start on takes the input of the version the caller named. Registers `O`; returns that
+    /// version.
+    fn prepare_starts<O: Orchestration>(
+        &self,
+        orchestration: impl FnOnce() -> O,
+    ) -> Result<u32, StartError> {
         if self.engine.is_shut_down() {
-            return Err(StartError::Shutdown(shown_id(&id)));
+            return Err(StartError::Shutdown(String::new()));
         }
         self.engine.register(orchestration());
-        let bytes = codec::encode(&input)
-            .and_then(|b| codec::check_readable::<O::Input>(&b).map(|()| b))
-            .map_err(|e| StartError::Input { id: id.clone(), reason: e.to_string() })?;
         // New instances start on the newest registered version of the name, which must take
         // the same input as the version the caller named.
         let (version, input_type) = self
@@ -259,11 +339,7 @@ impl Runtime {
                 requested: O::VERSION,
             });
         }
-        let created = self
-            .engine
-            .start_encoded(O::NAME, Some(version), &id, bytes, None, |rec| shape(&id, rec))
-            .await?;
-        Ok((Handle { rt: self.clone(), id, _o: PhantomData }, created))
+        Ok(version)
     }
 
     /// A handle to an existing instance of `O` (not checked until used).
@@ -762,4 +838,11 @@ impl<O: Orchestration> Handle<O> {
     ) -> Option<Result<OutputOf<O>, InstanceError<ErrorOf<O>>>> {
         tokio::time::timeout(timeout, self.wait()).await.ok()
     }
+}
+
+/// The stored form of a new instance's input, checked to decode again.
+fn encode_input<O: Orchestration>(id: &str, input: &O::Input) -> Result<Vec<u8>, StartError> {
+    codec::encode(input)
+        .and_then(|b| codec::check_readable::<O::Input>(&b).map(|()| b))
+        .map_err(|e| StartError::Input { id: id.to_owned(), reason: e.to_string() })
 }
