@@ -1,5 +1,5 @@
 //! Retry policies beyond attempts and backoff, each with a restart in the middle: the overall
-//! retry timeout.
+//! retry timeout, retried sub-orchestrations.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, UNIX_EPOCH};
 
 use durable::{
-    ActivityContext, ActivityError, Clock, Ctx, Failure, Handle, Orchestration, Parked,
+    ActivityContext, ActivityError, ChildError, Clock, Ctx, Failure, Handle, Orchestration, Parked,
     RetryPolicy, Runtime, RuntimeBuilder, activity, orchestration,
 };
 use support::harness::{activity_body, executions, fresh_db, open};
@@ -79,5 +79,77 @@ async fn the_retry_timeout_ends_the_retries_without_a_last_sleep_across_a_restar
         .unwrap();
     assert_eq!(out, "gave up: attempt 2 failed");
     assert_eq!(attempts("impatient"), 2, "no attempt after the timeout");
+    rt.shutdown().await;
+}
+
+// ----- sub-orchestrations -----
+
+/// Succeeds on its third attempt (the instance whose id ends with `#3`), fails before.
+#[orchestration]
+async fn fragile(ctx: Ctx, x: u32) -> Result<String, Failure> {
+    let me = ctx.instance_id().to_owned();
+    if me.ends_with("#3") {
+        Ok(format!("{me} did {x}"))
+    } else {
+        Err(Failure::new(format!("{me} failed")))
+    }
+}
+
+/// Runs `fragile` with up to `attempts` attempts 10 s, 20 s… apart, under `id` when given.
+#[orchestration]
+async fn persistent(ctx: Ctx, attempts: u32, id: Option<String>) -> Result<String, Failure> {
+    let policy = RetryPolicy::attempts(attempts).backoff_from(Duration::from_secs(10));
+    let child = ctx.child(fragile, 5).with_retry(policy);
+    let child = match id {
+        Some(id) => child.with_id(id),
+        None => child,
+    };
+    match child.await {
+        Ok(s) => Ok(s),
+        Err(ChildError::Failed(e)) => Ok(format!("gave up: {e}")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn state_and_parent(rt: &Runtime, id: &str) -> (String, Option<String>) {
+    let s = rt.status(id).unwrap().unwrap_or_else(|| panic!("no instance {id}"));
+    let state = format!("{:?}", s.state);
+    (state.split([' ', '{']).next().unwrap().to_owned(), s.parent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_child_starts_again_under_a_new_attempt_id_across_a_restart() {
+    let db = fresh_db("child-retries");
+    let clock = manual_clock();
+    let b = || {
+        Runtime::builder(&db).orchestration(persistent).orchestration(fragile).clock(clock.clone())
+    };
+    let rt = open(b).await;
+    let ok = rt.start(persistent, "p", (3, None)).await.unwrap();
+    let short = rt.start(persistent, "q", (2, Some("chosen".to_owned()))).await.unwrap();
+    parked(&ok, Parked::Backoff).await;
+    parked(&short, Parked::Backoff).await;
+    assert!(rt.status("~p:1#2").unwrap().is_none(), "no second attempt before the backoff");
+    drop((ok, short));
+    let rt = restart(rt, b).await;
+    clock.advance(Duration::from_secs(10));
+    // `q` had two attempts: it gets the last one's error.
+    let out = rt.handle::<persistent>("q").wait_timeout(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(out.unwrap(), "gave up: chosen#2 failed");
+    let ok = rt.handle::<persistent>("p");
+    parked(&ok, Parked::Backoff).await;
+    assert!(rt.status("~p:1#3").unwrap().is_none(), "the backoff doubled");
+    clock.advance(Duration::from_secs(20));
+    let out = ok.wait_timeout(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(out.unwrap(), "~p:1#3 did 5");
+    // Every attempt is an instance of its own, kept with its parent.
+    let p = Some("p".to_owned());
+    assert_eq!(state_and_parent(&rt, "~p:1"), ("Failed".to_owned(), p.clone()));
+    assert_eq!(state_and_parent(&rt, "~p:1#2"), ("Failed".to_owned(), p.clone()));
+    assert_eq!(state_and_parent(&rt, "~p:1#3"), ("Completed".to_owned(), p));
+    let q = Some("q".to_owned());
+    assert_eq!(state_and_parent(&rt, "chosen"), ("Failed".to_owned(), q.clone()));
+    assert_eq!(state_and_parent(&rt, "chosen#2"), ("Failed".to_owned(), q));
+    assert!(rt.status("chosen#3").unwrap().is_none());
     rt.shutdown().await;
 }

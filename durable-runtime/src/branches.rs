@@ -77,6 +77,12 @@ fn child_id(key: &str, index: usize) -> String {
     derived_id(&branch_key(key, index))
 }
 
+/// The id of attempt `attempt` (from 2) of the sub-orchestration whose first attempt runs
+/// under `first`: `first#attempt`.
+fn attempt_id(first: &str, attempt: u32) -> String {
+    format!("{first}#{attempt}")
+}
+
 /// The branches of a command just issued at step `key`, one per operation, each child's id
 /// fixed now (and stored with them).
 pub(crate) fn new_branches(command: &Command, key: &str) -> Vec<Branch> {
@@ -178,8 +184,9 @@ pub(crate) async fn resolve(
                     changed = true;
                 }
             }
-            Command::Child { orchestration, input, id: chosen, .. } => {
-                let child_id = branch.child_id.clone().unwrap_or_else(|| child_id(&pending.key, i));
+            Command::Child { orchestration, input, id: chosen, policy } => {
+                let first = chosen.clone().unwrap_or_else(|| child_id(&pending.key, i));
+                let child_id = branch.child_id.clone().unwrap_or_else(|| first.clone());
                 if !branch.child_started
                     && let Some(reason) = chosen.as_deref().and_then(|c| validate_id(c).err())
                 {
@@ -192,6 +199,10 @@ pub(crate) async fn resolve(
                     continue;
                 }
                 if !branch.child_started {
+                    if branch.not_before_ms > now {
+                        // A retry waiting out its backoff.
+                        continue;
+                    }
                     match engine
                         .start_encoded(
                             orchestration,
@@ -224,8 +235,30 @@ pub(crate) async fn resolve(
                         State::Cancelled { reason } => Some(Err(ChildFailure::Cancelled(reason))),
                         State::Running | State::Incompatible { .. } => None,
                     };
-                    if let Some(r) = result {
-                        branch.done = Some(Completion::Child(r));
+                    if let Some(result) = result {
+                        // A child that failed is started again while the policy allows, under
+                        // the id of its next attempt; a cancelled one is not.
+                        let failed = branch.failed_attempts + 1;
+                        let retry_at = match &result {
+                            Err(ChildFailure::Failed { .. }) => {
+                                policy.next_attempt_at(failed, pending.issued_ms, now)
+                            }
+                            _ => None,
+                        };
+                        match (result, retry_at) {
+                            (Err(ChildFailure::Failed { message, .. }), Some(at)) => {
+                                tracing::info!(
+                                    attempt = failed,
+                                    "sub-orchestration `{}` failed, will start it again: {message}",
+                                    shown_id(&child_id)
+                                );
+                                branch.failed_attempts = failed;
+                                branch.child_id = Some(attempt_id(&first, failed + 1));
+                                branch.child_started = false;
+                                branch.not_before_ms = at;
+                            }
+                            (result, _) => branch.done = Some(Completion::Child(result)),
+                        }
                         changed = true;
                     }
                 }

@@ -147,7 +147,8 @@ pub enum ChildFailure {
     NotStarted(String),
 }
 
-/// How often and how long an activity call is attempted.
+/// How often and how long an activity call, or a sub-orchestration
+/// ([`Child::with_retry`]), is attempted.
 ///
 /// A failed attempt is retried after a backoff while attempts are left, the error is retryable
 /// (see [`ActivityContext::do_not_retry`](crate::ActivityContext::do_not_retry)) and the
@@ -692,6 +693,41 @@ impl<O: crate::Orchestration> Child<O> {
     /// Runs the child under this id instead of one derived from the parent's.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
+        self
+    }
+
+    /// Starts the child again when it fails, by `policy` (attempts, backoff, retry timeout; the
+    /// attempt timeout does not apply to a sub-orchestration). Each attempt is an instance of
+    /// its own: the first runs under the child's id, attempt `n` under that id followed by
+    /// `#n` (`~order-1:2#2`, `invoice-7#3`), so every failed attempt stays inspectable. The
+    /// parent sees the last attempt's result.
+    ///
+    /// A child that returned `Err` or faulted (panicked, unreadable checkpoint…) is retried; one
+    /// that was cancelled, or could not be started (its id is taken by another orchestration…),
+    /// is not: the parent gets that error at once.
+    ///
+    /// In an orchestration, `ctx.child(charge, amount).with_retry(policy).await`; here as a
+    /// helper that builds the operation:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use durable_runtime::{Child, Ctx, Orchestration, RetryPolicy};
+    ///
+    /// /// Up to three attempts of `charge`, 5 s then 10 s apart, all within a minute.
+    /// # #[allow(dead_code)]
+    /// fn charge_patiently<O: Orchestration>(
+    ///     ctx: &Ctx,
+    ///     charge: fn() -> O,
+    ///     input: O::Input,
+    /// ) -> Child<O> {
+    ///     let policy = RetryPolicy::attempts(3)
+    ///         .backoff_from(Duration::from_secs(5))
+    ///         .retry_timeout(Duration::from_secs(60));
+    ///     ctx.child(charge, input).with_retry(policy)
+    /// }
+    /// ```
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
         self
     }
 }
