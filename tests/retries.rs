@@ -1,5 +1,5 @@
 //! Retry policies beyond attempts and backoff, each with a restart in the middle: the overall
-//! retry timeout, retried sub-orchestrations.
+//! retry timeout, retried sub-orchestrations, an activity's own policy and retry predicate.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
@@ -151,5 +151,69 @@ async fn a_failed_child_starts_again_under_a_new_attempt_id_across_a_restart() {
     assert_eq!(state_and_parent(&rt, "chosen"), ("Failed".to_owned(), q.clone()));
     assert_eq!(state_and_parent(&rt, "chosen#2"), ("Failed".to_owned(), q));
     assert!(rt.status("chosen#3").unwrap().is_none());
+    rt.shutdown().await;
+}
+
+// ----- an activity's own policy and predicate -----
+
+/// Whether a failure is worth another attempt: anything but a declined card.
+fn is_transient(e: &ActivityError<String>) -> bool {
+    e.failed().is_none_or(|m| m != "card declined")
+}
+
+/// `transient`: busy on its first two attempts; `declined later`: busy once, then declined;
+/// `declined`: declined at once.
+#[activity(
+    retry = RetryPolicy::attempts(4).backoff_from(Duration::from_secs(10)),
+    retry_if = is_transient
+)]
+async fn charge(ctx: ActivityContext, mode: String) -> Result<u32, String> {
+    activity_body(&ctx).await;
+    match (mode.as_str(), ctx.attempt()) {
+        ("transient", 1 | 2) | ("declined later", 1) => Err("busy".into()),
+        ("transient", n) => Ok(n),
+        _ => Err("card declined".into()),
+    }
+}
+
+/// Calls `charge` with no policy of its own: the activity's applies.
+#[orchestration]
+async fn pay(ctx: Ctx, mode: String) -> Result<String, Failure> {
+    match ctx.call(charge, mode).await {
+        Ok(n) => Ok(format!("charged on attempt {n}")),
+        Err(ActivityError::Failed(e)) => Ok(format!("failed: {e}")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activitys_policy_and_predicate_apply_to_its_calls_across_a_restart() {
+    let db = fresh_db("activity-retry");
+    let clock = manual_clock();
+    let b = || Runtime::builder(&db).orchestration(pay).clock(clock.clone());
+    let rt = open(b).await;
+    let declined = rt.start(pay, "declined", "declined".to_owned()).await.unwrap();
+    let out = declined.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(out, "failed: card declined");
+    assert_eq!(attempts("declined"), 1, "the predicate refused a retry the policy allowed");
+    drop(declined);
+    for id in ["transient", "declined later"] {
+        let h = rt.start(pay, id, id.to_owned()).await.unwrap();
+        parked(&h, Parked::Backoff).await;
+        assert_eq!(attempts(id), 1, "{id}");
+    }
+    // The restarted process asks the predicate again: it is code, not stored.
+    let rt = restart(rt, b).await;
+    clock.advance(Duration::from_secs(10));
+    let later = rt.handle::<pay>("declined later");
+    let out = later.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(out, "failed: card declined");
+    assert_eq!(attempts("declined later"), 2, "no retry after the declined attempt");
+    let transient = rt.handle::<pay>("transient");
+    parked(&transient, Parked::Backoff).await;
+    clock.advance(Duration::from_secs(20));
+    let out = transient.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(out, "charged on attempt 3");
+    assert_eq!(attempts("transient"), 3);
     rt.shutdown().await;
 }

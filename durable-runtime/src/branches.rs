@@ -282,8 +282,17 @@ pub(crate) async fn resolve(
                         }
                     }
                     let attempt = branch.failed_attempts + 1;
+                    // The activity's predicate is code, not stored: asked here, in the process
+                    // that ran the attempt (so has the activity registered), as each attempt
+                    // fails. Only its answer is stored (the attempt count, or the result).
                     let retry_at = match &result {
-                        Err(f) if retryable(f) => {
+                        Err(f)
+                            if retryable(f)
+                                && engine
+                                    .registered
+                                    .activity(name)
+                                    .is_none_or(|(_, a)| a.should_retry(f)) =>
+                        {
                             policy.next_attempt_at(attempt, pending.issued_ms, now)
                         }
                         _ => None,

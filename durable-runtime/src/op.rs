@@ -151,9 +151,12 @@ pub enum ChildFailure {
 /// ([`Child::with_retry`]), is attempted.
 ///
 /// A failed attempt is retried after a backoff while attempts are left, the error is retryable
-/// (see [`ActivityContext::do_not_retry`](crate::ActivityContext::do_not_retry)) and the
+/// (see [`ActivityContext::do_not_retry`](crate::ActivityContext::do_not_retry) and
+/// [`Activity::should_retry`](crate::Activity::should_retry)) and the
 /// [`retry_timeout`](Self::retry_timeout) has not passed. The call then fails with the last
-/// attempt's error.
+/// attempt's error. An activity's own default policy is set with `#[activity(retry = ..)]`
+/// ([`Activity::retry_policy`](crate::Activity::retry_policy)); a call's
+/// [`with_retry`](Call::with_retry) replaces it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -438,7 +441,7 @@ pub struct Call<A: Activity> {
 
 impl<A: Activity> Call<A> {
     pub(crate) fn new(input: A::Input) -> Self {
-        Self { input, policy: RetryPolicy::default(), _activity: PhantomData }
+        Self { input, policy: A::retry_policy(), _activity: PhantomData }
     }
 
     /// Retries and timeouts for this call. A timeout set with
