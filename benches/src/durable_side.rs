@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use durable::store::{
+    Appended,
     Entries, Lease, Message, OnChange, SledStore, Space, Store, StoreError, Timer, Versioned,
     Write, WriteError,
 };
@@ -291,6 +292,14 @@ impl<S: Store> Store for SizeProbe<S> {
     fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
         self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.append(id, body)
+    }
+    fn append_once(&self, id: &str, key: &str, body: &[u8]) -> Result<Appended, StoreError> {
+        self.calls.others.fetch_add(1, Ordering::Relaxed);
+        self.inner.append_once(id, key, body)
+    }
+    fn delivered(&self, id: &str, key: &str) -> Result<bool, StoreError> {
+        self.calls.gets.fetch_add(1, Ordering::Relaxed);
+        self.inner.delivered(id, key)
     }
     fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError> {
         self.calls.gets.fetch_add(1, Ordering::Relaxed);

@@ -16,6 +16,11 @@ pub(crate) struct Args {
     pub krate: Option<syn::Path>,
     /// `version = N`: the orchestration's version (default 1).
     pub version: Option<u32>,
+    /// `retry = <expr>`: an activity's default retry policy (a `RetryPolicy` expression).
+    pub retry: Option<Expr>,
+    /// `retry_if = <expr>`: an activity's retry predicate (a function or closure taking
+    /// `&ActivityError<E>` and returning `bool`).
+    pub retry_if: Option<Expr>,
 }
 
 /// Which attribute the arguments belong to.
@@ -32,7 +37,10 @@ impl Kind {
             Kind::Orchestration => {
                 "expected one of: `name = \"...\"`, `version = N`, `crate = \"...\"`"
             }
-            Kind::Activity => "expected one of: `name = \"...\"`, `crate = \"...\"`",
+            Kind::Activity => {
+                "expected one of: `name = \"...\"`, `crate = \"...\"`, `retry = <RetryPolicy>`, \
+                 `retry_if = <fn(&ActivityError<E>) -> bool>`"
+            }
             Kind::DurableFn => "expected `crate = \"...\"`",
         }
     }
@@ -70,6 +78,31 @@ impl Args {
                     &nv.path,
                     "`version` applies to orchestrations; an activity is versioned by its `name`",
                 );
+                continue;
+            }
+            if matches!(key.as_str(), "retry" | "retry_if") {
+                let slot = if key == "retry" { &mut args.retry } else { &mut args.retry_if };
+                if kind != Kind::Activity {
+                    errors.at(
+                        &nv.path,
+                        format!(
+                            "`{key}` applies to activities; a sub-orchestration is retried with \
+                             `ctx.child(..).with_retry(policy)`"
+                        ),
+                    );
+                } else if slot.is_some() {
+                    errors.at(&nv.path, format!("`{key}` is given twice"));
+                } else if let Expr::Lit(l) = &nv.value {
+                    let what = if key == "retry" {
+                        "a `RetryPolicy` expression, e.g. `retry = RetryPolicy::attempts(3)`"
+                    } else {
+                        "a function or closure taking `&ActivityError<E>` and returning `bool`, \
+                         e.g. `retry_if = is_transient`"
+                    };
+                    errors.at(l, format!("`{key}` takes {what}"));
+                } else {
+                    *slot = Some(nv.value.clone());
+                }
                 continue;
             }
             if key == "version" {
@@ -144,5 +177,26 @@ mod tests {
         assert!(m[0].contains("unknown argument `nme`"));
         assert!(m[1].contains("takes a string literal"));
         assert!(m[2].contains("given twice"));
+    }
+
+    #[test]
+    fn retry_arguments_belong_to_activities_once_each() {
+        let errors = Errors::default();
+        let a = Args::parse(
+            quote!(retry = RetryPolicy::attempts(3), retry_if = |e| e.is_ok()),
+            Kind::Activity,
+            &errors,
+        );
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        assert!(a.retry.is_some() && a.retry_if.is_some());
+        let errors = Errors::default();
+        Args::parse(quote!(retry = p(), retry = p(), retry_if = "f"), Kind::Activity, &errors);
+        let m = errors.messages();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].contains("`retry` is given twice"), "{m:?}");
+        assert!(m[1].contains("`retry_if` takes a function or closure"), "{m:?}");
+        let errors = Errors::default();
+        Args::parse(quote!(retry = p()), Kind::Orchestration, &errors);
+        assert!(errors.messages()[0].contains("`retry` applies to activities"));
     }
 }

@@ -1018,6 +1018,26 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
     let input_asserts = input_asserts(&f.inputs, krate);
     let docs: Vec<&syn::Attribute> = docs.collect();
     let named = named_item(vis, ident, &syn::Generics::default(), &docs);
+    // `retry = expr`: the expression as written, so a type error lands on it.
+    let retry_policy = args.retry.as_ref().map(|policy| {
+        quote::quote! {
+            fn retry_policy() -> #krate::__support_v1::RetryPolicy {
+                #policy
+            }
+        }
+    });
+    // `retry_if = f`: coerced to a function pointer, which gives a closure its parameter's type
+    // (and refuses one that captures, with the error at the user's expression).
+    let should_retry = args.retry_if.as_ref().map(|predicate| {
+        let error = syn::Ident::new("__durable_error", Span::mixed_site());
+        let f = syn::Ident::new("__durable_retry_if", Span::mixed_site());
+        quote::quote! {
+            fn should_retry(#error: &#krate::__support_v1::ActivityError<Self::Err>) -> bool {
+                let #f: fn(&#krate::__support_v1::ActivityError<Self::Err>) -> bool = #predicate;
+                #f(#error)
+            }
+        }
+    });
     // Call-site spans here: a failed bound of `invoke` is then reported once, at the
     // user's return type (its locals are all `__durable_` names).
     quote::quote! {
@@ -1051,6 +1071,8 @@ pub(crate) fn activity(f: &ActivityFn, args: &Args, krate: &TokenStream) -> Toke
                         #into_result(#ident::run(#(#call_args),*).await)
                     }
                 }
+                #retry_policy
+                #should_retry
             }
         };
     }

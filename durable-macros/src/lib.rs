@@ -52,7 +52,15 @@ pub fn durable_fn(args: TokenStream, item: TokenStream) -> TokenStream {
 /// The body stays callable directly as `name::run(…)`. A parameter of type `ActivityContext`
 /// receives the idempotency key and attempt number.
 ///
-/// Arguments: `name = "…"`, `crate = "…"`, as for `orchestration`.
+/// Arguments: `name = "…"`, `crate = "…"`, as for `orchestration`; and the activity's retry
+/// defaults, for every call that sets no policy of its own:
+/// - `retry = <expr>`: a `RetryPolicy` (`retry = RetryPolicy::attempts(3)`), the policy of a
+///   call without `.with_retry(..)`;
+/// - `retry_if = <fn or closure>`: a predicate `fn(&ActivityError<E>) -> bool` deciding whether
+///   a failed attempt is retried (DTFx `Handle`), besides `ActivityContext::do_not_retry`. It is
+///   code, and code is not stored: it belongs to the activity rather than to a call site
+///   because a call site does not run again when a restarted process resumes the call (nothing
+///   is replayed), while every process that runs an attempt has the activity registered.
 #[proc_macro_attribute]
 pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
     expand_activity(args.into(), item.into()).into()

@@ -77,7 +77,7 @@ mod watch;
 use std::sync::Arc;
 
 use durable_runtime::store::{
-    Entries, Lease, Message, OnChange, Space, Store, StoreError, Timer, Versioned, Write,
+    Appended, Entries, Lease, Message, OnChange, Space, Store, StoreError, Timer, Versioned, Write,
     WriteError,
 };
 
@@ -200,6 +200,17 @@ impl Store for PgStore {
     fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
         let (s, id, body) = (self.shared.clone(), id.to_owned(), body.to_vec());
         self.bridge.call(async move { s.append(id, body).await })
+    }
+
+    fn append_once(&self, id: &str, key: &str, body: &[u8]) -> Result<Appended, StoreError> {
+        let (s, id, key, body) =
+            (self.shared.clone(), id.to_owned(), key.to_owned(), body.to_vec());
+        self.bridge.call(async move { s.append_once(id, key, body).await })
+    }
+
+    fn delivered(&self, id: &str, key: &str) -> Result<bool, StoreError> {
+        let (s, id, key) = (self.shared.clone(), id.to_owned(), key.to_owned());
+        self.bridge.call(async move { s.delivered(id, key).await })
     }
 
     fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError> {

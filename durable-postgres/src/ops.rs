@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use durable_runtime::store::{
-    Entries, Lease, Message, Space, StoreError, Timer, Versioned, Write, WriteError,
+    Appended, Entries, Lease, Message, Space, StoreError, Timer, Versioned, Write, WriteError,
 };
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
@@ -408,6 +408,41 @@ impl Shared {
         let Some(row) = rows.first() else { return Ok(None) };
         let seq: i64 = row.try_get(0).map_err(|e| error::sql(doing, &e))?;
         Ok(Some(from_db(seq, "a message seq")?))
+    }
+
+    pub(crate) async fn append_once(
+        &self,
+        id: String,
+        key: String,
+        body: Vec<u8>,
+    ) -> Result<Appended, StoreError> {
+        let doing = "appending a keyed message";
+        let bytes = id.as_bytes();
+        let payload = self.payload(bytes);
+        let params: [&(dyn ToSql + Sync); 5] = [&bytes, &key, &body, &self.channel, &payload];
+        let rows = match self.query(doing, &self.sql.append_once, &params).await {
+            Ok(rows) => rows,
+            // The instance was removed between the statement's snapshot and its inserts.
+            Err(_) if self.read_key(bytes).await?.is_none() => return Ok(Appended::NoInstance),
+            Err(e) => return Err(e),
+        };
+        if let Some(row) = rows.first() {
+            let seq: i64 = row.try_get(0).map_err(|e| error::sql(doing, &e))?;
+            return Ok(Appended::New(from_db(seq, "a message seq")?));
+        }
+        // Nothing inserted: the key was there, or the instance was not.
+        Ok(match self.read_key(bytes).await? {
+            Some(_) => Appended::Duplicate,
+            None => Appended::NoInstance,
+        })
+    }
+
+    pub(crate) async fn delivered(&self, id: String, key: String) -> Result<bool, StoreError> {
+        let doing = "looking up a delivered message";
+        let bytes = id.as_bytes();
+        let rows = self.query(doing, &self.sql.delivered, &[&bytes, &key]).await?;
+        let row = rows.first().ok_or_else(|| error::bad_data("EXISTS returned no row"))?;
+        row.try_get(0).map_err(|e| error::sql(doing, &e))
     }
 
     pub(crate) async fn inbox(&self, id: String) -> Result<Vec<Message>, StoreError> {

@@ -46,6 +46,8 @@ pub(crate) struct Sql {
     pub(crate) diagnose: String,
     pub(crate) remove: String,
     pub(crate) append: String,
+    pub(crate) append_once: String,
+    pub(crate) delivered: String,
     pub(crate) inbox: String,
     pub(crate) claim: String,
     pub(crate) lease: String,
@@ -153,6 +155,26 @@ impl Sql {
                     SELECT i.id, $2 FROM {s}.instances i, locked WHERE i.id = $1
                     RETURNING seq)
                  SELECT seq, pg_notify($3, $4) FROM appended"
+            ),
+            // As `append`, and the message is inserted only for a key the instance did not
+            // have: of two racing appends with one key, the second waits on the first's key row
+            // and then inserts nothing. `$1` id, `$2` key, `$3` body, `$4`/`$5` notify.
+            append_once: format!(
+                "WITH locked AS (
+                    SELECT pg_advisory_xact_lock(
+                        hashtextextended('{schema}/inbox/' || encode($1::bytea, 'hex'), 0))),
+                 marked AS (
+                    INSERT INTO {s}.delivered (id, key)
+                    SELECT i.id, $2 FROM {s}.instances i, locked WHERE i.id = $1
+                    ON CONFLICT (id, key) DO NOTHING
+                    RETURNING id),
+                 appended AS (
+                    INSERT INTO {s}.inbox (id, body) SELECT id, $3 FROM marked
+                    RETURNING seq)
+                 SELECT seq, pg_notify($4, $5) FROM appended"
+            ),
+            delivered: format!(
+                "SELECT EXISTS (SELECT 1 FROM {s}.delivered WHERE id = $1 AND key = $2)"
             ),
             inbox: format!("SELECT seq, body FROM {s}.inbox WHERE id = $1 ORDER BY seq"),
             // Rows another transaction holds (a claimer, a writer) are skipped, not waited for:

@@ -6,7 +6,7 @@
 mod support;
 
 use durable_postgres::{PgStore, schema};
-use durable_runtime::store::{Fence, Space, Store, Timer, Write};
+use durable_runtime::store::{Appended, Fence, Space, Store, Timer, Write};
 use support::{TempSchema, conninfo, sql};
 
 fn versions(schema: &str) -> Vec<String> {
@@ -47,7 +47,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_data() {
         held.into_iter().next().unwrap()
     };
     let store = schema.store();
-    assert_eq!(versions(&schema.name), ["1", "2"]);
+    assert_eq!(versions(&schema.name), ["1", "2", "3"]);
     assert!(has_unfinished_index(&schema.name));
     let a = store.read("a").unwrap().unwrap();
     assert_eq!((a.version, a.record.as_slice()), (1, &b"rec-a"[..]));
@@ -64,6 +64,9 @@ fn a_version_1_database_is_migrated_and_keeps_its_data() {
         Write { expected: 1, record: b"a2", fence: Some(fence), consumed: &inbox, finished: false };
     assert_eq!(store.write("a", &write).unwrap(), 2);
     assert!(store.inbox("a").unwrap().is_empty());
+    // Version 3 keeps the keys of deduplicated appends.
+    assert!(matches!(store.append_once("a", "k", b"m3").unwrap(), Appended::New(_)));
+    assert_eq!(store.append_once("a", "k", b"m3").unwrap(), Appended::Duplicate);
     // And the new schema works for new instances as well.
     store.create("new", b"n").unwrap();
     let claimed = store.claim("B", 2000, 3000, None, 10).unwrap();
@@ -83,7 +86,7 @@ fn processes_connecting_at_once_migrate_once() {
     for store in &stores {
         assert!(store.as_ref().is_ok(), "{store:?}");
     }
-    assert_eq!(versions(&schema.name), ["1", "2"]);
+    assert_eq!(versions(&schema.name), ["1", "2", "3"]);
 }
 
 #[test]

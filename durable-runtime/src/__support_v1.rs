@@ -11,7 +11,8 @@ pub use crate::Persistable;
 pub use crate::activity::{Activity, ActivityContext, ActivityRegistry};
 pub use crate::graph::{RenderedFrame, StepGraph};
 pub use crate::op::{
-    Command, Completion, CompletionMismatch, DurableOp, Failure, NotInAnOrchestration,
+    ActivityError, Command, Completion, CompletionMismatch, DurableOp, Failure,
+    NotInAnOrchestration, RetryPolicy,
 };
 pub use crate::orchestration::{
     ActivityOutput, Ctx, Fault, LiveState, Orchestration, OrchestrationOutput, PointInfo, Registry,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Persistable;
 use crate::codec;
+use crate::op::{ActivityError, RetryPolicy};
 
 /// What an activity invocation is told about itself.
 #[derive(Debug, Clone)]
@@ -77,6 +78,22 @@ pub trait Activity: Send + Sync + 'static {
         ctx: ActivityContext,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Ok, Self::Err>> + Send + 'static;
+
+    /// The retry policy of a call that sets none with
+    /// [`Call::with_retry`](crate::Call::with_retry): `#[activity(retry = expr)]`, one attempt
+    /// without it.
+    fn retry_policy() -> RetryPolicy {
+        RetryPolicy::default()
+    }
+
+    /// Whether a failed attempt may be retried (when its policy has attempts left): the
+    /// predicate of `#[activity(retry_if = f)]`, every failure without it. Asked about every
+    /// failure but those that are never retried (the activity is not registered, or it called
+    /// [`ActivityContext::do_not_retry`]).
+    fn should_retry(error: &ActivityError<Self::Err>) -> bool {
+        let _ = error;
+        true
+    }
 }
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -88,6 +105,10 @@ pub(crate) trait ErasedActivity: Send + Sync {
         ctx: ActivityContext,
         input: &[u8],
     ) -> BoxFuture<Result<Vec<u8>, ActivityFailure>>;
+
+    /// The activity's [`should_retry`](Activity::should_retry) on a stored failure; `true` for
+    /// an error value that no longer decodes (the policy's attempts still bound the retries).
+    fn should_retry(&self, failure: &ActivityFailure) -> bool;
 }
 
 struct Erased<A>(A);
@@ -127,6 +148,20 @@ impl<A: Activity> ErasedActivity for Erased<A> {
                 }),
             }
         })
+    }
+
+    fn should_retry(&self, failure: &ActivityFailure) -> bool {
+        let error = match failure {
+            ActivityFailure::Error { payload, .. } => match codec::decode(payload) {
+                Ok(e) => ActivityError::Failed(e),
+                Err(_) => return true,
+            },
+            ActivityFailure::Panicked(m) => ActivityError::Panicked(m.clone()),
+            ActivityFailure::TimedOut(d) => ActivityError::TimedOut(*d),
+            ActivityFailure::NotRegistered(n) => ActivityError::NotRegistered(n.clone()),
+            ActivityFailure::Rejected(m) => ActivityError::Rejected(m.clone()),
+        };
+        A::should_retry(&error)
     }
 }
 

@@ -5,13 +5,60 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::clock::ms;
 use crate::dispatch::retryable;
 use crate::engine::Engine;
+use crate::error::ClientError;
 use crate::ids::{branch_key, derived_id, shown_id, validate_id};
-use crate::op::{ActivityFailure, ChildFailure, Command, Completion};
+use crate::op::{ActivityFailure, ChildFailure, Command, Completion, SendError};
 use crate::record::{Branch, Pending, State};
 use crate::records::{EventRef, Instance, completion_size};
+use crate::status::InstanceState;
+
+/// How long a send waits before it tries again after the store failed.
+const SEND_RETRY_MS: u64 = 1_000;
+
+/// Delivers an event an orchestration sends, once under `key`, and wakes the receiver; the
+/// operation's result, or `None` when the store failed and it must be tried again.
+async fn send(
+    engine: &Arc<Engine>,
+    to: &str,
+    key: &str,
+    name: &str,
+    payload: &[u8],
+) -> Option<Result<(), SendError>> {
+    if payload.len() > engine.max_payload {
+        return Some(Err(SendError::Refused {
+            id: to.to_owned(),
+            reason: format!(
+                "the payload of {} bytes exceeds the limit of {} bytes",
+                payload.len(),
+                engine.max_payload
+            ),
+        }));
+    }
+    let result = match engine.records.send(to, key, name, payload.to_vec()).await {
+        Ok(()) => {
+            engine.wake(to);
+            Ok(())
+        }
+        Err(ClientError::NotFound(id)) => Err(SendError::NotFound(id)),
+        Err(ClientError::Finished { id, state }) => {
+            let state = match state {
+                InstanceState::Completed => "completed".to_owned(),
+                InstanceState::Failed { message } => format!("failed: {message}"),
+                InstanceState::Cancelled { reason } => format!("cancelled: {reason}"),
+                other => format!("{other:?}"),
+            };
+            Err(SendError::Finished { id, state })
+        }
+        Err(ClientError::Store(e)) => {
+            tracing::warn!("cannot send event `{name}` to `{}` now: {e}", shown_id(to));
+            return None;
+        }
+        Err(e) => Err(SendError::Refused { id: to.to_owned(), reason: e.to_string() }),
+    };
+    Some(result)
+}
 
 /// What [`resolve`] found.
 pub(crate) struct Progress {
@@ -28,6 +75,12 @@ pub(crate) struct Progress {
 /// The id of the sub-orchestration operation `index` of step `key` starts (unless it chose one).
 fn child_id(key: &str, index: usize) -> String {
     derived_id(&branch_key(key, index))
+}
+
+/// The id of attempt `attempt` (from 2) of the sub-orchestration whose first attempt runs
+/// under `first`: `first#attempt`.
+fn attempt_id(first: &str, attempt: u32) -> String {
+    format!("{first}#{attempt}")
 }
 
 /// The branches of a command just issued at step `key`, one per operation, each child's id
@@ -131,8 +184,9 @@ pub(crate) async fn resolve(
                     changed = true;
                 }
             }
-            Command::Child { orchestration, input, id: chosen } => {
-                let child_id = branch.child_id.clone().unwrap_or_else(|| child_id(&pending.key, i));
+            Command::Child { orchestration, input, id: chosen, policy } => {
+                let first = chosen.clone().unwrap_or_else(|| child_id(&pending.key, i));
+                let child_id = branch.child_id.clone().unwrap_or_else(|| first.clone());
                 if !branch.child_started
                     && let Some(reason) = chosen.as_deref().and_then(|c| validate_id(c).err())
                 {
@@ -145,6 +199,10 @@ pub(crate) async fn resolve(
                     continue;
                 }
                 if !branch.child_started {
+                    if branch.not_before_ms > now {
+                        // A retry waiting out its backoff.
+                        continue;
+                    }
                     match engine
                         .start_encoded(
                             orchestration,
@@ -177,8 +235,30 @@ pub(crate) async fn resolve(
                         State::Cancelled { reason } => Some(Err(ChildFailure::Cancelled(reason))),
                         State::Running | State::Incompatible { .. } => None,
                     };
-                    if let Some(r) = result {
-                        branch.done = Some(Completion::Child(r));
+                    if let Some(result) = result {
+                        // A child that failed is started again while the policy allows, under
+                        // the id of its next attempt; a cancelled one is not.
+                        let failed = branch.failed_attempts + 1;
+                        let retry_at = match &result {
+                            Err(ChildFailure::Failed { .. }) => {
+                                policy.next_attempt_at(failed, pending.issued_ms, now)
+                            }
+                            _ => None,
+                        };
+                        match (result, retry_at) {
+                            (Err(ChildFailure::Failed { message, .. }), Some(at)) => {
+                                tracing::info!(
+                                    attempt = failed,
+                                    "sub-orchestration `{}` failed, will start it again: {message}",
+                                    shown_id(&child_id)
+                                );
+                                branch.failed_attempts = failed;
+                                branch.child_id = Some(attempt_id(&first, failed + 1));
+                                branch.child_started = false;
+                                branch.not_before_ms = at;
+                            }
+                            (result, _) => branch.done = Some(Completion::Child(result)),
+                        }
                         changed = true;
                     }
                 }
@@ -202,16 +282,43 @@ pub(crate) async fn resolve(
                         }
                     }
                     let attempt = branch.failed_attempts + 1;
-                    match result {
-                        Err(f) if attempt < policy.max_attempts && retryable(&f) => {
+                    // The activity's predicate is code, not stored: asked here, in the process
+                    // that ran the attempt (so has the activity registered), as each attempt
+                    // fails. Only its answer is stored (the attempt count, or the result).
+                    let retry_at = match &result {
+                        Err(f)
+                            if retryable(f)
+                                && engine
+                                    .registered
+                                    .activity(name)
+                                    .is_none_or(|(_, a)| a.should_retry(f)) =>
+                        {
+                            policy.next_attempt_at(attempt, pending.issued_ms, now)
+                        }
+                        _ => None,
+                    };
+                    match (result, retry_at) {
+                        (Err(f), Some(at)) => {
                             tracing::info!(attempt, "activity attempt failed, will retry: {f:?}");
                             branch.failed_attempts = attempt;
-                            branch.not_before_ms = now.saturating_add(ms(policy.backoff(attempt)));
+                            branch.not_before_ms = at;
                         }
-                        result => branch.done = Some(Completion::Activity(result)),
+                        (result, _) => branch.done = Some(Completion::Activity(result)),
                     }
                     changed = true;
                 }
+            }
+            Command::SendEvent { instance: to, name, payload } if branch.not_before_ms <= now => {
+                // Keyed by the operation and by this incarnation of the sender (one purged and
+                // started again under its id is another sender).
+                let key = format!("{}@{}", branch_key(&pending.key, i), instance.rec.created_ms);
+                match send(engine, to, &key, name, payload).await {
+                    Some(result) => branch.done = Some(Completion::SendEvent(result)),
+                    // The store failed: the event may or may not be stored. Try again a little
+                    // later, under the same key, so it is delivered once either way.
+                    None => branch.not_before_ms = now.saturating_add(SEND_RETRY_MS),
+                }
+                changed = true;
             }
             _ => {}
         }
@@ -230,7 +337,12 @@ mod tests {
     }
 
     fn child() -> Command {
-        Command::Child { orchestration: "k".into(), input: vec![], id: None }
+        Command::Child {
+            orchestration: "k".into(),
+            input: vec![],
+            id: None,
+            policy: RetryPolicy::default(),
+        }
     }
 
     #[test]
@@ -243,6 +355,7 @@ mod tests {
             call.clone(),
         ] {
             let mut pending = Pending {
+                issued_ms: 0,
                 key: "i:1".into(),
                 branches: new_branches(&command, "i:1"),
                 command: command.clone(),
@@ -270,8 +383,12 @@ mod tests {
             ids(&Command::Join(vec![child(), timer(), child()])),
             [Some("~p:2".to_owned()), None, Some("~p:2.2".to_owned())]
         );
-        let chosen =
-            Command::Child { orchestration: "k".into(), input: vec![], id: Some("c".into()) };
+        let chosen = Command::Child {
+            orchestration: "k".into(),
+            input: vec![],
+            id: Some("c".into()),
+            policy: RetryPolicy::default(),
+        };
         assert_eq!(ids(&Command::Race(vec![timer(), chosen])), [None, Some("c".to_owned())]);
     }
 }

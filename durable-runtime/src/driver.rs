@@ -279,6 +279,13 @@ impl Driver {
                     Command::Event { timeout_at_ms: Some(t), .. } => {
                         next_wake = min_some(next_wake, *t)
                     }
+                    // A sub-orchestration waiting out its retry backoff, an event send waiting
+                    // to try the store again.
+                    Command::Child { .. } | Command::SendEvent { .. }
+                        if branch.not_before_ms > now =>
+                    {
+                        next_wake = min_some(next_wake, branch.not_before_ms)
+                    }
                     _ => {}
                 }
             }

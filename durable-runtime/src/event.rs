@@ -84,6 +84,33 @@ pub enum EventError {
     },
 }
 
+/// Why [`Ctx::send_event`](crate::Ctx::send_event) delivered nothing. Stored as the operation's
+/// result: an orchestration resumed after a restart sees the same error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No instance has this id.
+    #[error("no instance `{0}` to send an event to")]
+    NotFound(String),
+    /// The instance has ended: it takes no more events.
+    #[error("instance `{id}` has ended ({state}); the event was not delivered")]
+    Finished {
+        /// The instance id.
+        id: String,
+        /// How it ended.
+        state: String,
+    },
+    /// The event was refused, and not delivered: the payload is over the limit, the receiver's
+    /// inbox would outgrow its record limit, the receiver's record cannot be read.
+    #[error("event for instance `{id}` refused: {reason}")]
+    Refused {
+        /// The instance id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,7 @@ pub use inspect::{PointCount, RenderError};
 pub use op::{
     ActivityError, ActivityFailure, AnyOp, AnyOutput, Call, Child, ChildError, ChildFailure,
     ContinueAsNew, DurableOp, Either, EventError, Failure, IntoAnyOp, Join, Join2, Race, Race2,
-    RetryPolicy, Sleep, WaitEvent,
+    RetryPolicy, SendError, SendEvent, Sleep, WaitEvent,
 };
 pub use orchestration::{ActivityOutput, Ctx, Orchestration, OrchestrationOutput};
 pub use runtime::{Handle, Runtime};

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::activity::Activity;
 pub use crate::activity::ActivityFailure;
 use crate::codec::{self, CodecError};
-pub use crate::event::EventError;
+pub use crate::event::{EventError, SendError};
 
 /// What a suspension point asks the runtime to do; persisted with the frame before it is carried
 /// out.
@@ -49,6 +49,9 @@ pub enum Command {
         input: Vec<u8>,
         /// A chosen id; derived from the parent's id and step when absent.
         id: Option<String>,
+        /// How often the child is started again after it failed (each attempt under an id of
+        /// its own). Format version 3.
+        policy: RetryPolicy,
     },
     /// All of these, results in order.
     Join(Vec<Command>),
@@ -58,6 +61,15 @@ pub enum Command {
     ContinueAsNew {
         /// The new encoded input.
         input: Vec<u8>,
+    },
+    /// Raise event `name` for another instance, once. Format version 3.
+    SendEvent {
+        /// The receiving instance.
+        instance: String,
+        /// The event name.
+        name: String,
+        /// The payload, encoded with its type as `Runtime::raise_event` encodes it.
+        payload: Vec<u8>,
     },
 }
 
@@ -72,6 +84,9 @@ impl Command {
             Command::Join(ops) => format!("join of {}", ops.len()),
             Command::Race(ops) => format!("race of {}", ops.len()),
             Command::ContinueAsNew { .. } => "continue as new".into(),
+            Command::SendEvent { instance, name, .. } => {
+                format!("send event `{name}` to `{}`", crate::ids::shown_id(instance))
+            }
         }
     }
 
@@ -110,6 +125,9 @@ pub enum Completion {
         /// Its completion.
         completion: Box<Completion>,
     },
+    /// An event was sent (delivered to the receiver's inbox once), or why it was not. Format
+    /// version 3.
+    SendEvent(Result<(), SendError>),
 }
 
 /// How a sub-orchestration failed, as stored.
@@ -129,7 +147,28 @@ pub enum ChildFailure {
     NotStarted(String),
 }
 
-/// How often and how long an activity call is attempted.
+/// How often and how long an activity call, or a sub-orchestration
+/// ([`Child::with_retry`]), is attempted.
+///
+/// A failed attempt is retried after a backoff while attempts are left, the error is retryable
+/// (see [`ActivityContext::do_not_retry`](crate::ActivityContext::do_not_retry) and
+/// [`Activity::should_retry`](crate::Activity::should_retry)) and the
+/// [`retry_timeout`](Self::retry_timeout) has not passed. The call then fails with the last
+/// attempt's error. An activity's own default policy is set with `#[activity(retry = ..)]`
+/// ([`Activity::retry_policy`](crate::Activity::retry_policy)); a call's
+/// [`with_retry`](Call::with_retry) replaces it.
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_runtime::RetryPolicy;
+///
+/// let policy = RetryPolicy::attempts(5)
+///     .backoff_from(Duration::from_secs(1))
+///     .retry_timeout(Duration::from_secs(30));
+/// assert_eq!(policy.backoff(1), Duration::from_secs(1));
+/// assert_eq!(policy.backoff(3), Duration::from_secs(4));
+/// assert_eq!(policy.retry_timeout, Some(Duration::from_secs(30)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Total attempts, at least 1.
@@ -140,8 +179,14 @@ pub struct RetryPolicy {
     pub backoff_factor: u32,
     /// Upper bound of the delay.
     pub max_backoff: Duration,
-    /// Time allowed for one attempt, on the runtime's clock; `None` for no limit.
+    /// Time allowed for one attempt, on the runtime's clock; `None` for no limit. Activities
+    /// only: a sub-orchestration is not timed out (race it with a timer).
     pub attempt_timeout: Option<Duration>,
+    /// Time allowed for all attempts together, from when the call was issued, on the runtime's
+    /// clock (DTFx `RetryTimeout`); `None` for no limit. A retry that would begin after it is
+    /// not made: the call fails with the last error at once, without waiting out the backoff.
+    /// An attempt under way when it passes is not stopped (that is `attempt_timeout`'s job).
+    pub retry_timeout: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -153,6 +198,7 @@ impl Default for RetryPolicy {
             backoff_factor: 2,
             max_backoff: Duration::from_secs(60),
             attempt_timeout: None,
+            retry_timeout: None,
         }
     }
 }
@@ -161,6 +207,34 @@ impl RetryPolicy {
     /// Up to `max_attempts` attempts with exponential backoff from 100 ms, capped at 60 s.
     pub fn attempts(max_attempts: u32) -> Self {
         Self { max_attempts: max_attempts.max(1), ..Self::default() }
+    }
+
+    /// The same policy with a first backoff of `initial` (doubling from there, as before).
+    pub fn backoff_from(mut self, initial: Duration) -> Self {
+        self.initial_backoff = initial;
+        self
+    }
+
+    /// The same policy giving up once `timeout` has passed since the call was issued; see
+    /// [`retry_timeout`](Self::retry_timeout).
+    pub fn retry_timeout(mut self, timeout: Duration) -> Self {
+        self.retry_timeout = Some(timeout);
+        self
+    }
+
+    /// When, after `failed` failed attempts, the last of them failing at `now_ms`, the next
+    /// attempt may begin (milliseconds, the runtime's clock); `None` when none is left: the
+    /// attempts are used up, or the retry timeout counted from `issued_ms` passes before the
+    /// backoff ends.
+    pub(crate) fn next_attempt_at(&self, failed: u32, issued_ms: u64, now_ms: u64) -> Option<u64> {
+        if failed >= self.max_attempts {
+            return None;
+        }
+        let at = now_ms.saturating_add(crate::clock::ms(self.backoff(failed)));
+        match self.retry_timeout {
+            Some(limit) if at > issued_ms.saturating_add(crate::clock::ms(limit)) => None,
+            _ => Some(at),
+        }
     }
 
     /// The delay after `failed` failed attempts (1 for the first failure).
@@ -367,7 +441,7 @@ pub struct Call<A: Activity> {
 
 impl<A: Activity> Call<A> {
     pub(crate) fn new(input: A::Input) -> Self {
-        Self { input, policy: RetryPolicy::default(), _activity: PhantomData }
+        Self { input, policy: A::retry_policy(), _activity: PhantomData }
     }
 
     /// Retries and timeouts for this call. A timeout set with
@@ -436,6 +510,24 @@ mod tests {
         assert_eq!(p.backoff(9), Duration::from_millis(500));
     }
 
+    #[test]
+    fn a_retry_that_would_begin_after_the_retry_timeout_is_not_made() {
+        // Backoffs 10 s, 20 s, 40 s…; all attempts within 60 s of the call, issued at 1000 ms.
+        let p = RetryPolicy::attempts(10)
+            .backoff_from(Duration::from_secs(10))
+            .retry_timeout(Duration::from_secs(60));
+        assert_eq!(p.next_attempt_at(1, 1_000, 2_000), Some(12_000));
+        assert_eq!(p.next_attempt_at(2, 1_000, 13_000), Some(33_000));
+        // The third backoff (40 s) would end at 74 s, past 61 s: give up now, no final sleep.
+        assert_eq!(p.next_attempt_at(3, 1_000, 34_000), None);
+        // Ending exactly at the timeout is still within it.
+        assert_eq!(p.next_attempt_at(2, 1_000, 41_000), Some(61_000));
+        // Without a timeout only the attempts count.
+        let p = RetryPolicy::attempts(3);
+        assert_eq!(p.next_attempt_at(2, 0, u64::MAX - 5), Some(u64::MAX));
+        assert_eq!(p.next_attempt_at(3, 0, 0), None);
+    }
+
     struct Noop;
     impl Activity for Noop {
         type Input = ();
@@ -489,6 +581,7 @@ outside_orchestration!(
     [T: crate::Persistable] WaitEvent<T>,
     [O: crate::Orchestration] Child<O>,
     [O: crate::Orchestration] ContinueAsNew<O>,
+    [] SendEvent,
     [O: DurableOp] Join<O>,
     [A: DurableOp, B: DurableOp] Join2<A, B>,
     [O: DurableOp] Race<O>,
@@ -596,12 +689,48 @@ impl<T: crate::Persistable> DurableOp for WaitEvent<T> {
 pub struct Child<O: crate::Orchestration> {
     pub(crate) input: O::Input,
     pub(crate) id: Option<String>,
+    pub(crate) policy: RetryPolicy,
 }
 
 impl<O: crate::Orchestration> Child<O> {
     /// Runs the child under this id instead of one derived from the parent's.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
+        self
+    }
+
+    /// Starts the child again when it fails, by `policy` (attempts, backoff, retry timeout; the
+    /// attempt timeout does not apply to a sub-orchestration). Each attempt is an instance of
+    /// its own: the first runs under the child's id, attempt `n` under that id followed by
+    /// `#n` (`~order-1:2#2`, `invoice-7#3`), so every failed attempt stays inspectable. The
+    /// parent sees the last attempt's result.
+    ///
+    /// A child that returned `Err` or faulted (panicked, unreadable checkpoint…) is retried; one
+    /// that was cancelled, or could not be started (its id is taken by another orchestration…),
+    /// is not: the parent gets that error at once.
+    ///
+    /// In an orchestration, `ctx.child(charge, amount).with_retry(policy).await`; here as a
+    /// helper that builds the operation:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use durable_runtime::{Child, Ctx, Orchestration, RetryPolicy};
+    ///
+    /// /// Up to three attempts of `charge`, 5 s then 10 s apart, all within a minute.
+    /// # #[allow(dead_code)]
+    /// fn charge_patiently<O: Orchestration>(
+    ///     ctx: &Ctx,
+    ///     charge: fn() -> O,
+    ///     input: O::Input,
+    /// ) -> Child<O> {
+    ///     let policy = RetryPolicy::attempts(3)
+    ///         .backoff_from(Duration::from_secs(5))
+    ///         .retry_timeout(Duration::from_secs(60));
+    ///     ctx.child(charge, input).with_retry(policy)
+    /// }
+    /// ```
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
         self
     }
 }
@@ -616,6 +745,7 @@ impl<O: crate::Orchestration> DurableOp for Child<O> {
             orchestration: O::NAME.into(),
             input: codec::encode(&self.input)?,
             id: self.id,
+            policy: self.policy,
         })
     }
     fn complete(c: Completion) -> Result<Self::Output, CompletionMismatch> {
@@ -635,6 +765,34 @@ impl<O: crate::Orchestration> DurableOp for Child<O> {
             }
             other => Err(mismatch("a sub-orchestration", &other)),
         }
+    }
+}
+
+/// Raising event `name` for another instance: `ctx.send_event(instance, name, &payload)`; see
+/// [`Ctx::send_event`](crate::Ctx::send_event).
+#[must_use = "a durable operation does nothing until it is `.await`ed"]
+pub struct SendEvent {
+    pub(crate) instance: String,
+    pub(crate) name: String,
+    pub(crate) payload: Result<Vec<u8>, CodecError>,
+}
+
+impl DurableOp for SendEvent {
+    type Output = Result<(), SendError>;
+    fn into_command(self) -> Result<Command, CodecError> {
+        Ok(Command::SendEvent { instance: self.instance, name: self.name, payload: self.payload? })
+    }
+    fn complete(c: Completion) -> Result<Self::Output, CompletionMismatch> {
+        match c {
+            Completion::SendEvent(result) => Ok(result),
+            other => Err(mismatch("an event sent", &other)),
+        }
+    }
+}
+
+impl From<SendError> for Failure {
+    fn from(e: SendError) -> Self {
+        Failure::new(e.to_string())
     }
 }
 

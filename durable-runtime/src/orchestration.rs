@@ -14,8 +14,8 @@ use crate::Persistable;
 use crate::activity::{Activity, ActivityRegistry};
 use crate::codec;
 use crate::op::{
-    Call, Child, Command, Completion, ContinueAsNew, DurableOp, Join, Join2, Race, Race2, Sleep,
-    WaitEvent,
+    Call, Child, Command, Completion, ContinueAsNew, DurableOp, Join, Join2, Race, Race2,
+    RetryPolicy, SendEvent, Sleep, WaitEvent,
 };
 use crate::record::Frame;
 
@@ -166,6 +166,48 @@ impl Ctx {
         }
     }
 
+    /// Raises event `name` with `payload` for instance `instance` (DTFx `SendEvent`, DBOS
+    /// `send`); `.await` it. The receiver takes it with
+    /// [`wait_event`](Self::wait_event) like an event a client raised with
+    /// [`Runtime::raise_event`](crate::Runtime::raise_event): buffered first in, first out per
+    /// name, and typed (a wait for another type gets `EventError::WrongType`).
+    ///
+    /// A durable operation, delivered exactly once: the event is appended to the receiver's
+    /// inbox under a key made of this instance and operation, and the store appends a key
+    /// only once. When this instance's process dies after the delivery and before its
+    /// checkpoint, the operation runs again after the restart and finds the key: the receiver
+    /// gets the event once, and this instance continues as if nothing happened.
+    ///
+    /// When it cannot be delivered, the orchestration gets a [`SendError`](crate::SendError) it
+    /// can handle: no such instance ([`NotFound`](crate::SendError::NotFound)), one that has
+    /// ended ([`Finished`](crate::SendError::Finished); DTFx drops such an event silently, here
+    /// the sender is told), or a refused payload. An instance may send to itself.
+    ///
+    /// In an orchestration, `ctx.send_event("order-7", "approval", &true).await`; here as a
+    /// helper that builds the operation:
+    ///
+    /// ```
+    /// use durable_runtime::{Ctx, SendEvent};
+    ///
+    /// /// Tells the order that it is approved.
+    /// # #[allow(dead_code)]
+    /// fn approve(ctx: &Ctx, order: &str) -> SendEvent {
+    ///     ctx.send_event(order, "approval", &true)
+    /// }
+    /// ```
+    pub fn send_event<T: Persistable>(
+        &self,
+        instance: impl Into<String>,
+        name: impl Into<String>,
+        payload: &T,
+    ) -> SendEvent {
+        SendEvent {
+            instance: instance.into(),
+            name: name.into(),
+            payload: crate::event::encode_typed(payload),
+        }
+    }
+
     /// Runs `orchestration` as a sub-orchestration; its failure arrives as `Err`. The child's id
     /// is derived from this instance's id and step unless set with [`Child::with_id`].
     pub fn child<O: Orchestration>(
@@ -178,7 +220,7 @@ impl Ctx {
         {
             used.add_orchestration(orchestration);
         }
-        Child { input, id: None }
+        Child { input, id: None, policy: RetryPolicy::default() }
     }
 
     /// Starts this instance over with `input`: `return ctx.continue_as_new(me, input).await;`.
@@ -323,6 +365,11 @@ pub enum Fault {
 /// The result of running an orchestration from one suspension point to the next.
 #[derive(Debug)]
 #[non_exhaustive]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per step and handed on in a `Box` (`Step::Exit`); boxing the command \
+              as well would add an allocation per step for nothing"
+)]
 pub enum StepResult {
     /// Parked at a new suspension point, issuing a command.
     Suspend {

@@ -11,8 +11,10 @@ use crate::codec::{self, CodecError};
 use crate::op::{Command, Completion};
 
 /// The version of the record layout written by this build. Version 2 added
-/// `InstanceRecord::cancel_alone`.
-pub const FORMAT_VERSION: u16 = 2;
+/// `InstanceRecord::cancel_alone`; version 3 the retry timeout of a `RetryPolicy`, the retry
+/// policy of a sub-orchestration, the time a command was issued (`Pending::issued_ms`), and
+/// events sent by orchestrations (`Command::SendEvent`, `Completion::SendEvent`).
+pub const FORMAT_VERSION: u16 = 3;
 const MAGIC: [u8; 2] = *b"DR";
 /// The version of the inbox message layout written by this build.
 const MESSAGE_VERSION: u16 = 1;
@@ -63,6 +65,9 @@ pub(crate) struct Pending {
     /// Idempotency key of the step: instance id and step number.
     pub key: String,
     pub branches: Vec<Branch>,
+    /// When the command was issued (milliseconds, runtime clock): a retry timeout counts from
+    /// it. Version 3; 0 in a record of an older version (its retry policies have no timeout).
+    pub issued_ms: u64,
 }
 
 /// The progress of one operation of a pending command.
@@ -116,9 +121,143 @@ pub(crate) struct InstanceRecord {
     pub cancel_alone: bool,
 }
 
+/// Format version 2, read and converted; never written. Its commands differ: the retry policy
+/// had no retry timeout, a sub-orchestration no retry policy, a pending command no issue time.
+pub(crate) mod v2 {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    use super::{Frame, InboxEvent, State};
+
+    /// An instance record as version 2 wrote it.
+    #[derive(Deserialize)]
+    pub(crate) struct InstanceRecord {
+        orchestration: String,
+        version: u32,
+        state: State,
+        input: Vec<u8>,
+        frame: Option<Frame>,
+        pending: Option<Pending>,
+        steps: u64,
+        created_ms: u64,
+        updated_ms: u64,
+        parent: Option<String>,
+        custom_status: Option<Vec<u8>>,
+        inbox: Vec<InboxEvent>,
+        next_event_seq: u64,
+        cancel: Option<String>,
+        suspended: bool,
+        cancel_alone: bool,
+    }
+
+    impl From<InstanceRecord> for super::InstanceRecord {
+        fn from(r: InstanceRecord) -> Self {
+            super::InstanceRecord {
+                orchestration: r.orchestration,
+                version: r.version,
+                state: r.state,
+                input: r.input,
+                frame: r.frame,
+                pending: r.pending.map(Into::into),
+                steps: r.steps,
+                created_ms: r.created_ms,
+                updated_ms: r.updated_ms,
+                parent: r.parent,
+                custom_status: r.custom_status,
+                inbox: r.inbox,
+                next_event_seq: r.next_event_seq,
+                cancel: r.cancel,
+                suspended: r.suspended,
+                cancel_alone: r.cancel_alone,
+            }
+        }
+    }
+
+    /// A pending command as versions 1 and 2 wrote it.
+    #[derive(Deserialize)]
+    pub(crate) struct Pending {
+        command: Command,
+        key: String,
+        branches: Vec<super::Branch>,
+    }
+
+    impl From<Pending> for super::Pending {
+        fn from(p: Pending) -> Self {
+            super::Pending {
+                command: p.command.into(),
+                key: p.key,
+                branches: p.branches,
+                // Unknown; its policies have no retry timeout to count from it.
+                issued_ms: 0,
+            }
+        }
+    }
+
+    /// A command as versions 1 and 2 wrote it: the variants of version 3 before
+    /// `SendEvent`, in the same order (their completions are unchanged).
+    #[derive(Deserialize)]
+    enum Command {
+        Activity { name: String, input: Vec<u8>, policy: RetryPolicy },
+        Timer { fire_at_ms: u64 },
+        Event { name: String, timeout_at_ms: Option<u64> },
+        Child { orchestration: String, input: Vec<u8>, id: Option<String> },
+        Join(Vec<Command>),
+        Race(Vec<Command>),
+        ContinueAsNew { input: Vec<u8> },
+    }
+
+    impl From<Command> for crate::op::Command {
+        fn from(c: Command) -> Self {
+            use crate::op::Command as New;
+            match c {
+                Command::Activity { name, input, policy } => {
+                    New::Activity { name, input, policy: policy.into() }
+                }
+                Command::Timer { fire_at_ms } => New::Timer { fire_at_ms },
+                Command::Event { name, timeout_at_ms } => New::Event { name, timeout_at_ms },
+                // One attempt: sub-orchestrations were not retried.
+                Command::Child { orchestration, input, id } => New::Child {
+                    orchestration,
+                    input,
+                    id,
+                    policy: crate::op::RetryPolicy::default(),
+                },
+                Command::Join(all) => New::Join(all.into_iter().map(Into::into).collect()),
+                Command::Race(all) => New::Race(all.into_iter().map(Into::into).collect()),
+                Command::ContinueAsNew { input } => New::ContinueAsNew { input },
+            }
+        }
+    }
+
+    /// A retry policy as versions 1 and 2 wrote it: no retry timeout.
+    #[derive(Deserialize)]
+    struct RetryPolicy {
+        max_attempts: u32,
+        initial_backoff: Duration,
+        backoff_factor: u32,
+        max_backoff: Duration,
+        attempt_timeout: Option<Duration>,
+    }
+
+    impl From<RetryPolicy> for crate::op::RetryPolicy {
+        fn from(p: RetryPolicy) -> Self {
+            crate::op::RetryPolicy {
+                max_attempts: p.max_attempts,
+                initial_backoff: p.initial_backoff,
+                backoff_factor: p.backoff_factor,
+                max_backoff: p.max_backoff,
+                attempt_timeout: p.attempt_timeout,
+                retry_timeout: None,
+            }
+        }
+    }
+}
+
 /// Format version 1, read and converted; never written.
 pub(crate) mod v1 {
-    use super::{Frame, InboxEvent, Pending, State};
+    use super::v2::Pending;
+    use super::{Frame, InboxEvent, State};
     use serde::Deserialize;
 
     /// An instance record as version 1 wrote it: version 2 without `cancel_alone`.
@@ -149,7 +288,7 @@ pub(crate) mod v1 {
                 state: r.state,
                 input: r.input,
                 frame: r.frame,
-                pending: r.pending,
+                pending: r.pending.map(Into::into),
                 steps: r.steps,
                 created_ms: r.created_ms,
                 updated_ms: r.updated_ms,
@@ -239,6 +378,7 @@ impl InstanceRecord {
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
         let decoded = match unframe(MAGIC, bytes)? {
             (1, body) => codec::decode::<v1::InstanceRecord>(body).map(Self::from),
+            (2, body) => codec::decode::<v2::InstanceRecord>(body).map(Self::from),
             (FORMAT_VERSION, body) => codec::decode(body),
             (found, _) => {
                 return Err(RecordError::UnknownVersion { found, expected: FORMAT_VERSION });
@@ -290,7 +430,7 @@ impl InstanceRecord {
         let command = Command::Timer { fire_at_ms: at_ms };
         let key = crate::ids::step_key(id, 0);
         let branches = crate::branches::new_branches(&command, &key);
-        self.pending = Some(Pending { command, key, branches });
+        self.pending = Some(Pending { command, key, branches, issued_ms: self.created_ms });
     }
 
     /// Buffers event `name` in the record itself: the event of a signal-with-start that
@@ -365,7 +505,9 @@ mod tests {
 #[cfg(test)]
 mod format_versions {
     use super::*;
-    use crate::op::{Completion, RetryPolicy};
+    use std::time::Duration;
+
+    use crate::op::{Completion, RetryPolicy, SendError};
 
     fn full() -> InstanceRecord {
         let mut r =
@@ -393,6 +535,7 @@ mod format_versions {
                 child_id: None,
                 child_started: false,
             }],
+            issued_ms: 0,
         });
         r.custom_status = Some(vec![7]);
         r.inbox = vec![InboxEvent { seq: 0, name: "go".into(), payload: vec![1] }];
@@ -405,6 +548,40 @@ mod format_versions {
         InstanceRecord { cancel: Some("enough".into()), cancel_alone: true, ..full() }
     }
 
+    /// `full_v2()` with what version 3 added: a retry timeout, a sub-orchestration's retry
+    /// policy, an event sent and its result, the time the command was issued.
+    fn full_v3() -> InstanceRecord {
+        let mut r = full_v2();
+        let command = Command::Join(vec![
+            Command::Activity {
+                name: "notify".into(),
+                input: vec![9],
+                policy: RetryPolicy::attempts(3).retry_timeout(Duration::from_secs(30)),
+            },
+            Command::Child {
+                orchestration: "charge".into(),
+                input: vec![4],
+                id: None,
+                policy: RetryPolicy::attempts(2),
+            },
+            Command::SendEvent { instance: "other".into(), name: "go".into(), payload: vec![5] },
+        ]);
+        r.pending = Some(Pending {
+            branches: vec![
+                Branch::default(),
+                Branch { child_id: Some("~invoice-1:4.1#2".into()), ..Branch::default() },
+                Branch {
+                    done: Some(Completion::SendEvent(Err(SendError::NotFound("other".into())))),
+                    ..Branch::default()
+                },
+            ],
+            command,
+            key: "invoice-1:4".into(),
+            issued_ms: 1_700_000_000_500,
+        });
+        r
+    }
+
     fn bytes_of(hex: &str) -> Vec<u8> {
         let hex: String = hex.split_whitespace().collect();
         (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
@@ -413,8 +590,10 @@ mod format_versions {
     /// The bytes format version 1 wrote. Never edit these bytes: a change of the stored format
     /// bumps `FORMAT_VERSION`, keeps a reader for the old one and adds a fixture of its own.
     const V1: &str = include_str!("../tests/fixtures/record_v1.hex");
-    /// The bytes format version 2 writes; the same rule.
+    /// The bytes format version 2 wrote; the same rule.
     const V2: &str = include_str!("../tests/fixtures/record_v2.hex");
+    /// The bytes format version 3 writes; the same rule.
+    const V3: &str = include_str!("../tests/fixtures/record_v3.hex");
 
     #[test]
     fn version_1_records_still_read() {
@@ -424,11 +603,18 @@ mod format_versions {
     }
 
     #[test]
-    fn version_2_records_read_and_write_the_same() {
+    fn version_2_records_still_read() {
         let bytes = bytes_of(V2);
         assert_eq!(&bytes[..4], [b'D', b'R', 2, 0]);
         assert_eq!(InstanceRecord::from_bytes(&bytes).unwrap(), full_v2());
-        assert_eq!(full_v2().to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn version_3_records_read_and_write_the_same() {
+        let bytes = bytes_of(V3);
+        assert_eq!(&bytes[..4], [b'D', b'R', 3, 0]);
+        assert_eq!(InstanceRecord::from_bytes(&bytes).unwrap(), full_v3());
+        assert_eq!(full_v3().to_bytes().unwrap(), bytes);
     }
 
     #[test]
@@ -443,7 +629,7 @@ mod format_versions {
     #[test]
     #[ignore = "run with --ignored to print the fixture after an intended format change"]
     fn print_fixture() {
-        let b = full_v2().to_bytes().unwrap();
+        let b = full_v3().to_bytes().unwrap();
         println!("{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>());
     }
 }

@@ -26,7 +26,7 @@ use crate::ids::shown_id;
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion};
 use crate::record::{InboxMessage, InstanceRecord, Pending, State};
 use crate::status::Durability;
-use crate::store::{Fence, Lease, Space, Store, StoreError, Timer, Write, WriteError};
+use crate::store::{Appended, Fence, Lease, Space, Store, StoreError, Timer, Write, WriteError};
 
 /// How long a driver's lease lasts past its last checkpoint or renewal (runtime clock), unless
 /// the builder sets another duration.
@@ -478,6 +478,48 @@ impl Records {
         name: &str,
         payload: Vec<u8>,
     ) -> Result<(), ClientError> {
+        let body = self.event_message(id, name, payload)?;
+        let since = self.epoch();
+        if self.store.append(id, &body)?.is_none() {
+            return Err(ClientError::NotFound(id.into()));
+        }
+        self.durable(since).await?;
+        Ok(())
+    }
+
+    /// Delivers event `name` to the inbox of a live instance once under `key` (an event an
+    /// orchestration sends; see [`Store::append_once`]), durably. `Ok` too when the key was
+    /// delivered before: the sender runs the operation again after a crash, and the receiver
+    /// must not get the event twice, nor the sender an error for an event that was delivered
+    /// (the receiver may have taken it, or ended, since).
+    pub(crate) async fn send(
+        &self,
+        id: &str,
+        key: &str,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let since = self.epoch();
+        if !self.store.delivered(id, key)? {
+            let body = self.event_message(id, name, payload)?;
+            match self.store.append_once(id, key, &body)? {
+                Appended::New(_) | Appended::Duplicate => {}
+                Appended::NoInstance => return Err(ClientError::NotFound(id.into())),
+            }
+        }
+        self.durable(since).await?;
+        Ok(())
+    }
+
+    /// The inbox message of event `name` for instance `id`, which must be live and have room
+    /// for it: refused when the instance and its buffered events would outgrow the record
+    /// limit.
+    fn event_message(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
         let instance = match self.load(id) {
             Ok(Some(i)) => i,
             Ok(None) => return Err(ClientError::NotFound(id.into())),
@@ -501,15 +543,9 @@ impl Records {
             },
             e => e,
         })?;
-        let body = InboxMessage::Event { name: name.to_owned(), payload }
+        InboxMessage::Event { name: name.to_owned(), payload }
             .to_bytes()
-            .map_err(|e| ClientError::Payload { id: id.into(), reason: e.to_string() })?;
-        let since = self.epoch();
-        if self.store.append(id, &body)?.is_none() {
-            return Err(ClientError::NotFound(id.into()));
-        }
-        self.durable(since).await?;
-        Ok(())
+            .map_err(|e| ClientError::Payload { id: id.into(), reason: e.to_string() })
     }
 
     /// Marks a terminal record written by an older build as finished, so it is not claimed.

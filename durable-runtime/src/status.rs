@@ -43,7 +43,8 @@ pub enum Parked {
     Event(String),
     /// A sub-orchestration.
     Child,
-    /// An activity waiting out its retry backoff.
+    /// An activity or a sub-orchestration waiting out its retry backoff (or an event send
+    /// waiting to try a failed store again).
     Backoff,
     /// Any suspension point.
     Any,
@@ -67,8 +68,9 @@ impl Parked {
             Command::Event { name, timeout_at_ms } => {
                 !buffered.contains(&name.as_str()) && timeout_at_ms.is_none_or(|t| t > now_ms)
             }
+            Command::Child { .. } if !branch.child_started => branch.not_before_ms > now_ms,
             Command::Child { .. } => branch.child_id.as_deref().is_none_or(|c| !child_finished(c)),
-            Command::Activity { .. } => branch.not_before_ms > now_ms,
+            Command::Activity { .. } | Command::SendEvent { .. } => branch.not_before_ms > now_ms,
             _ => false,
         };
         let leaves = pending.command.leaves().iter().zip(&pending.branches);
@@ -77,11 +79,12 @@ impl Parked {
         if undone.is_empty() || !undone.iter().all(|(leaf, branch)| waits(leaf, branch)) {
             return false;
         }
-        undone.iter().any(|(leaf, _)| match (self, leaf) {
+        undone.iter().any(|(leaf, branch)| match (self, leaf) {
             (Parked::Any, _)
             | (Parked::Timer, Command::Timer { .. })
             | (Parked::Child, Command::Child { .. })
-            | (Parked::Backoff, Command::Activity { .. }) => true,
+            | (Parked::Backoff, Command::Activity { .. } | Command::SendEvent { .. }) => true,
+            (Parked::Backoff, Command::Child { .. }) => !branch.child_started,
             (Parked::Event(name), Command::Event { name: waited, .. }) => name == waited,
             _ => false,
         })

@@ -56,7 +56,7 @@ pub(crate) fn apply_step(
             let key = step_key(id, rec.steps);
             let branches = new_branches(&command, &key);
             let next = command.describe();
-            rec.pending = Some(Pending { command, key, branches });
+            rec.pending = Some(Pending { command, key, branches, issued_ms: now });
             rec.frame = Some(frame);
             StepOutcome::Suspended(next)
         }

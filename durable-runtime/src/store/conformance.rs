@@ -5,11 +5,14 @@
 //! records (`create`, `read`, conditional `write` and `remove`, including two writers racing
 //! from threads: exactly one wins, the other gets a conflict); inboxes (`append` to a present
 //! and an absent instance, order, concurrent appenders, consumption by a write, what `remove`
-//! leaves); leases (`claim`, `lease`, `release`, finished instances never claimed, an expired
+//! leaves); deduplicated appends (`append_once`: a key delivers once, also after its message was
+//! consumed, racing appenders with one key land once, keys are per instance and go with it;
+//! `delivered` reads them);
+//! leases (`claim`, `lease`, `release`, finished instances never claimed, an expired
 //! lease taken over by another owner and the old holder's fenced write refused); the timer
 //! index (`set_timer`, `clear_timer`, `due_timers`).
 
-use super::{Fence, Space, Store, Timer, Write, WriteError};
+use super::{Appended, Fence, Space, Store, Timer, Write, WriteError};
 
 /// Runs the conformance checks on an empty store; the first violation, described.
 pub fn check(store: &dyn Store) -> Result<(), String> {
@@ -18,6 +21,7 @@ pub fn check(store: &dyn Store) -> Result<(), String> {
     check_racing_writers(store)?;
     check_reads_during_writes(store)?;
     check_inbox(store)?;
+    check_append_once(store)?;
     check_leases(store)?;
     check_timers(store)
 }
@@ -262,6 +266,81 @@ fn check_inbox(store: &dyn Store) -> Result<(), String> {
     ensure(store.inbox("box").map_err(io)?.is_empty(), "remove empties the inbox")?;
     ensure(store.append("box", b"late").map_err(io)?.is_none(), "no append after remove")?;
     store.remove("box2", 1).map_err(io)?;
+    store.flush().map_err(io)
+}
+
+fn check_append_once(store: &dyn Store) -> Result<(), String> {
+    ensure(
+        store.append_once("nobody", "k", b"m").map_err(io)? == Appended::NoInstance,
+        "append_once to an absent instance",
+    )?;
+    ensure(store.inbox("nobody").map_err(io)?.is_empty(), "nothing appended to nobody")?;
+    store.create("once", b"rec").map_err(io)?;
+    store.create("once2", b"rec").map_err(io)?;
+    let Appended::New(first) = store.append_once("once", "k1", b"m1").map_err(io)? else {
+        return Err("the first append_once of a key appends".into());
+    };
+    ensure(
+        store.append_once("once", "k1", b"again").map_err(io)? == Appended::Duplicate,
+        "a second append_once with the key appends nothing",
+    )?;
+    ensure(store.delivered("once", "k1").map_err(io)?, "delivered knows an appended key")?;
+    ensure(!store.delivered("once", "k2").map_err(io)?, "delivered of a key never appended")?;
+    ensure(!store.delivered("once2", "k1").map_err(io)?, "delivered is per instance")?;
+    ensure(!store.delivered("nobody", "k1").map_err(io)?, "delivered of an absent instance")?;
+    ensure(
+        matches!(store.append_once("once2", "k1", b"m").map_err(io)?, Appended::New(_)),
+        "keys are per instance",
+    )?;
+    let plain_seq = store.append("once", b"plain").map_err(io)?.ok_or("a plain append")?;
+    ensure(plain_seq > first, "keyed and plain appends share the seq order")?;
+    let inbox = store.inbox("once").map_err(io)?;
+    let bodies: Vec<&[u8]> = inbox.iter().map(|m| m.body.as_slice()).collect();
+    ensure(bodies == [b"m1" as &[u8], b"plain"], "a duplicate leaves the inbox as it was")?;
+    // The key outlives its message: a sender that runs again after the receiver took the
+    // message must not deliver it twice.
+    let write = Write { consumed: &[first, plain_seq], ..plain(1, b"took") };
+    store.write("once", &write).map_err(io)?;
+    ensure(store.inbox("once").map_err(io)?.is_empty(), "the write consumed both")?;
+    ensure(
+        store.append_once("once", "k1", b"late").map_err(io)? == Appended::Duplicate,
+        "a key is kept after its message was consumed",
+    )?;
+    ensure(store.delivered("once", "k1").map_err(io)?, "delivered after consumption")?;
+    // Racing appenders with one key: exactly one lands.
+    let landed = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let landed = &landed;
+            s.spawn(move || {
+                for i in 0..10u8 {
+                    let key = format!("race-{i}");
+                    if let Ok(Appended::New(_)) = store.append_once("once", &key, &[t, i]) {
+                        landed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    ensure(
+        landed.load(std::sync::atomic::Ordering::SeqCst) == 10
+            && store.inbox("once").map_err(io)?.len() == 10,
+        "of racing appends with one key, exactly one lands",
+    )?;
+    // Keys go with the instance: one created again under the id starts with none.
+    store.remove("once", 2).map_err(io)?;
+    ensure(
+        store.append_once("once", "k1", b"x").map_err(io)? == Appended::NoInstance,
+        "no append_once after remove",
+    )?;
+    ensure(!store.delivered("once", "k1").map_err(io)?, "keys go with a removed instance")?;
+    store.create("once", b"again").map_err(io)?;
+    ensure(
+        matches!(store.append_once("once", "k1", b"new").map_err(io)?, Appended::New(_)),
+        "a removed instance's keys are gone with it",
+    )?;
+    store.remove("once", 1).map_err(io)?;
+    store.remove("once2", 1).map_err(io)?;
     store.flush().map_err(io)
 }
 

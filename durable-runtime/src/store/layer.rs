@@ -2,7 +2,7 @@
 //! rest (fault injection, measurement, a store that says it is shared).
 
 use super::{
-    Entries, Lease, Message, OnChange, Space, Store, StoreError, Timer, Versioned, Write,
+    Appended, Entries, Lease, Message, OnChange, Space, Store, StoreError, Timer, Versioned, Write,
     WriteError,
 };
 
@@ -94,6 +94,12 @@ pub trait Layer: Send + Sync + 'static {
     }
     fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
         self.inner().append(id, body)
+    }
+    fn append_once(&self, id: &str, key: &str, body: &[u8]) -> Result<Appended, StoreError> {
+        self.inner().append_once(id, key, body)
+    }
+    fn delivered(&self, id: &str, key: &str) -> Result<bool, StoreError> {
+        self.inner().delivered(id, key)
     }
     fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError> {
         self.inner().inbox(id)
@@ -187,6 +193,12 @@ impl<L: Layer> Store for L {
     }
     fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
         Layer::append(self, id, body)
+    }
+    fn append_once(&self, id: &str, key: &str, body: &[u8]) -> Result<Appended, StoreError> {
+        Layer::append_once(self, id, key, body)
+    }
+    fn delivered(&self, id: &str, key: &str) -> Result<bool, StoreError> {
+        Layer::delivered(self, id, key)
     }
     fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError> {
         Layer::inbox(self, id)

@@ -10,6 +10,8 @@
 //! | [`create`](Store::create) | CAS on an absent key | `INSERT … ON CONFLICT DO NOTHING RETURNING` |
 //! | [`write`](Store::write) | transaction over record, version, inbox | `UPDATE … WHERE version = $v` + lease check |
 //! | [`append`](Store::append) | transaction: instance exists, insert message | `INSERT INTO inbox … WHERE EXISTS` |
+//! | [`append_once`](Store::append_once) | transaction: instance exists, key absent, insert key and message | `INSERT INTO delivered … ON CONFLICT DO NOTHING` feeding the inbox insert |
+//! | [`delivered`](Store::delivered) | read of the key | `SELECT EXISTS (… FROM delivered …)` |
 //! | [`claim`](Store::claim) / [`lease`](Store::lease) | lease table in memory (one process) | `UPDATE leases … WHERE expires < now() … SKIP LOCKED` |
 //! | [`due_timers`](Store::due_timers) | range scan of the timer index | `SELECT … WHERE due <= $now ORDER BY due` |
 //!
@@ -91,6 +93,18 @@ pub struct Versioned {
     pub version: u64,
     /// The record's bytes.
     pub record: Vec<u8>,
+}
+
+/// What [`Store::append_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Appended {
+    /// The message was appended with this seq.
+    New(u64),
+    /// A message with the same key was appended to this instance before: nothing was appended.
+    Duplicate,
+    /// There is no such instance.
+    NoInstance,
 }
 
 /// A message in an instance's inbox.
@@ -248,6 +262,19 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a message to the inbox of instance `id`; its seq, or `None` when there is no such
     /// instance. Does not touch the record. Not yet durable.
     fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError>;
+    /// Appends a message to the inbox of instance `id` unless a message with the same `key` was
+    /// appended to it before, while this record existed: the key is kept after the message is
+    /// consumed, until the instance is [removed](Store::remove). The check, the key and the
+    /// message are one atomic write, so of two racing appends with one key exactly one lands.
+    /// Not yet durable.
+    ///
+    /// The runtime appends the events an orchestration sends (`ctx.send_event`) this way, keyed
+    /// by the sending operation: a sender that crashed after its append and runs the operation
+    /// again delivers nothing the second time.
+    fn append_once(&self, id: &str, key: &str, body: &[u8]) -> Result<Appended, StoreError>;
+    /// Whether a message with `key` was [appended once](Store::append_once) to instance `id`
+    /// (consumed or not); `false` when there is no such instance.
+    fn delivered(&self, id: &str, key: &str) -> Result<bool, StoreError>;
     /// The inbox of instance `id`, oldest first.
     fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError>;
 
@@ -356,6 +383,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
         (**self).append(id, body)
+    }
+    fn append_once(&self, id: &str, key: &str, body: &[u8]) -> Result<Appended, StoreError> {
+        (**self).append_once(id, key, body)
+    }
+    fn delivered(&self, id: &str, key: &str) -> Result<bool, StoreError> {
+        (**self).delivered(id, key)
     }
     fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError> {
         (**self).inbox(id)

@@ -18,7 +18,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{SledStore, lock};
-use crate::store::{Lease, Message, StoreError, Timer, Versioned, Write, WriteError};
+use crate::store::{Appended, Lease, Message, StoreError, Timer, Versioned, Write, WriteError};
 
 /// Key of a timer index entry: big-endian due time, then the instance id.
 pub(super) fn timer_key(timer: &Timer) -> Vec<u8> {
@@ -37,6 +37,13 @@ fn inbox_prefix(id: &str) -> Vec<u8> {
 fn inbox_key(id: &str, seq: u64) -> Vec<u8> {
     let mut k = inbox_prefix(id);
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Key of a delivered-message key of `id`: the inbox prefix, then the key.
+fn delivered_key(id: &str, key: &str) -> Vec<u8> {
+    let mut k = inbox_prefix(id);
+    k.extend_from_slice(key.as_bytes());
     k
 }
 
@@ -186,11 +193,14 @@ impl SledStore {
                     })
                 })
         })?;
-        // No append succeeds once the record is gone: what is left of the inbox goes for good.
+        // No append succeeds once the record is gone: what is left of the inbox goes for good,
+        // and so do the keys of the messages delivered to it.
         self.with_open(|open| {
-            for item in open.inbox.scan_prefix(inbox_prefix(id)) {
-                let (key, _) = item.map_err(|e| self.io(e))?;
-                open.inbox.remove(key).map_err(|e| self.io(e))?;
+            for tree in [&open.inbox, &open.delivered] {
+                for item in tree.scan_prefix(inbox_prefix(id)) {
+                    let (key, _) = item.map_err(|e| self.io(e))?;
+                    tree.remove(key).map_err(|e| self.io(e))?;
+                }
             }
             Ok::<_, StoreError>(())
         })?;
@@ -216,6 +226,50 @@ impl SledStore {
             self.wrote()?;
         }
         Ok(seq)
+    }
+
+    pub(super) fn append_message_once(
+        &self,
+        id: &str,
+        key: &str,
+        body: &[u8],
+    ) -> Result<Appended, StoreError> {
+        self.shared.room.claim(2 * id.len() + key.len() + body.len() + 10)?;
+        let appended = self.with_open(|open| {
+            // Under the write lock: neither a remove nor an append with the same key can slip
+            // between the checks and the inserts.
+            let _writing = lock(&self.shared.writing);
+            if !open.instances.contains_key(id).map_err(|e| self.io(e))? {
+                return Ok(Appended::NoInstance);
+            }
+            let mark = delivered_key(id, key);
+            if open.delivered.contains_key(&mark).map_err(|e| self.io(e))? {
+                return Ok(Appended::Duplicate);
+            }
+            let seq = open.db.generate_id().map_err(|e| self.io(e))?;
+            // The key and the message are durable together or not at all.
+            (&open.inbox, &open.delivered)
+                .transaction(|(inbox, delivered)| {
+                    inbox.insert(inbox_key(id, seq), body)?;
+                    delivered.insert(mark.as_slice(), &[])?;
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(e) => self.io(e),
+                    TransactionError::Abort(()) => StoreError::Io("aborted".into()),
+                })?;
+            Ok::<_, StoreError>(Appended::New(seq))
+        })?;
+        if matches!(appended, Appended::New(_)) {
+            self.wrote()?;
+        }
+        Ok(appended)
+    }
+
+    pub(super) fn was_delivered(&self, id: &str, key: &str) -> Result<bool, StoreError> {
+        self.with_open(|open| {
+            open.delivered.contains_key(delivered_key(id, key)).map_err(|e| self.io(e))
+        })
     }
 
     pub(super) fn messages(&self, id: &str) -> Result<Vec<Message>, StoreError> {

@@ -69,6 +69,9 @@ struct Open {
     inbox: sled::Tree,
     /// Ids of instances that ended (never claimed).
     finished: sled::Tree,
+    /// Instance id, NUL, key: the keys of the messages [`Store::append_once`] appended to the
+    /// instance (value empty), kept until it is removed.
+    delivered: sled::Tree,
 }
 
 /// Key of the flush mark in sled's default tree (see [`disk`]).
@@ -145,8 +148,9 @@ fn open_at(path: &Path, directory: &mut Directory) -> Result<Open, StoreError> {
     let versions = db.open_tree("versions").map_err(|e| classify(path, e))?;
     let inbox = db.open_tree("inbox").map_err(|e| classify(path, e))?;
     let finished = db.open_tree("finished").map_err(|e| classify(path, e))?;
+    let delivered = db.open_tree("delivered").map_err(|e| classify(path, e))?;
     directory.settle()?;
-    Ok(Open { db, instances, timers, versions, inbox, finished })
+    Ok(Open { db, instances, timers, versions, inbox, finished, delivered })
 }
 
 impl SledStore {
@@ -383,6 +387,14 @@ impl Store for SledStore {
     fn append(&self, id: &str, body: &[u8]) -> Result<Option<u64>, StoreError> {
         self.append_message(id, body)
     }
+    fn append_once(&self, id: &str, key: &str, body: &[u8]) -> Result<super::Appended, StoreError> {
+        self.append_message_once(id, key, body)
+    }
+
+    fn delivered(&self, id: &str, key: &str) -> Result<bool, StoreError> {
+        self.was_delivered(id, key)
+    }
+
     fn inbox(&self, id: &str) -> Result<Vec<super::Message>, StoreError> {
         self.messages(id)
     }
