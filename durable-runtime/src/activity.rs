@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Persistable;
 use crate::codec;
-use crate::op::{ActivityError, RetryPolicy};
+use crate::retry::{ActivityError, RetryPolicy};
 
 /// What an activity invocation is told about itself.
 #[derive(Debug, Clone)]

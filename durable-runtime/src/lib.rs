@@ -22,6 +22,7 @@ mod orchestration;
 mod record;
 mod records;
 mod registry;
+mod retry;
 mod runtime;
 mod status;
 mod step;

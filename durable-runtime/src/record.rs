@@ -429,7 +429,8 @@ impl InstanceRecord {
     pub(crate) fn schedule(&mut self, id: &str, at_ms: u64) {
         let command = Command::Timer { fire_at_ms: at_ms };
         let key = crate::ids::step_key(id, 0);
-        let branches = crate::branches::new_branches(&command, &key);
+        // A timer is one operation: one branch.
+        let branches = vec![Branch::default()];
         self.pending = Some(Pending { command, key, branches, issued_ms: self.created_ms });
     }
 
