@@ -1,6 +1,7 @@
 //! The runtime over a `PgStore`: an orchestration with an activity, a timer and an event runs
 //! to completion, and a second runtime over a new store on the same schema (a restart)
-//! resumes an instance the first left unfinished.
+//! resumes an instance the first left unfinished; events one orchestration sends another
+//! (`ctx.send_event`) arrive once across a restart.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
@@ -114,5 +115,60 @@ async fn a_second_runtime_on_the_schema_resumes_an_unfinished_instance() {
     assert_eq!(out, 21);
     assert_eq!(RUNS.lock().unwrap().get("two"), Some(&1), "the activity did not run again");
     assert!(store.due_timers(u64::MAX, 10).unwrap().0.is_empty(), "the timer was cleared");
+    rt.shutdown().await;
+}
+
+/// Collects `ping` events until one carries 0.
+#[orchestration]
+async fn collector(ctx: Ctx, _x: u32) -> Result<Vec<u32>, Failure> {
+    let mut got = Vec::new();
+    loop {
+        let v: u32 = ctx.wait_event("ping").await?;
+        if v == 0 {
+            return Ok(got);
+        }
+        got.push(v);
+    }
+}
+
+/// Sends 7, waits for `more`, sends 0, then tries an instance that does not exist.
+#[orchestration]
+async fn pinger(ctx: Ctx, to: String) -> Result<String, Failure> {
+    ctx.send_event(to.clone(), "ping", &7u32).await?;
+    let () = ctx.wait_event("more").await?;
+    ctx.send_event(to.clone(), "ping", &0u32).await?;
+    match ctx.send_event("nobody", "ping", &1u32).await {
+        Err(durable::SendError::NotFound(id)) => Ok(format!("no {id}")),
+        other => Err(Failure::new(format!("expected NotFound, got {other:?}"))),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sent_by_an_orchestration_arrive_once_across_a_restart() {
+    let schema = TempSchema::new("send");
+    let open = |store| {
+        Runtime::builder(dir("send"))
+            .store(Arc::new(store))
+            .orchestration(collector)
+            .orchestration(pinger)
+            .open()
+    };
+    {
+        let rt = open(schema.store()).await.unwrap();
+        rt.start(collector, "to", 0).await.unwrap();
+        rt.start(pinger, "from", "to".to_owned()).await.unwrap();
+        eventually("the sender parked after its first send", || {
+            pending(&rt, "from").as_deref() == Some("event `more`")
+        })
+        .await;
+        rt.shutdown().await;
+    }
+    // A new process: the first send is not made again, the second is made once.
+    let rt = open(schema.store()).await.unwrap();
+    rt.raise_event("from", "more", &()).await.unwrap();
+    let sent = rt.handle::<pinger>("from").wait_timeout(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(sent.unwrap(), "no nobody");
+    let got = rt.handle::<collector>("to").wait_timeout(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(got.unwrap(), vec![7], "each event arrived once");
     rt.shutdown().await;
 }
