@@ -238,10 +238,7 @@ impl Runtime {
         shape: impl FnOnce(&str, &mut InstanceRecord),
     ) -> Result<(Handle<O>, bool), StartError> {
         validate_id(&id).map_err(|reason| StartError::InvalidId { id: shown_id(&id), reason })?;
-        let version = self.prepare_starts(orchestration).map_err(|e| match e {
-            StartError::Shutdown(_) => StartError::Shutdown(shown_id(&id)),
-            e => e,
-        })?;
+        let version = self.prepare_starts(orchestration).map_err(|r| r.of::<O>(&id))?;
         let input = encode_input::<O>(&id, &input)?;
         let shape = |rec: &mut InstanceRecord| shape(&id, rec);
         let shaped = NewInstance { id: id.clone(), input, parent: None, shape };
@@ -284,18 +281,7 @@ impl Runtime {
             starts.into_iter().map(|(id, input)| (id.into(), input)).collect();
         let version = match self.prepare_starts(orchestration) {
             Ok(v) => v,
-            Err(e) => {
-                let refused = |id: &String| match &e {
-                    StartError::Shutdown(_) => StartError::Shutdown(shown_id(id)),
-                    StartError::Version { name, newest, requested } => StartError::Version {
-                        name: name.clone(),
-                        newest: *newest,
-                        requested: *requested,
-                    },
-                    other => StartError::Input { id: shown_id(id), reason: other.to_string() },
-                };
-                return starts.iter().map(|(id, _)| Err(refused(id))).collect();
-            }
+            Err(r) => return starts.iter().map(|(id, _)| Err(r.of::<O>(id))).collect(),
         };
         let ids: Vec<String> = starts.iter().map(|(id, _)| id.clone()).collect();
         let new = starts
@@ -320,9 +306,9 @@ impl Runtime {
     fn prepare_starts<O: Orchestration>(
         &self,
         orchestration: impl FnOnce() -> O,
-    ) -> Result<u32, StartError> {
+    ) -> Result<u32, Refusal> {
         if self.engine.is_shut_down() {
-            return Err(StartError::Shutdown(String::new()));
+            return Err(Refusal::Shutdown);
         }
         self.engine.register(orchestration());
         // New instances start on the newest registered version of the name, which must take
@@ -333,11 +319,7 @@ impl Runtime {
             .newest(O::NAME)
             .unwrap_or((O::VERSION, std::any::type_name::<O::Input>()));
         if version != O::VERSION && input_type != std::any::type_name::<O::Input>() {
-            return Err(StartError::Version {
-                name: O::NAME.to_owned(),
-                newest: version,
-                requested: O::VERSION,
-            });
+            return Err(Refusal::Version { newest: version });
         }
         Ok(version)
     }
@@ -837,6 +819,28 @@ impl<O: Orchestration> Handle<O> {
         timeout: Duration,
     ) -> Option<Result<OutputOf<O>, InstanceError<ErrorOf<O>>>> {
         tokio::time::timeout(timeout, self.wait()).await.ok()
+    }
+}
+
+/// Why [`Runtime::prepare_starts`] refuses every start of an orchestration, whatever its id.
+enum Refusal {
+    /// The runtime was shut down.
+    Shutdown,
+    /// New instances start on version `newest`, which takes another input type.
+    Version { newest: u32 },
+}
+
+impl Refusal {
+    /// The error of the start of `O` under `id`.
+    fn of<O: Orchestration>(&self, id: &str) -> StartError {
+        match self {
+            Refusal::Shutdown => StartError::Shutdown(shown_id(id)),
+            Refusal::Version { newest } => StartError::Version {
+                name: O::NAME.to_owned(),
+                newest: *newest,
+                requested: O::VERSION,
+            },
+        }
     }
 }
 

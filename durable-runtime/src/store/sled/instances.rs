@@ -143,11 +143,8 @@ impl SledStore {
                         }
                         Ok(())
                     })
-                    .map_err(|e: TransactionError<()>| match e {
-                        TransactionError::Storage(e) => WriteError::Store(self.io(e)),
-                        TransactionError::Abort(()) => {
-                            WriteError::Store(StoreError::Io("aborted".into()))
-                        }
+                    .map_err(|e: TransactionError<()>| {
+                        self.tx_error(e, |()| WriteError::Store(StoreError::Io("aborted".into())))
                     })?;
             }
             open.versions.insert(id, &next.to_le_bytes()).map_err(|e| self.io(e))?;
