@@ -71,7 +71,8 @@ impl Instance {
 pub(crate) enum Refused {
     /// By the client rule the caller gave, or by the store; see the error.
     Client(ClientError),
-    /// The driver's lease was taken over: it must stop driving the instance.
+    /// The write carried a lease token that is no longer current: the driver stops, and
+    /// `drive` decides whether another worker took the instance over.
     Fenced(String),
 }
 
@@ -389,9 +390,7 @@ impl Records {
         match self.store.write(id, &write) {
             Ok(_) => Ok(Wrote::Done),
             Err(WriteError::Conflict { .. }) => Ok(Wrote::Conflict),
-            Err(WriteError::Fenced { .. }) => Err(Refused::Fenced(format!(
-                "instance `{id}`: another worker took it over; this one stops"
-            ))),
+            Err(e @ WriteError::Fenced { .. }) => Err(Refused::Fenced(e.to_string())),
             Err(WriteError::Store(e)) => Err(e.into()),
         }
     }
