@@ -13,6 +13,7 @@ mod expand;
 mod graph;
 mod ir;
 mod lower;
+mod site;
 
 use proc_macro::TokenStream;
 use proc_macro_crate::FoundCrate;
@@ -32,6 +33,9 @@ use crate::error::Errors;
 /// it in its `Cargo.toml`, so a renamed dependency works as it is).
 #[proc_macro_attribute]
 pub fn orchestration(args: TokenStream, item: TokenStream) -> TokenStream {
+    if let Some(refused) = associated("orchestration", &item) {
+        return refused.into();
+    }
     expand_orchestration(args.into(), item.into()).into()
 }
 
@@ -44,6 +48,9 @@ pub fn orchestration(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Arguments: `crate = "…"`, as for `orchestration`.
 #[proc_macro_attribute]
 pub fn durable_fn(args: TokenStream, item: TokenStream) -> TokenStream {
+    if let Some(refused) = associated("durable_fn", &item) {
+        return refused.into();
+    }
     expand_durable_fn(args.into(), item.into()).into()
 }
 
@@ -63,7 +70,22 @@ pub fn durable_fn(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   is replayed), while every process that runs an attempt has the activity registered.
 #[proc_macro_attribute]
 pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
+    if let Some(refused) = associated("activity", &item) {
+        return refused.into();
+    }
     expand_activity(args.into(), item.into()).into()
+}
+
+/// The error for an attribute on an associated function that names neither `self` nor `Self`
+/// (those are told by the function alone), found in the source file: see [`site`].
+fn associated(attr: &str, item: &TokenStream) -> Option<TokenStream2> {
+    let item_fn: syn::ItemFn = syn::parse(item.clone()).ok()?;
+    if item_fn.sig.receiver().is_some() || !site::in_impl(attr, &item_fn.sig.ident) {
+        return None;
+    }
+    let errors = Errors::default();
+    errors.at(&item_fn.sig.ident, ast::in_impl_message(&format!("#[{attr}]")));
+    Some(in_impl_fallback(&errors, item_fn))
 }
 
 fn krate(args: &Args) -> TokenStream2 {
