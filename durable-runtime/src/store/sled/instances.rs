@@ -2,8 +2,10 @@
 //!
 //! A sled database belongs to one process, so the writers a conditional write races are threads
 //! of this process: the version check and the write run under the store's write lock (sled
-//! transactions cost far more than the two inserts of a checkpoint). Versions only order live
-//! writers, so a version may lag its record after a crash without harm. What must survive a
+//! transactions cost far more than the insert of a checkpoint). A record's version is stored in
+//! front of it, in the same value ([`versioned`]), so a checkpoint is one insert and a read is one
+//! get that cannot pair a record with another write's version. Values written before that layout
+//! keep their version in the `versions` tree until their next write. What must survive a
 //! crash together does: a write that consumes inbox messages removes them in one sled
 //! transaction with the record, durable together or not at all. An ended instance's finished
 //! mark is written after its record (a crash in between leaves it unmarked, and the runtime marks
@@ -51,6 +53,32 @@ fn version_of(bytes: Option<&[u8]>) -> u64 {
     bytes.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_le_bytes)
 }
 
+/// The tag in front of a versioned value. Records begin with their own magic (`DR`) and older
+/// unframed records with a bincode length, so no record written before begins with it.
+const VERSIONED: [u8; 4] = [0xFF, b'D', b'V', 1];
+
+/// An instance's stored value: [`VERSIONED`], the version (u64, little endian), the record.
+pub(super) fn versioned(version: u64, record: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(12 + record.len());
+    value.extend_from_slice(&VERSIONED);
+    value.extend_from_slice(&version.to_le_bytes());
+    value.extend_from_slice(record);
+    value
+}
+
+/// The version and record of a versioned value; `None` for a value in the older layout (the
+/// record alone, its version in the `versions` tree).
+pub(super) fn split(value: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = value.strip_prefix(&VERSIONED)?;
+    let (version, record) = rest.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*version), record))
+}
+
+/// The record of a stored value, whichever its layout.
+pub(super) fn record_of(value: &[u8]) -> &[u8] {
+    split(value).map_or(value, |(_, record)| record)
+}
+
 /// Why a write transaction was aborted.
 enum Refused {
     Conflict(Option<u64>),
@@ -78,15 +106,15 @@ impl SledStore {
             let _writing = lock(&self.shared.writing);
             let cas = open
                 .instances
-                .compare_and_swap(id, None::<&[u8]>, Some(record))
+                .compare_and_swap(id, None::<&[u8]>, Some(versioned(1, record)))
                 .map_err(|e| self.io(e))?;
-            if let Err(present) = cas {
-                let version = open.versions.get(id).map_err(|e| self.io(e))?;
-                let record = present.current.map(|v| v.to_vec()).unwrap_or_default();
-                return Ok(Some(Versioned { version: version_of(version.as_deref()), record }));
+            match cas {
+                Ok(()) => Ok(None),
+                Err(present) => match present.current {
+                    Some(value) => self.unpack(open, id, &value).map(Some),
+                    None => Ok(Some(Versioned { version: 0, record: Vec::new() })),
+                },
             }
-            open.versions.insert(id, &1u64.to_le_bytes()).map_err(|e| self.io(e))?;
-            Ok::<_, StoreError>(None)
         })?;
         if created.is_none() {
             self.wrote()?;
@@ -96,14 +124,32 @@ impl SledStore {
 
     pub(super) fn read_instance(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
         self.with_open(|open| {
-            // Writers put the record, then its version, under this lock: read apart from them,
-            // a record could come with the version of the write before or after it.
-            let _writing = lock(&self.shared.writing);
-            let Some(record) = open.instances.get(id).map_err(|e| self.io(e))? else {
+            let Some(value) = open.instances.get(id).map_err(|e| self.io(e))? else {
                 return Ok(None);
             };
-            let version = version_of(open.versions.get(id).map_err(|e| self.io(e))?.as_deref());
-            Ok(Some(Versioned { version, record: record.to_vec() }))
+            if let Some((version, record)) = split(&value) {
+                return Ok(Some(Versioned { version, record: record.to_vec() }));
+            }
+            // The older layout: the record and its version are two values, which writers put
+            // under this lock; read apart from them, a record could come with the version of
+            // the write before or after it.
+            let _writing = lock(&self.shared.writing);
+            match open.instances.get(id).map_err(|e| self.io(e))? {
+                Some(value) => self.unpack(open, id, &value).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// The version and record of the stored `value` of `id`; the caller holds the write lock
+    /// when the value may be in the older layout.
+    fn unpack(&self, open: &super::Open, id: &str, value: &[u8]) -> Result<Versioned, StoreError> {
+        Ok(match split(value) {
+            Some((version, record)) => Versioned { version, record: record.to_vec() },
+            None => Versioned {
+                version: version_of(open.versions.get(id).map_err(|e| self.io(e))?.as_deref()),
+                record: value.to_vec(),
+            },
         })
     }
 
@@ -121,10 +167,15 @@ impl SledStore {
             }
             let conflict =
                 |found| WriteError::Conflict { id: id.into(), expected: write.expected, found };
-            if !open.instances.contains_key(id).map_err(|e| self.io(e))? {
+            let Some(value) = open.instances.get(id).map_err(|e| self.io(e))? else {
                 return Err(conflict(None));
-            }
-            let found = version_of(open.versions.get(id).map_err(|e| self.io(e))?.as_deref());
+            };
+            let (found, older) = match split(&value) {
+                Some((version, _)) => (version, false),
+                None => {
+                    (version_of(open.versions.get(id).map_err(|e| self.io(e))?.as_deref()), true)
+                }
+            };
             if found != write.expected {
                 return Err(conflict(Some(found)));
             }
@@ -132,12 +183,13 @@ impl SledStore {
             if !write.finished && open.finished.contains_key(id).map_err(|e| self.io(e))? {
                 open.finished.remove(id).map_err(|e| self.io(e))?;
             }
+            let value = versioned(next, write.record);
             if write.consumed.is_empty() {
-                open.instances.insert(id, write.record).map_err(|e| self.io(e))?;
+                open.instances.insert(id, value).map_err(|e| self.io(e))?;
             } else {
                 (&open.instances, &open.inbox)
                     .transaction(|(instances, inbox)| {
-                        instances.insert(id.as_bytes(), write.record)?;
+                        instances.insert(id.as_bytes(), value.as_slice())?;
                         for seq in write.consumed {
                             inbox.remove(inbox_key(id, *seq))?;
                         }
@@ -147,7 +199,10 @@ impl SledStore {
                         self.tx_error(e, |()| WriteError::Store(StoreError::Io("aborted".into())))
                     })?;
             }
-            open.versions.insert(id, &next.to_le_bytes()).map_err(|e| self.io(e))?;
+            if older {
+                // Its version now lives in the value.
+                open.versions.remove(id).map_err(|e| self.io(e))?;
+            }
             if write.finished {
                 open.finished.insert(id, &[]).map_err(|e| self.io(e))?;
             }
@@ -168,10 +223,13 @@ impl SledStore {
             let _writing = lock(&self.shared.writing);
             (&open.instances, &open.versions, &open.finished)
                 .transaction(|(instances, versions, finished)| {
-                    if instances.get(id)?.is_none() {
+                    let Some(value) = instances.get(id)? else {
                         return Err(ConflictableTransactionError::Abort(Refused::Conflict(None)));
-                    }
-                    let found = version_of(versions.get(id)?.as_deref());
+                    };
+                    let found = match split(&value) {
+                        Some((version, _)) => version,
+                        None => version_of(versions.get(id)?.as_deref()),
+                    };
                     if found != expected {
                         return Err(ConflictableTransactionError::Abort(Refused::Conflict(Some(
                             found,

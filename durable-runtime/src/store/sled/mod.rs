@@ -286,18 +286,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A stored value as the key-value calls show it: an instance's record without its version.
+fn raw(space: Space, value: &[u8]) -> &[u8] {
+    match space {
+        Space::Instances => instances::record_of(value),
+        Space::Timers => value,
+    }
+}
+
 fn unavailable() -> StoreError {
     StoreError::Io("the database could not be reopened after a snapshot or a failure".into())
 }
 
 impl Store for SledStore {
+    // In `Space::Instances` these calls see records, as the instance layer's `read` does: the
+    // version stored in front of a record is the instance layer's, and a raw `put` keeps it.
+
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with(space, |t| Ok(t.get(key).map_err(|e| self.io(e))?.map(|v| v.to_vec())))
+        self.with(space, |t| {
+            let value = t.get(key).map_err(|e| self.io(e))?;
+            Ok(value.map(|v| raw(space, &v).to_vec()))
+        })
     }
 
     fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.shared.room.claim(key.len() + value.len())?;
-        self.with(space, |t| t.insert(key, value).map(drop).map_err(|e| self.io(e)))?;
+        self.with_open(|open| {
+            if space == Space::Timers {
+                return open.timers.insert(key, value).map(drop).map_err(|e| self.io(e));
+            }
+            let _writing = lock(&self.shared.writing);
+            let present = open.instances.get(key).map_err(|e| self.io(e))?;
+            let value = match present.as_deref().and_then(instances::split) {
+                Some((version, _)) => instances::versioned(version, value),
+                None => value.to_vec(),
+            };
+            open.instances.insert(key, value).map(drop).map_err(|e| self.io(e))
+        })?;
         self.wrote()
     }
 
@@ -311,7 +336,7 @@ impl Store for SledStore {
         let present = self.with(space, |t| {
             match t.compare_and_swap(key, None::<&[u8]>, Some(value)).map_err(|e| self.io(e))? {
                 Ok(()) => Ok(None),
-                Err(cas) => Ok(cas.current.map(|v| v.to_vec())),
+                Err(cas) => Ok(cas.current.map(|v| raw(space, &v).to_vec())),
             }
         })?;
         if present.is_none() {
@@ -340,7 +365,7 @@ impl Store for SledStore {
             let mut out = Vec::new();
             for item in tree.range::<Vec<u8>, _>((lower, Bound::Unbounded)).take(limit) {
                 let (k, v) = item.map_err(|e| self.io(e))?;
-                out.push((k.to_vec(), v.to_vec()));
+                out.push((k.to_vec(), raw(space, &v).to_vec()));
             }
             Ok(out)
         })
@@ -466,6 +491,56 @@ mod tests {
         }
         let store = SledStore::open(&dir).unwrap();
         assert_eq!(store.scan(Space::Instances, None, 1000).unwrap().len(), 100);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn records_of_the_older_layout_read_write_and_remove_with_their_version() {
+        use crate::store::{Write, WriteError};
+        let dir = fresh("older-layout");
+        let store = SledStore::open(&dir).unwrap();
+        // As stores wrote them before versions moved into the value: the record alone, its
+        // version in the `versions` tree.
+        store
+            .with_open(|open| {
+                for (id, version) in [("a", 7u64), ("b", 3)] {
+                    open.instances.insert(id, &b"DR-old"[..]).map_err(|e| store.io(e))?;
+                    open.versions.insert(id, &version.to_le_bytes()).map_err(|e| store.io(e))?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let read = Store::read(&store, "a").unwrap().unwrap();
+        assert_eq!((read.version, read.record.as_slice()), (7, &b"DR-old"[..]));
+        assert_eq!(store.get(Space::Instances, b"a").unwrap().as_deref(), Some(&b"DR-old"[..]));
+        let write = |expected, record| Write {
+            expected,
+            record,
+            fence: None,
+            consumed: &[],
+            finished: false,
+        };
+        assert!(matches!(
+            store.write("a", &write(6, b"x")),
+            Err(WriteError::Conflict { found: Some(7), .. })
+        ));
+        assert_eq!(store.write("a", &write(7, b"DR-new")).unwrap(), 8);
+        let read = Store::read(&store, "a").unwrap().unwrap();
+        assert_eq!((read.version, read.record.as_slice()), (8, &b"DR-new"[..]));
+        let left = store.with_open(|open| open.versions.get("a").map_err(|e| store.io(e)));
+        assert!(left.unwrap().is_none(), "the version moved into the value");
+        // A raw put keeps the version the value holds; the key-value calls see records.
+        store.put(Space::Instances, b"a", b"DR-put").unwrap();
+        let read = Store::read(&store, "a").unwrap().unwrap();
+        assert_eq!((read.version, read.record.as_slice()), (8, &b"DR-put"[..]));
+        let scanned = store.scan(Space::Instances, None, 10).unwrap();
+        let records: Vec<&[u8]> = scanned.iter().map(|(_, v)| v.as_slice()).collect();
+        assert_eq!(records, [&b"DR-put"[..], &b"DR-old"[..]]);
+        // Remove is conditional on the older layout's version too.
+        assert!(store.remove("b", 2).is_err());
+        store.remove("b", 3).unwrap();
+        assert!(Store::read(&store, "b").unwrap().is_none());
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
