@@ -522,3 +522,59 @@ async fn at_the_default_limit_huge_inputs_and_results_are_refused_cleanly() {
     assert!(out.starts_with("rejected: ") && out.contains("67108864"), "{out}");
     rt.shutdown().await;
 }
+
+// ----- without isolation -----
+
+/// Threads steps and activity attempts ran on, in order.
+static THREADS: std::sync::Mutex<Vec<(&str, std::thread::ThreadId)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn note_thread(what: &'static str) {
+    THREADS.lock().unwrap().push((what, std::thread::current().id()));
+}
+
+#[activity]
+async fn notes_its_thread(ms: u64) -> Result<u64, String> {
+    note_thread("attempt");
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(ms)
+}
+
+#[orchestration]
+async fn notes_threads(ctx: Ctx, ms: u64) -> Result<String, Failure> {
+    note_thread("step");
+    let quick = ctx.call(notes_its_thread, 0).await?;
+    note_thread("step");
+    let slow = ctx
+        .call(notes_its_thread, ms)
+        .with_timeout(Duration::from_millis(100))
+        .with_retry(durable::RetryPolicy::attempts(1))
+        .await;
+    Ok(format!("{quick} {}", if slow.is_err() { "timed out" } else { "ran" }))
+}
+
+/// A current-thread runtime: its only worker is the test's own thread.
+#[tokio::test]
+async fn without_isolation_steps_and_attempts_run_on_the_driving_task_and_timeouts_hold() {
+    let here = std::thread::current().id();
+    for isolate in [true, false] {
+        let db = fresh_db(&format!("isolate-{isolate}"));
+        let rt = Runtime::builder(&db)
+            .orchestration(notes_threads)
+            .isolate_code(isolate)
+            .open()
+            .await
+            .unwrap();
+        THREADS.lock().unwrap().clear();
+        let h = rt.start(notes_threads, "threads", 10_000).await.unwrap();
+        let out = h.wait_timeout(Duration::from_secs(20)).await.unwrap().unwrap();
+        assert_eq!(out, "0 timed out", "isolate {isolate}");
+        let threads = std::mem::take(&mut *THREADS.lock().unwrap());
+        assert_eq!(threads.len(), 4, "{threads:?}");
+        for (what, thread) in threads {
+            // Isolated, every step and attempt runs on a thread of the blocking pool.
+            assert_eq!(thread == here, !isolate, "isolate {isolate}: a {what} ran on {thread:?}");
+        }
+        rt.shutdown().await;
+    }
+}

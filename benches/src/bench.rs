@@ -645,6 +645,8 @@ async fn sequential_rows(
     let mut cpu_plain = Samples::default();
     let mut cpu_reference = Samples::default();
     let mut rate_buffered = Samples::default();
+    let mut cpu_inline = Samples::default();
+    let mut rate_inline = Samples::default();
     for run in 0..c.runs {
         eprintln!("sequential: run {}/{}", run + 1, c.runs);
         let (wall, cpu) = durable_side::sequential(&dir.join("durable"), n).await?;
@@ -660,10 +662,21 @@ async fn sequential_rows(
                 &dir.join("durable"),
                 n,
                 durable::Durability::Buffered,
+                true,
             )
             .await?;
             rate_buffered.push(steps / wall.as_secs_f64());
             cpu_buffered.push(cpu.as_secs_f64() * 1e6 / steps);
+            // The same without isolation: steps and attempts on the driving task.
+            let (wall, cpu) = durable_side::sequential_with(
+                &dir.join("durable"),
+                n,
+                durable::Durability::Buffered,
+                false,
+            )
+            .await?;
+            rate_inline.push(steps / wall.as_secs_f64());
+            cpu_inline.push(cpu.as_secs_f64() * 1e6 / steps);
             let before = sys::cpu_time();
             let out = durable_side::plain_calls(c.plain_calls).await?;
             let cpu = sys::cpu_time().saturating_sub(before);
@@ -696,11 +709,20 @@ async fn sequential_rows(
                 table::int_f(rate_buffered.median()),
                 rate_buffered.spread()
             ));
+            details.push(format!(
+                "sequential, Buffered, isolate_code(false): durable {} steps/s ({})",
+                table::int_f(rate_inline.median()),
+                rate_inline.spread()
+            ));
         }
     }
     if c.wants("cpu") {
         let plain = cpu_plain.median();
-        for (label, v) in [("Flush", &cpu_flush), ("Buffered", &cpu_buffered)] {
+        for (label, v) in [
+            ("Flush", &cpu_flush),
+            ("Buffered", &cpu_buffered),
+            ("Buffered, isolate_code(false)", &cpu_inline),
+        ] {
             let m = v.median();
             let compared = if label == "Flush" {
                 format!(

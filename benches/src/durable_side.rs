@@ -6,9 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use durable::store::{
-    Appended,
-    Entries, Lease, Message, OnChange, SledStore, Space, Store, StoreError, Timer, Versioned,
-    Write, WriteError,
+    Appended, Entries, Lease, Message, OnChange, SledStore, Space, Store, StoreError, Timer,
+    Versioned, Write, WriteError,
 };
 use durable::{Ctx, Durability, Failure, Runtime, StepEvent, activity, orchestration};
 use tokio::sync::Notify;
@@ -165,7 +164,7 @@ pub fn sled_open(db: &Path) -> Result<Duration, BoxError> {
 /// One instance of `n` sequential steps, default durability: wall time and CPU time from the
 /// start call to the output.
 pub async fn sequential(db: &Path, n: u64) -> Result<(Duration, Duration), BoxError> {
-    sequential_with(db, n, Durability::Flush).await
+    sequential_with(db, n, Durability::Flush, true).await
 }
 
 /// As [`sequential`], with the given durability.
@@ -173,9 +172,15 @@ pub async fn sequential_with(
     db: &Path,
     n: u64,
     durability: Durability,
+    isolate: bool,
 ) -> Result<(Duration, Duration), BoxError> {
     sys::remove(db);
-    let rt = Runtime::builder(db).orchestration(plain_loop).durability(durability).open().await?;
+    let rt = Runtime::builder(db)
+        .orchestration(plain_loop)
+        .durability(durability)
+        .isolate_code(isolate)
+        .open()
+        .await?;
     let cpu = sys::cpu_time();
     let t = Instant::now();
     let out = rt.start(plain_loop, "seq", n).await?.wait().await?;

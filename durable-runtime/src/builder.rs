@@ -23,6 +23,7 @@ pub struct RuntimeBuilder {
     pub(crate) lease: Duration,
     pub(crate) poll: Duration,
     pub(crate) worker: bool,
+    pub(crate) isolate: bool,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -109,6 +110,26 @@ impl RuntimeBuilder {
     /// how late it can start when one is lost.
     pub fn poll(mut self, every: Duration) -> Self {
         self.poll = every;
+        self
+    }
+
+    /// Whether orchestration steps and activity attempts run on threads of tokio's blocking
+    /// pool (default `true`).
+    ///
+    /// Isolated, a step that computes without awaiting, or an activity that blocks its thread
+    /// (`std::thread::sleep`, a blocking client), stalls only itself: other instances, timers,
+    /// attempt timeouts, cancel and shutdown go on. The price is two thread hand-offs per step
+    /// and per attempt.
+    ///
+    /// `isolate_code(false)` runs both on the tokio task that drives the instance, which saves
+    /// those hand-offs (about half the CPU of a step on this project's benchmark machine; see
+    /// `benches/README.md`). Then such a step or activity holds a worker thread of the tokio
+    /// runtime, and as many of them as the runtime has worker threads stall everything, cancel
+    /// and shutdown included; a step that never returns is never cancelled. Turn isolation off
+    /// only when every activity awaits rather than blocks (blocking work inside an activity can
+    /// go through `tokio::task::spawn_blocking`) and no step computes for long.
+    pub fn isolate_code(mut self, isolate: bool) -> Self {
+        self.isolate = isolate;
         self
     }
 

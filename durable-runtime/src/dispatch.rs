@@ -67,6 +67,7 @@ pub(crate) fn spawn_attempt(
     let clock = engine.clock.clone();
     let deadline = timeout.map(|limit| clock.now_ms().saturating_add(ms(limit)));
     let span = tracing::info_span!("activity", name = %name, attempt);
+    let isolate = engine.isolate;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(
         async move {
@@ -78,17 +79,21 @@ pub(crate) fn spawn_attempt(
                     // enforced from here and fires on time. When the driver drops the
                     // attempt (its result arrived, the branch is abandoned, the runtime shuts
                     // down), `stop` is dropped: an async activity stops at its next
-                    // `.await`; a blocking one runs on until it returns, unheard.
-                    let rt = tokio::runtime::Handle::current();
-                    let inner = tokio::task::spawn_blocking(move || {
-                        rt.block_on(async move {
-                            tokio::select! {
-                                biased;
-                                _ = stopped => None,
-                                r = fut => Some(r),
-                            }
-                        })
-                    });
+                    // `.await`; a blocking one runs on until it returns, unheard. Without
+                    // isolation it is a task of the runtime's own.
+                    let attempt = async move {
+                        tokio::select! {
+                            biased;
+                            _ = stopped => None,
+                            r = fut => Some(r),
+                        }
+                    };
+                    let inner = if isolate {
+                        let rt = tokio::runtime::Handle::current();
+                        tokio::task::spawn_blocking(move || rt.block_on(attempt))
+                    } else {
+                        tokio::spawn(attempt)
+                    };
                     let joined = match deadline {
                         None => Some(inner.await),
                         Some(at) => tokio::select! {

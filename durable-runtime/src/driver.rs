@@ -415,7 +415,8 @@ impl Driver {
     /// Runs the orchestration's code of one step on a thread of tokio's blocking pool, so that a
     /// step that computes for long (or never returns) holds that thread only: timers, commits,
     /// clients and the other instances go on. While it runs, a cancellation of the instance is
-    /// applied at once; the step's result, if it ever comes, is then discarded.
+    /// applied at once; the step's result, if it ever comes, is then discarded. Without
+    /// isolation ([`Engine::isolate`]) it runs right here, on the driver's task.
     async fn run_code(
         &self,
         orchestration: &Arc<dyn ErasedOrchestration>,
@@ -426,7 +427,7 @@ impl Driver {
         let orchestration = orchestration.clone();
         let step_ctx = ctx.clone();
         let span = tracing::Span::current();
-        let mut job = tokio::task::spawn_blocking(move || {
+        let run = move || {
             span.in_scope(|| {
                 let resume = match (&resume.0, resume.2, resume.3) {
                     (Some(frame), Some(completion), Some(state)) => {
@@ -441,7 +442,11 @@ impl Driver {
                     }))
                 })
             })
-        });
+        };
+        if !self.engine.isolate {
+            return Ok(Some(run()));
+        }
+        let mut job = tokio::task::spawn_blocking(run);
         loop {
             tokio::select! {
                 joined = &mut job => return Ok(joined.ok()),

@@ -90,6 +90,9 @@ pub(crate) struct Engine {
     /// Whether this runtime runs instances; a client-only runtime (`worker(false)`) leaves them
     /// to the workers of other processes.
     pub(crate) worker: bool,
+    /// Whether steps and activity attempts run on tokio's blocking pool
+    /// ([`RuntimeBuilder::isolate_code`](crate::RuntimeBuilder::isolate_code)).
+    pub(crate) isolate: bool,
     /// Bumped whenever an instance reaches a terminal or refused state.
     pub(crate) changes: watch::Sender<u64>,
     /// The in-memory state of suspended instances, by instance: the checkpoint it belongs to
@@ -119,9 +122,16 @@ impl Engine {
             timer_wake: Notify::new(),
             tasks: Mutex::new(Vec::new()),
             worker,
+            isolate: true,
             changes: watch::channel(0u64).0,
             resident: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets whether steps and activity attempts run on tokio's blocking pool.
+    pub(crate) fn isolating(mut self, isolate: bool) -> Self {
+        self.isolate = isolate;
+        self
     }
 
     /// Tells waiting clients that some instance changed.

@@ -36,17 +36,20 @@ impl RuntimeBuilder {
         let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
         let records = Records::new(store, self.durability, max_record, lease_ms)
             .map_err(|e| OpenError::Thread(e.to_string()))?;
-        let engine = Arc::new(Engine::new(
-            |engine, id, lease, wakes, notify, handed| {
-                Box::pin(crate::driver::drive(engine, id, lease, wakes, notify, handed))
-            },
-            records,
-            Registered::new(self.registry),
-            self.observer,
-            self.max_payload.min(self.max_record).min(codec::DECODE_LIMIT),
-            self.clock,
-            self.worker,
-        ));
+        let engine = Arc::new(
+            Engine::new(
+                |engine, id, lease, wakes, notify, handed| {
+                    Box::pin(crate::driver::drive(engine, id, lease, wakes, notify, handed))
+                },
+                records,
+                Registered::new(self.registry),
+                self.observer,
+                self.max_payload.min(self.max_record).min(codec::DECODE_LIMIT),
+                self.clock,
+                self.worker,
+            )
+            .isolating(self.isolate),
+        );
         if self.worker {
             crate::timers::start(&engine);
         }
@@ -103,6 +106,7 @@ impl Runtime {
             lease: Duration::from_millis(crate::records::LEASE_MS),
             poll: Duration::from_secs(1),
             worker: true,
+            isolate: true,
         }
     }
 
