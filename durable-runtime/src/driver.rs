@@ -145,6 +145,11 @@ impl Driver {
         // While activities run, the lease is renewed every third of its duration.
         let renew_every = (engine.records.lease_ms() / 3).max(1);
         let mut renew_at = engine.clock.now_ms().saturating_add(renew_every);
+        // The instance as read before waiting for an attempt, with the wake count of then: when
+        // only an attempt's result came since, it is used again instead of read again. Anything
+        // else that changes the instance wakes the driver (and is read); a change no wake
+        // announced is caught by the checkpoint, which is conditional on the version read.
+        let mut kept: Option<(u64, crate::records::Instance)> = None;
         loop {
             let seen = wakes.load(Ordering::SeqCst);
             while let Ok((key, branch, result)) = rx.try_recv() {
@@ -153,13 +158,16 @@ impl Driver {
                     finished.insert(branch, result);
                 }
             }
-            let instance = match engine.records.load(id) {
-                Ok(Some(i)) => i,
-                Ok(None) => return false,
-                Err(e) => {
-                    tracing::error!("instance `{id}`: unreadable record, not run: {e}");
-                    return false;
-                }
+            let instance = match kept.take() {
+                Some((at, instance)) if at == seen => instance,
+                _ => match engine.records.load(id) {
+                    Ok(Some(i)) => i,
+                    Ok(None) => return false,
+                    Err(e) => {
+                        tracing::error!("instance `{id}`: unreadable record, not run: {e}");
+                        return false;
+                    }
+                },
             };
             let rec = &instance.rec;
             if rec.is_terminal() {
@@ -312,6 +320,7 @@ impl Driver {
                         running.remove(&branch);
                         finished.insert(branch, result);
                     }
+                    kept = Some((seen, instance));
                 }
                 () = self.notify.notified() => {}
                 () = async { match next_wake { Some(at) => clock.sleep_until(at).await, None => std::future::pending().await } } => {}
