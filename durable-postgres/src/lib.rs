@@ -218,6 +218,11 @@ impl Store for PgStore {
         self.bridge.call(async move { s.inbox(id).await })
     }
 
+    fn read_with_inbox(&self, id: &str) -> Result<Option<(Versioned, Vec<Message>)>, StoreError> {
+        let (s, id) = (self.shared.clone(), id.to_owned());
+        self.bridge.call(async move { s.read_with_inbox(id).await })
+    }
+
     fn claim(
         &self,
         owner: &str,

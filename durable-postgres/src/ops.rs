@@ -445,6 +445,19 @@ impl Shared {
         row.try_get(0).map_err(|e| error::sql(doing, &e))
     }
 
+    /// The record and the inbox of `id`, the two queries sent at once (they may go out on two
+    /// pooled connections): one wait for the server instead of two.
+    pub(crate) async fn read_with_inbox(
+        &self,
+        id: String,
+    ) -> Result<Option<(Versioned, Vec<Message>)>, StoreError> {
+        let (read, inbox) = tokio::join!(self.read_key(id.as_bytes()), self.inbox(id.clone()));
+        match read? {
+            Some(read) => Ok(Some((read, inbox?))),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) async fn inbox(&self, id: String) -> Result<Vec<Message>, StoreError> {
         let doing = "reading an inbox";
         let key = id.as_bytes();

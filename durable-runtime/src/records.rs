@@ -188,7 +188,12 @@ impl Records {
 
     /// The record, version and buffered events of `id`.
     pub(crate) fn load(&self, id: &str) -> Result<Option<Instance>, String> {
-        let Some((rec, version)) = self.record(id)? else { return Ok(None) };
+        let Some((stored, inbox)) = self.store.read_with_inbox(id).map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let rec = InstanceRecord::from_bytes(&stored.record).map_err(|e| e.to_string())?;
+        let version = stored.version;
         let mut events: Vec<Buffered> = rec
             .inbox
             .iter()
@@ -198,7 +203,7 @@ impl Records {
                 payload: e.payload.clone(),
             })
             .collect();
-        for m in self.store.inbox(id).map_err(|e| e.to_string())? {
+        for m in inbox {
             match InboxMessage::from_bytes(&m.body) {
                 Ok(InboxMessage::Event { name, payload }) => {
                     events.push(Buffered { at: EventRef::Inbox(m.seq), name, payload });

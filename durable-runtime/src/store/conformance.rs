@@ -237,6 +237,12 @@ fn check_inbox(store: &dyn Store) -> Result<(), String> {
         store.read("box").map_err(io)?.is_some_and(|v| v.version == 1 && v.record == b"rec"),
         "an append does not touch the record",
     )?;
+    let both = store.read_with_inbox("box").map_err(io)?;
+    ensure(
+        both.is_some_and(|(v, m)| v.version == 1 && v.record == b"rec" && m == inbox),
+        "read_with_inbox gives the record and the inbox",
+    )?;
+    ensure(store.read_with_inbox("nobody").map_err(io)?.is_none(), "nobody has neither")?;
     // Concurrent appenders all land, each once.
     std::thread::scope(|s| {
         for t in 0..4u8 {

@@ -277,6 +277,14 @@ pub trait Store: Send + Sync + 'static {
     fn delivered(&self, id: &str, key: &str) -> Result<bool, StoreError>;
     /// The inbox of instance `id`, oldest first.
     fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError>;
+    /// The record of `id` and its inbox (`None` when there is no such instance), what a driver
+    /// reads before each step. Not one snapshot: a message appended in between may be in the
+    /// inbox read after the record. By default [`read`](Store::read), then
+    /// [`inbox`](Store::inbox); a store on a server overrides it to save a round trip.
+    fn read_with_inbox(&self, id: &str) -> Result<Option<(Versioned, Vec<Message>)>, StoreError> {
+        let Some(read) = self.read(id)? else { return Ok(None) };
+        Ok(Some((read, self.inbox(id)?)))
+    }
 
     // ----- leases -----
 
@@ -392,6 +400,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError> {
         (**self).inbox(id)
+    }
+    fn read_with_inbox(&self, id: &str) -> Result<Option<(Versioned, Vec<Message>)>, StoreError> {
+        (**self).read_with_inbox(id)
     }
     fn claim(
         &self,
