@@ -39,7 +39,8 @@ fn main() {
     let cfg = powercut::Config {
         seed,
         cuts,
-        scratch: powercut::scratch("powercut-long"),
+        // One directory per seed: a later run with another seed leaves a violating cut's files.
+        scratch: powercut::scratch(&format!("powercut-long-{seed}")),
         worker: powercut::worker(),
         progress: true,
         worker_args: vec!["--reopen-every".into(), reopen_every],

@@ -282,6 +282,9 @@ pub fn cut(cfg: &Config, index: usize, moment: Moment) -> Result<(usize, Vec<Str
     }
     if violations.is_empty() {
         let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        // Kept with the image and the acknowledgements, to look at.
+        let _ = std::fs::write(dir.join("check.log"), [&out.stdout[..], &out.stderr[..]].concat());
     }
     Ok((acks.len(), violations))
 }
