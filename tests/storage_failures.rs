@@ -85,6 +85,40 @@ async fn a_failed_flush_fails_its_callers_and_work_resumes_when_it_heals() {
     rt.shutdown().await;
 }
 
+/// A sled store whose flushes panic while `panicking` is set (as a store with a bug might).
+struct PanickingFlush {
+    inner: SledStore,
+    panicking: AtomicBool,
+}
+
+impl Layer for PanickingFlush {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        assert!(!self.panicking.load(Ordering::SeqCst), "injected: the store's flush panics");
+        self.inner.flush()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_that_panics_fails_its_callers_and_work_goes_on_once_it_stops() {
+    let db = fresh_db("panicking-flush");
+    let store =
+        Arc::new(PanickingFlush { inner: SledStore::open(&db).unwrap(), panicking: false.into() });
+    let rt = Runtime::builder(&db).store(store.clone()).orchestration(two_grows).open().await;
+    let rt = rt.unwrap();
+    store.panicking.store(true, Ordering::SeqCst);
+    let refused = within("start", 10, rt.start(two_grows, "refused", "a".into())).await;
+    let Err(err) = refused else { panic!("a start that is not durable must not be acknowledged") };
+    assert!(err.to_string().contains("panicked while flushing"), "{err}");
+    // The commit thread outlived the panic: once flushes work again, so does everything else.
+    store.panicking.store(false, Ordering::SeqCst);
+    let h = within("start", 10, rt.start(two_grows, "after", "b".into())).await.unwrap();
+    assert_eq!(within("wait", 20, h.wait()).await.unwrap(), "b++");
+    rt.shutdown().await;
+}
+
 fn mounted_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let out = Command::new("mount")

@@ -9,6 +9,7 @@ use tracing::Instrument;
 use crate::activity::ActivityContext;
 use crate::clock::ms;
 use crate::engine::Engine;
+use crate::error::panic_message;
 use crate::ids::branch_key;
 use crate::op::{ActivityFailure, RetryPolicy};
 
@@ -130,14 +131,4 @@ pub(crate) fn retryable(failure: &ActivityFailure) -> bool {
         failure,
         ActivityFailure::NotRegistered(_) | ActivityFailure::Error { permanent: true, .. }
     )
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }

@@ -209,3 +209,14 @@ pub enum InstanceError<E> {
     #[error("instance cancelled: {0}")]
     Cancelled(String),
 }
+
+/// The message of a caught panic's payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

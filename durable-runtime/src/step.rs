@@ -1,7 +1,7 @@
 //! What a step's result does to an instance record: pure functions, no I/O.
 
 use crate::branches::new_branches;
-use crate::dispatch::panic_message;
+use crate::error::panic_message;
 use crate::ids::step_key;
 use crate::op::Command;
 use crate::orchestration::{Fault, StepResult};
