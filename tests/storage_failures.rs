@@ -119,6 +119,50 @@ async fn a_flush_that_panics_fails_its_callers_and_work_goes_on_once_it_stops() 
     rt.shutdown().await;
 }
 
+#[orchestration]
+async fn naps_then_grows(ctx: Ctx, s: String) -> Result<String, Failure> {
+    ctx.sleep(Duration::from_millis(50)).await;
+    let a = ctx.call(grow, s).await?;
+    Ok(a)
+}
+
+/// A sled store whose timer index fails (`Err`) and then panics, once each.
+struct FlakyTimers {
+    inner: SledStore,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+impl Layer for FlakyTimers {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
+    fn due_timers(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<durable::store::Timer>, Option<u64>), StoreError> {
+        match self.calls.fetch_add(1, Ordering::SeqCst) {
+            1 => Err(StoreError::Io("injected: the timer index cannot be read".into())),
+            2 => panic!("injected: the timer index panics"),
+            _ => self.inner.due_timers(now_ms, limit),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_fire_after_the_timer_index_failed_and_panicked() {
+    let db = fresh_db("flaky-timers");
+    let store = Arc::new(FlakyTimers { inner: SledStore::open(&db).unwrap(), calls: 0.into() });
+    let rt = Runtime::builder(&db).store(store.clone()).orchestration(naps_then_grows).open().await;
+    let rt = rt.unwrap();
+    let h = within("start", 10, rt.start(naps_then_grows, "naps", "z".into())).await.unwrap();
+    // The timer task reads the index at open, then when the sleep is set (an error), then
+    // again a second later (a panic), then a second after that.
+    assert_eq!(within("wait", 20, h.wait()).await.unwrap(), "z+");
+    assert!(store.calls.load(Ordering::SeqCst) >= 4, "the index was read again after failing");
+    rt.shutdown().await;
+}
+
 fn mounted_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let out = Command::new("mount")

@@ -643,8 +643,10 @@ impl Records {
         let (due, next) = match self.store.due_timers(now_ms, 64) {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!("timer index unreadable: {e}");
-                return (Vec::new(), None);
+                // Looked at again in a second: a store that failed for a moment (a reopen, a
+                // dropped connection) must not leave the timers asleep.
+                tracing::error!("timer index unreadable, trying again in 1 s: {e}");
+                return (Vec::new(), Some(now_ms.saturating_add(TIMER_RETRY_MS)));
             }
         };
         let mut ids = Vec::with_capacity(due.len());
@@ -655,6 +657,9 @@ impl Records {
         (ids, next)
     }
 }
+
+/// How long the timer task waits before it reads a timer index that failed again.
+pub(crate) const TIMER_RETRY_MS: u64 = 1000;
 
 /// The error a client sees for a refused change.
 pub(crate) fn client_error(r: Refused) -> ClientError {
