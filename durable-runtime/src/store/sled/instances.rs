@@ -7,9 +7,8 @@
 //! get that cannot pair a record with another write's version. Values written before that layout
 //! keep their version in the `versions` tree until their next write. What must survive a
 //! crash together does: a write that consumes inbox messages removes them in one sled
-//! transaction with the record, durable together or not at all. An ended instance's finished
-//! mark is written after its record (a crash in between leaves it unmarked, and the runtime marks
-//! it when it is claimed) and removed before a record that has not ended.
+//! transaction with the record, durable together or not at all, and so does a write that sets
+//! or removes an instance's finished mark.
 //!
 //! Leases are kept in memory; a fenced write holds the lease table while it writes, so a
 //! takeover cannot slip between the token check and the write.
@@ -180,18 +179,28 @@ impl SledStore {
                 return Err(conflict(Some(found)));
             }
             let next = found + 1;
-            if !write.finished && open.finished.contains_key(id).map_err(|e| self.io(e))? {
-                open.finished.remove(id).map_err(|e| self.io(e))?;
-            }
+            let unfinish =
+                !write.finished && open.finished.contains_key(id).map_err(|e| self.io(e))?;
             let value = versioned(next, write.record);
-            if write.consumed.is_empty() {
+            if write.consumed.is_empty() && !write.finished && !unfinish {
                 open.instances.insert(id, value).map_err(|e| self.io(e))?;
             } else {
-                (&open.instances, &open.inbox)
-                    .transaction(|(instances, inbox)| {
+                // One sled transaction, which a crash or a power cut keeps whole: an inbox
+                // message is gone only with the record that took it, and a finished mark never
+                // outlives (or survives without) the ended record it marks. Written apart, a
+                // power cut could keep the later write of the two and lose the earlier (the disk
+                // writes back what sled has not synced yet in any order): a mark kept without its
+                // ended record hid an unfinished instance from every claim.
+                (&open.instances, &open.inbox, &open.finished)
+                    .transaction(|(instances, inbox, finished)| {
                         instances.insert(id.as_bytes(), value.as_slice())?;
                         for seq in write.consumed {
                             inbox.remove(inbox_key(id, *seq))?;
+                        }
+                        if write.finished {
+                            finished.insert(id.as_bytes(), &[][..])?;
+                        } else if unfinish {
+                            finished.remove(id.as_bytes())?;
                         }
                         Ok(())
                     })
@@ -202,9 +211,6 @@ impl SledStore {
             if older {
                 // Its version now lives in the value.
                 open.versions.remove(id).map_err(|e| self.io(e))?;
-            }
-            if write.finished {
-                open.finished.insert(id, &[]).map_err(|e| self.io(e))?;
             }
             if let Some(fence) = write.fence
                 && let Some(lease) = leases.get_mut(id)
