@@ -18,7 +18,7 @@ use std::thread;
 
 use tokio::sync::oneshot;
 
-use crate::error::panic_message;
+use crate::error::unless_panics;
 use crate::store::{Store, StoreError};
 
 /// When a writer began: taken before its write, handed to [`GroupCommit::commit`].
@@ -49,14 +49,9 @@ impl GroupCommit {
                 let started = std::time::Instant::now();
                 // A store that panics fails this flush like an error would (and is recovered
                 // below); the thread lives on for the next batch.
-                let result =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.flush()))
-                        .unwrap_or_else(|panic| {
-                            Err(StoreError::Io(format!(
-                                "the store panicked while flushing: {}",
-                                panic_message(panic.as_ref())
-                            )))
-                        });
+                let result = unless_panics(|| store.flush()).unwrap_or_else(|panic| {
+                    Err(StoreError::Io(format!("the store panicked while flushing: {panic}")))
+                });
                 metrics::histogram!("durable_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 let size = u32::try_from(batch.len()).unwrap_or(u32::MAX);
@@ -66,14 +61,12 @@ impl GroupCommit {
                         "flush failed; forgetting what it would have made durable: {e}"
                     );
                     current.fetch_add(1, Ordering::SeqCst);
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.recover()))
-                    {
+                    match unless_panics(|| store.recover()) {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => tracing::error!("the store could not recover: {e}"),
-                        Err(panic) => tracing::error!(
-                            "the store panicked while recovering: {}",
-                            panic_message(panic.as_ref())
-                        ),
+                        Err(panic) => {
+                            tracing::error!("the store panicked while recovering: {panic}")
+                        }
                     }
                     current.fetch_add(1, Ordering::SeqCst);
                 }

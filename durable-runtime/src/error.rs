@@ -220,3 +220,10 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+/// Runs `f`, turning a panic into its message: for the engine's own threads and tasks, which
+/// must outlive a store that panics.
+pub(crate) fn unless_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|panic| panic_message(panic.as_ref()))
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::engine::{Engine, lock};
-use crate::error::panic_message;
+use crate::error::unless_panics;
 use crate::records::TIMER_RETRY_MS;
 
 /// Starts the timer task of `engine`; it ends when the engine is dropped or shut down.
@@ -14,14 +14,8 @@ pub(crate) fn start(engine: &Arc<Engine>) {
         loop {
             let Some(engine) = weak.upgrade() else { return };
             let now = engine.clock.now_ms();
-            let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                engine.records.take_due(now)
-            }));
-            let (due, next) = taken.unwrap_or_else(|panic| {
-                tracing::error!(
-                    "reading the timer index panicked, trying again in 1 s: {}",
-                    panic_message(panic.as_ref())
-                );
+            let (due, next) = unless_panics(|| engine.records.take_due(now)).unwrap_or_else(|p| {
+                tracing::error!("reading the timer index panicked, trying again in 1 s: {p}");
                 (Vec::new(), Some(now.saturating_add(TIMER_RETRY_MS)))
             });
             let more = !due.is_empty();
