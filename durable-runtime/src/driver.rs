@@ -158,10 +158,10 @@ impl Driver {
                     finished.insert(branch, result);
                 }
             }
-            let instance = match kept.take() {
-                Some((at, instance)) if at == seen => instance,
+            let (instance, reused) = match kept.take() {
+                Some((at, instance)) if at == seen => (instance, true),
                 _ => match engine.records.load(id) {
-                    Ok(Some(i)) => i,
+                    Ok(Some(i)) => (i, false),
                     Ok(None) => return false,
                     Err(e) => {
                         tracing::error!("instance `{id}`: unreadable record, not run: {e}");
@@ -172,8 +172,9 @@ impl Driver {
             let rec = &instance.rec;
             if rec.is_terminal() {
                 engine.forget_resident(id);
-                if self.claimed {
+                if self.claimed && !reused {
                     // Claimed, so not marked finished: written by an older build. Mark it.
+                    // (A terminal record this driver just wrote is marked by that write.)
                     engine.records.mark_finished(id, &instance, self.fence()).await;
                 }
                 return false;
@@ -209,12 +210,15 @@ impl Driver {
                 // The first step, or the first after continue-as-new.
                 match self.run_step(&instance, &orchestration, None, Vec::new()).await {
                     Err(()) => return false,
-                    Ok(Some(StepOutcome::Incompatible(_)))
+                    Ok(Some((StepOutcome::Incompatible(_), _)))
                         if engine.may_stop(id, wakes, seen, &self.lease()) =>
                     {
                         return true;
                     }
-                    Ok(_) => continue,
+                    Ok(written) => {
+                        kept = written.map(|(_, instance)| (seen, instance));
+                        continue;
+                    }
                 }
             };
             if pending.key != running_key {
@@ -232,12 +236,17 @@ impl Driver {
                 {
                     Err(()) => return false,
                     // Refused by this build: stays stored until a compatible build runs it.
-                    Ok(Some(StepOutcome::Incompatible(_)))
+                    Ok(Some((StepOutcome::Incompatible(_), _)))
                         if engine.may_stop(id, wakes, seen, &self.lease()) =>
                     {
                         return true;
                     }
-                    Ok(_) => continue,
+                    // What the checkpoint wrote is what a read would give, unless a wake
+                    // since says otherwise.
+                    Ok(written) => {
+                        kept = written.map(|(_, instance)| (seen, instance));
+                        continue;
+                    }
                 }
             }
             if progress.changed {
@@ -473,7 +482,8 @@ impl Driver {
     }
 
     /// Runs one step of the orchestration and checkpoints the result; retries until the
-    /// checkpoint is durable (the step is not done before). `Ok(None)`: the step's result was
+    /// checkpoint is durable (the step is not done before), and returns the outcome with the
+    /// instance as written. `Ok(None)`: the step's result was
     /// discarded (the instance was cancelled, or changed under it: the caller reads it again).
     /// `Err`: the driver must stop.
     async fn run_step(
@@ -482,7 +492,7 @@ impl Driver {
         orchestration: &Arc<dyn ErasedOrchestration>,
         completion: Option<Completion>,
         taken: Vec<crate::records::EventRef>,
-    ) -> Result<Option<StepOutcome>, ()> {
+    ) -> Result<Option<(StepOutcome, Instance)>, ()> {
         let (engine, id) = (&self.engine, self.id.as_str());
         let rec = &instance.rec;
         let completed = rec.pending.as_ref().map(|p| p.command.describe());
@@ -530,11 +540,11 @@ impl Driver {
             let mut shrunk = false;
             let written = loop {
                 match engine.records.checkpoint(id, &base, &next, &consumed, fence).await {
-                    Ok(true) => break true,
+                    Ok(Some(version)) => break Some(version),
                     // The record changed since it was read. A client's request (cancel,
                     // suspend, resume) goes into the checkpoint; anything else means the
                     // instance moved on: the result is discarded, the driver reads it again.
-                    Ok(false) => match engine.records.load(id) {
+                    Ok(None) => match engine.records.load(id) {
                         Ok(Some(latest))
                             if latest.rec.steps == rec.steps
                                 && latest.rec.pending == rec.pending
@@ -565,16 +575,16 @@ impl Driver {
                             // Not written, or not durable (a failed flush may have discarded
                             // it): run the step again on the same record.
                             tracing::error!("checkpoint failed, running the step again: {e}");
-                            break false;
+                            break None;
                         }
                     },
                 }
             };
-            if !written {
+            let Some(version) = written else {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
                 continue;
-            }
+            };
             let orchestration = rec.orchestration.clone();
             metrics::counter!("durable_steps_total", "orchestration" => orchestration.clone())
                 .increment(1);
@@ -588,7 +598,7 @@ impl Driver {
                 engine.keep_resident(id, next, state);
             }
             self.report(rec.steps + 1, completed, &outcome, rec.parent.as_ref());
-            return Ok(Some(outcome));
+            return Ok(Some((outcome, base.written(next, version, &consumed))));
         }
     }
 

@@ -60,10 +60,36 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
+    /// The instance a write of `rec` over this one left at `version`, having consumed the
+    /// inbox messages `consumed`: what reading it again would give, unless something else
+    /// changed it since (which a conditional write on `version` would find).
+    pub(crate) fn written(&self, rec: InstanceRecord, version: u64, consumed: &[u64]) -> Instance {
+        let mut events = record_events(&rec);
+        events.extend(
+            self.events
+                .iter()
+                .filter(|e| matches!(e.at, EventRef::Inbox(s) if !consumed.contains(&s)))
+                .cloned(),
+        );
+        Instance { rec, version, events }
+    }
+
     /// Bytes the buffered events take.
     pub(crate) fn events_size(&self) -> usize {
         self.events.iter().map(|e| e.payload.len() + e.name.len() + 16).sum()
     }
+}
+
+/// The events buffered in a record's own inbox.
+fn record_events(rec: &InstanceRecord) -> Vec<Buffered> {
+    rec.inbox
+        .iter()
+        .map(|e| Buffered {
+            at: EventRef::Record(e.seq),
+            name: e.name.clone(),
+            payload: e.payload.clone(),
+        })
+        .collect()
 }
 
 /// A record write was refused.
@@ -90,7 +116,8 @@ impl From<StoreError> for Refused {
 
 /// Outcome of one conditional write.
 enum Wrote {
-    Done,
+    /// At this version.
+    Done(u64),
     Conflict,
 }
 
@@ -194,15 +221,7 @@ impl Records {
         };
         let rec = InstanceRecord::from_bytes(&stored.record).map_err(|e| e.to_string())?;
         let version = stored.version;
-        let mut events: Vec<Buffered> = rec
-            .inbox
-            .iter()
-            .map(|e| Buffered {
-                at: EventRef::Record(e.seq),
-                name: e.name.clone(),
-                payload: e.payload.clone(),
-            })
-            .collect();
+        let mut events = record_events(&rec);
         for m in inbox {
             match InboxMessage::from_bytes(&m.body) {
                 Ok(InboxMessage::Event { name, payload }) => {
@@ -393,7 +412,7 @@ impl Records {
             finished: rec.is_terminal(),
         };
         match self.store.write(id, &write) {
-            Ok(_) => Ok(Wrote::Done),
+            Ok(version) => Ok(Wrote::Done(version)),
             Err(WriteError::Conflict { .. }) => Ok(Wrote::Conflict),
             Err(e @ WriteError::Fenced { .. }) => Err(Refused::Fenced(e.to_string())),
             Err(WriteError::Store(e)) => Err(e.into()),
@@ -401,8 +420,8 @@ impl Records {
     }
 
     /// A driver's checkpoint of `rec` over the `instance` it read, consuming the inbox
-    /// messages `consumed`, fenced by its lease; durable when it returns `Ok(true)`. `Ok(false)`:
-    /// the record changed meanwhile (a lost race): nothing was written.
+    /// messages `consumed`, fenced by its lease; durable when it returns the version written.
+    /// `Ok(None)`: the record changed meanwhile (a lost race): nothing was written.
     pub(crate) async fn checkpoint(
         &self,
         id: &str,
@@ -410,13 +429,13 @@ impl Records {
         rec: &InstanceRecord,
         consumed: &[u64],
         fence: Fence,
-    ) -> Result<bool, Refused> {
+    ) -> Result<Option<u64>, Refused> {
         let since = self.epoch();
         match self.write(id, instance, rec, consumed, Some(fence))? {
-            Wrote::Conflict => Ok(false),
-            Wrote::Done => {
+            Wrote::Conflict => Ok(None),
+            Wrote::Done(version) => {
                 self.durable(since).await?;
-                Ok(true)
+                Ok(Some(version))
             }
         }
     }
@@ -445,7 +464,7 @@ impl Records {
             let Some(out) = change(&mut rec)? else { return Ok(None) };
             match self.write(id, &instance, &rec, consumed, fence)? {
                 Wrote::Conflict => continue,
-                Wrote::Done => {
+                Wrote::Done(_) => {
                     self.durable(since).await?;
                     return Ok(Some(out));
                 }
