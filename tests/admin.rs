@@ -54,6 +54,8 @@ mod tempdir {
 impl Fixture {
     async fn new(name: &str) -> Fixture {
         let dir = tempdir::Dir::new(name);
+        // The steps below run before the server starts: counted only with the recorder in place.
+        assert!(durable::admin::install_metrics());
         let rt = Runtime::builder(&dir.0).orchestration(review).open().await.expect("open");
         for n in 0..N {
             let order = Order { customer: format!("c{n}"), amount: u32::try_from(n).unwrap_or(0) };

@@ -37,6 +37,7 @@ pub mod view;
 mod web;
 
 pub use events::raise_json;
+pub use prometheus::install_metrics;
 pub use server::{Admin, AdminOptions, ServeError, TOKEN_FILE, URL_FILE, serve};
 pub use view::ApiError;
 

@@ -46,6 +46,23 @@ pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Installs the process's Prometheus recorder now, unless it is installed already or the
+/// application installed another recorder (then `false`).
+///
+/// The runtime's counters and histograms count from the moment a recorder is installed, and
+/// [`serve`](crate::serve) installs it when it starts: steps that ran before it are not in
+/// `/metrics`. A process that serves the admin API later than it opens its runtime calls this
+/// first.
+///
+/// ```
+/// // Before `Runtime::builder(..).open()`, so the first step is counted.
+/// let exporting = durable_admin::install_metrics();
+/// # let _ = exporting;
+/// ```
+pub fn install_metrics() -> bool {
+    handle().is_some()
+}
+
 /// The scrape text.
 pub(crate) fn render(rt: &Runtime) -> String {
     let mut out = handle()
