@@ -310,6 +310,11 @@ impl<S: Store> Store for SizeProbe<S> {
         self.calls.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.inbox(id)
     }
+    /// One call (one round trip on PostgreSQL), counted as one read.
+    fn read_with_inbox(&self, id: &str) -> Result<Option<(Versioned, Vec<Message>)>, StoreError> {
+        self.calls.gets.fetch_add(1, Ordering::Relaxed);
+        self.inner.read_with_inbox(id)
+    }
     fn claim(
         &self,
         owner: &str,
@@ -320,6 +325,17 @@ impl<S: Store> Store for SizeProbe<S> {
     ) -> Result<Vec<Lease>, StoreError> {
         self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.claim(owner, now_ms, until_ms, after, limit)
+    }
+    fn claim_abandoned(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.calls.others.fetch_add(1, Ordering::Relaxed);
+        self.inner.claim_abandoned(owner, now_ms, until_ms, after, limit)
     }
     fn lease(
         &self,

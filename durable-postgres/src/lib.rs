@@ -232,7 +232,19 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<Lease>, StoreError> {
         let (s, owner, after) = (self.shared.clone(), owner.to_owned(), after.map(str::to_owned));
-        self.bridge.call(async move { s.claim(owner, now_ms, until_ms, after, limit).await })
+        self.bridge.call(async move { s.claim(owner, now_ms, until_ms, after, limit, false).await })
+    }
+
+    fn claim_abandoned(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let (s, owner, after) = (self.shared.clone(), owner.to_owned(), after.map(str::to_owned));
+        self.bridge.call(async move { s.claim(owner, now_ms, until_ms, after, limit, true).await })
     }
 
     fn lease(
@@ -249,6 +261,14 @@ impl Store for PgStore {
     fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         let (s, lease) = (self.shared.clone(), lease.clone());
         self.bridge.call(async move { s.release(lease).await })
+    }
+
+    fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (s, owner, ids) = (self.shared.clone(), owner.to_owned(), ids.to_vec());
+        self.bridge.call(async move { s.renew(owner, ids, until_ms).await })
     }
 
     fn set_timer(&self, timer: &Timer) -> Result<(), StoreError> {

@@ -473,6 +473,8 @@ impl Shared {
 
     // ----- leases -----
 
+    /// Claims as [`Store::claim`](durable_runtime::store::Store::claim) does or, when
+    /// `abandoned`, as `claim_abandoned` does.
     pub(crate) async fn claim(
         &self,
         owner: String,
@@ -480,11 +482,13 @@ impl Shared {
         until_ms: u64,
         after: Option<String>,
         limit: usize,
+        abandoned: bool,
     ) -> Result<Vec<Lease>, StoreError> {
         let after = after.map(String::into_bytes);
         let (now, until, limit) = (to_db(now_ms), to_db(until_ms), limit_to_db(limit));
         let params: [&(dyn ToSql + Sync); 5] = [&owner, &now, &until, &after, &limit];
-        let rows = self.query("claiming instances", &self.sql.claim, &params).await?;
+        let sql = if abandoned { &self.sql.claim_abandoned } else { &self.sql.claim };
+        let rows = self.query("claiming instances", sql, &params).await?;
         let mut leases = leases(&rows, &owner)?;
         // UPDATE … RETURNING does not keep the candidates' order.
         leases.sort_by(|a, b| a.0.cmp(&b.0));
@@ -512,6 +516,25 @@ impl Shared {
         let params: [&(dyn ToSql + Sync); 4] = [&key, &token, &self.channel, &payload];
         self.query("releasing a lease", &self.sql.release, &params).await?;
         Ok(())
+    }
+
+    pub(crate) async fn renew(
+        &self,
+        owner: String,
+        ids: Vec<String>,
+        until_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let doing = "renewing leases";
+        let keys: Vec<Vec<u8>> = ids.into_iter().map(String::into_bytes).collect();
+        let until = to_db(until_ms);
+        let params: [&(dyn ToSql + Sync); 3] = [&owner, &keys, &until];
+        let rows = self.query(doing, &self.sql.renew, &params).await?;
+        rows.iter()
+            .map(|row| {
+                let key: Vec<u8> = row.try_get(0).map_err(|e| error::sql(doing, &e))?;
+                Ok(String::from_utf8_lossy(&key).into_owned())
+            })
+            .collect()
     }
 
     // ----- timers -----

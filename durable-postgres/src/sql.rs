@@ -50,8 +50,10 @@ pub(crate) struct Sql {
     pub(crate) delivered: String,
     pub(crate) inbox: String,
     pub(crate) claim: String,
+    pub(crate) claim_abandoned: String,
     pub(crate) lease: String,
     pub(crate) release: String,
+    pub(crate) renew: String,
     pub(crate) due_timers: String,
 }
 
@@ -187,12 +189,30 @@ impl Sql {
                     FOR NO KEY UPDATE SKIP LOCKED)
                  {grant}"
             ),
+            // The same, of the leases that ran out while held only. `$1` and `$3` are used by
+            // the grant alone.
+            claim_abandoned: format!(
+                "WITH candidates AS (
+                    SELECT id FROM {s}.instances
+                    WHERE NOT finished AND ($4::bytea IS NULL OR id > $4)
+                        AND lease_owner IS NOT NULL AND lease_expires_ms <= $2
+                    ORDER BY id LIMIT $5
+                    FOR NO KEY UPDATE SKIP LOCKED)
+                 {grant}"
+            ),
             // One instance, finished or not (as the sled store does); waits for a writer of it.
             lease: format!(
                 "WITH candidates AS (
                     SELECT id FROM {s}.instances WHERE id = $4 AND {free}
                     FOR NO KEY UPDATE)
                  {grant}"
+            ),
+            // Extends what `$1` still holds among the ids `$2` (expired or not: nobody took
+            // it, or the owner would differ) to `$3`; the token stays.
+            renew: format!(
+                "UPDATE {s}.instances SET lease_expires_ms = greatest(lease_expires_ms, $3)
+                 WHERE id = ANY($2) AND lease_owner = $1
+                 RETURNING id"
             ),
             release: format!(
                 "WITH released AS (

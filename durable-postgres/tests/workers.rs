@@ -1,6 +1,7 @@
 //! Runtimes in several "processes" (each over a `PgStore` of its own on one schema): work is
 //! shared, a client-only runtime starts and waits, notifications alone carry work and results
-//! across processes, and a dead worker's instance is taken over once its lease runs out.
+//! across processes, a dead worker's instance is taken over once its lease runs out, and the
+//! poll leaves waiting instances alone.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
@@ -11,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use durable::store::{Layer, Lease, Message, Store, StoreError, Versioned};
 use durable::{ActivityContext, Ctx, Failure, Runtime, activity, orchestration};
+use durable_postgres::PgStore;
 use support::TempSchema;
 
 /// Executions of each call, by instance and idempotency key.
@@ -198,5 +201,146 @@ async fn a_dead_workers_instance_is_taken_over_when_its_lease_runs_out_and_not_b
     assert_eq!(out, 12);
     let calls = count("orphan");
     assert_eq!(calls.values().copied().collect::<Vec<_>>(), [2, 1], "{calls:?}");
+    b.shutdown().await;
+}
+
+/// A `PgStore` that counts the reads of instances and the claims of its runtime.
+struct Counting {
+    inner: PgStore,
+    reads: AtomicU64,
+    claims: AtomicU64,
+    abandoned_claims: AtomicU64,
+}
+
+impl Layer for Counting {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
+    fn read_with_inbox(&self, id: &str) -> Result<Option<(Versioned, Vec<Message>)>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_with_inbox(id)
+    }
+    fn claim(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
+        self.inner.claim(owner, now_ms, until_ms, after, limit)
+    }
+    fn claim_abandoned(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.abandoned_claims.fetch_add(1, Ordering::SeqCst);
+        self.inner.claim_abandoned(owner, now_ms, until_ms, after, limit)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poll_leaves_waiting_instances_alone() {
+    const N: u64 = 20;
+    let schema = TempSchema::new("idle_poll");
+    let store = Arc::new(Counting {
+        inner: schema.store(),
+        reads: AtomicU64::new(0),
+        claims: AtomicU64::new(0),
+        abandoned_claims: AtomicU64::new(0),
+    });
+    let poll = Duration::from_millis(20);
+    let rt = Runtime::builder("unused")
+        .store(store.clone())
+        .orchestration(waits_for_go)
+        .poll(poll)
+        .open()
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for i in 0..N {
+        handles.push(rt.start(waits_for_go, format!("idle-{i}"), i).await.unwrap());
+    }
+    let waiting = |rt: &Runtime| {
+        (0..N).all(|i| {
+            rt.status(&format!("idle-{i}")).unwrap().and_then(|s| s.pending).as_deref()
+                == Some("event `go`")
+        })
+    };
+    for _ in 0..1000 {
+        if waiting(&rt) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(waiting(&rt), "every instance waits for its event");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before =
+        [&store.reads, &store.claims, &store.abandoned_claims].map(|c| c.load(Ordering::SeqCst));
+    // About 20 polls; at most one of them sweeps every unheld instance.
+    tokio::time::sleep(poll * 20).await;
+    let [reads, claims, abandoned] = [&store.reads, &store.claims, &store.abandoned_claims]
+        .map(|c| c.load(Ordering::SeqCst))
+        .into_iter()
+        .zip(before)
+        .map(|(after, before)| after - before)
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    println!("in 20 polls: {reads} reads, {claims} full claims, {abandoned} abandoned-only claims");
+    // A claim of every waiting instance at every poll read each of them 20 times.
+    assert!(reads <= N + 2, "{reads} reads of {N} waiting instances in 20 polls");
+    assert!(abandoned >= 5, "the poll runs: {abandoned} claims of abandoned instances");
+    // One sweep is two calls: the page of 20, then the empty page after it.
+    assert!(claims <= 2, "one sweep at most in 20 polls, not {claims} claim calls");
+    for i in 0..N {
+        rt.raise_event(&format!("idle-{i}"), "go", &1u64).await.unwrap();
+    }
+    for (i, h) in (0..N).zip(handles) {
+        assert_eq!(h.wait_timeout(Duration::from_secs(20)).await.unwrap().unwrap(), i + 1);
+    }
+    rt.shutdown().await;
+}
+
+/// Runs of `slow_step`'s first step, by instance.
+static SLOW_STEP_RUNS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+#[orchestration]
+async fn slow_step(ctx: Ctx, ms: u64) -> Result<u64, Failure> {
+    *SLOW_STEP_RUNS.lock().unwrap().entry(ctx.instance_id().to_owned()).or_default() += 1;
+    // Computes for longer than a lease, without a checkpoint or an activity.
+    std::thread::sleep(Duration::from_millis(ms));
+    let a = ctx.call(slow_add, (ms, 1)).await?;
+    Ok(a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_computes_longer_than_its_lease_keeps_it() {
+    let schema = TempSchema::new("long_step");
+    let (lease, poll) = (Duration::from_millis(300), Duration::from_millis(50));
+    let open = || async {
+        Runtime::builder("unused")
+            .store(Arc::new(schema.store()))
+            .orchestration(slow_step)
+            .lease(lease)
+            .poll(poll)
+            .open()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (open().await, open().await);
+    // Started by A, whose driver takes the lease at once; B polls every 50 ms meanwhile.
+    let h = a.start(slow_step, "long-step", 1_500).await.unwrap();
+    assert_eq!(h.wait_timeout(Duration::from_secs(30)).await.unwrap().unwrap(), 1_501);
+    let runs = SLOW_STEP_RUNS.lock().unwrap().get("long-step").copied();
+    // Without renewals while the step computes, B claims the lease that ran out after 300 ms
+    // and runs the step a second time.
+    assert_eq!(runs, Some(1), "the step ran on one worker, once");
+    a.shutdown().await;
     b.shutdown().await;
 }

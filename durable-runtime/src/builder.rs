@@ -106,8 +106,9 @@ impl RuntimeBuilder {
 
     /// For a store that several processes share ([`Store::shared`]): how often this runtime
     /// looks for work that no notification announced (default 1 s): instances whose lease ran
-    /// out, timers set by other workers. Notifications make work start sooner; the poll bounds
-    /// how late it can start when one is lost.
+    /// out while held (a worker died), timers set by other workers. Every 30th poll, and when
+    /// the store says it missed notifications, it also claims every unfinished instance that
+    /// nobody holds; a store that does not notify gets that at every poll.
     pub fn poll(mut self, every: Duration) -> Self {
         self.poll = every;
         self

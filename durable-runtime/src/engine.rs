@@ -271,12 +271,27 @@ impl Engine {
 
     /// Wakes every unfinished instance this runtime can claim (each re-arms its own timers).
     pub(crate) fn resume_all(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.resume(false)
+    }
+
+    /// Wakes the unfinished instances whose lease ran out while held (their worker died or
+    /// stalled): what the poll of a shared store looks for.
+    pub(crate) fn resume_abandoned(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.resume(true)
+    }
+
+    fn resume(self: &Arc<Self>, abandoned: bool) -> Result<(), StoreError> {
         if !self.worker {
             return Ok(());
         }
         let mut after: Option<String> = None;
         loop {
-            let page = self.records.claim(self.clock.now_ms(), after.as_deref(), 1024)?;
+            let (now, after_id) = (self.clock.now_ms(), after.as_deref());
+            let page = if abandoned {
+                self.records.claim_abandoned(now, after_id, 1024)?
+            } else {
+                self.records.claim(now, after_id, 1024)?
+            };
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             for lease in page {
@@ -409,6 +424,15 @@ impl Engine {
     pub(crate) fn restart_driver(self: &Arc<Self>, id: &str, lease: Option<Lease>) {
         lock(&self.active).remove(id);
         self.start_driver(id, lease);
+    }
+
+    /// The instances a driver of this process works on.
+    pub(crate) fn driven(&self) -> Vec<String> {
+        lock(&self.active)
+            .iter()
+            .filter(|(_, d)| !d.task.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Whether a driver of this process works on `id`.

@@ -10,8 +10,8 @@ pub enum OpenError {
     /// The store could not be opened (held by another process, unreadable…).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The commit thread could not be started.
-    #[error("cannot start the commit thread: {0}")]
+    /// A thread of the runtime (the group commit's, the lease keeper's) could not be started.
+    #[error("cannot start a thread of the runtime: {0}")]
     Thread(String),
 }
 

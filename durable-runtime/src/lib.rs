@@ -17,6 +17,7 @@ mod event;
 mod graph;
 mod ids;
 mod inspect;
+mod leases;
 mod op;
 mod orchestration;
 mod record;

@@ -638,6 +638,24 @@ impl Records {
         self.store.claim(&self.owner, now_ms, now_ms.saturating_add(self.lease_ms), after, limit)
     }
 
+    /// Extends the leases this runtime still holds among `ids` to a lease past `now_ms`; how
+    /// many.
+    pub(crate) fn renew(&self, ids: &[String], now_ms: u64) -> Result<usize, StoreError> {
+        let until = now_ms.saturating_add(self.lease_ms);
+        Ok(self.store.renew(&self.owner, ids, until)?.len())
+    }
+
+    /// Unfinished instances whose lease ran out while held, a page at a time.
+    pub(crate) fn claim_abandoned(
+        &self,
+        now_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let until = now_ms.saturating_add(self.lease_ms);
+        self.store.claim_abandoned(&self.owner, now_ms, until, after, limit)
+    }
+
     // ----- timers -----
 
     pub(crate) fn set_timer(&self, at_ms: u64, id: &str) {

@@ -35,7 +35,7 @@ impl RuntimeBuilder {
         let max_record = self.max_record.min(codec::DECODE_LIMIT);
         let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
         let records = Records::new(store, self.durability, max_record, lease_ms)
-            .map_err(|e| OpenError::Thread(e.to_string()))?;
+            .map_err(|e| OpenError::Thread(format!("the commit thread: {e}")))?;
         let engine = Arc::new(
             Engine::new(
                 |engine, id, lease, wakes, notify, handed| {
@@ -55,6 +55,10 @@ impl RuntimeBuilder {
         }
         if engine.records.shared() {
             crate::watch::start(&engine, self.poll)?;
+            if self.worker {
+                crate::leases::start(&engine)
+                    .map_err(|e| OpenError::Thread(format!("the lease keeper: {e}")))?;
+            }
         }
         engine.resume_all()?;
         Ok(Runtime { engine })

@@ -2,10 +2,12 @@
 //! this runtime as [`Change`]s from the store, and a bounded poll finds what those missed.
 //!
 //! A change to an instance wakes it here (a worker takes its lease and looks; a client-only
-//! runtime only tells its waiting clients). Every poll interval, and whenever the store says it
-//! missed changes, a worker claims the unfinished instances that no live lease holds (those of
-//! a worker that died, or whose wake-up was lost) and its timer task looks at the timer index
-//! again (timers other workers set).
+//! runtime only tells its waiting clients). Every poll interval a worker claims the unfinished
+//! instances whose lease ran out while held (a worker died or stalled) and its timer task looks
+//! at the timer index again (timers other workers set). When the store says it missed changes
+//! (or stops telling), the worker claims every unfinished instance no live lease holds, since a
+//! wake-up may have been lost; otherwise only every [`SWEEP_EVERY`]th poll. Not at every poll:
+//! that would claim, read and release every waiting instance of the database every second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,11 @@ use tokio::sync::mpsc;
 
 use crate::engine::{Engine, lock};
 use crate::store::{Change, StoreError};
+
+/// Every how many polls a worker of a store that notifies claims every unfinished instance
+/// nobody holds, not only abandoned ones: the bound on how late a change that was lost without
+/// the store knowing is found.
+const SWEEP_EVERY: u64 = 30;
 
 /// Starts watching the store of `engine`, polling every `poll`.
 pub(crate) fn start(engine: &Arc<Engine>, poll: Duration) -> Result<(), StoreError> {
@@ -27,34 +34,52 @@ pub(crate) fn start(engine: &Arc<Engine>, poll: Duration) -> Result<(), StoreErr
         let mut tick = tokio::time::interval(poll.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watching = true;
+        let mut ticks: u64 = 0;
         loop {
+            // `None`: the poll's tick.
             let change = tokio::select! {
                 c = rx.recv(), if watching => match c {
-                    Some(c) => c,
+                    Some(c) => Some(c),
                     None => {
-                        // The store stopped telling: the poll alone finds work now.
+                        // The store stopped telling: the poll alone finds work now, all of it.
                         watching = false;
-                        continue;
+                        Some(Change::Missed)
                     }
                 },
-                _ = tick.tick() => Change::Missed,
+                _ = tick.tick() => None,
             };
             let Some(engine) = weak.upgrade() else { return };
             if engine.is_shut_down() {
                 return;
             }
             engine.changed();
-            match change {
-                Change::Instance(id) => engine.wake(&id),
-                // Its runner goes on with it; waiting clients were told above.
-                Change::Stepped(_) => {}
-                _ => {
-                    if let Err(e) = engine.resume_all() {
-                        tracing::warn!("cannot claim instances: {e}");
-                    }
-                    engine.timer_wake.notify_one();
+            let claimed = match change {
+                Some(Change::Instance(id)) => {
+                    engine.wake(&id);
+                    continue;
                 }
+                // Its runner goes on with it; waiting clients were told above.
+                Some(Change::Stepped(_)) => continue,
+                // Without notifications every instance nobody holds may have work.
+                _ if !watching => engine.resume_all(),
+                // Announced changes were missed: look at every instance nobody holds.
+                Some(_) => engine.resume_all(),
+                // Instances nobody holds had their changes announced: only the leases that
+                // ran out are looked for, not every waiting instance, at every tick; every
+                // instance only at every `SWEEP_EVERY`th, for a change lost unannounced.
+                None => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(SWEEP_EVERY) {
+                        engine.resume_all()
+                    } else {
+                        engine.resume_abandoned()
+                    }
+                }
+            };
+            if let Err(e) = claimed {
+                tracing::warn!("cannot claim instances: {e}");
             }
+            engine.timer_wake.notify_one();
         }
     });
     lock(&engine.tasks).push(task);

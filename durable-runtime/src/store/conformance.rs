@@ -8,7 +8,8 @@
 //! leaves); deduplicated appends (`append_once`: a key delivers once, also after its message was
 //! consumed, racing appenders with one key land once, keys are per instance and go with it;
 //! `delivered` reads them);
-//! leases (`claim`, `lease`, `release`, finished instances never claimed, an expired
+//! leases (`claim`, `claim_abandoned` taking only leases that ran out while held, `lease`,
+//! `release`, `renew` extending only the owner's, finished instances never claimed, an expired
 //! lease taken over by another owner and the old holder's fenced write refused); the timer
 //! index (`set_timer`, `clear_timer`, `due_timers`).
 
@@ -366,11 +367,29 @@ fn check_leases(store: &dyn Store) -> Result<(), String> {
     )?;
     ensure(store.lease("l1", "B", 150, 300).map_err(io)?.is_none(), "nor lease it")?;
     ensure(store.lease("none", "B", 150, 300).map_err(io)?.is_none(), "no lease of nothing")?;
+    // Nothing ran out yet: an abandoned-only claim takes nothing, not even A's own.
+    ensure(
+        store.claim_abandoned("B", 150, 300, None, 10).map_err(io)?.is_empty()
+            && store.claim_abandoned("A", 150, 300, None, 10).map_err(io)?.is_empty(),
+        "claim_abandoned takes no live lease",
+    )?;
     let page = store.claim("A", 100, 200, Some("l1"), 1).map_err(io)?;
     ensure(page.len() == 1 && page[0].id == "l2", "claim pages after `after`, up to `limit`")?;
     ensure(page[0].token == a[1].token, "a holder claiming again keeps its token")?;
     let again = store.lease("l2", "A", 120, 220).map_err(io)?.ok_or("A leases its own")?;
     ensure(again.token == a[1].token && again.expires_ms == 220, "and its lease is extended")?;
+    // Renewal extends what the owner still holds, keeps the token, and takes nothing.
+    let asked: Vec<String> = ["l2", "l1", "l3", "none"].map(String::from).into();
+    let mut renewed = store.renew("A", &asked, 230).map_err(io)?;
+    renewed.sort();
+    ensure(renewed == ["l1", "l2"], "renew extends the owner's leases, and only those")?;
+    ensure(
+        store.renew("B", &asked, 999).map_err(io)?.is_empty(),
+        "renew takes no lease of another owner",
+    )?;
+    ensure(store.lease("l1", "B", 225, 300).map_err(io)?.is_none(), "a renewed lease holds")?;
+    let kept = store.lease("l1", "A", 225, 228).map_err(io)?.ok_or("A still holds l1")?;
+    ensure(kept.token == a[0].token && kept.expires_ms == 230, "with its token, until 230")?;
     let l1 = a[0].clone();
     // The holder writes fenced, which extends its lease.
     let fence = Fence { token: l1.token, until_ms: 260 };
@@ -396,6 +415,24 @@ fn check_leases(store: &dyn Store) -> Result<(), String> {
     store.release(&b).map_err(io)?;
     let c = store.lease("l1", "C", 300, 600).map_err(io)?.ok_or("released, C takes it")?;
     ensure(c.token > b.token, "tokens keep growing")?;
+    // Abandoned: a lease that ran out while held. l1 is C's until 600, l2 A's until 220.
+    let lost = store.claim_abandoned("D", 400, 700, None, 10).map_err(io)?;
+    ensure(
+        lost.len() == 1 && lost[0].id == "l2" && lost[0].owner == "D" && lost[0].token > c.token,
+        "claim_abandoned takes the lease that ran out, with a new token",
+    )?;
+    store.release(&lost[0]).map_err(io)?;
+    ensure(
+        store.claim_abandoned("E", 400, 700, None, 10).map_err(io)?.is_empty(),
+        "claim_abandoned leaves an instance nobody holds",
+    )?;
+    ensure(
+        store.claim_abandoned("E", 601, 700, Some("l1"), 10).map_err(io)?.is_empty(),
+        "and pages after `after`",
+    )?;
+    let l1_again = store.claim_abandoned("E", 601, 700, None, 10).map_err(io)?;
+    ensure(l1_again.len() == 1 && l1_again[0].id == "l1", "C's lease ran out at 600")?;
+    store.release(&l1_again[0]).map_err(io)?;
     // The finished instance becomes claimable again when a write says it is not finished.
     store.write("l3", &plain(2, b"again")).map_err(io)?;
     let d = store.claim("D", 1000, 2000, Some("l2"), 10).map_err(io)?;

@@ -104,6 +104,9 @@ pub trait Layer: Send + Sync + 'static {
     fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError> {
         self.inner().inbox(id)
     }
+    fn read_with_inbox(&self, id: &str) -> Result<Option<(Versioned, Vec<Message>)>, StoreError> {
+        self.inner().read_with_inbox(id)
+    }
     fn claim(
         &self,
         owner: &str,
@@ -113,6 +116,16 @@ pub trait Layer: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Lease>, StoreError> {
         self.inner().claim(owner, now_ms, until_ms, after, limit)
+    }
+    fn claim_abandoned(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.inner().claim_abandoned(owner, now_ms, until_ms, after, limit)
     }
     fn lease(
         &self,
@@ -125,6 +138,9 @@ pub trait Layer: Send + Sync + 'static {
     }
     fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.inner().release(lease)
+    }
+    fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {
+        self.inner().renew(owner, ids, until_ms)
     }
     fn set_timer(&self, timer: &Timer) -> Result<(), StoreError> {
         self.inner().set_timer(timer)
@@ -203,6 +219,9 @@ impl<L: Layer> Store for L {
     fn inbox(&self, id: &str) -> Result<Vec<Message>, StoreError> {
         Layer::inbox(self, id)
     }
+    fn read_with_inbox(&self, id: &str) -> Result<Option<(Versioned, Vec<Message>)>, StoreError> {
+        Layer::read_with_inbox(self, id)
+    }
     fn claim(
         &self,
         owner: &str,
@@ -212,6 +231,16 @@ impl<L: Layer> Store for L {
         limit: usize,
     ) -> Result<Vec<Lease>, StoreError> {
         Layer::claim(self, owner, now_ms, until_ms, after, limit)
+    }
+    fn claim_abandoned(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        Layer::claim_abandoned(self, owner, now_ms, until_ms, after, limit)
     }
     fn lease(
         &self,
@@ -224,6 +253,9 @@ impl<L: Layer> Store for L {
     }
     fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         Layer::release(self, lease)
+    }
+    fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {
+        Layer::renew(self, owner, ids, until_ms)
     }
     fn set_timer(&self, timer: &Timer) -> Result<(), StoreError> {
         Layer::set_timer(self, timer)

@@ -299,6 +299,21 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Lease>, StoreError>;
+    /// Claims, as [`claim`](Store::claim) does, only the unfinished instances whose lease ran
+    /// out by `now_ms` while held: abandoned by a worker that died or stalled. What a worker
+    /// polls for; instances nobody holds are left alone (a change to them is announced through
+    /// [`watch`](Store::watch), and [`claim`](Store::claim) finds them when it was not). Each
+    /// gets a new lease with a new token. By default [`claim`](Store::claim), which takes more.
+    fn claim_abandoned(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.claim(owner, now_ms, until_ms, after, limit)
+    }
     /// Claims instance `id` (as [`claim`](Store::claim) would); `None` when it does not exist or
     /// another owner's lease has not expired.
     fn lease(
@@ -310,6 +325,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Lease>, StoreError>;
     /// Gives a lease back (no-op when its token is not current any more).
     fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Extends to `until_ms` every lease that `owner` still holds among `ids`, expired or not,
+    /// keeping its token; never takes a lease. Returns the ids it extended; an id missing is
+    /// not `owner`'s any more (released, taken over, removed). What a worker process calls for
+    /// the instances it runs, a few times per lease. By default extends nothing (each driver
+    /// then renews its own lease while its activities run, and with every write).
+    fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {
+        let _ = (owner, ids, until_ms);
+        Ok(Vec::new())
+    }
 
     // ----- timers -----
 
@@ -337,8 +361,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Asks to be told, through `on_change`, of the changes other processes make (a store of
     /// one process has none to tell: the default does nothing). Called once, when the runtime
-    /// opens. Delivery is a hint that makes work start sooner, never the only way it is found:
-    /// a store may coalesce or drop changes, and says [`Change::Missed`] when it knows it did.
+    /// opens. Delivery makes work start sooner, and is not the only way it is found: a store
+    /// may coalesce changes, and says [`Change::Missed`] when it lost some. A worker then
+    /// claims every unfinished instance nobody holds; otherwise it does so only every 30th
+    /// poll (see `RuntimeBuilder::poll`), so a change lost without a `Missed` is found late. A
+    /// store that cannot tell changes leaves `on_change` (the default drops it): the runtime
+    /// then claims every unheld instance at every poll.
     fn watch(&self, on_change: OnChange) -> Result<(), StoreError> {
         drop(on_change);
         Ok(())
@@ -414,6 +442,16 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     ) -> Result<Vec<Lease>, StoreError> {
         (**self).claim(owner, now_ms, until_ms, after, limit)
     }
+    fn claim_abandoned(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        (**self).claim_abandoned(owner, now_ms, until_ms, after, limit)
+    }
     fn lease(
         &self,
         id: &str,
@@ -425,6 +463,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         (**self).release(lease)
+    }
+    fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {
+        (**self).renew(owner, ids, until_ms)
     }
     fn set_timer(&self, timer: &Timer) -> Result<(), StoreError> {
         (**self).set_timer(timer)

@@ -409,6 +409,45 @@ impl SledStore {
         Ok(out)
     }
 
+    /// The expired leases, in id order after `after`, taken anew: found in the lease table,
+    /// not by reading every instance.
+    pub(super) fn take_expired(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let mut expired: Vec<String> = lock(&self.shared.leases)
+            .values()
+            .filter(|l| l.expires_ms <= now_ms && after.is_none_or(|a| l.id.as_str() > a))
+            .map(|l| l.id.clone())
+            .collect();
+        expired.sort_unstable();
+        let mut out = Vec::new();
+        for id in expired {
+            if out.len() >= limit {
+                break;
+            }
+            let unfinished = self.with_open(|open| {
+                Ok(open.instances.contains_key(&id).map_err(|e| self.io(e))?
+                    && !open.finished.contains_key(&id).map_err(|e| self.io(e))?)
+            })?;
+            if !unfinished {
+                continue;
+            }
+            let mut leases = lock(&self.shared.leases);
+            // Still expired: nobody took it since the table was read.
+            if leases.get(&id).is_some_and(|l| l.expires_ms <= now_ms)
+                && let Some(lease) = self.grant(&mut leases, &id, owner, now_ms, until_ms)
+            {
+                out.push(lease);
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn lease_one(
         &self,
         id: &str,

@@ -433,6 +433,16 @@ impl Store for SledStore {
     ) -> Result<Vec<Lease>, StoreError> {
         self.claim_unfinished(owner, now_ms, until_ms, after, limit)
     }
+    fn claim_abandoned(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.take_expired(owner, now_ms, until_ms, after, limit)
+    }
     fn lease(
         &self,
         id: &str,
@@ -448,6 +458,19 @@ impl Store for SledStore {
             leases.remove(&lease.id);
         }
         Ok(())
+    }
+    fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {
+        let mut leases = lock(&self.shared.leases);
+        let mut renewed = Vec::new();
+        for id in ids {
+            if let Some(held) = leases.get_mut(id)
+                && held.owner == owner
+            {
+                held.expires_ms = held.expires_ms.max(until_ms);
+                renewed.push(id.clone());
+            }
+        }
+        Ok(renewed)
     }
     fn set_timer(&self, timer: &super::Timer) -> Result<(), StoreError> {
         self.put(Space::Timers, &instances::timer_key(timer), &[])
