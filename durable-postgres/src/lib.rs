@@ -64,6 +64,26 @@
 //! creates the schema when it is missing and brings its tables to the current version (see
 //! [`schema`]), in one transaction under an advisory lock, so processes connecting at once do
 //! not race.
+//!
+//! # Distributed PostgreSQL-compatible databases
+//!
+//! CockroachDB and YugabyteDB speak PostgreSQL's protocol, but this store does not run on them
+//! as it is. What its statements rely on, and what a store for them would do instead:
+//!
+//! | the store relies on | where | on a distributed database |
+//! |---|---|---|
+//! | `LISTEN`/`NOTIFY` (`pg_notify` in the writing statement) | [`Store::watch`], every write | CockroachDB has no `LISTEN` (cockroachdb/cockroach#41522). Write without `pg_notify` and do not watch: the runtime then claims every instance nobody holds at each poll, so starts and events wait up to one poll interval (see `RuntimeBuilder::poll`) |
+//! | transaction-scoped advisory locks (`pg_advisory_xact_lock`, `hashtextextended`) | `append`, `append_once` (messages of one instance visible in seq order); the migration lock | CockroachDB defines them as no-ops. Draw an inbox message's seq from a counter column of its instance row (`UPDATE … SET next_seq = next_seq + 1 RETURNING`), which orders one instance's appends on its row, as every such database can; take the migration lock on a row |
+//! | one global sequence for lease tokens (`nextval`) and `bigserial` inbox seqs | `claim`, `lease`; `append` | A single sequence is one hot range in CockroachDB; YugabyteDB caches sequence values per connection, so values are not in commit order. Tokens only have to grow per instance: a per-instance counter column kept on release does it |
+//! | `FOR NO KEY UPDATE SKIP LOCKED` in a CTE, then `UPDATE … FROM` it | `claim`, `claim_abandoned` | needs row locks with `SKIP LOCKED` (YugabyteDB has them; check the CockroachDB version); `FOR UPDATE` does as well, only with more waiting |
+//! | a statement that fails with a serialization error is an [`StoreError::Io`] | every call | Both run serializable transactions that the client retries on SQLSTATE `40001`; the store should retry the statement itself, or the runtime runs the step again |
+//! | a commit is durable when `COMMIT` returns | every write | holds (a commit is a consensus write), at a latency of a network round trip between replicas per step |
+//!
+//! Everything else is plain SQL both document: `INSERT … ON CONFLICT`, `UPDATE … RETURNING`,
+//! data-modifying CTEs, partial indexes (`WHERE NOT finished`), `= ANY($1)` over arrays, foreign
+//! keys with `ON DELETE CASCADE`, `greatest`. None of these replacements is built: each changes
+//! the schema (a migration) and the claim, append and lease statements, and none can be tested
+//! here without a cluster of that database.
 
 #![doc(test(attr(deny(warnings))))]
 
