@@ -351,6 +351,14 @@ impl<S: Store> Store for SizeProbe<S> {
         self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.release(lease)
     }
+    fn hand_over(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.calls.others.fetch_add(1, Ordering::Relaxed);
+        self.inner.hand_over(lease)
+    }
+    fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {
+        self.calls.others.fetch_add(1, Ordering::Relaxed);
+        self.inner.renew(owner, ids, until_ms)
+    }
     fn set_timer(&self, timer: &Timer) -> Result<(), StoreError> {
         self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.set_timer(timer)

@@ -47,7 +47,7 @@
 //! as the trait defines them: the workers' clocks must agree to within the lease margins.
 //!
 //! [`Store::watch`] listens on a dedicated connection (`LISTEN`, channel `<schema>_changes`).
-//! Every write that changes an instance (`create`, `write`, `append`, `remove`, `release`, and
+//! Every write that changes an instance (`create`, `write`, `append`, `remove`, `hand_over`, and
 //! a `put`, `put_new` or `delete` in [`Space::Instances`]) sends a notification in its own
 //! transaction, so it is delivered when, and only if, the write commits. The payload is the
 //! writing store's random name and the instance id; a store ignores its own notifications. An
@@ -280,7 +280,12 @@ impl Store for PgStore {
 
     fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         let (s, lease) = (self.shared.clone(), lease.clone());
-        self.bridge.call(async move { s.release(lease).await })
+        self.bridge.call(async move { s.release(lease, false).await })
+    }
+
+    fn hand_over(&self, lease: &Lease) -> Result<(), StoreError> {
+        let (s, lease) = (self.shared.clone(), lease.clone());
+        self.bridge.call(async move { s.release(lease, true).await })
     }
 
     fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {

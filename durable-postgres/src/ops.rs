@@ -451,11 +451,20 @@ impl Shared {
         &self,
         id: String,
     ) -> Result<Option<(Versioned, Vec<Message>)>, StoreError> {
-        let (read, inbox) = tokio::join!(self.read_key(id.as_bytes()), self.inbox(id.clone()));
-        match read? {
-            Some(read) => Ok(Some((read, inbox?))),
-            None => Ok(None),
-        }
+        let doing = "reading an instance and its inbox";
+        let key = id.as_bytes();
+        let rows = self.query(doing, &self.sql.read_with_inbox, &[&key]).await?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let record = row.try_get(0).map_err(|e| error::sql(doing, &e))?;
+        let version: i64 = row.try_get(1).map_err(|e| error::sql(doing, &e))?;
+        let seqs: Vec<i64> = row.try_get(2).map_err(|e| error::sql(doing, &e))?;
+        let bodies: Vec<Vec<u8>> = row.try_get(3).map_err(|e| error::sql(doing, &e))?;
+        let inbox = seqs
+            .into_iter()
+            .zip(bodies)
+            .map(|(seq, body)| Ok(Message { seq: from_db(seq, "a message seq")?, body }))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some((Versioned { version: from_db(version, "a version")?, record }, inbox)))
     }
 
     pub(crate) async fn inbox(&self, id: String) -> Result<Vec<Message>, StoreError> {
@@ -509,9 +518,11 @@ impl Shared {
         Ok(leases(&rows, &owner)?.into_iter().next().map(|(_, lease)| lease))
     }
 
-    pub(crate) async fn release(&self, lease: Lease) -> Result<(), StoreError> {
+    /// Gives `lease` back. Other workers are woken only when `to_others` (a hand-over); a plain
+    /// release tells only the clients waiting for the instance.
+    pub(crate) async fn release(&self, lease: Lease, to_others: bool) -> Result<(), StoreError> {
         let key = lease.id.as_bytes();
-        let payload = self.payload(key);
+        let payload = if to_others { self.payload(key) } else { self.runner_payload(key) };
         let token = to_db(lease.token);
         let params: [&(dyn ToSql + Sync); 4] = [&key, &token, &self.channel, &payload];
         self.query("releasing a lease", &self.sql.release, &params).await?;

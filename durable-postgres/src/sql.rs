@@ -49,6 +49,7 @@ pub(crate) struct Sql {
     pub(crate) append_once: String,
     pub(crate) delivered: String,
     pub(crate) inbox: String,
+    pub(crate) read_with_inbox: String,
     pub(crate) claim: String,
     pub(crate) claim_abandoned: String,
     pub(crate) lease: String,
@@ -75,6 +76,10 @@ impl Sql {
         );
         // Who may take a lease: nobody holds it, it expired, or `$1` holds it.
         let free = "(lease_owner IS NULL OR lease_expires_ms <= $2 OR lease_owner = $1)";
+        // What a claim takes: nobody holds it, or it expired. Not a lease `$1` holds: a driver
+        // of `$1` runs the instance, and may give the lease back (by its token) while the claim
+        // returns it, which would leave the claimer with a lease nobody holds.
+        let claimable = "(lease_owner IS NULL OR lease_expires_ms <= $2)";
         Self {
             migrate_lock: "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))".into(),
             get_record: format!("SELECT record FROM {s}.instances WHERE id = $1"),
@@ -179,12 +184,21 @@ impl Sql {
                 "SELECT EXISTS (SELECT 1 FROM {s}.delivered WHERE id = $1 AND key = $2)"
             ),
             inbox: format!("SELECT seq, body FROM {s}.inbox WHERE id = $1 ORDER BY seq"),
+            // One statement, so one snapshot: the inbox is the one that goes with the record
+            // (two queries could pair a record with an inbox from before the write that consumed
+            // a message, which would then look buffered again).
+            read_with_inbox: format!(
+                "SELECT record, version,
+                    ARRAY(SELECT seq FROM {s}.inbox WHERE id = $1 ORDER BY seq),
+                    ARRAY(SELECT body FROM {s}.inbox WHERE id = $1 ORDER BY seq)
+                 FROM {s}.instances WHERE id = $1"
+            ),
             // Rows another transaction holds (a claimer, a writer) are skipped, not waited for:
             // two claimers never get the same instance. `$4` after, `$5` limit.
             claim: format!(
                 "WITH candidates AS (
                     SELECT id FROM {s}.instances
-                    WHERE NOT finished AND ($4::bytea IS NULL OR id > $4) AND {free}
+                    WHERE NOT finished AND ($4::bytea IS NULL OR id > $4) AND {claimable}
                     ORDER BY id LIMIT $5
                     FOR NO KEY UPDATE SKIP LOCKED)
                  {grant}"

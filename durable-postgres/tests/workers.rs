@@ -344,3 +344,49 @@ async fn a_step_that_computes_longer_than_its_lease_keeps_it() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_leave_a_waiting_or_finished_instance_alone() {
+    let schema = TempSchema::new("quiet");
+    let counting = || {
+        Arc::new(Counting {
+            inner: schema.store(),
+            reads: AtomicU64::new(0),
+            claims: AtomicU64::new(0),
+            abandoned_claims: AtomicU64::new(0),
+        })
+    };
+    let (store_a, store_b) = (counting(), counting());
+    let open = |store: Arc<Counting>| async move {
+        Runtime::builder("unused")
+            .store(store)
+            .orchestration(waits_for_go)
+            .poll(Duration::from_secs(60))
+            .open()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (open(store_a.clone()).await, open(store_b.clone()).await);
+    let waiting = a.start(waits_for_go, "quiet-wait", 1).await.unwrap();
+    let done = a.start(waits_for_go, "quiet-done", 2).await.unwrap();
+    a.raise_event("quiet-done", "go", &1u64).await.unwrap();
+    assert_eq!(done.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 3);
+    for _ in 0..1000 {
+        if a.status("quiet-wait").unwrap().and_then(|s| s.pending).as_deref() == Some("event `go`")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reads = || store_a.reads.load(Ordering::SeqCst) + store_b.reads.load(Ordering::SeqCst);
+    let before = reads();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = reads() - before;
+    // Nothing happened: no worker has a reason to read either instance.
+    assert!(read <= 2, "{read} reads of a waiting and a finished instance in 500 ms");
+    a.raise_event("quiet-wait", "go", &5u64).await.unwrap();
+    assert_eq!(waiting.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 6);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -200,7 +200,7 @@ impl Driver {
                     rec.version
                 );
                 if engine.registered.park(&rec.orchestration, rec.version, id)
-                    && engine.may_stop(id, wakes, seen, &self.lease())
+                    && engine.may_hand_over(id, wakes, seen, &self.lease())
                 {
                     return true;
                 }
@@ -211,7 +211,7 @@ impl Driver {
                 match self.run_step(&instance, &orchestration, None, Vec::new()).await {
                     Err(()) => return false,
                     Ok(Some((StepOutcome::Incompatible(_), _)))
-                        if engine.may_stop(id, wakes, seen, &self.lease()) =>
+                        if engine.may_hand_over(id, wakes, seen, &self.lease()) =>
                     {
                         return true;
                     }
@@ -237,7 +237,7 @@ impl Driver {
                     Err(()) => return false,
                     // Refused by this build: stays stored until a compatible build runs it.
                     Ok(Some((StepOutcome::Incompatible(_), _)))
-                        if engine.may_stop(id, wakes, seen, &self.lease()) =>
+                        if engine.may_hand_over(id, wakes, seen, &self.lease()) =>
                     {
                         return true;
                     }

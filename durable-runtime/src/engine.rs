@@ -335,7 +335,7 @@ impl Engine {
             let now = self.clock.now_ms();
             for id in ids {
                 if let Ok(Some(lease)) = self.records.lease(&id, now) {
-                    self.records.release(&lease);
+                    self.records.release(&lease, true);
                 }
             }
         }
@@ -401,12 +401,36 @@ impl Engine {
     /// lease is given back under the lock `wake` takes, so a driver started after it takes a
     /// new one.
     pub(crate) fn may_stop(&self, id: &str, wakes: &AtomicU64, seen: u64, lease: &Lease) -> bool {
+        self.may_stop_and(id, wakes, seen, lease, false)
+    }
+
+    /// [`may_stop`](Self::may_stop) for a driver that leaves work behind that another worker
+    /// may do (this one cannot run the instance's orchestration or version): the lease is
+    /// handed over, which wakes the other workers.
+    pub(crate) fn may_hand_over(
+        &self,
+        id: &str,
+        wakes: &AtomicU64,
+        seen: u64,
+        lease: &Lease,
+    ) -> bool {
+        self.may_stop_and(id, wakes, seen, lease, true)
+    }
+
+    fn may_stop_and(
+        &self,
+        id: &str,
+        wakes: &AtomicU64,
+        seen: u64,
+        lease: &Lease,
+        hand_over: bool,
+    ) -> bool {
         let mut active = lock(&self.active);
         if wakes.load(Ordering::SeqCst) != seen {
             return false;
         }
         active.remove(id);
-        self.records.release(lease);
+        self.records.release(lease, hand_over);
         drop(active);
         // Waiters on a refused instance decide by whether a driver still retries it.
         self.changed();

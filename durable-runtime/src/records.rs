@@ -622,8 +622,11 @@ impl Records {
         Fence { token: lease.token, until_ms: now_ms.saturating_add(self.lease_ms) }
     }
 
-    pub(crate) fn release(&self, lease: &Lease) {
-        if let Err(e) = self.store.release(lease) {
+    /// Gives `lease` back; `to_others`: tells the other workers the instance has work for them.
+    pub(crate) fn release(&self, lease: &Lease, to_others: bool) {
+        let released =
+            if to_others { self.store.hand_over(lease) } else { self.store.release(lease) };
+        if let Err(e) = released {
             tracing::warn!("cannot release a lease: {e}");
         }
     }

@@ -139,6 +139,9 @@ pub trait Layer: Send + Sync + 'static {
     fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.inner().release(lease)
     }
+    fn hand_over(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner().hand_over(lease)
+    }
     fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {
         self.inner().renew(owner, ids, until_ms)
     }
@@ -253,6 +256,9 @@ impl<L: Layer> Store for L {
     }
     fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         Layer::release(self, lease)
+    }
+    fn hand_over(&self, lease: &Lease) -> Result<(), StoreError> {
+        Layer::hand_over(self, lease)
     }
     fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {
         Layer::renew(self, owner, ids, until_ms)

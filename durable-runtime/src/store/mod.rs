@@ -290,7 +290,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims up to `limit` unfinished instances (ids after `after`, in id order) for `owner`
     /// until `until_ms`: those with no lease or a lease that expired by `now_ms` get a new lease
-    /// with a new token; a lease `owner` holds already is returned extended, with its token.
+    /// with a new token. A live lease is skipped, also when `owner` holds it: the owner's
+    /// driver runs that instance and may give the lease back at any moment (by its token), so
+    /// a claim that returned it could not promise that the lease is still held.
     fn claim(
         &self,
         owner: &str,
@@ -314,8 +316,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Lease>, StoreError> {
         self.claim(owner, now_ms, until_ms, after, limit)
     }
-    /// Claims instance `id` (as [`claim`](Store::claim) would); `None` when it does not exist or
-    /// another owner's lease has not expired.
+    /// Takes the lease on instance `id`, finished or not: a new lease with a new token when
+    /// nobody holds it or its lease expired by `now_ms`; the lease `owner` holds, extended with
+    /// its token; `None` when it does not exist or another owner's lease has not expired.
     fn lease(
         &self,
         id: &str,
@@ -323,8 +326,18 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         until_ms: u64,
     ) -> Result<Option<Lease>, StoreError>;
-    /// Gives a lease back (no-op when its token is not current any more).
+    /// Gives a lease back (no-op when its token is not current any more). Other processes are
+    /// not told: the instance waits (or ended), and what wakes it (an event, a timer, a client)
+    /// is announced on its own. Announcing the release made every other worker take the lease,
+    /// read the instance and give it back, announcing that in turn, without end.
     fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Gives a lease back, as [`release`](Store::release) does, and tells the other processes
+    /// that the instance has work one of them may take now: this process stops (it shuts down)
+    /// or cannot run it (its orchestration or version is not registered here). By default
+    /// [`release`](Store::release).
+    fn hand_over(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.release(lease)
+    }
     /// Extends to `until_ms` every lease that `owner` still holds among `ids`, expired or not,
     /// keeping its token; never takes a lease. Returns the ids it extended; an id missing is
     /// not `owner`'s any more (released, taken over, removed). What a worker process calls for
@@ -463,6 +476,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         (**self).release(lease)
+    }
+    fn hand_over(&self, lease: &Lease) -> Result<(), StoreError> {
+        (**self).hand_over(lease)
     }
     fn renew(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>, StoreError> {
         (**self).renew(owner, ids, until_ms)

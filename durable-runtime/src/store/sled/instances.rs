@@ -400,6 +400,10 @@ impl SledStore {
                 }
                 let id = String::from_utf8_lossy(&key);
                 let mut leases = lock(&self.shared.leases);
+                // A live lease is not claimed, not even by its owner (see `Store::claim`).
+                if leases.get(id.as_ref()).is_some_and(|l| l.expires_ms > now_ms) {
+                    continue;
+                }
                 if let Some(lease) = self.grant(&mut leases, &id, owner, now_ms, until_ms) {
                     out.push(lease);
                 }
