@@ -46,18 +46,9 @@ fn three_processes_on_postgres_survive_random_kill_9s_with_the_reference_result(
     );
     // One epoch: each ends with the leases of the last kills running out.
     cfg.kills_per_epoch = kills;
-    // The runtime's default lease. With 5 s leases the three workers, the server and the
-    // driver on 2 cores sometimes leave a living driver's lease unrenewed, and another process
-    // takes the instance over and runs its activity again (the open finding in the README's
-    // "On PostgreSQL"; the long mode and `the_checks_catch_takeovers_that_no_kill_explains`
-    // still run short leases).
-    cfg.lease_ms = 15_000;
-    // A process whose lease ran out unrenewed on the loaded machine and was taken by another
-    // process has its next write refused by the fence, as designed, and says so on stderr
-    // (README, "On PostgreSQL"). Reported here, not failed on; the long mode fails on it.
-    // Every other check stays: no checkpoint twice, every effect explained by a kill, the
-    // reference result.
-    cfg.known_findings = vec!["another worker took it over; this one stops"];
+    // Leases of 5 s: instances of a killed process are taken over after 5 s. A living process
+    // whose lease is taken over is a violation (it warns on stderr), as in the long mode.
+    cfg.lease_ms = 5_000;
     let summary = torture::run(&cfg);
     for v in &summary.violations {
         println!("violation: {v}");
