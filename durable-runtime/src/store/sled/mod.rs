@@ -56,6 +56,12 @@ struct Shared {
     tokens: AtomicU64,
     /// Held by every conditional write of the instance layer (see [`instances`]).
     writing: Mutex<()>,
+    /// Finished marks not yet in the `finished` tree, by instance, with the number of the write
+    /// that asked for each: a mark goes into the tree only after a flush made its ended record
+    /// durable (see [`instances`]). Claims treat them as in the tree.
+    marks: Mutex<HashMap<String, u64>>,
+    /// Numbers the writes that ask for a mark.
+    mark_seq: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -184,6 +190,8 @@ impl SledStore {
                 leases: Mutex::new(HashMap::new()),
                 tokens: AtomicU64::new(0),
                 writing: Mutex::new(()),
+                marks: Mutex::new(HashMap::new()),
+                mark_seq: AtomicU64::new(0),
             }),
         })
     }
@@ -257,6 +265,11 @@ impl SledStore {
         if flush && let Some(open) = slot.as_ref() {
             open.db.flush().map_err(|e| self.io(e))?;
             lock(&self.shared.directory).sync()?;
+        }
+        if !flush {
+            // What was not durable is gone, the ended records whose marks wait here among it.
+            // Under the write lock: no write is halfway, so no mark of the old database stays.
+            lock(&self.shared.marks).clear();
         }
         // sled snapshots while opening. Its background thread may hold the directory's lock for
         // a moment after the last handle is dropped: retry the open for a while. No other
@@ -383,13 +396,17 @@ impl Store for SledStore {
             open.db.insert(MARK, &epoch.to_le_bytes()).map_err(|e| self.io(e))?;
             Ok(epoch)
         };
+        // The finished marks of ended records written before this flush: durable with it.
+        let due: Vec<(String, u64)> =
+            lock(&self.shared.marks).iter().map(|(id, n)| (id.clone(), *n)).collect();
         let synced = mark().and_then(|epoch| {
             open.db.flush().map_err(|e| self.io(e))?;
             let mut directory = lock(&self.shared.directory);
             directory.sync()?;
             directory.flushed(epoch)
         });
-        synced.map_err(|e| self.stop_unless_full(e))
+        synced.map_err(|e| self.stop_unless_full(e))?;
+        self.set_marks(open, &due)
     }
 
     fn recover(&self) -> Result<(), StoreError> {
@@ -514,6 +531,53 @@ mod tests {
         }
         let store = SledStore::open(&dir).unwrap();
         assert_eq!(store.scan(Space::Instances, None, 1000).unwrap().len(), 100);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_finished_mark_reaches_the_tree_only_after_a_flush_made_its_record_durable() {
+        use crate::store::Write;
+        let dir = fresh("marks");
+        let store = SledStore::open(&dir).unwrap();
+        let write = |expected, finished| Write {
+            expected,
+            record: b"r",
+            fence: None,
+            consumed: &[],
+            finished,
+        };
+        let in_tree = |id: &str| {
+            store.with_open(|open| open.finished.contains_key(id).map_err(|e| store.io(e))).unwrap()
+        };
+        let claimable = || -> Vec<String> {
+            let leases = store.claim("o", 0, 1, None, 10).unwrap();
+            for l in &leases {
+                store.release(l).unwrap();
+            }
+            leases.into_iter().map(|l| l.id).collect()
+        };
+        for id in ["ended", "again", "lost"] {
+            store.create(id, b"r").unwrap();
+        }
+        store.write("ended", &write(1, true)).unwrap();
+        store.write("again", &write(1, true)).unwrap();
+        // Waiting marks keep ended instances out of claims, but are not in the tree yet.
+        assert!(!in_tree("ended") && !in_tree("again"));
+        assert_eq!(claimable(), ["lost"]);
+        // Not ended any more before the flush: the waiting mark is dropped, not applied.
+        store.write("again", &write(2, false)).unwrap();
+        Store::flush(&store).unwrap();
+        assert!(in_tree("ended"), "the flush made the record durable, then set its mark");
+        assert!(!in_tree("again"));
+        assert_eq!(claimable(), ["again", "lost"]);
+        // A failed flush forgets what was not durable, the waiting marks with it: the ended
+        // record, if it survived, is claimed again and its driver marks it.
+        store.write("lost", &write(1, true)).unwrap();
+        Store::recover(&store).unwrap();
+        assert!(!in_tree("lost"));
+        Store::flush(&store).unwrap();
+        assert!(!in_tree("lost"), "a forgotten mark is not set by a later flush");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
