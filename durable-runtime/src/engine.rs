@@ -4,6 +4,9 @@
 //! The engine holds no record: it reads and writes them through [`Records`]. A driver
 //! (the `driver` module) runs one instance; the timer task (the `timers` module), clients and
 //! finishing children wake it through [`Engine::wake`].
+//!
+//! Over 400 lines: the driver table, waking, the claims that start drivers and shutdown share
+//! one lock (`active`) and its rules; split apart, each would need the others' invariants.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -4,6 +4,9 @@
 //! A record with another magic or an unknown version is refused with an error naming what was
 //! found. Every older version keeps a reader (see [`v1`]); a record is always written in the
 //! newest.
+//!
+//! Over 400 lines on purpose: the stored format and the readers of its older versions belong
+//! together, so that a format change shows every reader it must keep.
 
 use serde::{Deserialize, Serialize};
 

@@ -12,6 +12,9 @@
 //! `release`, `hand_over`, `renew` extending only the owner's, finished instances never claimed, an expired
 //! lease taken over by another owner and the old holder's fenced write refused); the timer
 //! index (`set_timer`, `clear_timer`, `due_timers`).
+//!
+//! Over 400 lines on purpose: one check per part of the contract, each a sequence of small
+//! assertions that reads best in one place.
 
 use super::{Appended, Fence, Space, Store, Timer, Write, WriteError};
 

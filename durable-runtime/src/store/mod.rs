@@ -27,6 +27,9 @@
 //! Writes become durable (against a power cut, not only a killed process) only at
 //! [`Store::flush`]; the runtime calls it once for a whole group of writes (group commit) and
 //! dispatches no command before it returns.
+//!
+//! Over 400 lines on purpose: the contract's documentation is most of it, and the forwarding
+//! impl for `Arc<S>` has to repeat every method.
 
 pub mod conformance;
 mod layer;

@@ -21,6 +21,9 @@
 //!
 //! Leases are kept in memory; a fenced write holds the lease table while it writes, so a
 //! takeover cannot slip between the token check and the write.
+//!
+//! Over 400 lines on purpose: each operation of the instance contract on sled, next to the
+//! locks and crash-order rules they share.
 
 use std::ops::Bound;
 
