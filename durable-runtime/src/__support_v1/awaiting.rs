@@ -6,8 +6,8 @@
 //! the block after the `.await` runs: a slot is ready (the value goes on), or parks (the caller
 //! writes its frame, the slot's own part included, and suspends with the slot's command).
 //!
-//! Over 400 lines: every slot kind (operation, join, race, select) with its poll and its stored
-//! part; they share one protocol with the generated code.
+//! Over 400 lines: the slot, the awaitables it holds (durable operations and nested durable
+//! functions), parking, and the step graph's points share one protocol with the generated code.
 
 use std::any::Any;
 use std::cell::RefCell;
