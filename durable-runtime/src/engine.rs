@@ -289,12 +289,8 @@ impl Engine {
         }
         let mut after: Option<String> = None;
         loop {
-            let (now, after_id) = (self.clock.now_ms(), after.as_deref());
-            let page = if abandoned {
-                self.records.claim_abandoned(now, after_id, 1024)?
-            } else {
-                self.records.claim(now, after_id, 1024)?
-            };
+            let page =
+                self.records.claim(self.clock.now_ms(), after.as_deref(), 1024, abandoned)?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             for lease in page {

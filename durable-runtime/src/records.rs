@@ -631,14 +631,21 @@ impl Records {
         }
     }
 
-    /// Unfinished instances this runtime may run, a page at a time.
+    /// Unfinished instances this runtime may run, a page at a time: those nobody holds or whose
+    /// lease ran out, or with `abandoned_only` only the latter.
     pub(crate) fn claim(
         &self,
         now_ms: u64,
         after: Option<&str>,
         limit: usize,
+        abandoned_only: bool,
     ) -> Result<Vec<Lease>, StoreError> {
-        self.store.claim(&self.owner, now_ms, now_ms.saturating_add(self.lease_ms), after, limit)
+        let until = now_ms.saturating_add(self.lease_ms);
+        if abandoned_only {
+            self.store.claim_abandoned(&self.owner, now_ms, until, after, limit)
+        } else {
+            self.store.claim(&self.owner, now_ms, until, after, limit)
+        }
     }
 
     /// Extends the leases this runtime still holds among `ids` to a lease past `now_ms`; how
@@ -646,17 +653,6 @@ impl Records {
     pub(crate) fn renew(&self, ids: &[String], now_ms: u64) -> Result<usize, StoreError> {
         let until = now_ms.saturating_add(self.lease_ms);
         Ok(self.store.renew(&self.owner, ids, until)?.len())
-    }
-
-    /// Unfinished instances whose lease ran out while held, a page at a time.
-    pub(crate) fn claim_abandoned(
-        &self,
-        now_ms: u64,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Lease>, StoreError> {
-        let until = now_ms.saturating_add(self.lease_ms);
-        self.store.claim_abandoned(&self.owner, now_ms, until, after, limit)
     }
 
     // ----- timers -----
