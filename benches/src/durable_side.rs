@@ -337,6 +337,16 @@ impl<S: Store> Store for SizeProbe<S> {
         self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.claim_abandoned(owner, now_ms, until_ms, after, limit)
     }
+    fn claim_ids(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.calls.others.fetch_add(1, Ordering::Relaxed);
+        self.inner.claim_ids(owner, ids, now_ms, until_ms)
+    }
     fn lease(
         &self,
         id: &str,

@@ -267,6 +267,20 @@ impl Store for PgStore {
         self.bridge.call(async move { s.claim(owner, now_ms, until_ms, after, limit, true).await })
     }
 
+    fn claim_ids(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<Lease>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (s, owner, ids) = (self.shared.clone(), owner.to_owned(), ids.to_vec());
+        self.bridge.call(async move { s.claim_ids(owner, ids, now_ms, until_ms).await })
+    }
+
     fn lease(
         &self,
         id: &str,

@@ -504,6 +504,20 @@ impl Shared {
         Ok(leases.into_iter().map(|(_, lease)| lease).collect())
     }
 
+    pub(crate) async fn claim_ids(
+        &self,
+        owner: String,
+        ids: Vec<String>,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let keys: Vec<Vec<u8>> = ids.into_iter().map(String::into_bytes).collect();
+        let (now, until) = (to_db(now_ms), to_db(until_ms));
+        let params: [&(dyn ToSql + Sync); 4] = [&owner, &now, &until, &keys];
+        let rows = self.query("claiming instances", &self.sql.claim_ids, &params).await?;
+        Ok(leases(&rows, &owner)?.into_iter().map(|(_, lease)| lease).collect())
+    }
+
     pub(crate) async fn lease(
         &self,
         id: String,

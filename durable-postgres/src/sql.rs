@@ -52,6 +52,7 @@ pub(crate) struct Sql {
     pub(crate) read_with_inbox: String,
     pub(crate) claim: String,
     pub(crate) claim_abandoned: String,
+    pub(crate) claim_ids: String,
     pub(crate) lease: String,
     pub(crate) release: String,
     pub(crate) renew: String,
@@ -211,6 +212,16 @@ impl Sql {
                     WHERE NOT finished AND ($4::bytea IS NULL OR id > $4)
                         AND lease_owner IS NOT NULL AND lease_expires_ms <= $2
                     ORDER BY id LIMIT $5
+                    FOR NO KEY UPDATE SKIP LOCKED)
+                 {grant}"
+            ),
+            // The unfinished among the ids `$4` that no live lease holds; rows another
+            // transaction holds are skipped (that claimer takes them; a writer holds a lease).
+            // `$1` and `$3` are used by the grant alone.
+            claim_ids: format!(
+                "WITH candidates AS (
+                    SELECT id FROM {s}.instances
+                    WHERE id = ANY($4) AND NOT finished AND {claimable}
                     FOR NO KEY UPDATE SKIP LOCKED)
                  {grant}"
             ),

@@ -165,6 +165,13 @@ async fn notifications_alone_carry_starts_events_and_results_across_processes() 
     println!(
         "across processes: start to result {started_and_done:?}, raise to result {raised_and_done:?}"
     );
+    // The worker reports a step after its checkpoint committed, which the client may see first.
+    for _ in 0..500 {
+        if steps.load(Ordering::SeqCst) >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(steps.load(Ordering::SeqCst) >= 6, "the worker ran both");
     w.shutdown().await;
     c.shutdown().await;

@@ -272,6 +272,34 @@ impl Engine {
         }
     }
 
+    /// Looks at the instances other processes announced changes of: the drivers this runtime
+    /// runs are woken, and the rest are claimed in one store call (not a lease each), which
+    /// leaves an instance that another worker is claiming at this moment to that worker.
+    pub(crate) fn wake_announced(self: &Arc<Self>, ids: Vec<String>) -> Result<(), StoreError> {
+        if !self.worker {
+            return Ok(());
+        }
+        let mut idle = Vec::new();
+        for id in ids {
+            let running = lock(&self.active).get(&id).is_some_and(|d| !d.task.is_finished());
+            if running {
+                self.wake(&id);
+            } else {
+                idle.push(id);
+            }
+        }
+        idle.sort_unstable();
+        idle.dedup();
+        if idle.is_empty() {
+            return Ok(());
+        }
+        for lease in self.records.claim_ids(&idle, self.clock.now_ms())? {
+            let id = lease.id.clone();
+            self.start_driver(&id, Some(lease));
+        }
+        Ok(())
+    }
+
     /// Wakes every unfinished instance this runtime can claim (each re-arms its own timers).
     pub(crate) fn resume_all(self: &Arc<Self>) -> Result<(), StoreError> {
         self.resume(false)

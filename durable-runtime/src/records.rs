@@ -648,6 +648,12 @@ impl Records {
         }
     }
 
+    /// The unfinished instances among `ids` that no live lease holds, leased to this runtime.
+    pub(crate) fn claim_ids(&self, ids: &[String], now_ms: u64) -> Result<Vec<Lease>, StoreError> {
+        let until = now_ms.saturating_add(self.lease_ms);
+        self.store.claim_ids(&self.owner, ids, now_ms, until)
+    }
+
     /// Extends the leases this runtime still holds among `ids` to a lease past `now_ms`; how
     /// many.
     pub(crate) fn renew(&self, ids: &[String], now_ms: u64) -> Result<usize, StoreError> {

@@ -22,6 +22,9 @@ use crate::store::{Change, StoreError};
 /// the store knowing is found.
 const SWEEP_EVERY: u64 = 30;
 
+/// At most how many announced instances one claim takes.
+const BURST: usize = 256;
+
 /// Starts watching the store of `engine`, polling every `poll`.
 pub(crate) fn start(engine: &Arc<Engine>, poll: Duration) -> Result<(), StoreError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Change>();
@@ -35,18 +38,24 @@ pub(crate) fn start(engine: &Arc<Engine>, poll: Duration) -> Result<(), StoreErr
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watching = true;
         let mut ticks: u64 = 0;
+        // A change taken from the channel while collecting a burst, looked at next.
+        let mut held: Option<Change> = None;
         loop {
             // `None`: the poll's tick.
-            let change = tokio::select! {
-                c = rx.recv(), if watching => match c {
-                    Some(c) => Some(c),
-                    None => {
-                        // The store stopped telling: the poll alone finds work now, all of it.
-                        watching = false;
-                        Some(Change::Missed)
-                    }
-                },
-                _ = tick.tick() => None,
+            let change = if let Some(c) = held.take() {
+                Some(c)
+            } else {
+                tokio::select! {
+                    c = rx.recv(), if watching => match c {
+                        Some(c) => Some(c),
+                        None => {
+                            // The store stopped telling: the poll alone finds work now, all of it.
+                            watching = false;
+                            Some(Change::Missed)
+                        }
+                    },
+                    _ = tick.tick() => None,
+                }
             };
             let Some(engine) = weak.upgrade() else { return };
             if engine.is_shut_down() {
@@ -55,7 +64,28 @@ pub(crate) fn start(engine: &Arc<Engine>, poll: Duration) -> Result<(), StoreErr
             engine.changed();
             let claimed = match change {
                 Some(Change::Instance(id)) => {
-                    engine.wake(&id);
+                    // The announcements that came meanwhile are looked at together: one claim.
+                    let mut ids = vec![id];
+                    let mut drained = false;
+                    while ids.len() < BURST {
+                        match rx.try_recv() {
+                            Ok(Change::Instance(id)) => ids.push(id),
+                            Ok(Change::Stepped(_)) => {}
+                            Ok(other) => {
+                                held = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                        drained = true;
+                    }
+                    if drained {
+                        // Waiting clients look again, at what the drained changes announced.
+                        engine.changed();
+                    }
+                    if let Err(e) = engine.wake_announced(ids) {
+                        tracing::warn!("cannot claim instances: {e}");
+                    }
                     continue;
                 }
                 // Its runner goes on with it; waiting clients were told above.

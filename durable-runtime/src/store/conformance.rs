@@ -8,7 +8,8 @@
 //! leaves); deduplicated appends (`append_once`: a key delivers once, also after its message was
 //! consumed, racing appenders with one key land once, keys are per instance and go with it;
 //! `delivered` reads them);
-//! leases (`claim`, `claim_abandoned` taking only leases that ran out while held, `lease`,
+//! leases (`claim`, `claim_abandoned` taking only leases that ran out while held, `claim_ids`
+//! taking the free unfinished ones among named instances, also from racing threads, `lease`,
 //! `release`, `hand_over`, `renew` extending only the owner's, finished instances never claimed, an expired
 //! lease taken over by another owner and the old holder's fenced write refused); the timer
 //! index (`set_timer`, `clear_timer`, `due_timers`).
@@ -27,6 +28,7 @@ pub fn check(store: &dyn Store) -> Result<(), String> {
     check_inbox(store)?;
     check_append_once(store)?;
     check_leases(store)?;
+    check_claim_ids(store)?;
     check_timers(store)
 }
 
@@ -456,6 +458,51 @@ fn check_leases(store: &dyn Store) -> Result<(), String> {
         store.remove(id, v).map_err(io)?;
     }
     ensure(store.claim("E", 0, 1, None, 10).map_err(io)?.is_empty(), "removed: nothing to claim")?;
+    store.flush().map_err(io)
+}
+
+fn check_claim_ids(store: &dyn Store) -> Result<(), String> {
+    let named: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
+    for id in &named {
+        store.create(id, b"r").map_err(io)?;
+    }
+    // n0 ends; n1 is A's.
+    store.write("n0", &Write { finished: true, ..plain(1, b"done") }).map_err(io)?;
+    let a = store.lease("n1", "A", 100, 200).map_err(io)?.ok_or("A leases n1")?;
+    let mut asked = named[..3].to_vec();
+    asked.push("none".into());
+    let b = store.claim_ids("B", &asked, 150, 300).map_err(io)?;
+    ensure(
+        b.len() == 1 && b[0].id == "n2" && b[0].owner == "B" && b[0].expires_ms == 300,
+        "claim_ids takes the free unfinished instances among those named, and only those",
+    )?;
+    ensure(
+        store.claim_ids("A", &asked, 150, 300).map_err(io)?.is_empty(),
+        "claim_ids skips live leases, also its owner's",
+    )?;
+    let c = store.claim_ids("C", &asked, 301, 400).map_err(io)?;
+    let ids: Vec<&str> = c.iter().map(|l| l.id.as_str()).collect();
+    ensure(
+        c.len() == 2 && ids.contains(&"n1") && ids.contains(&"n2"),
+        "claim_ids takes leases that ran out",
+    )?;
+    ensure(c.iter().all(|l| l.token > a.token.max(b[0].token)), "with greater tokens")?;
+    // Two claimers at once over the same instances: each instance goes to exactly one.
+    let rest = named[3..].to_vec();
+    let (x, y) = std::thread::scope(|scope| {
+        let x = scope.spawn(|| store.claim_ids("X", &rest, 500, 600));
+        let y = scope.spawn(|| store.claim_ids("Y", &rest, 500, 600));
+        (x.join(), y.join())
+    });
+    let (x, y) = (x.map_err(|_| "a claimer panicked")?, y.map_err(|_| "a claimer panicked")?);
+    let mut got: Vec<String> =
+        x.map_err(io)?.into_iter().chain(y.map_err(io)?).map(|l| l.id).collect();
+    got.sort();
+    ensure(got == rest, "racing claim_ids give each instance to exactly one claimer")?;
+    for id in &named {
+        let v = store.read(id).map_err(io)?.ok_or("still there")?.version;
+        store.remove(id, v).map_err(io)?;
+    }
     store.flush().map_err(io)
 }
 

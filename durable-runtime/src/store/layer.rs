@@ -127,6 +127,15 @@ pub trait Layer: Send + Sync + 'static {
     ) -> Result<Vec<Lease>, StoreError> {
         self.inner().claim_abandoned(owner, now_ms, until_ms, after, limit)
     }
+    fn claim_ids(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.inner().claim_ids(owner, ids, now_ms, until_ms)
+    }
     fn lease(
         &self,
         id: &str,
@@ -244,6 +253,15 @@ impl<L: Layer> Store for L {
         limit: usize,
     ) -> Result<Vec<Lease>, StoreError> {
         Layer::claim_abandoned(self, owner, now_ms, until_ms, after, limit)
+    }
+    fn claim_ids(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<Lease>, StoreError> {
+        Layer::claim_ids(self, owner, ids, now_ms, until_ms)
     }
     fn lease(
         &self,

@@ -496,6 +496,32 @@ impl SledStore {
         Ok(out)
     }
 
+    /// The unfinished instances among `ids` that no live lease holds, leased anew.
+    pub(super) fn claim_free(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            let unfinished = self.with_open(|open| {
+                Ok(open.instances.contains_key(id).map_err(|e| self.io(e))?
+                    && !open.finished.contains_key(id).map_err(|e| self.io(e))?
+                    && !lock(&self.shared.marks).contains_key(id))
+            })?;
+            let mut leases = lock(&self.shared.leases);
+            if unfinished
+                && leases.get(id).is_none_or(|l| l.expires_ms <= now_ms)
+                && let Some(lease) = self.grant(&mut leases, id, owner, now_ms, until_ms)
+            {
+                out.push(lease);
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn lease_one(
         &self,
         id: &str,

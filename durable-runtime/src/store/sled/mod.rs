@@ -460,6 +460,15 @@ impl Store for SledStore {
     ) -> Result<Vec<Lease>, StoreError> {
         self.take_expired(owner, now_ms, until_ms, after, limit)
     }
+    fn claim_ids(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.claim_free(owner, ids, now_ms, until_ms)
+    }
     fn lease(
         &self,
         id: &str,
