@@ -148,6 +148,42 @@ pub async fn resume(db: &Path, k: u64) -> Result<[Duration; 3], BoxError> {
     Ok([opened, first, next])
 }
 
+/// The pauses a long run sees in the store itself: `n` rewrites of one 200-byte record through
+/// [`Store::write`] on a fresh `SledStore` that reopens itself every `reopen_every` writes (0:
+/// never), no flushes (as a Buffered run writes). Returns the longest write, the number of
+/// writes over 2 ms, and the median write.
+pub fn store_pauses(
+    db: &Path,
+    n: u64,
+    reopen_every: u64,
+) -> Result<(Duration, u64, Duration), BoxError> {
+    sys::remove(db);
+    let store = SledStore::open_with(db, reopen_every)?;
+    let mut record = vec![0u8; 200];
+    let mut version = store.create("pauses", &record)?.map_or(1, |v| v.version);
+    let mut took = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for i in 0..n {
+        record[..8].copy_from_slice(&i.to_le_bytes());
+        let write = Write {
+            expected: version,
+            record: &record,
+            fence: None,
+            consumed: &[],
+            finished: false,
+        };
+        let t = Instant::now();
+        version = store.write("pauses", &write)?;
+        took.push(t.elapsed());
+    }
+    drop(store);
+    sys::remove(db);
+    let over = took.iter().filter(|d| **d > Duration::from_millis(2)).count() as u64;
+    let worst = took.iter().copied().max().unwrap_or_default();
+    took.sort_unstable();
+    let median = took.get(took.len() / 2).copied().unwrap_or_default();
+    Ok((worst, over, median))
+}
+
 /// Child: opens the database with sled alone, as `SledStore::open` does (default configuration,
 /// two trees), and reads the resume instance: the storage engine's share of a resume.
 pub fn sled_open(db: &Path) -> Result<Duration, BoxError> {
