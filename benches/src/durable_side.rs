@@ -386,7 +386,7 @@ impl<S: Store> Store for SizeProbe<S> {
         ids: &[String],
         now_ms: u64,
         until_ms: u64,
-    ) -> Result<Vec<Lease>, StoreError> {
+    ) -> Option<Result<Vec<Lease>, StoreError>> {
         self.calls.others.fetch_add(1, Ordering::Relaxed);
         self.inner.claim_ids(owner, ids, now_ms, until_ms)
     }

@@ -273,12 +273,12 @@ impl Store for PgStore {
         ids: &[String],
         now_ms: u64,
         until_ms: u64,
-    ) -> Result<Vec<Lease>, StoreError> {
+    ) -> Option<Result<Vec<Lease>, StoreError>> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Some(Ok(Vec::new()));
         }
         let (s, owner, ids) = (self.shared.clone(), owner.to_owned(), ids.to_vec());
-        self.bridge.call(async move { s.claim_ids(owner, ids, now_ms, until_ms).await })
+        Some(self.bridge.call(async move { s.claim_ids(owner, ids, now_ms, until_ms).await }))
     }
 
     fn lease(

@@ -215,14 +215,19 @@ impl Sql {
                     FOR NO KEY UPDATE SKIP LOCKED)
                  {grant}"
             ),
-            // The unfinished among the ids `$4` that no live lease holds; rows another
-            // transaction holds are skipped (that claimer takes them; a writer holds a lease).
-            // `$1` and `$3` are used by the grant alone.
+            // The unfinished among the ids `$4` that no live lease holds. A row another
+            // transaction holds is waited for, not skipped: the holder may be one that leaves
+            // the instance to others (a renewal finding the lease released, a statement that
+            // fails), and a skipped instance would wait for the sweep. Rows are locked in id
+            // order, as `renew` locks them: the two never wait for each other in a cycle (the
+            // other multi-row statement, `claim`, skips locked rows). `$1` and `$3` are used by
+            // the grant alone.
             claim_ids: format!(
                 "WITH candidates AS (
                     SELECT id FROM {s}.instances
                     WHERE id = ANY($4) AND NOT finished AND {claimable}
-                    FOR NO KEY UPDATE SKIP LOCKED)
+                    ORDER BY id
+                    FOR NO KEY UPDATE)
                  {grant}"
             ),
             // One instance, finished or not (as the sled store does); waits for a writer of it.
@@ -233,11 +238,16 @@ impl Sql {
                  {grant}"
             ),
             // Extends what `$1` still holds among the ids `$2` (expired or not: nobody took
-            // it, or the owner would differ) to `$3`; the token stays.
+            // it, or the owner would differ) to `$3`; the token stays. Locks in id order (see
+            // `claim_ids`).
             renew: format!(
-                "UPDATE {s}.instances SET lease_expires_ms = greatest(lease_expires_ms, $3)
-                 WHERE id = ANY($2) AND lease_owner = $1
-                 RETURNING id"
+                "WITH held AS (
+                    SELECT id FROM {s}.instances WHERE id = ANY($2) AND lease_owner = $1
+                    ORDER BY id
+                    FOR NO KEY UPDATE)
+                 UPDATE {s}.instances i SET lease_expires_ms = greatest(i.lease_expires_ms, $3)
+                 FROM held h WHERE i.id = h.id
+                 RETURNING i.id"
             ),
             release: format!(
                 "WITH released AS (

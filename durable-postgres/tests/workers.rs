@@ -1,7 +1,8 @@
 //! Runtimes in several "processes" (each over a `PgStore` of its own on one schema): work is
 //! shared, a client-only runtime starts and waits, notifications alone carry work and results
-//! across processes, a dead worker's instance is taken over once its lease runs out, and the
-//! poll leaves waiting instances alone.
+//! across processes, a dead worker's instance is taken over once its lease runs out, the poll
+//! leaves waiting instances alone, and an announced instance is claimed although its row was
+//! held at the moment, or handed over by a worker that shut down while claiming it.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
@@ -396,4 +397,90 @@ async fn workers_leave_a_waiting_or_finished_instance_alone() {
     assert_eq!(waiting.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 6);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A `PgStore` whose claims by id return only after a pause: the claim has taken the leases in
+/// the database, and the runtime learns of them late (as when it shuts down meanwhile).
+struct SlowClaims {
+    inner: PgStore,
+    pause: Duration,
+}
+
+impl Layer for SlowClaims {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
+    fn claim_ids(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Option<Result<Vec<Lease>, StoreError>> {
+        let claimed = self.inner.claim_ids(owner, ids, now_ms, until_ms);
+        std::thread::sleep(self.pause);
+        claimed
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_shuts_down_while_claiming_hands_the_claimed_instances_over() {
+    let schema = TempSchema::new("handclaim");
+    let steps = Arc::new(AtomicU64::new(0));
+    let poll = Duration::from_secs(60);
+    // A's lease would hold the instance for a minute, past the test's patience.
+    let a = Runtime::builder("unused")
+        .store(Arc::new(SlowClaims { inner: schema.store(), pause: Duration::from_millis(800) }))
+        .orchestration(two_steps)
+        .lease(Duration::from_secs(60))
+        .poll(poll)
+        .open()
+        .await
+        .unwrap();
+    let c = client(&schema, poll, &Arc::new(AtomicU64::new(0))).await;
+    // The start is announced to A, whose claim takes the lease and returns late.
+    let h = c.start(two_steps, "handed", 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = worker(&schema, Duration::from_secs(60), poll, &steps).await;
+    a.shutdown().await;
+    let t = Instant::now();
+    let out = h.wait_timeout(Duration::from_secs(20)).await.expect("B ran it").unwrap();
+    assert_eq!(out, 12);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "B waited {:?}: A kept the lease its late claim took",
+        t.elapsed()
+    );
+    b.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_instance_whose_row_another_transaction_holds_is_claimed_once_it_is_free() {
+    let schema = TempSchema::new("heldrow");
+    let poll = Duration::from_secs(60);
+    let w = worker(&schema, Duration::from_secs(15), poll, &Arc::new(AtomicU64::new(0))).await;
+    let c = client(&schema, poll, &Arc::new(AtomicU64::new(0))).await;
+    let h = c.start(waits_for_go, "held", 1).await.unwrap();
+    for _ in 0..1000 {
+        if c.status("held").unwrap().and_then(|s| s.pending).as_deref() == Some("event `go`") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A transaction that locks the instance's row and ends without changing it (a renewal that
+    // found the lease gone, a statement that failed): it announces nothing.
+    let lock = format!(
+        "BEGIN; SELECT 1 FROM \"{}\".instances WHERE id = convert_to('held', 'UTF8') \
+         FOR NO KEY UPDATE; SELECT pg_sleep(0.5); ROLLBACK;",
+        schema.name
+    );
+    let holder = std::thread::spawn(move || support::sql(&lock));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    c.raise_event("held", "go", &2u64).await.unwrap();
+    let out = h.wait_timeout(Duration::from_secs(10)).await;
+    holder.join().unwrap();
+    assert_eq!(out.expect("the event's announcement was not lost to the held row").unwrap(), 3);
+    w.shutdown().await;
+    c.shutdown().await;
 }

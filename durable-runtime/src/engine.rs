@@ -293,7 +293,14 @@ impl Engine {
         if idle.is_empty() {
             return Ok(());
         }
-        for lease in self.records.claim_ids(&idle, self.clock.now_ms())? {
+        let Some(claimed) = self.records.claim_ids(&idle, self.clock.now_ms()) else {
+            // The store claims one instance at a time: each driver takes its own lease.
+            for id in &idle {
+                self.wake(id);
+            }
+            return Ok(());
+        };
+        for lease in claimed? {
             let id = lease.id.clone();
             self.start_driver(&id, Some(lease));
         }
@@ -386,7 +393,12 @@ impl Engine {
         }
         let mut active = lock(&self.active);
         if self.is_shut_down() {
-            // Stays stored; the next runtime over the database resumes it.
+            // Stays stored; the next runtime over the database resumes it. A lease claimed for
+            // it goes to the other workers at once, not when it runs out (shutdown hands over
+            // the leases of its drivers only).
+            if let Some(lease) = lease {
+                self.records.release(&lease, true);
+            }
             return;
         }
         if let Some(d) = active.get(id)

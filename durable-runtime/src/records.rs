@@ -648,8 +648,13 @@ impl Records {
         }
     }
 
-    /// The unfinished instances among `ids` that no live lease holds, leased to this runtime.
-    pub(crate) fn claim_ids(&self, ids: &[String], now_ms: u64) -> Result<Vec<Lease>, StoreError> {
+    /// The unfinished instances among `ids` that no live lease holds, leased to this runtime;
+    /// `None` when the store cannot claim by id.
+    pub(crate) fn claim_ids(
+        &self,
+        ids: &[String],
+        now_ms: u64,
+    ) -> Option<Result<Vec<Lease>, StoreError>> {
         let until = now_ms.saturating_add(self.lease_ms);
         self.store.claim_ids(&self.owner, ids, now_ms, until)
     }

@@ -133,7 +133,7 @@ pub trait Layer: Send + Sync + 'static {
         ids: &[String],
         now_ms: u64,
         until_ms: u64,
-    ) -> Result<Vec<Lease>, StoreError> {
+    ) -> Option<Result<Vec<Lease>, StoreError>> {
         self.inner().claim_ids(owner, ids, now_ms, until_ms)
     }
     fn lease(
@@ -260,7 +260,7 @@ impl<L: Layer> Store for L {
         ids: &[String],
         now_ms: u64,
         until_ms: u64,
-    ) -> Result<Vec<Lease>, StoreError> {
+    ) -> Option<Result<Vec<Lease>, StoreError>> {
         Layer::claim_ids(self, owner, ids, now_ms, until_ms)
     }
     fn lease(

@@ -320,25 +320,20 @@ pub trait Store: Send + Sync + 'static {
         self.claim(owner, now_ms, until_ms, after, limit)
     }
     /// Claims, as [`claim`](Store::claim) does, the unfinished instances among `ids` that no
-    /// live lease holds (not even `owner`'s): each gets a new lease with a new token. An instance another claimer or writer is on at
-    /// this moment may be skipped rather than waited for (it is in hand). What a worker calls
-    /// for the instances other processes announced changes of: one call for a burst of
-    /// announcements, so that several workers woken by the same start do not queue behind each
-    /// other's claims. By default [`lease`](Store::lease) for each id, which also takes a
-    /// finished instance and extends a lease `owner` holds: a store of one process needs no
-    /// more.
+    /// live lease holds (not even `owner`'s): each gets a new lease with a new token. What a
+    /// worker calls for the instances other processes announced changes of: one call for a
+    /// burst of announcements, so that several workers woken by the same start do not each
+    /// take a lease per instance. `None` (the default): the store cannot, and the runtime takes
+    /// each instance's lease with [`lease`](Store::lease) instead.
     fn claim_ids(
         &self,
         owner: &str,
         ids: &[String],
         now_ms: u64,
         until_ms: u64,
-    ) -> Result<Vec<Lease>, StoreError> {
-        let mut out = Vec::new();
-        for id in ids {
-            out.extend(self.lease(id, owner, now_ms, until_ms)?);
-        }
-        Ok(out)
+    ) -> Option<Result<Vec<Lease>, StoreError>> {
+        let _ = (owner, ids, now_ms, until_ms);
+        None
     }
     /// Takes the lease on instance `id`, finished or not: a new lease with a new token when
     /// nobody holds it or its lease expired by `now_ms`; the lease `owner` holds, extended with
@@ -495,7 +490,7 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         ids: &[String],
         now_ms: u64,
         until_ms: u64,
-    ) -> Result<Vec<Lease>, StoreError> {
+    ) -> Option<Result<Vec<Lease>, StoreError>> {
         (**self).claim_ids(owner, ids, now_ms, until_ms)
     }
     fn lease(

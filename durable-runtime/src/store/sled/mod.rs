@@ -466,8 +466,8 @@ impl Store for SledStore {
         ids: &[String],
         now_ms: u64,
         until_ms: u64,
-    ) -> Result<Vec<Lease>, StoreError> {
-        self.claim_free(owner, ids, now_ms, until_ms)
+    ) -> Option<Result<Vec<Lease>, StoreError>> {
+        Some(self.claim_free(owner, ids, now_ms, until_ms))
     }
     fn lease(
         &self,
