@@ -43,7 +43,9 @@
 //! writer's lease token in the same `UPDATE` that writes, so of two processes writing one
 //! version exactly one wins and a worker whose lease was taken over cannot write.
 //! [`claim`](Store::claim) locks candidates with `FOR NO KEY UPDATE SKIP LOCKED`, so two
-//! claimers never get the same instance. Lease times are the callers' clocks (milliseconds),
+//! claimers never get the same instance; [`claim_ids`](Store::claim_ids) (the instances
+//! another process announced) and [`renew`](Store::renew) lock their rows in id order and wait
+//! for a held one, so neither skips work nor deadlocks with the other. Lease times are the callers' clocks (milliseconds),
 //! as the trait defines them: the workers' clocks must agree to within the lease margins.
 //!
 //! [`Store::watch`] listens on a dedicated connection (`LISTEN`, channel `<schema>_changes`).
@@ -75,7 +77,7 @@
 //! | `LISTEN`/`NOTIFY` (`pg_notify` in the writing statement) | [`Store::watch`], every write | CockroachDB has no `LISTEN` (cockroachdb/cockroach#41522). Write without `pg_notify` and do not watch: the runtime then claims every instance nobody holds at each poll, so starts and events wait up to one poll interval (see `RuntimeBuilder::poll`) |
 //! | transaction-scoped advisory locks (`pg_advisory_xact_lock`, `hashtextextended`) | `append`, `append_once` (messages of one instance visible in seq order); the migration lock | CockroachDB defines them as no-ops. Draw an inbox message's seq from a counter column of its instance row (`UPDATE … SET next_seq = next_seq + 1 RETURNING`), which orders one instance's appends on its row, as every such database can; take the migration lock on a row |
 //! | one global sequence for lease tokens (`nextval`) and `bigserial` inbox seqs | `claim`, `lease`; `append` | A single sequence is one hot range in CockroachDB; YugabyteDB caches sequence values per connection, so values are not in commit order. Tokens only have to grow per instance: a per-instance counter column kept on release does it |
-//! | `FOR NO KEY UPDATE SKIP LOCKED` in a CTE, then `UPDATE … FROM` it | `claim`, `claim_abandoned` | needs row locks with `SKIP LOCKED` (YugabyteDB has them; check the CockroachDB version); `FOR UPDATE` does as well, only with more waiting |
+//! | `FOR NO KEY UPDATE SKIP LOCKED` (or, ordered by id, without `SKIP LOCKED`) in a CTE, then `UPDATE … FROM` it | `claim`, `claim_abandoned`; `claim_ids`, `renew` | needs row locks with `SKIP LOCKED` (YugabyteDB has them; check the CockroachDB version); `FOR UPDATE` does as well, only with more waiting |
 //! | a statement that fails with a serialization error is an [`StoreError::Io`] | every call | Both run serializable transactions that the client retries on SQLSTATE `40001`; the store should retry the statement itself, or the runtime runs the step again |
 //! | a commit is durable when `COMMIT` returns | every write | holds (a commit is a consensus write), at a latency of a network round trip between replicas per step |
 //!
