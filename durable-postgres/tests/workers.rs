@@ -2,7 +2,8 @@
 //! shared, a client-only runtime starts and waits, notifications alone carry work and results
 //! across processes, a dead worker's instance is taken over once its lease runs out, the poll
 //! leaves waiting instances alone, and an announced instance is claimed although its row was
-//! held at the moment, or handed over by a worker that shut down while claiming it.
+//! held at the moment (without holding up other announcements), or handed over by a worker
+//! that shut down while claiming it.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
@@ -481,6 +482,40 @@ async fn an_announced_instance_whose_row_another_transaction_holds_is_claimed_on
     let out = h.wait_timeout(Duration::from_secs(10)).await;
     holder.join().unwrap();
     assert_eq!(out.expect("the event's announcement was not lost to the held row").unwrap(), 3);
+    w.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_waiting_for_a_held_row_does_not_hold_up_other_announcements() {
+    let schema = TempSchema::new("nothold");
+    let poll = Duration::from_secs(60);
+    let w = worker(&schema, Duration::from_secs(15), poll, &Arc::new(AtomicU64::new(0))).await;
+    let c = client(&schema, poll, &Arc::new(AtomicU64::new(0))).await;
+    let held = c.start(waits_for_go, "held-long", 1).await.unwrap();
+    for _ in 0..1000 {
+        if c.status("held-long").unwrap().and_then(|s| s.pending).as_deref() == Some("event `go`") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lock = format!(
+        "BEGIN; SELECT 1 FROM \"{}\".instances WHERE id = convert_to('held-long', 'UTF8') \
+         FOR NO KEY UPDATE; SELECT pg_sleep(5); ROLLBACK;",
+        schema.name
+    );
+    let holder = std::thread::spawn(move || support::sql(&lock));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The worker's claim of `held-long` waits for the row; a start announced after it does not.
+    c.raise_event("held-long", "go", &2u64).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    let other = c.start(two_steps, "other", 1).await.unwrap();
+    assert_eq!(other.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 12);
+    let took = t.elapsed();
+    holder.join().unwrap();
+    assert_eq!(held.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 3);
+    assert!(took < Duration::from_millis(4_000), "the start waited {took:?} behind the held row");
     w.shutdown().await;
     c.shutdown().await;
 }

@@ -2,7 +2,9 @@
 //! this runtime as [`Change`]s from the store, and a bounded poll finds what those missed.
 //!
 //! A change to an instance wakes it here (a worker takes its lease and looks; a client-only
-//! runtime only tells its waiting clients). Every poll interval a worker claims the unfinished
+//! runtime only tells its waiting clients). The announcements that arrived together are claimed
+//! with one store call, on a blocking thread, since it may wait for a row another transaction
+//! holds. Every poll interval a worker claims the unfinished
 //! instances whose lease ran out while held (a worker died or stalled) and its timer task looks
 //! at the timer index again (timers other workers set). When the store says it missed changes
 //! (or stops telling), the worker claims every unfinished instance no live lease holds, since a
@@ -83,9 +85,14 @@ pub(crate) fn start(engine: &Arc<Engine>, poll: Duration) -> Result<(), StoreErr
                         // Waiting clients look again, at what the drained changes announced.
                         engine.changed();
                     }
-                    if let Err(e) = engine.wake_announced(ids) {
-                        tracing::warn!("cannot claim instances: {e}");
-                    }
+                    // On a thread of its own: a claim may wait for a row another transaction
+                    // holds, and the announcements after it must not wait with it.
+                    let claimer = engine.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = claimer.wake_announced(ids) {
+                            tracing::warn!("cannot claim instances: {e}");
+                        }
+                    });
                     continue;
                 }
                 // Its runner goes on with it; waiting clients were told above.
