@@ -42,6 +42,7 @@ pub(crate) fn start(engine: &Arc<Engine>, poll: Duration) -> Result<(), StoreErr
         let mut ticks: u64 = 0;
         // A change taken from the channel while collecting a burst, looked at next.
         let mut held: Option<Change> = None;
+        let claims = Arc::new(Claims::default());
         loop {
             // `None`: the poll's tick.
             let change = if let Some(c) = held.take() {
@@ -85,14 +86,7 @@ pub(crate) fn start(engine: &Arc<Engine>, poll: Duration) -> Result<(), StoreErr
                         // Waiting clients look again, at what the drained changes announced.
                         engine.changed();
                     }
-                    // On a thread of its own: a claim may wait for a row another transaction
-                    // holds, and the announcements after it must not wait with it.
-                    let claimer = engine.clone();
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = claimer.wake_announced(ids) {
-                            tracing::warn!("cannot claim instances: {e}");
-                        }
-                    });
+                    claims.add(&engine, ids);
                     continue;
                 }
                 // Its runner goes on with it; waiting clients were told above.
@@ -121,4 +115,68 @@ pub(crate) fn start(engine: &Arc<Engine>, poll: Duration) -> Result<(), StoreErr
     });
     lock(&engine.tasks).push(task);
     Ok(())
+}
+
+/// The announced instances waiting to be claimed, and the claimers working on them, each on a
+/// blocking thread: a claim may wait for a row another transaction holds, and the watcher must
+/// go on receiving meanwhile. What arrives during a claim is claimed next, together, by a
+/// claimer that is running; another one starts only when none runs or the latest claim has
+/// been waiting for longer than [`STUCK`] (a held row), so a held row holds up nothing else.
+#[derive(Default)]
+struct Claims {
+    queue: std::sync::Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    ids: Vec<String>,
+    /// Claimers running.
+    running: usize,
+    /// When the latest claim call began.
+    latest: Option<std::time::Instant>,
+}
+
+/// How long a claim may take before the next announcements get a claimer of their own.
+const STUCK: Duration = Duration::from_millis(50);
+/// At most this many claimers at once.
+const MAX_CLAIMERS: usize = 8;
+
+impl Claims {
+    fn add(self: &Arc<Self>, engine: &Arc<Engine>, ids: Vec<String>) {
+        {
+            let mut queue = lock(&self.queue);
+            queue.ids.extend(ids);
+            let stuck = queue.latest.is_some_and(|at| at.elapsed() > STUCK);
+            if queue.running > 0 && !(stuck && queue.running < MAX_CLAIMERS) {
+                return;
+            }
+            queue.running += 1;
+            // Counts as a fresh claim: the next announcements wait for this claimer first.
+            queue.latest = Some(std::time::Instant::now());
+        }
+        let (claims, engine) = (self.clone(), Arc::downgrade(engine));
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let batch = {
+                    let mut queue = lock(&claims.queue);
+                    if queue.ids.is_empty() {
+                        queue.running -= 1;
+                        return;
+                    }
+                    queue.latest = Some(std::time::Instant::now());
+                    std::mem::take(&mut queue.ids)
+                };
+                let Some(engine) = engine.upgrade() else {
+                    lock(&claims.queue).running -= 1;
+                    return;
+                };
+                // A panic must not end the claimer with its count kept: no claim would start.
+                match crate::error::unless_panics(|| engine.wake_announced(batch)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("cannot claim instances: {e}"),
+                    Err(panic) => tracing::error!("claiming instances panicked: {panic}"),
+                }
+            }
+        });
+    }
 }
