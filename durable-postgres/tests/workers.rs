@@ -98,6 +98,29 @@ async fn client(schema: &TempSchema, poll: Duration, steps: &Arc<AtomicU64>) -> 
         .unwrap()
 }
 
+/// Waits until instance `id` waits for its event `go`.
+async fn waiting_for_go(rt: &Runtime, id: &str) {
+    for _ in 0..1000 {
+        if rt.status(id).unwrap().and_then(|s| s.pending).as_deref() == Some("event `go`") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Holds the row of instance `id` for `secs` seconds in a transaction that ends without changing
+/// it (as a renewal that found the lease gone, or a statement that failed): it announces nothing.
+fn hold_row(schema: &TempSchema, id: &str, secs: u32) -> std::thread::JoinHandle<()> {
+    let lock = format!(
+        "BEGIN; SELECT 1 FROM \"{}\".instances WHERE id = convert_to('{id}', 'UTF8') \
+         FOR NO KEY UPDATE; SELECT pg_sleep({secs}); ROLLBACK;",
+        schema.name
+    );
+    std::thread::spawn(move || {
+        support::sql(&lock);
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_the_instances_a_client_only_runtime_starts_and_waits_for() {
     let schema = TempSchema::new("share");
@@ -151,12 +174,7 @@ async fn notifications_alone_carry_starts_events_and_results_across_processes() 
     );
     let started_and_done = t.elapsed();
     let h = c.start(waits_for_go, "n-wait", 1).await.unwrap();
-    for _ in 0..1000 {
-        if c.status("n-wait").unwrap().and_then(|s| s.pending).as_deref() == Some("event `go`") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    waiting_for_go(&c, "n-wait").await;
     let t = Instant::now();
     c.raise_event("n-wait", "go", &2u64).await.unwrap();
     assert_eq!(
@@ -380,13 +398,7 @@ async fn workers_leave_a_waiting_or_finished_instance_alone() {
     let done = a.start(waits_for_go, "quiet-done", 2).await.unwrap();
     a.raise_event("quiet-done", "go", &1u64).await.unwrap();
     assert_eq!(done.wait_timeout(Duration::from_secs(10)).await.unwrap().unwrap(), 3);
-    for _ in 0..1000 {
-        if a.status("quiet-wait").unwrap().and_then(|s| s.pending).as_deref() == Some("event `go`")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    waiting_for_go(&a, "quiet-wait").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let reads = || store_a.reads.load(Ordering::SeqCst) + store_b.reads.load(Ordering::SeqCst);
     let before = reads();
@@ -463,20 +475,8 @@ async fn an_announced_instance_whose_row_another_transaction_holds_is_claimed_on
     let w = worker(&schema, Duration::from_secs(15), poll, &Arc::new(AtomicU64::new(0))).await;
     let c = client(&schema, poll, &Arc::new(AtomicU64::new(0))).await;
     let h = c.start(waits_for_go, "held", 1).await.unwrap();
-    for _ in 0..1000 {
-        if c.status("held").unwrap().and_then(|s| s.pending).as_deref() == Some("event `go`") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // A transaction that locks the instance's row and ends without changing it (a renewal that
-    // found the lease gone, a statement that failed): it announces nothing.
-    let lock = format!(
-        "BEGIN; SELECT 1 FROM \"{}\".instances WHERE id = convert_to('held', 'UTF8') \
-         FOR NO KEY UPDATE; SELECT pg_sleep(0.5); ROLLBACK;",
-        schema.name
-    );
-    let holder = std::thread::spawn(move || support::sql(&lock));
+    waiting_for_go(&c, "held").await;
+    let holder = hold_row(&schema, "held", 1);
     tokio::time::sleep(Duration::from_millis(150)).await;
     c.raise_event("held", "go", &2u64).await.unwrap();
     let out = h.wait_timeout(Duration::from_secs(10)).await;
@@ -493,18 +493,8 @@ async fn a_claim_waiting_for_a_held_row_does_not_hold_up_other_announcements() {
     let w = worker(&schema, Duration::from_secs(15), poll, &Arc::new(AtomicU64::new(0))).await;
     let c = client(&schema, poll, &Arc::new(AtomicU64::new(0))).await;
     let held = c.start(waits_for_go, "held-long", 1).await.unwrap();
-    for _ in 0..1000 {
-        if c.status("held-long").unwrap().and_then(|s| s.pending).as_deref() == Some("event `go`") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let lock = format!(
-        "BEGIN; SELECT 1 FROM \"{}\".instances WHERE id = convert_to('held-long', 'UTF8') \
-         FOR NO KEY UPDATE; SELECT pg_sleep(5); ROLLBACK;",
-        schema.name
-    );
-    let holder = std::thread::spawn(move || support::sql(&lock));
+    waiting_for_go(&c, "held-long").await;
+    let holder = hold_row(&schema, "held-long", 5);
     tokio::time::sleep(Duration::from_millis(150)).await;
     // The worker's claim of `held-long` waits for the row; a start announced after it does not.
     c.raise_event("held-long", "go", &2u64).await.unwrap();
