@@ -598,6 +598,7 @@ fn space_name(space: Space) -> Result<Option<&'static str>, StoreError> {
     match space {
         Space::Instances => Ok(None),
         Space::Timers => Ok(Some(TIMERS)),
+        Space::Slots => Ok(Some("slots")),
         other => Err(StoreError::Io(format!("the PostgreSQL store has no space {other:?}"))),
     }
 }

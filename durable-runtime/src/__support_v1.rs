@@ -130,6 +130,8 @@ pub(crate) fn with_frame_budget<R>(budget: usize, f: impl FnOnce() -> R) -> R {
 /// Writes the locals of a suspension point into a frame, one after the other.
 pub struct FrameWriter {
     bytes: Vec<u8>,
+    /// Where each value written ends in `bytes`.
+    bounds: Vec<u32>,
     layout: Vec<(&'static str, &'static str)>,
     check: &'static AtomicBool,
     error: Option<Fault>,
@@ -139,7 +141,13 @@ impl FrameWriter {
     /// A writer for one checkpoint; `checked` remembers whether this point's locals were already
     /// checked for a faithful round trip in this process.
     pub fn new(checked: &'static AtomicBool) -> Self {
-        Self { bytes: Vec::new(), layout: Vec::new(), check: checked, error: None }
+        Self {
+            bytes: Vec::new(),
+            bounds: Vec::new(),
+            layout: Vec::new(),
+            check: checked,
+            error: None,
+        }
     }
 
     /// Appends local `name`.
@@ -166,7 +174,7 @@ impl FrameWriter {
             codec::check_readable::<T>(&b).map(|()| b)
         });
         match encoded {
-            Ok(b) => self.bytes.extend_from_slice(&b),
+            Ok(b) => self.push(&b),
             Err(e) => self.error = Some(Fault::Codec(format!("local `{name}`: {e}"))),
         }
     }
@@ -192,9 +200,15 @@ impl FrameWriter {
                     self.bytes.len() + b.len()
                 )));
             }
-            Ok(b) => self.bytes.extend_from_slice(&b),
+            Ok(b) => self.push(&b),
             Err(e) => self.error = Some(Fault::Codec(format!("frame of `{what}`: {e}"))),
         }
+    }
+
+    /// Appends one encoded value (the budget keeps `bytes` far below 4 GiB).
+    fn push(&mut self, encoded: &[u8]) {
+        self.bytes.extend_from_slice(encoded);
+        self.bounds.push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
     }
 
     /// The frame of point `identity` at source line `line` (file unknown).
@@ -222,6 +236,8 @@ impl FrameWriter {
             fingerprint: fingerprint(identity, &self.layout),
             layout: self.layout.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect(),
             locals: self.bytes,
+            slots: Vec::new(),
+            bounds: self.bounds,
         })
     }
 }
@@ -242,6 +258,13 @@ impl<'a> FrameReader<'a> {
     ) -> Result<Self, Fault> {
         if fingerprint(&frame.point, layout) != frame.fingerprint {
             return Err(Fault::Incompatible(describe_layout_change(frame, line, layout)));
+        }
+        if !frame.slots.is_empty() {
+            return Err(Fault::Corrupt(format!(
+                "the frame at suspension point `{}` (line {line}) was handed over without the \
+                 chunks its slots hold",
+                frame.point
+            )));
         }
         Ok(Self { frame, pos: 0 })
     }

@@ -19,6 +19,7 @@ use std::thread;
 use tokio::sync::oneshot;
 
 use crate::error::unless_panics;
+use crate::slots::{Durability, Mark};
 use crate::store::{Store, StoreError};
 
 /// When a writer began: taken before its write, handed to [`GroupCommit::commit`].
@@ -34,6 +35,16 @@ pub(crate) struct GroupCommit {
     tx: Option<mpsc::Sender<Request>>,
     thread: Option<thread::JoinHandle<()>>,
     epoch: Arc<AtomicU64>,
+    flushes: Arc<Flushes>,
+}
+
+/// The flushes of the commit thread, counted: what [`Mark`]s are judged by.
+#[derive(Default)]
+struct Flushes {
+    /// The number of the last flush that began.
+    began: AtomicU64,
+    /// The number of the last flush that succeeded.
+    succeeded: AtomicU64,
 }
 
 impl GroupCommit {
@@ -41,6 +52,8 @@ impl GroupCommit {
         let (tx, rx) = mpsc::channel::<Request>();
         let epoch = Arc::new(AtomicU64::new(0));
         let current = epoch.clone();
+        let flushes = Arc::new(Flushes::default());
+        let counted = flushes.clone();
         let thread = thread::Builder::new().name("durable-commit".into()).spawn(move || {
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
@@ -49,9 +62,13 @@ impl GroupCommit {
                 let started = std::time::Instant::now();
                 // A store that panics fails this flush like an error would (and is recovered
                 // below); the thread lives on for the next batch.
+                let number = counted.began.fetch_add(1, Ordering::SeqCst) + 1;
                 let result = unless_panics(|| store.flush()).unwrap_or_else(|panic| {
                     Err(StoreError::Io(format!("the store panicked while flushing: {panic}")))
                 });
+                if result.is_ok() {
+                    counted.succeeded.store(number, Ordering::SeqCst);
+                }
                 metrics::histogram!("durable_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 let size = u32::try_from(batch.len()).unwrap_or(u32::MAX);
@@ -86,12 +103,28 @@ impl GroupCommit {
                 tracing::error!("final flush failed: {e}");
             }
         })?;
-        Ok(Self { tx: Some(tx), thread: Some(thread), epoch })
+        Ok(Self { tx: Some(tx), thread: Some(thread), epoch, flushes })
     }
 
     /// The epoch to take before a write that will be committed.
     pub(crate) fn epoch(&self) -> Epoch {
         Epoch(self.epoch.load(Ordering::SeqCst))
+    }
+
+    /// The mark of what was written before this call.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            epoch: self.epoch.load(Ordering::SeqCst),
+            began: self.flushes.began.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Asks for a flush of what was written before this call, without waiting for it.
+    pub(crate) fn request(&self) {
+        let (reply, _) = oneshot::channel();
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Request { since: self.epoch(), reply });
+        }
     }
 
     /// Waits until every write made since `since` (and before this call) is durable; fails when
@@ -105,6 +138,18 @@ impl GroupCommit {
             .send(Request { since, reply })
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+}
+
+impl Durability for GroupCommit {
+    fn durable(&self, mark: Mark) -> bool {
+        // The epoch is read last: a failed flush moves it before a later flush can succeed.
+        let succeeded = self.flushes.succeeded.load(Ordering::SeqCst);
+        succeeded > mark.began && self.epoch.load(Ordering::SeqCst) == mark.epoch
+    }
+
+    fn lost(&self, mark: Mark) -> bool {
+        self.epoch.load(Ordering::SeqCst) != mark.epoch
     }
 }
 

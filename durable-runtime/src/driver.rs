@@ -29,9 +29,10 @@ use crate::dispatch::{AbortOnDrop, Attempt, Finished, spawn_attempt};
 use crate::engine::{Checkpoint, Engine, Handed};
 use crate::error::ClientError;
 use crate::op::{ActivityFailure, Command, Completion};
-use crate::orchestration::{Ctx, ErasedOrchestration, LiveState, Resume, StepResult};
+use crate::orchestration::{Ctx, ErasedOrchestration, Fault, LiveState, Resume, StepResult};
 use crate::record::{Branch, Frame, Pending, State};
 use crate::records::{Instance, Refused};
+use crate::slots::SlotBook;
 use crate::status::{StepEvent, StepOutcome};
 use crate::step::{apply_step, consumed, fail_step, take_events};
 use crate::store::Lease;
@@ -49,6 +50,8 @@ struct Driver {
     /// Set when a write was refused for a lease token that is no longer current.
     fenced: std::sync::atomic::AtomicBool,
     notify: Arc<Notify>,
+    /// What this driver knows of the instance's frame slots (see [`crate::slots`]).
+    book: std::sync::Mutex<SlotBook>,
 }
 
 /// Runs instance `id` until it waits, ends or is taken over; `lease` when it was claimed.
@@ -84,6 +87,7 @@ pub(crate) async fn drive(
         claimed,
         fenced: false.into(),
         notify,
+        book: std::sync::Mutex::default(),
     };
     let stopped = driver.run(&wakes).await;
     if driver.fenced.load(Ordering::SeqCst) {
@@ -501,6 +505,27 @@ impl Driver {
             tracing::error!("instance `{id}`: a frame without a completion");
             return Ok(None);
         }
+        // A frame read from the store gets the chunks its slots hold back; a frame whose slots
+        // are gone or damaged fails the instance (its neighbours are not concerned).
+        let mut damaged = None;
+        let resolved = match rec.frame.as_ref().filter(|f| !f.slots.is_empty()) {
+            None => None,
+            Some(stored) => match engine.records.resolve(id, stored) {
+                Ok(whole) => {
+                    crate::engine::lock(&self.book).adopt(stored);
+                    Some(whole)
+                }
+                Err(None) => return Err(()),
+                Err(Some(why)) => {
+                    damaged = Some(Fault::Corrupt(format!(
+                        "cannot read its frame at suspension point `{}`: {why}",
+                        stored.point
+                    )));
+                    None
+                }
+            },
+        };
+        let frame = resolved.as_ref().or(rec.frame.as_ref());
         // The state the previous step of this process left, if it is that of this record.
         let at = Checkpoint { created_ms: rec.created_ms, steps: rec.steps };
         let mut live = engine.take_resident(id, at);
@@ -510,15 +535,21 @@ impl Driver {
             let started = std::time::Instant::now();
             let ctx = Ctx::new(id, now, rec.steps + 1);
             let span = tracing::debug_span!("step", n = rec.steps + 1);
-            let resume = match &rec.frame {
+            let resume = match frame {
                 Some(frame) => (Some(frame.clone()), Vec::new(), completion.clone(), live.take()),
                 None => (None, rec.input.clone(), None, None),
             };
             let budget = engine.records.step_budget(instance);
-            let Some(result) =
-                self.run_code(orchestration, &ctx, resume, budget).instrument(span).await?
-            else {
-                return Ok(None);
+            let result = match &damaged {
+                Some(fault) => Ok(StepResult::Fault(fault.clone())),
+                None => match self
+                    .run_code(orchestration, &ctx, resume, budget)
+                    .instrument(span)
+                    .await?
+                {
+                    Some(result) => result,
+                    None => return Ok(None),
+                },
             };
             // Activities and children this step's operations use, however they were named.
             engine.adopt(ctx.take_used(), false);
@@ -539,7 +570,11 @@ impl Driver {
             let fence = self.fence();
             let mut shrunk = false;
             let written = loop {
-                match engine.records.checkpoint(id, &base, &next, &consumed, fence).await {
+                match engine
+                    .records
+                    .checkpoint(id, &base, &next, &consumed, fence, &self.book)
+                    .await
+                {
                     Ok(Some(version)) => break Some(version),
                     // The record changed since it was read. A client's request (cancel,
                     // suspend, resume) goes into the checkpoint; anything else means the

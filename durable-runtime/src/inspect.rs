@@ -118,10 +118,21 @@ impl Runtime {
             return Err(RenderError::NotFound(id.to_owned()));
         };
         let rec = rec.map_err(|reason| RenderError::Unreadable { id: id.to_owned(), reason })?;
-        let Some(frame) = &rec.frame else { return Ok(None) };
+        let Some(stored) = &rec.frame else { return Ok(None) };
         if rec.is_terminal() {
             return Ok(None);
         }
+        let resolved;
+        let frame = if stored.slots.is_empty() {
+            stored
+        } else {
+            resolved =
+                self.engine.records.resolve(id, stored).map_err(|why| RenderError::Frame {
+                    id: id.to_owned(),
+                    reason: why.unwrap_or_else(|| "the store failed reading its slots".into()),
+                })?;
+            &resolved
+        };
         let orchestration =
             self.engine.registered.orchestration(&rec.orchestration, rec.version).ok_or(
                 RenderError::Unregistered {

@@ -25,6 +25,7 @@ mod records;
 mod registry;
 mod retry;
 mod runtime;
+mod slots;
 mod status;
 mod step;
 pub mod store;

@@ -16,8 +16,9 @@ use crate::op::{Command, Completion};
 /// The version of the record layout written by this build. Version 2 added
 /// `InstanceRecord::cancel_alone`; version 3 the retry timeout of a `RetryPolicy`, the retry
 /// policy of a sub-orchestration, the time a command was issued (`Pending::issued_ms`), and
-/// events sent by orchestrations (`Command::SendEvent`, `Completion::SendEvent`).
-pub const FORMAT_VERSION: u16 = 3;
+/// events sent by orchestrations (`Command::SendEvent`, `Completion::SendEvent`); version 4
+/// frames whose large locals are stored in slots of their own (`Frame::slots`).
+pub const FORMAT_VERSION: u16 = 4;
 const MAGIC: [u8; 2] = *b"DR";
 /// The version of the inbox message layout written by this build.
 const MESSAGE_VERSION: u16 = 1;
@@ -36,8 +37,43 @@ pub struct Frame {
     pub fingerprint: u64,
     /// Names and type names of the stored locals, in order.
     pub layout: Vec<(String, String)>,
-    /// The encoded locals.
+    /// The encoded locals. As stored, without the bytes of the chunks `slots` names; as a
+    /// driver runs it, all of them (`slots` empty).
     pub locals: Vec<u8>,
+    /// Chunks of the locals stored in slots of their own, in order (version 4).
+    pub slots: Vec<SlotRef>,
+    /// Where each local ends in `locals` (not stored: known to the frame a step wrote).
+    #[serde(skip)]
+    pub bounds: Vec<u32>,
+}
+
+impl Frame {
+    /// This frame without its locals: where it is, and what its locals are.
+    pub(crate) fn clone_head(&self) -> Frame {
+        Frame {
+            point: self.point.clone(),
+            file: self.file.clone(),
+            line: self.line,
+            fingerprint: self.fingerprint,
+            layout: self.layout.clone(),
+            locals: Vec::new(),
+            slots: Vec::new(),
+            bounds: Vec::new(),
+        }
+    }
+}
+
+/// A chunk of a frame's locals stored in a slot (see `crate::slots`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRef {
+    /// Where the chunk goes in the frame's whole locals.
+    pub at: u64,
+    /// Its length.
+    pub len: u64,
+    /// The lease token of the writer of the slot.
+    pub token: u64,
+    /// The chunk's hash.
+    pub hash: [u8; 16],
 }
 
 /// Where an instance stands.
@@ -124,6 +160,83 @@ pub(crate) struct InstanceRecord {
     pub cancel_alone: bool,
 }
 
+/// Format version 3, read and converted; never written. Its frames hold all their locals.
+pub(crate) mod v3 {
+    use serde::Deserialize;
+
+    use super::{InboxEvent, Pending, State};
+
+    /// A frame as versions 1 to 3 wrote it: no slots.
+    #[derive(Deserialize)]
+    pub(crate) struct Frame {
+        point: String,
+        file: String,
+        line: u32,
+        fingerprint: u64,
+        layout: Vec<(String, String)>,
+        locals: Vec<u8>,
+    }
+
+    impl From<Frame> for super::Frame {
+        fn from(f: Frame) -> Self {
+            super::Frame {
+                point: f.point,
+                file: f.file,
+                line: f.line,
+                fingerprint: f.fingerprint,
+                layout: f.layout,
+                locals: f.locals,
+                slots: Vec::new(),
+                bounds: Vec::new(),
+            }
+        }
+    }
+
+    /// An instance record as version 3 wrote it.
+    #[derive(Deserialize)]
+    pub(crate) struct InstanceRecord {
+        orchestration: String,
+        version: u32,
+        state: State,
+        input: Vec<u8>,
+        frame: Option<Frame>,
+        pending: Option<Pending>,
+        steps: u64,
+        created_ms: u64,
+        updated_ms: u64,
+        parent: Option<String>,
+        custom_status: Option<Vec<u8>>,
+        inbox: Vec<InboxEvent>,
+        next_event_seq: u64,
+        cancel: Option<String>,
+        suspended: bool,
+        cancel_alone: bool,
+    }
+
+    impl From<InstanceRecord> for super::InstanceRecord {
+        fn from(r: InstanceRecord) -> Self {
+            super::InstanceRecord {
+                orchestration: r.orchestration,
+                version: r.version,
+                state: r.state,
+                input: r.input,
+                frame: r.frame.map(Into::into),
+                pending: r.pending,
+                steps: r.steps,
+                created_ms: r.created_ms,
+                updated_ms: r.updated_ms,
+                parent: r.parent,
+                custom_status: r.custom_status,
+                inbox: r.inbox,
+                next_event_seq: r.next_event_seq,
+                cancel: r.cancel,
+                suspended: r.suspended,
+                cancel_alone: r.cancel_alone,
+            }
+        }
+    }
+}
+
 /// Format version 2, read and converted; never written. Its commands differ: the retry policy
 /// had no retry timeout, a sub-orchestration no retry policy, a pending command no issue time.
 pub(crate) mod v2 {
@@ -131,7 +244,8 @@ pub(crate) mod v2 {
 
     use serde::Deserialize;
 
-    use super::{Frame, InboxEvent, State};
+    use super::v3::Frame;
+    use super::{InboxEvent, State};
 
     /// An instance record as version 2 wrote it.
     #[derive(Deserialize)]
@@ -161,7 +275,7 @@ pub(crate) mod v2 {
                 version: r.version,
                 state: r.state,
                 input: r.input,
-                frame: r.frame,
+                frame: r.frame.map(Into::into),
                 pending: r.pending.map(Into::into),
                 steps: r.steps,
                 created_ms: r.created_ms,
@@ -260,7 +374,8 @@ pub(crate) mod v2 {
 /// Format version 1, read and converted; never written.
 pub(crate) mod v1 {
     use super::v2::Pending;
-    use super::{Frame, InboxEvent, State};
+    use super::v3::Frame;
+    use super::{InboxEvent, State};
     use serde::Deserialize;
 
     /// An instance record as version 1 wrote it: version 2 without `cancel_alone`.
@@ -290,7 +405,7 @@ pub(crate) mod v1 {
                 version: r.version,
                 state: r.state,
                 input: r.input,
-                frame: r.frame,
+                frame: r.frame.map(Into::into),
                 pending: r.pending.map(Into::into),
                 steps: r.steps,
                 created_ms: r.created_ms,
@@ -373,15 +488,83 @@ pub(crate) enum RecordError {
     Body(CodecError),
 }
 
+/// An instance record as stored, borrowed, with its frame given apart: the same fields in the
+/// same order, so it encodes exactly as `InstanceRecord` does.
+#[derive(Serialize)]
+struct Stored<'a> {
+    orchestration: &'a String,
+    version: u32,
+    state: &'a State,
+    input: &'a Vec<u8>,
+    frame: Option<&'a Frame>,
+    pending: &'a Option<Pending>,
+    steps: u64,
+    created_ms: u64,
+    updated_ms: u64,
+    parent: &'a Option<String>,
+    custom_status: &'a Option<Vec<u8>>,
+    inbox: &'a Vec<InboxEvent>,
+    next_event_seq: u64,
+    cancel: &'a Option<String>,
+    suspended: bool,
+    cancel_alone: bool,
+}
+
 impl InstanceRecord {
+    /// The bytes of this record, frame included (what `to_bytes_with` is checked against).
+    #[cfg(test)]
     pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
         frame(MAGIC, FORMAT_VERSION, self)
+    }
+
+    /// The bytes of this record with `stored` in place of its frame (the frame as the record
+    /// stores it, see `crate::slots`), without copying the rest.
+    pub(crate) fn to_bytes_with(&self, stored: Option<&Frame>) -> Result<Vec<u8>, CodecError> {
+        // Every field named: a field added to the record fails to compile here.
+        let InstanceRecord {
+            orchestration,
+            version,
+            state,
+            input,
+            frame: _,
+            pending,
+            steps,
+            created_ms,
+            updated_ms,
+            parent,
+            custom_status,
+            inbox,
+            next_event_seq,
+            cancel,
+            suspended,
+            cancel_alone,
+        } = self;
+        let borrowed = Stored {
+            orchestration,
+            version: *version,
+            state,
+            input,
+            frame: stored,
+            pending,
+            steps: *steps,
+            created_ms: *created_ms,
+            updated_ms: *updated_ms,
+            parent,
+            custom_status,
+            inbox,
+            next_event_seq: *next_event_seq,
+            cancel,
+            suspended: *suspended,
+            cancel_alone: *cancel_alone,
+        };
+        frame(MAGIC, FORMAT_VERSION, &borrowed)
     }
 
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
         let decoded = match unframe(MAGIC, bytes)? {
             (1, body) => codec::decode::<v1::InstanceRecord>(body).map(Self::from),
             (2, body) => codec::decode::<v2::InstanceRecord>(body).map(Self::from),
+            (3, body) => codec::decode::<v3::InstanceRecord>(body).map(Self::from),
             (FORMAT_VERSION, body) => codec::decode(body),
             (found, _) => {
                 return Err(RecordError::UnknownVersion { found, expected: FORMAT_VERSION });
@@ -486,6 +669,8 @@ mod tests {
             fingerprint: 0,
             layout: Vec::new(),
             locals: Vec::new(),
+            slots: Vec::new(),
+            bounds: Vec::new(),
         });
         assert_eq!(begun.scheduled_start(), None, "a frame means it has begun");
     }
@@ -524,6 +709,8 @@ mod format_versions {
             fingerprint: 0x0123_4567_89ab_cdef,
             layout: vec![("id".into(), "alloc::string::String".into())],
             locals: vec![3, b'a', b'b', b'c'],
+            slots: Vec::new(),
+            bounds: Vec::new(),
         });
         r.pending = Some(Pending {
             command: Command::Activity {
@@ -596,8 +783,10 @@ mod format_versions {
     const V1: &str = include_str!("../tests/fixtures/record_v1.hex");
     /// The bytes format version 2 wrote; the same rule.
     const V2: &str = include_str!("../tests/fixtures/record_v2.hex");
-    /// The bytes format version 3 writes; the same rule.
+    /// The bytes format version 3 wrote; the same rule.
     const V3: &str = include_str!("../tests/fixtures/record_v3.hex");
+    /// The bytes format version 4 writes; the same rule.
+    const V4: &str = include_str!("../tests/fixtures/record_v4.hex");
 
     #[test]
     fn version_1_records_still_read() {
@@ -614,11 +803,36 @@ mod format_versions {
     }
 
     #[test]
-    fn version_3_records_read_and_write_the_same() {
+    fn version_3_records_still_read() {
         let bytes = bytes_of(V3);
         assert_eq!(&bytes[..4], [b'D', b'R', 3, 0]);
         assert_eq!(InstanceRecord::from_bytes(&bytes).unwrap(), full_v3());
-        assert_eq!(full_v3().to_bytes().unwrap(), bytes);
+    }
+
+    /// `full_v3()` with what version 4 added: a frame with a chunk of its locals in a slot.
+    fn full_v4() -> InstanceRecord {
+        let mut r = full_v3();
+        if let Some(f) = r.frame.as_mut() {
+            f.slots = vec![SlotRef { at: 1, len: 2, token: 7, hash: *b"0123456789abcdef" }];
+            f.locals = vec![3, b'c'];
+        }
+        r
+    }
+
+    #[test]
+    fn version_4_records_read_and_write_the_same() {
+        let bytes = bytes_of(V4);
+        assert_eq!(&bytes[..4], [b'D', b'R', 4, 0]);
+        assert_eq!(InstanceRecord::from_bytes(&bytes).unwrap(), full_v4());
+        assert_eq!(full_v4().to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_frame_given_apart_is_stored_in_the_record() {
+        let r = full_v4();
+        let mut without = r.clone();
+        let frame = without.frame.take();
+        assert_eq!(without.to_bytes_with(frame.as_ref()).unwrap(), r.to_bytes().unwrap());
     }
 
     #[test]
@@ -633,7 +847,7 @@ mod format_versions {
     #[test]
     #[ignore = "run with --ignored to print the fixture after an intended format change"]
     fn print_fixture() {
-        let b = full_v3().to_bytes().unwrap();
+        let b = full_v4().to_bytes().unwrap();
         println!("{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>());
     }
 }

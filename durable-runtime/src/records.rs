@@ -16,15 +16,17 @@
 //! written, and being the only code that calls the store, keeping it in one file keeps that
 //! auditable.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::codec;
 use crate::commit::{Epoch, GroupCommit};
+use crate::engine::lock;
 use crate::error::ClientError;
 use crate::ids::shown_id;
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion};
-use crate::record::{InboxMessage, InstanceRecord, Pending, State};
+use crate::record::{Frame, InboxMessage, InstanceRecord, Pending, State};
+use crate::slots::{self, SlotBook};
 use crate::status::Durability;
 use crate::store::{Appended, Fence, Lease, Space, Store, StoreError, Timer, Write, WriteError};
 
@@ -325,7 +327,18 @@ impl Records {
         rec: &InstanceRecord,
         inbox: (usize, usize),
     ) -> Result<Vec<u8>, ClientError> {
-        let bytes = rec.to_bytes().map_err(|e| StoreError::Io(e.to_string()))?;
+        self.encode_with(id, rec, rec.frame.as_ref(), inbox)
+    }
+
+    /// [`encode`](Self::encode) with `frame` stored in place of the record's frame.
+    fn encode_with(
+        &self,
+        id: &str,
+        rec: &InstanceRecord,
+        frame: Option<&Frame>,
+        inbox: (usize, usize),
+    ) -> Result<Vec<u8>, ClientError> {
+        let bytes = rec.to_bytes_with(frame).map_err(|e| StoreError::Io(e.to_string()))?;
         let too_large = |reason| ClientError::TooLarge { id: shown_id(id), reason };
         let total = bytes.len().saturating_add(inbox.1);
         if total > self.max_record {
@@ -397,13 +410,26 @@ impl Records {
         consumed: &[u64],
         fence: Option<Fence>,
     ) -> Result<Wrote, Refused> {
+        self.write_with(id, instance, rec, rec.frame.as_ref(), consumed, fence)
+    }
+
+    /// [`write`](Self::write) with `frame` stored in place of the record's frame.
+    fn write_with(
+        &self,
+        id: &str,
+        instance: &Instance,
+        rec: &InstanceRecord,
+        frame: Option<&Frame>,
+        consumed: &[u64],
+        fence: Option<Fence>,
+    ) -> Result<Wrote, Refused> {
         let inbox = instance
             .events
             .iter()
             .filter(|e| matches!(e.at, EventRef::Inbox(s) if !consumed.contains(&s)));
         let (count, size) =
             inbox.fold((0, 0), |(n, s), e| (n + 1, s + e.payload.len() + e.name.len() + 16));
-        let bytes = self.encode(id, rec, (count, size))?;
+        let bytes = self.encode_with(id, rec, frame, (count, size))?;
         let write = Write {
             expected: instance.version,
             record: &bytes,
@@ -422,6 +448,10 @@ impl Records {
     /// A driver's checkpoint of `rec` over the `instance` it read, consuming the inbox
     /// messages `consumed`, fenced by its lease; durable when it returns the version written.
     /// `Ok(None)`: the record changed meanwhile (a lost race): nothing was written.
+    ///
+    /// Large locals of its frame go to slots as `book` decides (see [`crate::slots`]): the
+    /// slots are written before the record; slots no record names any more are deleted once
+    /// that is durable, and all of them once the instance has ended.
     pub(crate) async fn checkpoint(
         &self,
         id: &str,
@@ -429,13 +459,111 @@ impl Records {
         rec: &InstanceRecord,
         consumed: &[u64],
         fence: Fence,
+        book: &Mutex<SlotBook>,
     ) -> Result<Option<u64>, Refused> {
         let since = self.epoch();
-        match self.write(id, instance, rec, consumed, Some(fence))? {
+        let (wrote, touched) = {
+            let mut book = lock(book);
+            // A frame with slots is one as stored (read and kept, never run): written as it is.
+            let whole = rec.frame.as_ref().filter(|f| f.slots.is_empty());
+            let plan = match whole {
+                Some(f) if book.touched() || f.locals.len() >= slots::CHUNKED_FROM => {
+                    for key in book.collect(id, &self.commit) {
+                        if let Err(e) = self.store.delete(Space::Slots, &key) {
+                            tracing::warn!(instance = %id, "cannot delete a frame slot: {e}");
+                        }
+                    }
+                    let plan = book.plan(id, fence.token, f, &self.commit);
+                    for (key, range) in &plan.writes {
+                        self.store.put(Space::Slots, key, &f.locals[range.clone()])?;
+                    }
+                    if !plan.writes.is_empty() {
+                        book.slots_written(&plan, self.commit.mark());
+                    }
+                    Some(plan)
+                }
+                _ => None,
+            };
+            let stored = plan.as_ref().map_or(rec.frame.as_ref(), |p| Some(&p.stored));
+            let wrote = self.write_with(id, instance, rec, stored, consumed, Some(fence))?;
+            if let Wrote::Done(_) = wrote {
+                let mark = self.commit.mark();
+                match (plan, &rec.frame) {
+                    (Some(plan), _) => book.record_written(plan, mark),
+                    (None, None) if book.touched() => book.record_without_frame(mark),
+                    _ => {}
+                }
+            }
+            (wrote, book.touched())
+        };
+        match wrote {
             Wrote::Conflict => Ok(None),
             Wrote::Done(version) => {
                 self.durable(since).await?;
+                if touched {
+                    if rec.is_terminal() {
+                        self.drop_slots_when_durable(id, since).await;
+                    } else if self.durability == Durability::Buffered {
+                        // Slots are named (and deleted) only after a flush: ask for one.
+                        self.commit.request();
+                    }
+                }
                 Ok(Some(version))
+            }
+        }
+    }
+
+    /// The frame of `id` as stored, with the chunks its slots hold put back; `Err(None)`: the
+    /// store failed (try again later), `Err(Some(why))`: the record is damaged.
+    pub(crate) fn resolve(&self, id: &str, frame: &Frame) -> Result<Frame, Option<String>> {
+        let mut values = Vec::with_capacity(frame.slots.len());
+        for s in &frame.slots {
+            let value = self.store.get(Space::Slots, &slots::key(id, s.token, &s.hash));
+            values.push(value.map_err(|e| {
+                tracing::error!(instance = %id, "cannot read a slot of its frame: {e}");
+                None
+            })?);
+        }
+        let locals = slots::resolve(frame, values, codec::DECODE_LIMIT).map_err(Some)?;
+        Ok(Frame { locals, ..frame.clone_head() })
+    }
+
+    /// Deletes every frame slot of instance `id` once what was written since `since` (its end,
+    /// or its removal) is durable; left for a later removal when that cannot be known.
+    async fn drop_slots_when_durable(&self, id: &str, since: Epoch) {
+        let prefix = slots::prefix(id);
+        let mut after = prefix.clone();
+        let mut waited = self.durability == Durability::Flush;
+        loop {
+            let page = match self.store.scan(Space::Slots, Some(&after), 256) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(instance = %id, "cannot list its frame slots: {e}");
+                    return;
+                }
+            };
+            let mine: Vec<Vec<u8>> = page
+                .iter()
+                .map(|(k, _)| k)
+                .take_while(|k| k.starts_with(&prefix))
+                .cloned()
+                .collect();
+            if !mine.is_empty() && !waited {
+                // Buffered: the end (or removal) must be durable before its slots go.
+                if self.commit.commit(since).await.is_err() {
+                    return;
+                }
+                waited = true;
+            }
+            for key in &mine {
+                if let Err(e) = self.store.delete(Space::Slots, key) {
+                    tracing::warn!(instance = %id, "cannot delete a frame slot: {e}");
+                    return;
+                }
+            }
+            match mine.last() {
+                Some(last) if mine.len() == page.len() => after.clone_from(last),
+                _ => return,
             }
         }
     }
@@ -573,7 +701,8 @@ impl Records {
 
     /// Marks a terminal record written by an older build as finished, so it is not claimed.
     pub(crate) async fn mark_finished(&self, id: &str, instance: &Instance, fence: Fence) {
-        if let Err(e) = self.checkpoint(id, instance, &instance.rec, &[], fence).await {
+        let book = Mutex::default();
+        if let Err(e) = self.checkpoint(id, instance, &instance.rec, &[], fence, &book).await {
             tracing::debug!(instance = %id, "cannot mark finished: {e:?}");
         }
     }
@@ -606,6 +735,7 @@ impl Records {
                 self.clear_timers(id, p);
             }
             self.durable(since).await?;
+            self.drop_slots_when_durable(id, since).await;
             return Ok(());
         }
     }

@@ -288,7 +288,10 @@ pub(crate) fn status_of(
                 point: rec.frame.as_ref().map(|f| (f.point.clone(), f.line)),
                 pending: rec.pending.as_ref().map(|p| p.command.describe()),
                 stored_locals: rec.frame.as_ref().map(|f| f.layout.clone()).unwrap_or_default(),
-                frame_bytes: rec.frame.as_ref().map_or(0, |f| f.locals.len()),
+                frame_bytes: rec.frame.as_ref().map_or(0, |f| {
+                    let in_slots: u64 = f.slots.iter().map(|s| s.len).sum();
+                    f.locals.len().saturating_add(usize::try_from(in_slots).unwrap_or(usize::MAX))
+                }),
                 created: time_of(rec.created_ms),
                 updated: time_of(rec.updated_ms),
                 parent: rec.parent.clone(),

@@ -86,6 +86,9 @@ pub enum Space {
     Instances,
     /// Timer index: big-endian due time in milliseconds, then the instance id.
     Timers,
+    /// Chunks of frames stored apart from their records: the instance id, `0xff`, the writer's
+    /// lease token (big-endian) and the chunk's hash. Written before any record names them.
+    Slots,
 }
 
 /// An instance record as stored, with the version a conditional [`write`](Store::write) names.

@@ -78,6 +78,8 @@ struct Open {
     /// Instance id, NUL, key: the keys of the messages [`Store::append_once`] appended to the
     /// instance (value empty), kept until it is removed.
     delivered: sled::Tree,
+    /// Frame chunks stored apart from their records ([`Space::Slots`]).
+    slots: sled::Tree,
 }
 
 /// Key of the flush mark in sled's default tree (see [`disk`]).
@@ -155,8 +157,9 @@ fn open_at(path: &Path, directory: &mut Directory) -> Result<Open, StoreError> {
     let inbox = db.open_tree("inbox").map_err(|e| classify(path, e))?;
     let finished = db.open_tree("finished").map_err(|e| classify(path, e))?;
     let delivered = db.open_tree("delivered").map_err(|e| classify(path, e))?;
+    let slots = db.open_tree("slots").map_err(|e| classify(path, e))?;
     directory.settle()?;
-    Ok(Open { db, instances, timers, versions, inbox, finished, delivered })
+    Ok(Open { db, instances, timers, versions, inbox, finished, delivered, slots })
 }
 
 impl SledStore {
@@ -205,6 +208,7 @@ impl SledStore {
             f(match space {
                 Space::Instances => &open.instances,
                 Space::Timers => &open.timers,
+                Space::Slots => &open.slots,
             })
         })
     }
@@ -303,7 +307,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn raw(space: Space, value: &[u8]) -> &[u8] {
     match space {
         Space::Instances => instances::record_of(value),
-        Space::Timers => value,
+        Space::Timers | Space::Slots => value,
     }
 }
 
@@ -325,8 +329,14 @@ impl Store for SledStore {
     fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.shared.room.claim(key.len() + value.len())?;
         self.with_open(|open| {
-            if space == Space::Timers {
-                return open.timers.insert(key, value).map(drop).map_err(|e| self.io(e));
+            match space {
+                Space::Instances => {}
+                Space::Timers => {
+                    return open.timers.insert(key, value).map(drop).map_err(|e| self.io(e));
+                }
+                Space::Slots => {
+                    return open.slots.insert(key, value).map(drop).map_err(|e| self.io(e));
+                }
             }
             let _writing = lock(&self.shared.writing);
             let present = open.instances.get(key).map_err(|e| self.io(e))?;

@@ -1,0 +1,596 @@
+//! Frames stored in pieces: a checkpoint writes what changed, not every live local.
+//!
+//! A local of [`CHUNKED_FROM`] bytes or more is cut into chunks where its content says
+//! (a gear hash over the last 64 bytes: an unchanged local gives the same chunks, and a local
+//! changed in one place gives the same chunks away from the change). A chunk that a frame holds
+//! unchanged from the frame before is written once to a *slot* of its own ([`Space::Slots`]),
+//! and the records after name the slot instead of holding the bytes.
+//!
+//! Two rules keep every record readable after a crash at any instant, whatever order the store
+//! makes writes durable in (sled does not keep two keys' writes together through a power cut):
+//! - a record names a slot only once a flush that began after the slot's write has succeeded
+//!   (the slot is durable before any record naming it is written; until then the chunk stays
+//!   inline);
+//! - a slot no record names any more is deleted only once the first record not naming it is
+//!   durable the same way.
+//!
+//! Slots are keyed by instance, the lease token of the writer and the chunk's hash, so a worker
+//! whose lease was taken over can neither delete nor overwrite the slots of the new owner. What
+//! a crash leaves unnamed is deleted with the instance's other slots when the instance ends or is
+//! purged.
+//!
+//! [`Space::Slots`]: crate::store::Space::Slots
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use crate::record::{Frame, SlotRef};
+
+/// Locals smaller than this stay inline in the record.
+pub(crate) const CHUNKED_FROM: usize = 8 * 1024;
+/// Chunks are at least this long (but for the last of a local) ...
+const MIN_CHUNK: usize = 1024;
+/// ... and at most this long.
+const MAX_CHUNK: usize = 32 * 1024;
+/// A cut where the top 12 bits of the gear hash are zero: about one every 4 KiB past the minimum.
+const CUT_MASK: u64 = 0xfff0_0000_0000_0000;
+
+/// The hash naming a chunk (blake3, truncated).
+pub(crate) type Hash = [u8; 16];
+
+/// The gear table: 256 fixed pseudo-random words (splitmix64), the same in every build.
+const GEAR: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut state: u64 = 0x6475_7261_626c_6521;
+    let mut i = 0;
+    while i < 256 {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        table[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    table
+};
+
+/// The end of the chunk of `data` that begins at `from`.
+fn cut(data: &[u8], from: usize) -> usize {
+    let end = data.len().min(from + MAX_CHUNK);
+    if data.len() - from <= MIN_CHUNK {
+        return data.len();
+    }
+    let mut h: u64 = 0;
+    for (i, b) in data.iter().enumerate().take(end).skip(from + MIN_CHUNK) {
+        h = (h << 1).wrapping_add(GEAR[usize::from(*b)]);
+        if h & CUT_MASK == 0 {
+            return i + 1;
+        }
+    }
+    end
+}
+
+/// The chunks `data` is cut into, as ranges.
+pub(crate) fn chunks(data: &[u8]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while from < data.len() {
+        let end = cut(data, from);
+        out.push(from..end);
+        from = end;
+    }
+    out
+}
+
+/// The hash naming `bytes`.
+pub(crate) fn hash(bytes: &[u8]) -> Hash {
+    let full = blake3::hash(bytes);
+    let mut out = [0; 16];
+    out.copy_from_slice(&full.as_bytes()[..16]);
+    out
+}
+
+/// The key of a slot: the instance id, `0xff` (never in UTF-8), the writer's token, the hash.
+pub(crate) fn key(id: &str, token: u64, hash: &Hash) -> Vec<u8> {
+    let mut k = prefix(id);
+    k.extend_from_slice(&token.to_be_bytes());
+    k.extend_from_slice(hash);
+    k
+}
+
+/// What every slot key of instance `id` begins with.
+pub(crate) fn prefix(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 25);
+    k.extend_from_slice(id.as_bytes());
+    k.push(0xff);
+    k
+}
+
+/// When a write was made, as the group commit counts: durable once a flush that began after it
+/// succeeded, with no failed flush in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    /// The commit epoch (moves on when a flush fails).
+    pub epoch: u64,
+    /// The number of the last flush that had begun.
+    pub began: u64,
+}
+
+/// What the group commit can say of a [`Mark`].
+pub(crate) trait Durability {
+    /// Whether what was written at `mark` is durable.
+    fn durable(&self, mark: Mark) -> bool;
+    /// Whether a failed flush since `mark` may have discarded what was written then.
+    fn lost(&self, mark: Mark) -> bool;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SlotState {
+    /// Written at the mark; named by no record until that is durable.
+    Written(Mark),
+    /// Durable: records may name it.
+    Durable,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    token: u64,
+    state: SlotState,
+}
+
+/// One chunk of a frame's locals.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    at: usize,
+    len: usize,
+    hash: Hash,
+}
+
+/// The locals of the last frame written, and how they were cut.
+#[derive(Debug, Default)]
+struct Last {
+    locals: Vec<u8>,
+    /// Per local: its range and its chunks (none for a local kept whole).
+    locals_cut: Vec<(Range<usize>, Vec<Chunk>)>,
+}
+
+/// What a checkpoint writes: the record's frame as stored and the slots to write before it.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The frame as the record stores it (chunks named by slots cut out).
+    pub stored: Frame,
+    /// Slots to write before the record: key and the range of the frame's locals.
+    pub writes: Vec<(Vec<u8>, Range<usize>)>,
+    hashes: Vec<Hash>,
+    new_slots: Vec<(Hash, u64)>,
+    last: Last,
+}
+
+/// What a driver knows of its instance's slots, between its checkpoints. Dropped with the
+/// driver: a new driver starts from the slots its loaded record names.
+#[derive(Debug, Default)]
+pub(crate) struct SlotBook {
+    slots: HashMap<Hash, Slot>,
+    /// Slots no longer named, with the mark of the first record that does not name them.
+    garbage: Vec<(Hash, u64, Mark)>,
+    last: Option<Last>,
+    /// Whether this instance may have slots in the store (then its end deletes them).
+    touched: bool,
+}
+
+impl SlotBook {
+    /// Whether the instance may have slots in the store.
+    pub(crate) fn touched(&self) -> bool {
+        self.touched
+    }
+
+    /// Takes in the slots a record read from the store names: durable (a record names durable
+    /// slots only).
+    pub(crate) fn adopt(&mut self, frame: &Frame) {
+        for s in &frame.slots {
+            self.slots.insert(s.hash, Slot { token: s.token, state: SlotState::Durable });
+            self.touched = true;
+        }
+    }
+
+    /// Keys of the slots no record names any more whose first non-naming record is durable:
+    /// to delete now. Entries a failed flush may have undone are forgotten (their slots stay
+    /// until the instance ends).
+    pub(crate) fn collect(&mut self, id: &str, commit: &impl Durability) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let slots = &self.slots;
+        self.garbage.retain(|(hash, token, mark)| {
+            if commit.lost(*mark) || slots.get(hash).is_some_and(|s| s.token == *token) {
+                return false;
+            }
+            if commit.durable(*mark) {
+                out.push(key(id, *token, hash));
+                return false;
+            }
+            true
+        });
+        out
+    }
+
+    /// How `frame` is stored by a writer holding lease `token`.
+    pub(crate) fn plan(
+        &mut self,
+        id: &str,
+        token: u64,
+        frame: &Frame,
+        commit: &impl Durability,
+    ) -> Plan {
+        let locals = &frame.locals;
+        let mut ranges = Vec::with_capacity(frame.bounds.len().max(1));
+        let mut start = 0;
+        for &end in &frame.bounds {
+            let end = (end as usize).min(locals.len());
+            ranges.push(start..end);
+            start = end;
+        }
+        if start < locals.len() {
+            ranges.push(start..locals.len());
+        }
+        let last = self.last.take().unwrap_or_default();
+        let seen: HashSet<Hash> =
+            last.locals_cut.iter().flat_map(|(_, c)| c.iter().map(|c| c.hash)).collect();
+        let mut locals_cut = Vec::with_capacity(ranges.len());
+        for (i, range) in ranges.into_iter().enumerate() {
+            if range.len() < CHUNKED_FROM {
+                locals_cut.push((range, Vec::new()));
+                continue;
+            }
+            let bytes = &locals[range.clone()];
+            let before = last.locals_cut.get(i).filter(|(r, c)| {
+                !c.is_empty() && r.len() == bytes.len() && last.locals[r.clone()] == *bytes
+            });
+            let cut = match before {
+                Some((r, c)) => {
+                    c.iter().map(|c| Chunk { at: c.at - r.start + range.start, ..*c }).collect()
+                }
+                None => chunks(bytes)
+                    .into_iter()
+                    .map(|c| Chunk {
+                        at: c.start + range.start,
+                        len: c.len(),
+                        hash: hash(&bytes[c]),
+                    })
+                    .collect(),
+            };
+            locals_cut.push((range, cut));
+        }
+        // Decide, chunk by chunk: name a durable slot, write a slot for a chunk seen unchanged,
+        // or keep it inline.
+        let mut stored_locals = Vec::new();
+        let mut refs = Vec::new();
+        let mut writes = Vec::new();
+        let mut new_slots = Vec::new();
+        let mut hashes = Vec::new();
+        let mut copied = 0;
+        for chunk in locals_cut.iter().flat_map(|(_, c)| c) {
+            hashes.push(chunk.hash);
+            let slot = self.slots.get_mut(&chunk.hash);
+            let named = match slot {
+                Some(s) => match s.state {
+                    SlotState::Durable => Some(s.token),
+                    SlotState::Written(m) if commit.durable(m) => {
+                        s.state = SlotState::Durable;
+                        Some(s.token)
+                    }
+                    SlotState::Written(m) if commit.lost(m) => {
+                        // A failed flush may have discarded it: write it again.
+                        writes.push((key(id, token, &chunk.hash), chunk.at..chunk.at + chunk.len));
+                        new_slots.push((chunk.hash, token));
+                        None
+                    }
+                    SlotState::Written(_) => None,
+                },
+                None if seen.contains(&chunk.hash)
+                    && !new_slots.iter().any(|(h, _)| *h == chunk.hash) =>
+                {
+                    writes.push((key(id, token, &chunk.hash), chunk.at..chunk.at + chunk.len));
+                    new_slots.push((chunk.hash, token));
+                    None
+                }
+                None => None,
+            };
+            if let Some(slot_token) = named {
+                stored_locals.extend_from_slice(&locals[copied..chunk.at]);
+                copied = chunk.at + chunk.len;
+                refs.push(SlotRef {
+                    at: chunk.at as u64,
+                    len: chunk.len as u64,
+                    token: slot_token,
+                    hash: chunk.hash,
+                });
+            }
+        }
+        stored_locals.extend_from_slice(&locals[copied..]);
+        let stored = Frame { locals: stored_locals, slots: refs, ..frame.clone_head() };
+        let last = Last { locals: locals.clone(), locals_cut };
+        Plan { stored, writes, hashes, new_slots, last }
+    }
+
+    /// The slots of `plan` were written (whether its record was or not) at `mark`.
+    pub(crate) fn slots_written(&mut self, plan: &Plan, mark: Mark) {
+        for (hash, token) in &plan.new_slots {
+            self.slots.insert(*hash, Slot { token: *token, state: SlotState::Written(mark) });
+            self.touched = true;
+        }
+    }
+
+    /// The record of `plan` was written at `mark`: slots its frame does not hold are deleted
+    /// once that record is durable.
+    pub(crate) fn record_written(&mut self, plan: Plan, mark: Mark) {
+        let held: HashSet<Hash> = plan.hashes.into_iter().collect();
+        let garbage = &mut self.garbage;
+        self.slots.retain(|hash, slot| {
+            if held.contains(hash) {
+                return true;
+            }
+            garbage.push((*hash, slot.token, mark));
+            false
+        });
+        self.last = Some(plan.last);
+    }
+
+    /// The instance's frame is gone (it ended or started anew): every slot is garbage.
+    pub(crate) fn record_without_frame(&mut self, mark: Mark) {
+        let garbage = &mut self.garbage;
+        for (hash, slot) in self.slots.drain() {
+            garbage.push((hash, slot.token, mark));
+        }
+        self.last = None;
+    }
+}
+
+/// The locals of a stored frame with its slots' bytes put back, given the slots' values in
+/// order (`None`: missing). Checks every slot against its length and hash, and the whole
+/// against `limit` bytes.
+pub(crate) fn resolve(
+    frame: &Frame,
+    values: Vec<Option<Vec<u8>>>,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    let total = frame
+        .slots
+        .iter()
+        .try_fold(frame.locals.len() as u64, |n, s| n.checked_add(s.len))
+        .filter(|n| *n <= limit as u64)
+        .ok_or_else(|| format!("its frame's slots would make it over {limit} bytes"))?;
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut inline = frame.locals.as_slice();
+    for (s, value) in frame.slots.iter().zip(values) {
+        let gap = usize::try_from(s.at)
+            .ok()
+            .and_then(|at| at.checked_sub(out.len()))
+            .filter(|g| *g <= inline.len())
+            .ok_or_else(|| format!("its frame's slot at byte {} is out of order", s.at))?;
+        out.extend_from_slice(&inline[..gap]);
+        inline = &inline[gap..];
+        let value = value.ok_or_else(|| {
+            format!("its frame's slot at byte {} ({} bytes) is missing from the store", s.at, s.len)
+        })?;
+        if value.len() as u64 != s.len || hash(&value) != s.hash {
+            return Err(format!(
+                "its frame's slot at byte {} does not hold what the record names ({} bytes \
+                 found, {} named)",
+                s.at,
+                value.len(),
+                s.len
+            ));
+        }
+        out.extend_from_slice(&value);
+    }
+    out.extend_from_slice(inline);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A commit whose flushes the test moves by hand.
+    #[derive(Default)]
+    struct Flushes {
+        done: Cell<u64>,
+        epoch: Cell<u64>,
+    }
+
+    impl Flushes {
+        fn mark(&self) -> Mark {
+            Mark { epoch: self.epoch.get(), began: self.done.get() }
+        }
+        fn flush(&self) {
+            self.done.set(self.done.get() + 1);
+        }
+    }
+
+    impl Durability for Flushes {
+        fn durable(&self, m: Mark) -> bool {
+            m.epoch == self.epoch.get() && self.done.get() > m.began
+        }
+        fn lost(&self, m: Mark) -> bool {
+            m.epoch != self.epoch.get()
+        }
+    }
+
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (s >> 56) as u8
+            })
+            .collect()
+    }
+
+    fn frame(locals: &[&[u8]]) -> Frame {
+        let mut f = Frame {
+            point: "p".into(),
+            file: String::new(),
+            line: 1,
+            fingerprint: 7,
+            layout: Vec::new(),
+            locals: Vec::new(),
+            slots: Vec::new(),
+            bounds: Vec::new(),
+        };
+        for l in locals {
+            f.locals.extend_from_slice(l);
+            f.bounds.push(u32::try_from(f.locals.len()).unwrap());
+        }
+        f
+    }
+
+    /// Runs `plan` as a checkpoint would: slots into `store`, then the record; returns the
+    /// stored frame.
+    fn checkpoint(
+        book: &mut SlotBook,
+        store: &mut HashMap<Vec<u8>, Vec<u8>>,
+        f: &Frame,
+        c: &Flushes,
+    ) -> Frame {
+        for k in book.collect("i", c) {
+            store.remove(&k);
+        }
+        let plan = book.plan("i", 3, f, c);
+        for (k, r) in &plan.writes {
+            store.insert(k.clone(), f.locals[r.clone()].to_vec());
+        }
+        book.slots_written(&plan, c.mark());
+        let stored = plan.stored.clone();
+        book.record_written(plan, c.mark());
+        stored
+    }
+
+    fn read_back(stored: &Frame, store: &HashMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
+        let values = stored.slots.iter().map(|s| store.get(&key("i", s.token, &s.hash)).cloned());
+        resolve(stored, values.collect(), usize::MAX).unwrap()
+    }
+
+    #[test]
+    fn cuts_depend_on_content_only() {
+        let data = bytes(200_000, 1);
+        let all = chunks(&data);
+        assert!(all.len() > 20, "about one cut per 5 KiB: {}", all.len());
+        assert!(all.iter().all(|c| c.len() <= MAX_CHUNK));
+        assert!(all[..all.len() - 1].iter().all(|c| c.len() > MIN_CHUNK));
+        // Dropping the first 100 bytes moves the first cut only: the rest are the same chunks.
+        let shorter = chunks(&data[100..]);
+        let tail = |cs: &[Range<usize>], d: &[u8]| -> Vec<Hash> {
+            cs.iter().skip(2).map(|c| hash(&d[c.clone()])).collect()
+        };
+        let a = tail(&all, &data);
+        let b = tail(&shorter, &data[100..]);
+        assert!(a.ends_with(&b[b.len() - (a.len() - 2)..]));
+    }
+
+    #[test]
+    fn an_unchanged_local_is_named_from_the_third_checkpoint_on() {
+        let (c, mut store, mut book) = (Flushes::default(), HashMap::new(), SlotBook::default());
+        let big = bytes(100_000, 2);
+        let f = |n: u8| frame(&[&big, &[n; 8]]);
+        let first = checkpoint(&mut book, &mut store, &f(1), &c);
+        assert!(first.slots.is_empty() && store.is_empty(), "first seen: inline");
+        c.flush();
+        let second = checkpoint(&mut book, &mut store, &f(2), &c);
+        assert!(second.slots.is_empty(), "seen again: written to slots, still inline");
+        assert!(!store.is_empty());
+        c.flush();
+        let third = checkpoint(&mut book, &mut store, &f(3), &c);
+        assert!(third.locals.len() < 100, "named: {} bytes inline", third.locals.len());
+        assert_eq!(read_back(&third, &store), f(3).locals);
+    }
+
+    #[test]
+    fn no_slot_is_named_before_a_flush_made_it_durable() {
+        let (c, mut store, mut book) = (Flushes::default(), HashMap::new(), SlotBook::default());
+        let big = bytes(50_000, 3);
+        for n in 0..5u8 {
+            let stored = checkpoint(&mut book, &mut store, &frame(&[&big, &[n]]), &c);
+            assert!(stored.slots.is_empty(), "no flush yet: checkpoint {n} stays inline");
+        }
+        c.flush();
+        let stored = checkpoint(&mut book, &mut store, &frame(&[&big, &[9]]), &c);
+        assert!(!stored.slots.is_empty());
+    }
+
+    #[test]
+    fn a_failed_flush_makes_the_slots_be_written_again() {
+        let (c, mut store, mut book) = (Flushes::default(), HashMap::new(), SlotBook::default());
+        let big = bytes(50_000, 4);
+        checkpoint(&mut book, &mut store, &frame(&[&big, &[0]]), &c);
+        checkpoint(&mut book, &mut store, &frame(&[&big, &[1]]), &c);
+        // The flush fails: the store forgets the slots.
+        c.epoch.set(1);
+        store.clear();
+        c.flush();
+        let stored = checkpoint(&mut book, &mut store, &frame(&[&big, &[2]]), &c);
+        assert!(stored.slots.is_empty(), "lost slots are not named");
+        assert!(!store.is_empty(), "they are written again");
+        c.flush();
+        let stored = checkpoint(&mut book, &mut store, &frame(&[&big, &[3]]), &c);
+        assert!(!stored.slots.is_empty());
+        assert_eq!(read_back(&stored, &store), frame(&[&big, &[3]]).locals);
+    }
+
+    #[test]
+    fn slots_no_record_names_go_once_the_record_is_durable() {
+        let (c, mut store, mut book) = (Flushes::default(), HashMap::new(), SlotBook::default());
+        let (a, b) = (bytes(40_000, 5), bytes(40_000, 6));
+        for n in 0..3u8 {
+            checkpoint(&mut book, &mut store, &frame(&[&a, &[n]]), &c);
+            c.flush();
+        }
+        let named_a = store.len();
+        assert!(named_a > 0);
+        // `a` is replaced by `b`: its slots stay while the record naming them may be the
+        // durable one, and go after a flush made the record without them durable.
+        let stored = checkpoint(&mut book, &mut store, &frame(&[&b, &[9]]), &c);
+        assert!(stored.slots.is_empty());
+        checkpoint(&mut book, &mut store, &frame(&[&b, &[10]]), &c);
+        assert!(store.len() >= named_a, "not durable yet: kept");
+        c.flush();
+        let stored = checkpoint(&mut book, &mut store, &frame(&[&b, &[11]]), &c);
+        let of_b: HashSet<Hash> = chunks(&b).into_iter().map(|r| hash(&b[r])).collect();
+        assert!(
+            store.keys().all(|k| of_b.contains(&k[k.len() - 16..])),
+            "the slots of `a` are gone"
+        );
+        assert_eq!(read_back(&stored, &store), frame(&[&b, &[11]]).locals);
+    }
+
+    #[test]
+    fn a_for_loop_over_a_vec_writes_a_bounded_amount_per_iteration() {
+        let (c, mut store, mut book) = (Flushes::default(), HashMap::new(), SlotBook::default());
+        let items = bytes(90_000, 7);
+        let mut inline = Vec::new();
+        for i in 0..200 {
+            let stored = checkpoint(&mut book, &mut store, &frame(&[&items[i * 9..], &[1]]), &c);
+            c.flush();
+            inline.push(stored.locals.len());
+            assert_eq!(read_back(&stored, &store), frame(&[&items[i * 9..], &[1]]).locals);
+        }
+        let late = inline[20..].iter().max().unwrap();
+        assert!(*late <= MAX_CHUNK + MIN_CHUNK, "{late} bytes inline");
+    }
+
+    #[test]
+    fn resolving_checks_what_the_slots_hold() {
+        let f = Frame {
+            slots: vec![SlotRef { at: 2, len: 3, token: 1, hash: hash(b"abc") }],
+            locals: b"xyz".to_vec(),
+            ..frame(&[])
+        };
+        assert_eq!(resolve(&f, vec![Some(b"abc".to_vec())], 100).unwrap(), b"xyabcz");
+        assert!(resolve(&f, vec![None], 100).unwrap_err().contains("missing"));
+        assert!(resolve(&f, vec![Some(b"abd".to_vec())], 100).unwrap_err().contains("does not"));
+        assert!(resolve(&f, vec![Some(b"abc".to_vec())], 5).unwrap_err().contains("over"));
+        let late = Frame { slots: vec![SlotRef { at: 9, ..f.slots[0] }], ..f.clone() };
+        assert!(resolve(&late, vec![Some(b"abc".to_vec())], 100).unwrap_err().contains("order"));
+    }
+}
