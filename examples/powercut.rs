@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable::store::SledStore;
+use durable::store::{SledStore, Space, Store};
 use durable::{
     Ctx, Durability, Failure, InstanceState, Runtime, StepOutcome, activity, orchestration,
 };
@@ -52,10 +52,14 @@ fn digest(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
-/// Waits for `go`, then walks `steps` steps, each keeping a value of `size` bytes alive.
+/// Waits for `go`, then walks `steps` steps, each keeping a value of `size` bytes alive that
+/// changes at every step, and one of up to 200,000 bytes that does not (stored in slots of its
+/// own once seen unchanged: cuts land on slot writes, on records naming them, and on their
+/// deletion when the instance ends).
 #[orchestration]
 async fn churn(ctx: Ctx, work: Work) -> Result<u64, Failure> {
     let go: u64 = ctx.wait_event("go").await?;
+    let base = value(u32::MAX, work.size.min(200_000));
     let mut kept: String = ctx.call(make, (0, work.size)).await?;
     let mut total = go;
     for step in 1..=work.steps {
@@ -63,7 +67,7 @@ async fn churn(ctx: Ctx, work: Work) -> Result<u64, Failure> {
         total = total.wrapping_mul(31).wrapping_add(digest(&kept));
         kept = next;
     }
-    Ok(total.wrapping_mul(31).wrapping_add(digest(&kept)))
+    Ok(total.wrapping_mul(31).wrapping_add(digest(&kept)).wrapping_add(digest(&base)))
 }
 
 /// What `churn` returns, computed without the runtime.
@@ -74,7 +78,8 @@ fn expected(work: Work, go: u64) -> u64 {
         total = total.wrapping_mul(31).wrapping_add(digest(&kept));
         kept = value(step, work.size);
     }
-    total.wrapping_mul(31).wrapping_add(digest(&kept))
+    let base = value(u32::MAX, work.size.min(200_000));
+    total.wrapping_mul(31).wrapping_add(digest(&kept)).wrapping_add(digest(&base))
 }
 
 /// Instance `i`'s id, work and event value: the checker derives them the same way.
@@ -228,7 +233,18 @@ async fn check(db: &str, acks: &str) -> Vec<String> {
         }
     }
     let mut violations = Vec::new();
-    let rt = match Runtime::builder(db).orchestration(churn).max_payload(MAX_PAYLOAD).open().await {
+    let store = match SledStore::open(db) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return vec![format!("the database does not open: {e}")],
+    };
+    // How many frame slots the cut left (the harness reports the total: proof the cuts land
+    // where records name slots).
+    match store.scan(Space::Slots, None, 100_000) {
+        Ok(slots) => println!("slots {}", slots.len()),
+        Err(e) => return vec![format!("the slots cannot be listed: {e}")],
+    }
+    let rt = Runtime::builder(db).store(store).orchestration(churn).max_payload(MAX_PAYLOAD);
+    let rt = match rt.open().await {
         Ok(rt) => rt,
         Err(e) => return vec![format!("the database does not open: {e}")],
     };

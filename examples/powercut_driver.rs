@@ -53,5 +53,6 @@ fn main() {
         println!("violation: {v}");
     }
     println!("{}", summary.line());
+    println!("{}", summary.slots_line());
     std::process::exit(i32::from(!summary.violations.is_empty()));
 }

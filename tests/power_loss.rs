@@ -33,6 +33,7 @@ fn everything_acknowledged_survives_a_power_cut() {
         println!("violation: {v}");
     }
     println!("{}", summary.line());
+    println!("{}", summary.slots_line());
     assert!(summary.violations.is_empty(), "{}", summary.line());
     assert!(summary.acks > 0, "no acknowledgement was checked");
 }
@@ -57,7 +58,7 @@ fn the_harness_catches_acknowledged_work_that_was_never_synced() {
     let moments =
         [powercut::Moment::Start(1), powercut::Moment::Start(2), powercut::Moment::Raise(1)];
     for (i, m) in moments.into_iter().enumerate() {
-        let (_, v) =
+        let (_, v, _) =
             powercut::cut(&cfg, i, m).unwrap_or_else(|e| panic!("the harness cannot run: {e}"));
         violations.extend(v);
     }

@@ -505,6 +505,9 @@ impl Driver {
             tracing::error!("instance `{id}`: a frame without a completion");
             return Ok(None);
         }
+        // What this process knew of the instance's slots, if the record is the one it wrote.
+        let at = Checkpoint { created_ms: rec.created_ms, steps: rec.steps };
+        *crate::engine::lock(&self.book) = engine.take_book(id, at);
         // A frame read from the store gets the chunks its slots hold back; a frame whose slots
         // are gone or damaged fails the instance (its neighbours are not concerned).
         let mut damaged = None;
@@ -527,7 +530,6 @@ impl Driver {
         };
         let frame = resolved.as_ref().or(rec.frame.as_ref());
         // The state the previous step of this process left, if it is that of this record.
-        let at = Checkpoint { created_ms: rec.created_ms, steps: rec.steps };
         let mut live = engine.take_resident(id, at);
         let consumed = consumed(&taken);
         loop {
@@ -627,6 +629,11 @@ impl Driver {
                 .record(started.elapsed().as_secs_f64());
             if let Some(p) = &rec.pending {
                 engine.records.clear_timers(id, p);
+            }
+            let book = std::mem::take(&mut *crate::engine::lock(&self.book));
+            let written = Checkpoint { created_ms: next.created_ms, steps: next.steps };
+            if !book.is_empty() && !next.is_terminal() {
+                engine.keep_book(id, written, book);
             }
             if let (StepOutcome::Suspended(_), Some(state)) = (&outcome, kept) {
                 let next = Checkpoint { created_ms: rec.created_ms, steps: rec.steps + 1 };

@@ -22,6 +22,7 @@ use crate::orchestration::LiveState;
 use crate::record::InstanceRecord;
 use crate::records::Records;
 use crate::registry::Registered;
+use crate::slots::SlotBook;
 use crate::status::Observer;
 use crate::store::{Lease, StoreError};
 
@@ -33,6 +34,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// At most this many suspended instances keep their state in memory; past it, the state of
 /// another one is dropped and decoded from its checkpoint when it resumes.
 const RESIDENT_LIMIT: usize = 10_000;
+/// At most this many slot books are kept (each holds a copy of its last frame's locals, 8 KiB
+/// or more): an instance whose book was evicted writes its unchanged chunks inline once more.
+const BOOK_LIMIT: usize = 1_000;
 
 /// A checkpoint of an instance: when the instance was created (an instance purged and started
 /// again under its id is another one) and its step count. Written once, by one worker: a state
@@ -101,6 +105,9 @@ pub(crate) struct Engine {
     /// The in-memory state of suspended instances, by instance: the checkpoint it belongs to
     /// and the state. See [`Engine::keep_resident`].
     resident: Mutex<HashMap<String, (Checkpoint, LiveState)>>,
+    /// What the drivers knew of the frame slots of instances with large frames, by instance,
+    /// with the checkpoint it belongs to. See [`Engine::keep_book`].
+    books: Mutex<HashMap<String, (Checkpoint, SlotBook)>>,
 }
 
 impl Engine {
@@ -128,6 +135,7 @@ impl Engine {
             isolate: true,
             changes: watch::channel(0u64).0,
             resident: Mutex::new(HashMap::new()),
+            books: Mutex::new(HashMap::new()),
         }
     }
 
@@ -376,6 +384,8 @@ impl Engine {
         // Like the futures of a runtime that shuts down, the kept states are dropped.
         let kept = std::mem::take(&mut *lock(&self.resident));
         drop(kept);
+        let books = std::mem::take(&mut *lock(&self.books));
+        drop(books);
         self.records.flush();
     }
 
@@ -537,5 +547,33 @@ impl Engine {
     pub(crate) fn forget_resident(&self, id: &str) {
         let kept = lock(&self.resident).remove(id);
         drop(kept);
+        let book = lock(&self.books).remove(id);
+        drop(book);
+    }
+
+    /// Keeps what a driver knew of the frame slots of `id` after writing checkpoint `at`, for
+    /// the instance's next driver (up to [`BOOK_LIMIT`] instances; one evicted starts again
+    /// from the slots its record names).
+    pub(crate) fn keep_book(&self, id: &str, at: Checkpoint, book: SlotBook) {
+        let evicted = {
+            let mut books = lock(&self.books);
+            let evicted = if books.len() >= BOOK_LIMIT && !books.contains_key(id) {
+                let other = books.keys().next().cloned();
+                other.and_then(|k| books.remove(&k))
+            } else {
+                None
+            };
+            (books.insert(id.to_owned(), (at, book)), evicted)
+        };
+        drop(evicted);
+    }
+
+    /// The kept book of `id` if it belongs to checkpoint `at`; else an empty one. (Another
+    /// worker that ran the instance since may have deleted slots a stale book would name.)
+    pub(crate) fn take_book(&self, id: &str, at: Checkpoint) -> SlotBook {
+        match lock(&self.books).remove(id) {
+            Some((kept_at, book)) if kept_at == at => book,
+            _ => SlotBook::default(),
+        }
     }
 }

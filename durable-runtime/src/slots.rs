@@ -184,6 +184,11 @@ impl SlotBook {
         self.touched
     }
 
+    /// Whether it knows anything worth keeping for the next checkpoint.
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.touched && self.last.is_none()
+    }
+
     /// Takes in the slots a record read from the store names: durable (a record names durable
     /// slots only).
     pub(crate) fn adopt(&mut self, frame: &Frame) {

@@ -75,6 +75,8 @@ pub struct Summary {
     /// Acknowledgements checked, over all cuts.
     pub acks: usize,
     pub violations: Vec<String>,
+    /// Frame slots found on the devices the cuts left, over all cuts.
+    pub slots: usize,
 }
 
 impl Summary {
@@ -85,6 +87,11 @@ impl Summary {
             self.acks,
             self.violations.len()
         )
+    }
+
+    /// How much of the cuts hit frames stored in slots.
+    pub fn slots_line(&self) -> String {
+        format!("power cuts: {} frame slots found on the devices the cuts left", self.slots)
     }
 }
 
@@ -170,8 +177,13 @@ fn signal(child: &Child, sig: &str) {
     let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
 }
 
-/// Runs one cut; returns the acknowledgements checked and the violations found.
-pub fn cut(cfg: &Config, index: usize, moment: Moment) -> Result<(usize, Vec<String>), String> {
+/// Runs one cut; returns the acknowledgements checked, the violations found and the number of
+/// frame slots the cut left.
+pub fn cut(
+    cfg: &Config,
+    index: usize,
+    moment: Moment,
+) -> Result<(usize, Vec<String>, usize), String> {
     let dir = cfg.scratch.join(format!("cut-{index}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -286,7 +298,8 @@ pub fn cut(cfg: &Config, index: usize, moment: Moment) -> Result<(usize, Vec<Str
         // Kept with the image and the acknowledgements, to look at.
         let _ = std::fs::write(dir.join("check.log"), [&out.stdout[..], &out.stderr[..]].concat());
     }
-    Ok((acks.len(), violations))
+    let slots = stdout.lines().find_map(|l| l.strip_prefix("slots ")?.parse().ok()).unwrap_or(0);
+    Ok((acks.len(), violations, slots))
 }
 
 /// Runs `cfg.cuts` cuts, printing a line per cut.
@@ -307,7 +320,8 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     };
     for i in 0..cfg.cuts {
         let m = moment(i, &mut rng);
-        let (acks, violations) = cut(cfg, i, m)?;
+        let (acks, violations, slots) = cut(cfg, i, m)?;
+        summary.slots += slots;
         let line =
             format!("cut {i}: {m:?}: {acks} acknowledgements, {} violations", violations.len());
         if bar.is_hidden() {

@@ -1,0 +1,191 @@
+//! Large locals stored in slots apart from the record: a checkpoint writes what changed, the
+//! frame reads back whole after a restart, an ended or purged instance leaves no slot behind,
+//! and a damaged slot fails its instance only.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use durable::store::{SledStore, Space, Store};
+use durable::{Ctx, Durability, Failure, InstanceError, InstanceState, Runtime, orchestration};
+use support::harness::{fresh_db, open};
+
+/// Items of 100 bytes the list holds: about 100 KB of locals.
+const ITEMS: usize = 1_000;
+
+fn list() -> Vec<String> {
+    (0..ITEMS).map(|i| format!("{i:0>100}")).collect()
+}
+
+/// Holds about 100 KB that it does not change across `rounds` events, and uses it at the end.
+#[orchestration]
+async fn keeps_a_list(ctx: Ctx, rounds: u64) -> Result<u64, Failure> {
+    let list: Vec<String> = (0..ITEMS).map(|i| format!("{i:0>100}")).collect();
+    let mut acc = 0u64;
+    for round in 0..rounds {
+        let add: u64 = ctx.wait_event("more").await?;
+        acc += add * 10 + round;
+    }
+    Ok(acc + list.iter().map(|s| s.len() as u64).sum::<u64>() + u64::from(list == self::list()))
+}
+
+fn expected(rounds: u64) -> u64 {
+    (0..rounds).map(|r| 10 + r).sum::<u64>() + (ITEMS as u64) * 100 + 1
+}
+
+async fn wait_steps(rt: &Runtime, id: &str, steps: u64) {
+    for _ in 0..2000 {
+        if rt.status(id).unwrap().is_some_and(|s| s.steps >= steps) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{id} never reached step {steps}");
+}
+
+/// Gives instance `id` `n` events, one step each.
+async fn feed(rt: &Runtime, id: &str, n: u64) {
+    let start = rt.status(id).unwrap().unwrap().steps;
+    for i in 1..=n {
+        rt.raise_event(id, "more", &1u64).await.unwrap();
+        wait_steps(rt, id, start + i).await;
+    }
+}
+
+/// The slot keys of instance `id`.
+fn slots_of(store: &dyn Store, id: &str) -> Vec<Vec<u8>> {
+    let mut prefix = id.as_bytes().to_vec();
+    prefix.push(0xff);
+    store
+        .scan(Space::Slots, Some(&prefix), 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .take_while(|k| k.starts_with(&prefix))
+        .collect()
+}
+
+fn record_len(store: &dyn Store, id: &str) -> usize {
+    store.get(Space::Instances, id.as_bytes()).unwrap().unwrap().len()
+}
+
+async fn a_large_unchanged_local_leaves_the_record(durability: Durability, name: &str) {
+    let db = fresh_db(name);
+    let store = Arc::new(SledStore::open(&db).unwrap());
+    let rt = Runtime::builder(&db)
+        .store(store.clone())
+        .orchestration(keeps_a_list)
+        .durability(durability)
+        .open()
+        .await
+        .unwrap();
+    rt.start(keeps_a_list, "list", 8).await.unwrap();
+    wait_steps(&rt, "list", 1).await;
+    let whole = record_len(store.as_ref(), "list");
+    assert!(whole > 100_000, "first checkpoint: all inline ({whole} bytes)");
+    let mut small = false;
+    for _ in 0..6 {
+        feed(&rt, "list", 1).await;
+        // Buffered: the slots are named once a flush the runtime asked for has made them
+        // durable; give it the time.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        small |= record_len(store.as_ref(), "list") < 2_000;
+    }
+    let status = rt.status("list").unwrap().unwrap();
+    assert!(small, "the record names its slots: {} bytes", record_len(store.as_ref(), "list"));
+    assert!(status.frame_bytes > 100_000, "the status counts the slots: {}", status.frame_bytes);
+    assert!(!slots_of(store.as_ref(), "list").is_empty());
+    rt.shutdown().await;
+    drop(rt);
+    drop(store);
+
+    // Reopened: the frame reads back whole from its slots, and the instance goes on.
+    let store = Arc::new(SledStore::open(&db).unwrap());
+    let rt = Runtime::builder(&db)
+        .store(store.clone())
+        .orchestration(keeps_a_list)
+        .durability(durability)
+        .open()
+        .await
+        .unwrap();
+    let shown = rt.locals("list").unwrap().unwrap();
+    let (_, value) = shown.locals.iter().find(|(name, _)| name == "list").unwrap();
+    assert_eq!(value.as_array().map(Vec::len), Some(ITEMS), "the web view reads the slots too");
+    feed(&rt, "list", 1).await;
+    rt.raise_event("list", "more", &1u64).await.unwrap();
+    let out = rt.handle::<keeps_a_list>("list").wait_timeout(Duration::from_secs(10)).await;
+    assert_eq!(out.unwrap().unwrap(), expected(8));
+    // Ended: its slots go once the end is durable.
+    for _ in 0..200 {
+        if slots_of(store.as_ref(), "list").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(slots_of(store.as_ref(), "list").is_empty(), "an ended instance keeps no slot");
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_unchanged_local_leaves_the_record_and_reads_back_after_a_restart() {
+    a_large_unchanged_local_leaves_the_record(Durability::Flush, "slots-flush").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_checkpoints_name_slots_too() {
+    a_large_unchanged_local_leaves_the_record(Durability::Buffered, "slots-buffered").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_damaged_slot_fails_its_instance_only_and_purge_removes_the_rest() {
+    let db = fresh_db("slots-damaged");
+    let b = || Runtime::builder(&db).orchestration(keeps_a_list);
+    let rt = open(b).await;
+    for id in ["missing", "damaged", "fine"] {
+        rt.start(keeps_a_list, id, 8).await.unwrap();
+        wait_steps(&rt, id, 1).await;
+        feed(&rt, id, 3).await;
+    }
+    rt.shutdown().await;
+    drop(rt);
+    {
+        let store = SledStore::open(&db).unwrap();
+        let missing = slots_of(&store, "missing");
+        assert!(!missing.is_empty());
+        store.delete(Space::Slots, &missing[0]).unwrap();
+        let damaged = slots_of(&store, "damaged");
+        let mut value = store.get(Space::Slots, &damaged[0]).unwrap().unwrap();
+        value[10] ^= 1;
+        store.put(Space::Slots, &damaged[0], &value).unwrap();
+        store.flush().unwrap();
+    }
+    let rt = open(b).await;
+    for id in ["missing", "damaged", "fine"] {
+        rt.raise_event(id, "more", &1u64).await.unwrap();
+    }
+    for (id, expect) in [("missing", "missing from the store"), ("damaged", "does not hold")] {
+        let out = rt.handle::<keeps_a_list>(id).wait_timeout(Duration::from_secs(10)).await;
+        match out.unwrap() {
+            Err(InstanceError::Faulted(m)) => {
+                assert!(m.contains(id) && m.contains(expect) && m.contains("slot"), "{m}")
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+        assert!(matches!(rt.status(id).unwrap().unwrap().state, InstanceState::Failed { .. }));
+    }
+    feed(&rt, "fine", 3).await;
+    rt.raise_event("fine", "more", &1u64).await.unwrap();
+    let out = rt.handle::<keeps_a_list>("fine").wait_timeout(Duration::from_secs(10)).await;
+    assert_eq!(out.unwrap().unwrap(), expected(8), "the neighbour completes");
+    rt.purge("missing").await.unwrap();
+    rt.purge("damaged").await.unwrap();
+    rt.shutdown().await;
+    drop(rt);
+    let store = SledStore::open(&db).unwrap();
+    for id in ["missing", "damaged", "fine"] {
+        assert!(slots_of(&store, id).is_empty(), "{id} keeps no slot");
+    }
+}
