@@ -172,3 +172,61 @@ async fn events_sent_by_an_orchestration_arrive_once_across_a_restart() {
     assert_eq!(got.unwrap(), vec![7], "each event arrived once");
     rt.shutdown().await;
 }
+
+/// Holds about 100 KB it does not change across `rounds` events.
+#[orchestration]
+async fn keeps_a_list(ctx: Ctx, rounds: u64) -> Result<u64, Failure> {
+    let list: Vec<String> = (0..1_000).map(|i| format!("{i:0>100}")).collect();
+    let mut acc = 0u64;
+    for _ in 0..rounds {
+        acc += ctx.wait_event::<u64>("more").await?;
+    }
+    Ok(acc + list.iter().map(|s| s.len() as u64).sum::<u64>())
+}
+
+/// The keys of instance `id`'s frame slots.
+fn slots_of(store: &dyn Store, id: &str) -> usize {
+    let mut prefix = id.as_bytes().to_vec();
+    prefix.push(0xff);
+    let page = store.scan(durable::store::Space::Slots, Some(&prefix), 1_000).unwrap();
+    page.iter().take_while(|(k, _)| k.starts_with(&prefix)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_unchanged_locals_go_to_slots_and_read_back_on_another_runtime() {
+    let schema = TempSchema::new("slots");
+    let steps = |rt: &Runtime| rt.status("big").unwrap().map_or(0, |s| s.steps);
+    let store = Arc::new(schema.store());
+    let rt = Runtime::builder(dir("slots"))
+        .store(store.clone())
+        .orchestration(keeps_a_list)
+        .open()
+        .await
+        .unwrap();
+    rt.start(keeps_a_list, "big", 6).await.unwrap();
+    eventually("parked", || steps(&rt) == 1).await;
+    for n in 2..=5 {
+        rt.raise_event("big", "more", &1u64).await.unwrap();
+        eventually("a step", || steps(&rt) == n).await;
+    }
+    let record = store.read("big").unwrap().unwrap().record.len();
+    assert!(record < 2_000, "the record names its slots instead: {record} bytes");
+    assert!(slots_of(store.as_ref(), "big") > 0);
+    rt.shutdown().await;
+    drop(rt);
+
+    let store = Arc::new(schema.store());
+    let rt = Runtime::builder(dir("slots"))
+        .store(store.clone())
+        .orchestration(keeps_a_list)
+        .open()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        rt.raise_event("big", "more", &1u64).await.unwrap();
+    }
+    let out = rt.handle::<keeps_a_list>("big").wait_timeout(Duration::from_secs(20)).await;
+    assert_eq!(out.unwrap().unwrap(), 6 + 100_000);
+    eventually("its slots deleted", || slots_of(store.as_ref(), "big") == 0).await;
+    rt.shutdown().await;
+}
