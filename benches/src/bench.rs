@@ -39,7 +39,7 @@ USAGE: durable-bench [OPTIONS]
 OPTIONS:
   --quick              small sizes (K up to 10,000; 10,000 waiting instances), 3 runs
   --runs N             repetitions of each measurement (default 5; --quick 3)
-  --only LIST          comma-separated subset of: resume,seq,fanout,wait,cpu,
+  --only LIST          comma-separated subset of: resume,seq,fanout,wait,cpu,state,
                        pg (all PostgreSQL rows) or pg-seq,pg-workers,pg-resume
   --no-duroxide        leave out the duroxide comparison
   --duroxide-real-max K
@@ -346,7 +346,7 @@ async fn parent(c: Config) -> Result<(), BoxError> {
     eprintln!("durable-bench: {} runs, scratch {}, nproc {nproc}", c.runs, c.dir.display());
 
     // One bar over the groups of measurements, on stderr (hidden when it is no terminal).
-    let groups = ["resume", "seq", "fanout", "wait", "pg"];
+    let groups = ["resume", "seq", "fanout", "wait", "state", "pg"];
     let bar = indicatif::ProgressBar::new(groups.len() as u64);
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -372,6 +372,11 @@ async fn parent(c: Config) -> Result<(), BoxError> {
     bar.set_message("waiting instances");
     if c.wants("wait") {
         waiting_rows(&c, &mut table, &mut details).await?;
+    }
+    bar.inc(1);
+    bar.set_message("state size");
+    if c.wants("state") {
+        state_rows(&c, &mut table, &mut details).await?;
     }
     bar.inc(1);
     bar.set_message("PostgreSQL");
@@ -818,6 +823,99 @@ async fn sequential_rows(
             cpu_plain.spread()
         ));
     }
+    sys::remove(&dir);
+    Ok(())
+}
+
+// ----- state size (issue 14) -----
+
+/// Items of 100 B in the large frame: about 100 KB of locals.
+const BIG_FRAME_ITEMS: u64 = 1_000;
+
+/// A step beside 100 KB of locals it does not modify against a step with an empty frame, and
+/// the bytes a `for` over an owned `Vec` writes per iteration.
+async fn state_rows(
+    c: &Config,
+    table: &mut Table,
+    details: &mut Vec<String>,
+) -> Result<(), BoxError> {
+    let dir = c.dir.join("state");
+    std::fs::create_dir_all(&dir)?;
+    let db = dir.join("durable");
+    for (durability, label, n) in [
+        (durable::Durability::Flush, "Flush", 300u64),
+        (durable::Durability::Buffered, "Buffered", 2_000),
+    ] {
+        let (mut empty, mut big, mut ratio) =
+            (Samples::default(), Samples::default(), Samples::default());
+        for run in 0..c.runs {
+            eprintln!("state ({label}): run {}/{}", run + 1, c.runs);
+            // Alternated in each run, so that both see the same machine.
+            let e = durable_side::steps_beside_state(&db, n, 0, durability).await?;
+            let b = durable_side::steps_beside_state(&db, n, BIG_FRAME_ITEMS, durability).await?;
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+            empty.push(per(e));
+            big.push(per(b));
+            ratio.push(b.as_secs_f64() / e.as_secs_f64());
+        }
+        let r = ratio.median();
+        let flush = label == "Flush";
+        table.push(Row::new(
+            format!("Step beside 100 KB of unmodified locals ({label})"),
+            format!("{} µs/step", table::num(big.median())),
+            format!("empty frame: {} µs/step", table::num(empty.median())),
+            format!("{}×", table::num(r)),
+            if flush { "≤ 1.5×" } else { "—" },
+            if flush { table::met(r <= 1.5) } else { "—" },
+        ));
+        details.push(format!(
+            "state ({label}, {n} steps): 100 KB frame {} µs/step ({}); empty frame {} µs/step \
+             ({}); ratio {} ({})",
+            table::num(big.median()),
+            big.spread(),
+            table::num(empty.median()),
+            empty.spread(),
+            table::num(r),
+            ratio.spread()
+        ));
+    }
+    // What the disk alone charges for the size: sled inserting one value of each size + flush.
+    let (small_ref, _) = durable_side::sled_reference(&dir.join("sled"), b"state", 200, 300, true)?;
+    let (big_ref, _) = durable_side::sled_reference(&dir.join("sled"), b"state", 101_000, 300, true)?;
+    details.push(format!(
+        "state, physical reference: sled insert + flush of 200 B {} µs, of 101 KB {} µs ({}×)",
+        table::num(small_ref.as_secs_f64() * 1e6 / 300.0),
+        table::num(big_ref.as_secs_f64() * 1e6 / 300.0),
+        table::num(big_ref.as_secs_f64() / small_ref.as_secs_f64())
+    ));
+
+    // A `for` over an owned Vec: bytes written per iteration at two lengths (flat = O(1)).
+    let item_len = 8;
+    let mut per_iteration = Vec::new();
+    for items in [1_000u64, 10_000] {
+        eprintln!("state: for over {items} items");
+        let (bytes, writes) = durable_side::for_loop_bytes(&db, items, item_len).await?;
+        let per = bytes as f64 / items as f64;
+        details.push(format!(
+            "state, `for` over a Vec of {} items of {item_len} B (Buffered): {} bytes in {} \
+             record writes, {} B per iteration",
+            table::int(items),
+            table::int(bytes),
+            table::int(writes),
+            table::num(per)
+        ));
+        per_iteration.push(per);
+    }
+    let (small, large) = (per_iteration[0], per_iteration[1]);
+    let growth = large / small;
+    table.push(Row::new(
+        "`for` over a Vec of 10,000 items: bytes written per iteration",
+        format!("{} B", table::int_f(large)),
+        format!("1,000 items: {} B; item: {item_len} B + length", table::int_f(small)),
+        format!("{}×", table::num(growth)),
+        "flat (O(1)): ≤ 1.2×",
+        table::met(growth <= 1.2),
+    ));
     sys::remove(&dir);
     Ok(())
 }

@@ -62,6 +62,28 @@ async fn awaiting_approval(ctx: Ctx, order: u64) -> Result<u64, Failure> {
     Ok(order.wrapping_add(approved))
 }
 
+/// The loop of the state-size measurement (issue 14): `n` steps while `big` — `items` strings
+/// of 100 bytes, about 100 KB for 1,000 — stays alive and unmodified; used after the loop.
+#[orchestration]
+pub(crate) async fn loop_beside_state(ctx: Ctx, n: u64, items: u64) -> Result<u64, Failure> {
+    let big: Vec<String> = (0..items).map(|i| format!("{i:0>100}")).collect();
+    let mut acc = 0;
+    for i in 0..n {
+        acc = ctx.call(add, (acc, i)).await?;
+    }
+    Ok(acc.wrapping_add(big.len() as u64))
+}
+
+/// A `for` over an owned `Vec` whose body awaits (issue 14): one step per item.
+#[orchestration]
+pub(crate) async fn for_over_vec(ctx: Ctx, items: Vec<String>) -> Result<u64, Failure> {
+    let mut acc = 0;
+    for item in items {
+        acc = ctx.call(add, (acc, item.len() as u64)).await?;
+    }
+    Ok(acc)
+}
+
 /// The plain loop without durability: the same activity body, called directly.
 pub async fn plain_calls(n: u64) -> Result<u64, String> {
     let mut acc = 0;
@@ -266,6 +288,61 @@ pub fn sled_reference(
     Ok((took, cpu))
 }
 
+/// One instance of `loop_beside_state` (`n` steps beside `items` × 100 B of unmodified
+/// locals) with `durability`: the wall time from the start call to the output.
+pub async fn steps_beside_state(
+    db: &Path,
+    n: u64,
+    items: u64,
+    durability: Durability,
+) -> Result<Duration, BoxError> {
+    sys::remove(db);
+    let rt = Runtime::builder(db)
+        .orchestration(loop_beside_state)
+        .durability(durability)
+        .open()
+        .await?;
+    let t = Instant::now();
+    let out = rt.start(loop_beside_state, "state", (n, items)).await?.wait().await?;
+    let wall = t.elapsed();
+    if out != (0..n).sum::<u64>() + items {
+        return Err(format!("loop_beside_state returned {out}").into());
+    }
+    rt.shutdown().await;
+    drop(rt);
+    sys::remove(db);
+    Ok(wall)
+}
+
+/// What `for_over_vec` over `items` strings of `item_len` bytes wrote (Buffered): the bytes
+/// of every record write (and frame slot) over the run, and the number of writes.
+pub async fn for_loop_bytes(db: &Path, items: u64, item_len: usize) -> Result<(u64, u64), BoxError> {
+    sys::remove(db);
+    let store = Arc::new(SizeProbe {
+        inner: SledStore::open(db)?,
+        sizes: Mutex::new(Vec::new()),
+        calls: Calls::default(),
+    });
+    let rt = Runtime::builder(db)
+        .store(store.clone())
+        .orchestration(for_over_vec)
+        .durability(Durability::Buffered)
+        .open()
+        .await?;
+    let list: Vec<String> = (0..items).map(|i| format!("{i:0>item_len$}")).collect();
+    let expected = list.iter().map(|s| s.len() as u64).sum::<u64>();
+    let out = rt.start(for_over_vec, "for", list).await?.wait().await?;
+    if out != expected {
+        return Err(format!("for_over_vec returned {out}").into());
+    }
+    rt.shutdown().await;
+    drop(rt);
+    let sizes = store.sizes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    drop(store);
+    sys::remove(db);
+    Ok((sizes.iter().map(|&s| s as u64).sum(), sizes.len() as u64))
+}
+
 /// A store that records the sizes of instance records written through it and counts the calls
 /// (calibration only): reads of records and inboxes are gets, record writes are puts.
 #[derive(Default)]
@@ -288,7 +365,8 @@ impl<S: Store> Store for SizeProbe<S> {
         self.inner.get(space, key)
     }
     fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        if space == Space::Instances {
+        // Records and the frame slots written beside them.
+        if space != Space::Timers {
             self.sizes.lock().unwrap_or_else(|p| p.into_inner()).push(value.len());
         }
         self.calls.puts.fetch_add(1, Ordering::Relaxed);

@@ -462,7 +462,7 @@ impl Records {
         book: &Mutex<SlotBook>,
     ) -> Result<Option<u64>, Refused> {
         let since = self.epoch();
-        let (wrote, touched) = {
+        let (wrote, (touched, waiting)) = {
             let mut book = lock(book);
             // A frame with slots is one as stored (read and kept, never run): written as it is.
             let whole = rec.frame.as_ref().filter(|f| f.slots.is_empty());
@@ -494,7 +494,7 @@ impl Records {
                     _ => {}
                 }
             }
-            (wrote, book.touched())
+            (wrote, (book.touched(), book.waiting()))
         };
         match wrote {
             Wrote::Conflict => Ok(None),
@@ -503,7 +503,7 @@ impl Records {
                 if touched {
                     if rec.is_terminal() {
                         self.drop_slots_when_durable(id, since).await;
-                    } else if self.durability == Durability::Buffered {
+                    } else if waiting && self.durability == Durability::Buffered {
                         // Slots are named (and deleted) only after a flush: ask for one.
                         self.commit.request();
                     }

@@ -184,6 +184,13 @@ impl SlotBook {
         self.touched
     }
 
+    /// Whether slots wait for a flush: written but not yet known durable, or to delete once a
+    /// record is.
+    pub(crate) fn waiting(&self) -> bool {
+        !self.garbage.is_empty()
+            || self.slots.values().any(|s| matches!(s.state, SlotState::Written(_)))
+    }
+
     /// Whether it knows anything worth keeping for the next checkpoint.
     pub(crate) fn is_empty(&self) -> bool {
         !self.touched && self.last.is_none()
@@ -311,6 +318,14 @@ impl SlotBook {
             }
         }
         stored_locals.extend_from_slice(&locals[copied..]);
+        tracing::trace!(
+            instance = %id,
+            bytes = locals.len(),
+            named = refs.len(),
+            slot_writes = writes.len(),
+            inline = stored_locals.len(),
+            "frame planned"
+        );
         let stored = Frame { locals: stored_locals, slots: refs, ..frame.clone_head() };
         let last = Last { locals: locals.clone(), locals_cut };
         Plan { stored, writes, hashes, new_slots, last }

@@ -53,6 +53,9 @@ pub(crate) fn apply_step(
         }
         Ok(StepResult::Suspend { frame, command, .. }) => {
             rec.steps += 1;
+            // The frame holds what the body still needs of its input: the input itself is
+            // needed no more, and would be written again at every checkpoint.
+            rec.input = Vec::new();
             let key = step_key(id, rec.steps);
             let branches = new_branches(&command, &key);
             let next = command.describe();
