@@ -189,3 +189,30 @@ async fn a_missing_or_damaged_slot_fails_its_instance_only_and_purge_removes_the
         assert!(slots_of(&store, id).is_empty(), "{id} keeps no slot");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_instance_leaves_no_slot() {
+    let db = fresh_db("slots-cancelled");
+    let store = Arc::new(SledStore::open(&db).unwrap());
+    let rt = Runtime::builder(&db)
+        .store(store.clone())
+        .orchestration(keeps_a_list)
+        .open()
+        .await
+        .unwrap();
+    rt.start(keeps_a_list, "cancelled", 8).await.unwrap();
+    wait_steps(&rt, "cancelled", 1).await;
+    feed(&rt, "cancelled", 3).await;
+    assert!(!slots_of(store.as_ref(), "cancelled").is_empty());
+    rt.cancel("cancelled", "enough").await.unwrap();
+    let out = rt.handle::<keeps_a_list>("cancelled").wait_timeout(Duration::from_secs(10)).await;
+    assert!(matches!(out, Some(Err(InstanceError::Cancelled(_)))), "{out:?}");
+    for _ in 0..200 {
+        if slots_of(store.as_ref(), "cancelled").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(slots_of(store.as_ref(), "cancelled").is_empty(), "a cancelled instance keeps none");
+    rt.shutdown().await;
+}

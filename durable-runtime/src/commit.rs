@@ -111,12 +111,10 @@ impl GroupCommit {
         Epoch(self.epoch.load(Ordering::SeqCst))
     }
 
-    /// The mark of what was written before this call.
-    pub(crate) fn mark(&self) -> Mark {
-        Mark {
-            epoch: self.epoch.load(Ordering::SeqCst),
-            began: self.flushes.began.load(Ordering::SeqCst),
-        }
+    /// The mark of what was written since `since` (taken before the writes) and before this
+    /// call: a recovery after `since` may have discarded those writes, so it counts from then.
+    pub(crate) fn mark(&self, since: Epoch) -> Mark {
+        Mark { epoch: since.0, began: self.flushes.began.load(Ordering::SeqCst) }
     }
 
     /// Asks for a flush of what was written before this call, without waiting for it.
@@ -159,5 +157,59 @@ impl Drop for GroupCommit {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::store::{Layer, SledStore};
+
+    /// A sled store whose next flush fails when told to.
+    struct Failing {
+        inner: SledStore,
+        fail: AtomicBool,
+    }
+
+    impl Layer for Failing {
+        fn inner(&self) -> &dyn Store {
+            &self.inner
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            if self.fail.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::Io("the disk is full".into()));
+            }
+            self.inner.flush()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_a_failed_flush_may_have_discarded_never_counts_as_durable() {
+        let dir = std::env::temp_dir().join(format!("durable-commit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Failing {
+            inner: SledStore::open(&dir).unwrap(),
+            fail: AtomicBool::new(true),
+        });
+        let commit = GroupCommit::start(store.clone()).unwrap();
+        // A write made since `since`, then a flush that fails and a recovery: its mark, even
+        // taken after the recovery, is lost.
+        let since = commit.epoch();
+        assert!(commit.commit(since).await.is_err());
+        let mark = commit.mark(since);
+        assert!(commit.lost(mark));
+        commit.commit(commit.epoch()).await.unwrap();
+        assert!(!commit.durable(mark), "a later successful flush does not bring it back");
+        // A write under a fresh epoch is durable once a flush that began after it succeeded.
+        let since = commit.epoch();
+        let mark = commit.mark(since);
+        assert!(!commit.durable(mark) && !commit.lost(mark));
+        commit.commit(since).await.unwrap();
+        assert!(commit.durable(mark));
+        drop(commit);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

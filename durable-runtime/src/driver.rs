@@ -32,7 +32,7 @@ use crate::op::{ActivityFailure, Command, Completion};
 use crate::orchestration::{Ctx, ErasedOrchestration, Fault, LiveState, Resume, StepResult};
 use crate::record::{Branch, Frame, Pending, State};
 use crate::records::{Instance, Refused};
-use crate::slots::SlotBook;
+use crate::slots::{SlotBook, Unresolved};
 use crate::status::{StepEvent, StepOutcome};
 use crate::step::{apply_step, consumed, fail_step, take_events};
 use crate::store::Lease;
@@ -513,13 +513,16 @@ impl Driver {
         let mut damaged = None;
         let resolved = match rec.frame.as_ref().filter(|f| !f.slots.is_empty()) {
             None => None,
-            Some(stored) => match engine.records.resolve(id, stored) {
+            Some(stored) => match engine.records.resolve(id, rec.created_ms, stored) {
                 Ok(whole) => {
                     crate::engine::lock(&self.book).adopt(stored);
                     Some(whole)
                 }
-                Err(None) => return Err(()),
-                Err(Some(why)) => {
+                Err(Unresolved::Store(e)) => {
+                    tracing::error!("instance `{id}`: cannot read its frame's slots: {e}");
+                    return Err(());
+                }
+                Err(Unresolved::Damaged(why)) => {
                     damaged = Some(Fault::Corrupt(format!(
                         "cannot read its frame at suspension point `{}`: {why}",
                         stored.point
@@ -631,6 +634,8 @@ impl Driver {
                 engine.records.clear_timers(id, p);
             }
             let book = std::mem::take(&mut *crate::engine::lock(&self.book));
+            // As the checkpoint stored it.
+            next.slotted |= book.touched();
             let written = Checkpoint { created_ms: next.created_ms, steps: next.steps };
             if !book.is_empty() && !next.is_terminal() {
                 engine.keep_book(id, written, book);

@@ -34,9 +34,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// At most this many suspended instances keep their state in memory; past it, the state of
 /// another one is dropped and decoded from its checkpoint when it resumes.
 const RESIDENT_LIMIT: usize = 10_000;
-/// At most this many slot books are kept (each holds a copy of its last frame's locals, 8 KiB
-/// or more): an instance whose book was evicted writes its unchanged chunks inline once more.
+/// At most this many slot books are kept, holding at most [`BOOK_BYTES`] together (each holds a
+/// copy of its last frame's locals, 8 KiB or more): an instance whose book was evicted writes its
+/// unchanged chunks inline once more.
 const BOOK_LIMIT: usize = 1_000;
+/// See [`BOOK_LIMIT`].
+const BOOK_BYTES: usize = 256 << 20;
 
 /// A checkpoint of an instance: when the instance was created (an instance purged and started
 /// again under its id is another one) and its step count. Written once, by one worker: a state
@@ -555,15 +558,24 @@ impl Engine {
     /// the instance's next driver (up to [`BOOK_LIMIT`] instances; one evicted starts again
     /// from the slots its record names).
     pub(crate) fn keep_book(&self, id: &str, at: Checkpoint, book: SlotBook) {
+        if book.bytes() > BOOK_BYTES {
+            return;
+        }
         let evicted = {
             let mut books = lock(&self.books);
-            let evicted = if books.len() >= BOOK_LIMIT && !books.contains_key(id) {
-                let other = books.keys().next().cloned();
-                other.and_then(|k| books.remove(&k))
-            } else {
-                None
-            };
-            (books.insert(id.to_owned(), (at, book)), evicted)
+            let mut evicted = books.remove(id).into_iter().collect::<Vec<_>>();
+            let mut held: usize = books.values().map(|(_, b)| b.bytes()).sum();
+            while !books.is_empty()
+                && (books.len() >= BOOK_LIMIT || held.saturating_add(book.bytes()) > BOOK_BYTES)
+            {
+                let Some(other) = books.keys().next().cloned() else { break };
+                if let Some(gone) = books.remove(&other) {
+                    held = held.saturating_sub(gone.1.bytes());
+                    evicted.push(gone);
+                }
+            }
+            books.insert(id.to_owned(), (at, book));
+            evicted
         };
         drop(evicted);
     }

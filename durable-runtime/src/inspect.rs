@@ -126,11 +126,15 @@ impl Runtime {
         let frame = if stored.slots.is_empty() {
             stored
         } else {
-            resolved =
-                self.engine.records.resolve(id, stored).map_err(|why| RenderError::Frame {
+            resolved = self.engine.records.resolve(id, rec.created_ms, stored).map_err(|e| {
+                RenderError::Frame {
                     id: id.to_owned(),
-                    reason: why.unwrap_or_else(|| "the store failed reading its slots".into()),
-                })?;
+                    reason: match e {
+                        crate::slots::Unresolved::Damaged(why) => why,
+                        crate::slots::Unresolved::Store(e) => format!("reading its slots: {e}"),
+                    },
+                }
+            })?;
             &resolved
         };
         let orchestration =

@@ -158,6 +158,9 @@ pub(crate) struct InstanceRecord {
     /// Whether the requested cancellation leaves the sub-orchestrations running (by default
     /// they are cancelled with the instance). Version 2.
     pub cancel_alone: bool,
+    /// Whether frame slots of this incarnation may be in the store (then its end deletes them).
+    /// Version 4.
+    pub slotted: bool,
 }
 
 /// Format version 3, read and converted; never written. Its frames hold all their locals.
@@ -232,6 +235,7 @@ pub(crate) mod v3 {
                 cancel: r.cancel,
                 suspended: r.suspended,
                 cancel_alone: r.cancel_alone,
+                slotted: false,
             }
         }
     }
@@ -287,6 +291,7 @@ pub(crate) mod v2 {
                 cancel: r.cancel,
                 suspended: r.suspended,
                 cancel_alone: r.cancel_alone,
+                slotted: false,
             }
         }
     }
@@ -418,6 +423,7 @@ pub(crate) mod v1 {
                 suspended: r.suspended,
                 // Version 1 cancelled the sub-orchestrations with the instance.
                 cancel_alone: false,
+                slotted: false,
             }
         }
     }
@@ -508,6 +514,7 @@ struct Stored<'a> {
     cancel: &'a Option<String>,
     suspended: bool,
     cancel_alone: bool,
+    slotted: bool,
 }
 
 impl InstanceRecord {
@@ -518,8 +525,13 @@ impl InstanceRecord {
     }
 
     /// The bytes of this record with `stored` in place of its frame (the frame as the record
-    /// stores it, see `crate::slots`), without copying the rest.
-    pub(crate) fn to_bytes_with(&self, stored: Option<&Frame>) -> Result<Vec<u8>, CodecError> {
+    /// stores it, see `crate::slots`) and `slotted` in place of its flag, without copying the
+    /// rest.
+    pub(crate) fn to_bytes_with(
+        &self,
+        stored: Option<&Frame>,
+        slotted: bool,
+    ) -> Result<Vec<u8>, CodecError> {
         // Every field named: a field added to the record fails to compile here.
         let InstanceRecord {
             orchestration,
@@ -538,6 +550,7 @@ impl InstanceRecord {
             cancel,
             suspended,
             cancel_alone,
+            slotted: _,
         } = self;
         let borrowed = Stored {
             orchestration,
@@ -556,6 +569,7 @@ impl InstanceRecord {
             cancel,
             suspended: *suspended,
             cancel_alone: *cancel_alone,
+            slotted,
         };
         frame(MAGIC, FORMAT_VERSION, &borrowed)
     }
@@ -605,6 +619,7 @@ impl InstanceRecord {
             cancel: None,
             suspended: false,
             cancel_alone: false,
+            slotted: false,
         }
     }
 
@@ -816,6 +831,7 @@ mod format_versions {
             f.slots = vec![SlotRef { at: 1, len: 2, token: 7, hash: *b"0123456789abcdef" }];
             f.locals = vec![3, b'c'];
         }
+        r.slotted = true;
         r
     }
 
@@ -832,7 +848,10 @@ mod format_versions {
         let r = full_v4();
         let mut without = r.clone();
         let frame = without.frame.take();
-        assert_eq!(without.to_bytes_with(frame.as_ref()).unwrap(), r.to_bytes().unwrap());
+        assert_eq!(
+            without.to_bytes_with(frame.as_ref(), r.slotted).unwrap(),
+            r.to_bytes().unwrap()
+        );
     }
 
     #[test]

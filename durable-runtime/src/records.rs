@@ -25,8 +25,9 @@ use crate::engine::lock;
 use crate::error::ClientError;
 use crate::ids::shown_id;
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion};
+use crate::record::SlotRef;
 use crate::record::{Frame, InboxMessage, InstanceRecord, Pending, State};
-use crate::slots::{self, SlotBook};
+use crate::slots::{self, SlotBook, Unresolved};
 use crate::status::Durability;
 use crate::store::{Appended, Fence, Lease, Space, Store, StoreError, Timer, Write, WriteError};
 
@@ -327,18 +328,19 @@ impl Records {
         rec: &InstanceRecord,
         inbox: (usize, usize),
     ) -> Result<Vec<u8>, ClientError> {
-        self.encode_with(id, rec, rec.frame.as_ref(), inbox)
+        self.encode_with(id, rec, rec.frame.as_ref(), rec.slotted, inbox)
     }
 
-    /// [`encode`](Self::encode) with `frame` stored in place of the record's frame.
+    /// [`encode`](Self::encode) with `frame` and `slotted` in place of the record's.
     fn encode_with(
         &self,
         id: &str,
         rec: &InstanceRecord,
         frame: Option<&Frame>,
+        slotted: bool,
         inbox: (usize, usize),
     ) -> Result<Vec<u8>, ClientError> {
-        let bytes = rec.to_bytes_with(frame).map_err(|e| StoreError::Io(e.to_string()))?;
+        let bytes = rec.to_bytes_with(frame, slotted).map_err(|e| StoreError::Io(e.to_string()))?;
         let too_large = |reason| ClientError::TooLarge { id: shown_id(id), reason };
         let total = bytes.len().saturating_add(inbox.1);
         if total > self.max_record {
@@ -410,16 +412,19 @@ impl Records {
         consumed: &[u64],
         fence: Option<Fence>,
     ) -> Result<Wrote, Refused> {
-        self.write_with(id, instance, rec, rec.frame.as_ref(), consumed, fence)
+        self.write_with(id, instance, rec, rec.frame.as_ref(), rec.slotted, consumed, fence)
     }
 
-    /// [`write`](Self::write) with `frame` stored in place of the record's frame.
+    /// [`write`](Self::write) with `frame` stored in place of the record's frame, and `slotted`
+    /// in place of its flag.
+    #[allow(clippy::too_many_arguments, reason = "write's arguments and the two it overrides")]
     fn write_with(
         &self,
         id: &str,
         instance: &Instance,
         rec: &InstanceRecord,
         frame: Option<&Frame>,
+        slotted: bool,
         consumed: &[u64],
         fence: Option<Fence>,
     ) -> Result<Wrote, Refused> {
@@ -429,7 +434,7 @@ impl Records {
             .filter(|e| matches!(e.at, EventRef::Inbox(s) if !consumed.contains(&s)));
         let (count, size) =
             inbox.fold((0, 0), |(n, s), e| (n + 1, s + e.payload.len() + e.name.len() + 16));
-        let bytes = self.encode_with(id, rec, frame, (count, size))?;
+        let bytes = self.encode_with(id, rec, frame, slotted, (count, size))?;
         let write = Write {
             expected: instance.version,
             record: &bytes,
@@ -462,90 +467,91 @@ impl Records {
         book: &Mutex<SlotBook>,
     ) -> Result<Option<u64>, Refused> {
         let since = self.epoch();
-        let (wrote, (touched, waiting)) = {
+        let prefix = slots::prefix(id, rec.created_ms);
+        let (wrote, slotted, waiting) = {
             let mut book = lock(book);
             // A frame with slots is one as stored (read and kept, never run): written as it is.
             let whole = rec.frame.as_ref().filter(|f| f.slots.is_empty());
             let plan = match whole {
                 Some(f) if book.touched() || f.locals.len() >= slots::CHUNKED_FROM => {
-                    for key in book.collect(id, &self.commit) {
+                    for key in book.collect(&prefix, &self.commit) {
                         if let Err(e) = self.store.delete(Space::Slots, &key) {
                             tracing::warn!(instance = %id, "cannot delete a frame slot: {e}");
                         }
                     }
-                    let plan = book.plan(id, fence.token, f, &self.commit);
+                    let plan = book.plan(&prefix, fence.token, f, &self.commit);
                     for (key, range) in &plan.writes {
                         self.store.put(Space::Slots, key, &f.locals[range.clone()])?;
                     }
                     if !plan.writes.is_empty() {
-                        book.slots_written(&plan, self.commit.mark());
+                        book.slots_written(&plan, self.commit.mark(since));
                     }
                     Some(plan)
                 }
                 _ => None,
             };
             let stored = plan.as_ref().map_or(rec.frame.as_ref(), |p| Some(&p.stored));
-            let wrote = self.write_with(id, instance, rec, stored, consumed, Some(fence))?;
+            let slotted = rec.slotted || book.touched();
+            let wrote =
+                self.write_with(id, instance, rec, stored, slotted, consumed, Some(fence))?;
             if let Wrote::Done(_) = wrote {
-                let mark = self.commit.mark();
+                let mark = self.commit.mark(since);
                 match (plan, &rec.frame) {
                     (Some(plan), _) => book.record_written(plan, mark),
                     (None, None) if book.touched() => book.record_without_frame(mark),
                     _ => {}
                 }
             }
-            (wrote, (book.touched(), book.waiting()))
+            (wrote, slotted, book.waiting())
         };
         match wrote {
             Wrote::Conflict => Ok(None),
             Wrote::Done(version) => {
                 self.durable(since).await?;
-                if touched {
-                    if rec.is_terminal() {
-                        self.drop_slots_when_durable(id, since).await;
-                    } else if waiting && self.durability == Durability::Buffered {
-                        // Slots are named (and deleted) only after a flush: ask for one.
-                        self.commit.request();
-                    }
+                if slotted && rec.is_terminal() {
+                    self.drop_slots_when_durable(&prefix, since).await;
+                } else if waiting && self.durability == Durability::Buffered {
+                    // Slots are named (and deleted) only after a flush: ask for one.
+                    self.commit.request();
                 }
                 Ok(Some(version))
             }
         }
     }
 
-    /// The frame of `id` as stored, with the chunks its slots hold put back; `Err(None)`: the
-    /// store failed (try again later), `Err(Some(why))`: the record is damaged.
-    pub(crate) fn resolve(&self, id: &str, frame: &Frame) -> Result<Frame, Option<String>> {
-        let mut values = Vec::with_capacity(frame.slots.len());
-        for s in &frame.slots {
-            let value = self.store.get(Space::Slots, &slots::key(id, s.token, &s.hash));
-            values.push(value.map_err(|e| {
-                tracing::error!(instance = %id, "cannot read a slot of its frame: {e}");
-                None
-            })?);
-        }
-        let locals = slots::resolve(frame, values, codec::DECODE_LIMIT).map_err(Some)?;
+    /// The frame of `id` (the incarnation created at `created_ms`) as stored, with the chunks
+    /// its slots hold put back.
+    pub(crate) fn resolve(
+        &self,
+        id: &str,
+        created_ms: u64,
+        frame: &Frame,
+    ) -> Result<Frame, Unresolved<StoreError>> {
+        let prefix = slots::prefix(id, created_ms);
+        let read =
+            |s: &SlotRef| self.store.get(Space::Slots, &slots::key(&prefix, s.token, &s.hash));
+        let locals = slots::resolve(frame, codec::DECODE_LIMIT, read)?;
         Ok(Frame { locals, ..frame.clone_head() })
     }
 
-    /// Deletes every frame slot of instance `id` once what was written since `since` (its end,
-    /// or its removal) is durable; left for a later removal when that cannot be known.
-    async fn drop_slots_when_durable(&self, id: &str, since: Epoch) {
-        let prefix = slots::prefix(id);
-        let mut after = prefix.clone();
+    /// Deletes every frame slot whose key begins with `prefix` (an instance's incarnation) once
+    /// what was written since `since` (its end, or its removal) is durable; left for a later
+    /// removal when that cannot be known.
+    async fn drop_slots_when_durable(&self, prefix: &[u8], since: Epoch) {
+        let mut after = prefix.to_vec();
         let mut waited = self.durability == Durability::Flush;
         loop {
             let page = match self.store.scan(Space::Slots, Some(&after), 256) {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::warn!(instance = %id, "cannot list its frame slots: {e}");
+                    tracing::warn!("cannot list frame slots: {e}");
                     return;
                 }
             };
             let mine: Vec<Vec<u8>> = page
                 .iter()
                 .map(|(k, _)| k)
-                .take_while(|k| k.starts_with(&prefix))
+                .take_while(|k| k.starts_with(prefix))
                 .cloned()
                 .collect();
             if !mine.is_empty() && !waited {
@@ -557,7 +563,7 @@ impl Records {
             }
             for key in &mine {
                 if let Err(e) = self.store.delete(Space::Slots, key) {
-                    tracing::warn!(instance = %id, "cannot delete a frame slot: {e}");
+                    tracing::warn!("cannot delete a frame slot: {e}");
                     return;
                 }
             }
@@ -594,6 +600,11 @@ impl Records {
                 Wrote::Conflict => continue,
                 Wrote::Done(_) => {
                     self.durable(since).await?;
+                    if rec.slotted && rec.is_terminal() && !instance.rec.is_terminal() {
+                        // Ended here (a cancellation, a failure): its slots go.
+                        let prefix = slots::prefix(id, rec.created_ms);
+                        self.drop_slots_when_durable(&prefix, since).await;
+                    }
                     return Ok(Some(out));
                 }
             }
@@ -711,14 +722,19 @@ impl Records {
     pub(crate) async fn remove(&self, id: &str) -> Result<(), ClientError> {
         loop {
             let since = self.epoch();
-            let (pending, version) = match self.record(id) {
+            // The slots of the incarnation removed; of any, for a record that cannot say which.
+            let (pending, version, prefix) = match self.record(id) {
                 Ok(None) => return Err(ClientError::NotFound(id.into())),
                 Ok(Some((rec, _))) if !rec.is_terminal() => {
                     return Err(ClientError::Running(id.into()));
                 }
-                Ok(Some((rec, v))) => (rec.pending, v),
+                Ok(Some((rec, v))) => (rec.pending, v, slots::prefix(id, rec.created_ms)),
                 // An unreadable record can be purged.
-                Err(_) => (None, self.store.read(id)?.map_or(0, |v| v.version)),
+                Err(_) => (
+                    None,
+                    self.store.read(id)?.map_or(0, |v| v.version),
+                    slots::instance_prefix(id),
+                ),
             };
             match self.store.remove(id, version) {
                 Ok(()) => {}
@@ -735,7 +751,7 @@ impl Records {
                 self.clear_timers(id, p);
             }
             self.durable(since).await?;
-            self.drop_slots_when_durable(id, since).await;
+            self.drop_slots_when_durable(&prefix, since).await;
             return Ok(());
         }
     }

@@ -90,19 +90,28 @@ pub(crate) fn hash(bytes: &[u8]) -> Hash {
     out
 }
 
-/// The key of a slot: the instance id, `0xff` (never in UTF-8), the writer's token, the hash.
-pub(crate) fn key(id: &str, token: u64, hash: &Hash) -> Vec<u8> {
-    let mut k = prefix(id);
+/// The key of a slot: the `prefix` of its instance's incarnation, the writer's token, the hash.
+pub(crate) fn key(prefix: &[u8], token: u64, hash: &Hash) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 24);
+    k.extend_from_slice(prefix);
     k.extend_from_slice(&token.to_be_bytes());
     k.extend_from_slice(hash);
     k
 }
 
-/// What every slot key of instance `id` begins with.
-pub(crate) fn prefix(id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(id.len() + 25);
+/// What every slot key of instance `id` begins with: the id and `0xff` (never in UTF-8).
+pub(crate) fn instance_prefix(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 33);
     k.extend_from_slice(id.as_bytes());
     k.push(0xff);
+    k
+}
+
+/// What the slot keys of the incarnation of `id` created at `created_ms` begin with: an
+/// instance purged and started again under the same id never shares a slot with the old one.
+pub(crate) fn prefix(id: &str, created_ms: u64) -> Vec<u8> {
+    let mut k = instance_prefix(id);
+    k.extend_from_slice(&created_ms.to_be_bytes());
     k
 }
 
@@ -191,6 +200,12 @@ impl SlotBook {
             || self.slots.values().any(|s| matches!(s.state, SlotState::Written(_)))
     }
 
+    /// The bytes it holds (its copy of the last frame's locals, mostly).
+    pub(crate) fn bytes(&self) -> usize {
+        let last = self.last.as_ref().map_or(0, |l| l.locals.len() + 32 * l.locals_cut.len());
+        last + 64 * (self.slots.len() + self.garbage.len())
+    }
+
     /// Whether it knows anything worth keeping for the next checkpoint.
     pub(crate) fn is_empty(&self) -> bool {
         !self.touched && self.last.is_none()
@@ -208,7 +223,7 @@ impl SlotBook {
     /// Keys of the slots no record names any more whose first non-naming record is durable:
     /// to delete now. Entries a failed flush may have undone are forgotten (their slots stay
     /// until the instance ends).
-    pub(crate) fn collect(&mut self, id: &str, commit: &impl Durability) -> Vec<Vec<u8>> {
+    pub(crate) fn collect(&mut self, prefix: &[u8], commit: &impl Durability) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let slots = &self.slots;
         self.garbage.retain(|(hash, token, mark)| {
@@ -216,7 +231,7 @@ impl SlotBook {
                 return false;
             }
             if commit.durable(*mark) {
-                out.push(key(id, *token, hash));
+                out.push(key(prefix, *token, hash));
                 return false;
             }
             true
@@ -224,10 +239,10 @@ impl SlotBook {
         out
     }
 
-    /// How `frame` is stored by a writer holding lease `token`.
+    /// How `frame` is stored by a writer holding lease `token`, its slots keyed under `prefix`.
     pub(crate) fn plan(
         &mut self,
-        id: &str,
+        prefix: &[u8],
         token: u64,
         frame: &Frame,
         commit: &impl Durability,
@@ -291,7 +306,10 @@ impl SlotBook {
                     }
                     SlotState::Written(m) if commit.lost(m) => {
                         // A failed flush may have discarded it: write it again.
-                        writes.push((key(id, token, &chunk.hash), chunk.at..chunk.at + chunk.len));
+                        writes.push((
+                            key(prefix, token, &chunk.hash),
+                            chunk.at..chunk.at + chunk.len,
+                        ));
                         new_slots.push((chunk.hash, token));
                         None
                     }
@@ -300,7 +318,7 @@ impl SlotBook {
                 None if seen.contains(&chunk.hash)
                     && !new_slots.iter().any(|(h, _)| *h == chunk.hash) =>
                 {
-                    writes.push((key(id, token, &chunk.hash), chunk.at..chunk.at + chunk.len));
+                    writes.push((key(prefix, token, &chunk.hash), chunk.at..chunk.at + chunk.len));
                     new_slots.push((chunk.hash, token));
                     None
                 }
@@ -319,7 +337,6 @@ impl SlotBook {
         }
         stored_locals.extend_from_slice(&locals[copied..]);
         tracing::trace!(
-            instance = %id,
             bytes = locals.len(),
             named = refs.len(),
             slot_writes = writes.len(),
@@ -364,41 +381,54 @@ impl SlotBook {
     }
 }
 
-/// The locals of a stored frame with its slots' bytes put back, given the slots' values in
-/// order (`None`: missing). Checks every slot against its length and hash, and the whole
-/// against `limit` bytes.
-pub(crate) fn resolve(
+/// Why a stored frame could not be read back.
+#[derive(Debug)]
+pub(crate) enum Unresolved<E> {
+    /// Reading a slot failed: try again later.
+    Store(E),
+    /// The record or its slots are damaged: why.
+    Damaged(String),
+}
+
+/// The locals of a stored frame with its slots' bytes put back, reading each slot with `read`
+/// (`None`: missing). The total is checked against `limit` bytes before anything is read, and
+/// each slot against its length and hash as it is read.
+pub(crate) fn resolve<E>(
     frame: &Frame,
-    values: Vec<Option<Vec<u8>>>,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+    mut read: impl FnMut(&SlotRef) -> Result<Option<Vec<u8>>, E>,
+) -> Result<Vec<u8>, Unresolved<E>> {
+    let damaged = |why: String| Unresolved::Damaged(why);
     let total = frame
         .slots
         .iter()
         .try_fold(frame.locals.len() as u64, |n, s| n.checked_add(s.len))
         .filter(|n| *n <= limit as u64)
-        .ok_or_else(|| format!("its frame's slots would make it over {limit} bytes"))?;
+        .ok_or_else(|| damaged(format!("its frame's slots would make it over {limit} bytes")))?;
     let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let mut inline = frame.locals.as_slice();
-    for (s, value) in frame.slots.iter().zip(values) {
+    for s in &frame.slots {
         let gap = usize::try_from(s.at)
             .ok()
             .and_then(|at| at.checked_sub(out.len()))
             .filter(|g| *g <= inline.len())
-            .ok_or_else(|| format!("its frame's slot at byte {} is out of order", s.at))?;
+            .ok_or_else(|| damaged(format!("its frame's slot at byte {} is out of order", s.at)))?;
         out.extend_from_slice(&inline[..gap]);
         inline = &inline[gap..];
-        let value = value.ok_or_else(|| {
-            format!("its frame's slot at byte {} ({} bytes) is missing from the store", s.at, s.len)
+        let value = read(s).map_err(Unresolved::Store)?.ok_or_else(|| {
+            damaged(format!(
+                "its frame's slot at byte {} ({} bytes) is missing from the store",
+                s.at, s.len
+            ))
         })?;
         if value.len() as u64 != s.len || hash(&value) != s.hash {
-            return Err(format!(
+            return Err(damaged(format!(
                 "its frame's slot at byte {} does not hold what the record names ({} bytes \
                  found, {} named)",
                 s.at,
                 value.len(),
                 s.len
-            ));
+            )));
         }
         out.extend_from_slice(&value);
     }
@@ -474,10 +504,10 @@ mod tests {
         f: &Frame,
         c: &Flushes,
     ) -> Frame {
-        for k in book.collect("i", c) {
+        for k in book.collect(b"i", c) {
             store.remove(&k);
         }
-        let plan = book.plan("i", 3, f, c);
+        let plan = book.plan(b"i", 3, f, c);
         for (k, r) in &plan.writes {
             store.insert(k.clone(), f.locals[r.clone()].to_vec());
         }
@@ -488,8 +518,16 @@ mod tests {
     }
 
     fn read_back(stored: &Frame, store: &HashMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
-        let values = stored.slots.iter().map(|s| store.get(&key("i", s.token, &s.hash)).cloned());
-        resolve(stored, values.collect(), usize::MAX).unwrap()
+        let read = |s: &SlotRef| Ok::<_, ()>(store.get(&key(b"i", s.token, &s.hash)).cloned());
+        resolve(stored, usize::MAX, read).unwrap()
+    }
+
+    /// What resolving `f` with one slot value `v` says, as text.
+    fn resolved(f: &Frame, v: Option<&[u8]>, limit: usize) -> Result<Vec<u8>, String> {
+        resolve(f, limit, |_| Ok::<_, ()>(v.map(<[u8]>::to_vec))).map_err(|e| match e {
+            Unresolved::Damaged(why) => why,
+            Unresolved::Store(()) => "store".into(),
+        })
     }
 
     #[test]
@@ -606,11 +644,20 @@ mod tests {
             locals: b"xyz".to_vec(),
             ..frame(&[])
         };
-        assert_eq!(resolve(&f, vec![Some(b"abc".to_vec())], 100).unwrap(), b"xyabcz");
-        assert!(resolve(&f, vec![None], 100).unwrap_err().contains("missing"));
-        assert!(resolve(&f, vec![Some(b"abd".to_vec())], 100).unwrap_err().contains("does not"));
-        assert!(resolve(&f, vec![Some(b"abc".to_vec())], 5).unwrap_err().contains("over"));
+        assert_eq!(resolved(&f, Some(b"abc"), 100).unwrap(), b"xyabcz");
+        assert!(resolved(&f, None, 100).unwrap_err().contains("missing"));
+        assert!(resolved(&f, Some(b"abd"), 100).unwrap_err().contains("does not"));
+        assert!(resolved(&f, Some(b"abc"), 5).unwrap_err().contains("over"));
         let late = Frame { slots: vec![SlotRef { at: 9, ..f.slots[0] }], ..f.clone() };
-        assert!(resolve(&late, vec![Some(b"abc".to_vec())], 100).unwrap_err().contains("order"));
+        assert!(resolved(&late, Some(b"abc"), 100).unwrap_err().contains("order"));
+        // Hostile lengths: refused before anything is read, never an overflow.
+        let mut reads = 0;
+        let huge = Frame { slots: vec![SlotRef { len: u64::MAX, ..f.slots[0] }; 3], ..f.clone() };
+        let out = resolve(&huge, usize::MAX, |_| {
+            reads += 1;
+            Ok::<_, ()>(None)
+        });
+        assert!(matches!(out, Err(Unresolved::Damaged(why)) if why.contains("over")));
+        assert_eq!(reads, 0);
     }
 }

@@ -289,7 +289,7 @@ pub(crate) fn status_of(
                 pending: rec.pending.as_ref().map(|p| p.command.describe()),
                 stored_locals: rec.frame.as_ref().map(|f| f.layout.clone()).unwrap_or_default(),
                 frame_bytes: rec.frame.as_ref().map_or(0, |f| {
-                    let in_slots: u64 = f.slots.iter().map(|s| s.len).sum();
+                    let in_slots = f.slots.iter().fold(0u64, |n, s| n.saturating_add(s.len));
                     f.locals.len().saturating_add(usize::try_from(in_slots).unwrap_or(usize::MAX))
                 }),
                 created: time_of(rec.created_ms),
