@@ -68,20 +68,26 @@ fn slots_of(store: &dyn Store, id: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn record_len(store: &dyn Store, id: &str) -> usize {
-    store.get(Space::Instances, id.as_bytes()).unwrap().unwrap().len()
-}
-
-async fn a_large_unchanged_local_leaves_the_record(durability: Durability, name: &str) {
-    let db = fresh_db(name);
-    let store = Arc::new(SledStore::open(&db).unwrap());
-    let rt = Runtime::builder(&db)
+/// A runtime over the sled store at `db`, and the store, to look at it while the runtime runs.
+async fn open_over_sled(db: &std::path::Path, durability: Durability) -> (Arc<SledStore>, Runtime) {
+    let store = Arc::new(SledStore::open(db).unwrap());
+    let rt = Runtime::builder(db)
         .store(store.clone())
         .orchestration(keeps_a_list)
         .durability(durability)
         .open()
         .await
         .unwrap();
+    (store, rt)
+}
+
+fn record_len(store: &dyn Store, id: &str) -> usize {
+    store.get(Space::Instances, id.as_bytes()).unwrap().unwrap().len()
+}
+
+async fn a_large_unchanged_local_leaves_the_record(durability: Durability, name: &str) {
+    let db = fresh_db(name);
+    let (store, rt) = open_over_sled(&db, durability).await;
     rt.start(keeps_a_list, "list", 8).await.unwrap();
     wait_steps(&rt, "list", 1).await;
     let whole = record_len(store.as_ref(), "list");
@@ -103,14 +109,7 @@ async fn a_large_unchanged_local_leaves_the_record(durability: Durability, name:
     drop(store);
 
     // Reopened: the frame reads back whole from its slots, and the instance goes on.
-    let store = Arc::new(SledStore::open(&db).unwrap());
-    let rt = Runtime::builder(&db)
-        .store(store.clone())
-        .orchestration(keeps_a_list)
-        .durability(durability)
-        .open()
-        .await
-        .unwrap();
+    let (store, rt) = open_over_sled(&db, durability).await;
     let shown = rt.locals("list").unwrap().unwrap();
     let (_, value) = shown.locals.iter().find(|(name, _)| name == "list").unwrap();
     assert_eq!(value.as_array().map(Vec::len), Some(ITEMS), "the web view reads the slots too");
@@ -193,13 +192,7 @@ async fn a_missing_or_damaged_slot_fails_its_instance_only_and_purge_removes_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_instance_leaves_no_slot() {
     let db = fresh_db("slots-cancelled");
-    let store = Arc::new(SledStore::open(&db).unwrap());
-    let rt = Runtime::builder(&db)
-        .store(store.clone())
-        .orchestration(keeps_a_list)
-        .open()
-        .await
-        .unwrap();
+    let (store, rt) = open_over_sled(&db, Durability::Flush).await;
     rt.start(keeps_a_list, "cancelled", 8).await.unwrap();
     wait_steps(&rt, "cancelled", 1).await;
     feed(&rt, "cancelled", 3).await;

@@ -192,17 +192,17 @@ fn slots_of(store: &dyn Store, id: &str) -> usize {
     page.iter().take_while(|(k, _)| k.starts_with(&prefix)).count()
 }
 
+async fn open_slots_runtime(store: &Arc<durable_postgres::PgStore>) -> Runtime {
+    let builder = Runtime::builder(dir("slots")).store(store.clone());
+    builder.orchestration(keeps_a_list).open().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_unchanged_locals_go_to_slots_and_read_back_on_another_runtime() {
     let schema = TempSchema::new("slots");
     let steps = |rt: &Runtime| rt.status("big").unwrap().map_or(0, |s| s.steps);
     let store = Arc::new(schema.store());
-    let rt = Runtime::builder(dir("slots"))
-        .store(store.clone())
-        .orchestration(keeps_a_list)
-        .open()
-        .await
-        .unwrap();
+    let rt = open_slots_runtime(&store).await;
     rt.start(keeps_a_list, "big", 6).await.unwrap();
     eventually("parked", || steps(&rt) == 1).await;
     for n in 2..=5 {
@@ -216,12 +216,7 @@ async fn large_unchanged_locals_go_to_slots_and_read_back_on_another_runtime() {
     drop(rt);
 
     let store = Arc::new(schema.store());
-    let rt = Runtime::builder(dir("slots"))
-        .store(store.clone())
-        .orchestration(keeps_a_list)
-        .open()
-        .await
-        .unwrap();
+    let rt = open_slots_runtime(&store).await;
     for _ in 0..2 {
         rt.raise_event("big", "more", &1u64).await.unwrap();
     }
