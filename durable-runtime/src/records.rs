@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use crate::codec;
 use crate::commit::{Epoch, GroupCommit};
-use crate::engine::lock;
 use crate::error::ClientError;
 use crate::ids::shown_id;
 use crate::op::{ActivityFailure, ChildFailure, Command, Completion};
@@ -469,7 +468,7 @@ impl Records {
         let since = self.epoch();
         let prefix = slots::prefix(id, rec.created_ms);
         let (wrote, slotted, waiting) = {
-            let mut book = lock(book);
+            let mut book = book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             // A frame with slots is one as stored (read and kept, never run): written as it is.
             let whole = rec.frame.as_ref().filter(|f| f.slots.is_empty());
             let plan = match whole {
