@@ -9,7 +9,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable::store::{SledStore, Space, Store};
+use durable::store::{Layer, SledStore, Space, Store};
 use durable::{Ctx, Durability, Failure, InstanceError, InstanceState, Runtime, orchestration};
 use support::harness::{fresh_db, open};
 
@@ -207,5 +207,34 @@ async fn a_cancelled_instance_leaves_no_slot() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(slots_of(store.as_ref(), "cancelled").is_empty(), "a cancelled instance keeps none");
+    rt.shutdown().await;
+}
+
+/// A store written before frame slots: it does not say it keeps them.
+struct NoSlots(Arc<SledStore>);
+
+impl Layer for NoSlots {
+    fn inner(&self) -> &dyn Store {
+        &*self.0
+    }
+    fn keeps_slots(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_keeps_no_slots_gets_whole_frames() {
+    let db = fresh_db("slots-none");
+    let sled = Arc::new(SledStore::open(&db).unwrap());
+    let store = Arc::new(NoSlots(sled.clone()));
+    let rt = Runtime::builder(&db).store(store).orchestration(keeps_a_list).open().await.unwrap();
+    rt.start(keeps_a_list, "whole", 5).await.unwrap();
+    wait_steps(&rt, "whole", 1).await;
+    feed(&rt, "whole", 4).await;
+    assert!(record_len(sled.as_ref(), "whole") > 100_000, "the record holds the whole frame");
+    assert!(slots_of(sled.as_ref(), "whole").is_empty());
+    rt.raise_event("whole", "more", &1u64).await.unwrap();
+    let out = rt.handle::<keeps_a_list>("whole").wait_timeout(Duration::from_secs(10)).await;
+    assert_eq!(out.unwrap().unwrap(), expected(5));
     rt.shutdown().await;
 }

@@ -512,6 +512,9 @@ impl<S: Store> Store for SizeProbe<S> {
     fn shared(&self) -> bool {
         self.inner.shared()
     }
+    fn keeps_slots(&self) -> bool {
+        self.inner.keeps_slots()
+    }
     fn watch(&self, on_change: OnChange) -> Result<(), StoreError> {
         self.inner.watch(on_change)
     }

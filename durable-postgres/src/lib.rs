@@ -333,6 +333,10 @@ impl Store for PgStore {
         true
     }
 
+    fn keeps_slots(&self) -> bool {
+        true
+    }
+
     /// Listens on a dedicated connection; returns once `LISTEN` is in place, so every change
     /// committed after it returned is delivered (as long as the connection holds; then
     /// [`Change::Missed`](durable_runtime::store::Change::Missed)). `on_change` is called on a

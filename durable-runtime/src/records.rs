@@ -139,6 +139,8 @@ pub(crate) struct Records {
     pub(crate) max_record: usize,
     /// Who this runtime is, as a lease owner.
     owner: String,
+    /// Whether the store keeps frame slots ([`Store::keeps_slots`]).
+    slots: bool,
     /// How long a lease lasts past its last write or renewal.
     lease_ms: u64,
 }
@@ -163,7 +165,16 @@ impl Records {
             std::process::id(),
             Arc::as_ptr(&store)
         );
-        Ok(Records { store, commit, durability, max_record, owner, lease_ms: lease_ms.max(1) })
+        let slots = store.keeps_slots();
+        Ok(Records {
+            store,
+            commit,
+            durability,
+            max_record,
+            owner,
+            slots,
+            lease_ms: lease_ms.max(1),
+        })
     }
 
     /// How long a lease lasts past its last write or renewal.
@@ -472,7 +483,9 @@ impl Records {
             // A frame with slots is one as stored (read and kept, never run): written as it is.
             let whole = rec.frame.as_ref().filter(|f| f.slots.is_empty());
             let plan = match whole {
-                Some(f) if book.touched() || f.locals.len() >= slots::CHUNKED_FROM => {
+                Some(f)
+                    if self.slots && (book.touched() || f.locals.len() >= slots::CHUNKED_FROM) =>
+                {
                     for key in book.collect(&prefix, &self.commit) {
                         if let Err(e) = self.store.delete(Space::Slots, &key) {
                             tracing::warn!(instance = %id, "cannot delete a frame slot: {e}");

@@ -170,6 +170,9 @@ pub trait Layer: Send + Sync + 'static {
     fn shared(&self) -> bool {
         self.inner().shared()
     }
+    fn keeps_slots(&self) -> bool {
+        self.inner().keeps_slots()
+    }
     fn watch(&self, on_change: OnChange) -> Result<(), StoreError> {
         self.inner().watch(on_change)
     }
@@ -296,6 +299,9 @@ impl<L: Layer> Store for L {
     }
     fn shared(&self) -> bool {
         Layer::shared(self)
+    }
+    fn keeps_slots(&self) -> bool {
+        Layer::keeps_slots(self)
     }
     fn watch(&self, on_change: OnChange) -> Result<(), StoreError> {
         Layer::watch(self, on_change)

@@ -394,6 +394,13 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// Whether the store keeps [`Space::Slots`] (frame chunks stored apart from their records,
+    /// so a checkpoint writes what changed). `false`, the default: every record holds its whole
+    /// frame, as before the space existed (a store written before it need not know it).
+    fn keeps_slots(&self) -> bool {
+        false
+    }
+
     /// Asks to be told, through `on_change`, of the changes other processes make (a store of
     /// one process has none to tell: the default does nothing). Called once, when the runtime
     /// opens. Delivery makes work start sooner, and is not the only way it is found: a store
@@ -529,6 +536,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn shared(&self) -> bool {
         (**self).shared()
+    }
+    fn keeps_slots(&self) -> bool {
+        (**self).keeps_slots()
     }
     fn watch(&self, on_change: OnChange) -> Result<(), StoreError> {
         (**self).watch(on_change)

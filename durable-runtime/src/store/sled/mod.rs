@@ -394,6 +394,10 @@ impl Store for SledStore {
         })
     }
 
+    fn keeps_slots(&self) -> bool {
+        true
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.check_running()?;
         let guard = self.read()?;
