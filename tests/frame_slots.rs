@@ -81,6 +81,17 @@ async fn open_over_sled(db: &std::path::Path, durability: Durability) -> (Arc<Sl
     (store, rt)
 }
 
+/// Whether the slots of instance `id` are gone within 2 s (they go once its end is durable).
+async fn slots_gone(store: &dyn Store, id: &str) -> bool {
+    for _ in 0..200 {
+        if slots_of(store, id).is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 fn record_len(store: &dyn Store, id: &str) -> usize {
     store.get(Space::Instances, id.as_bytes()).unwrap().unwrap().len()
 }
@@ -118,13 +129,7 @@ async fn a_large_unchanged_local_leaves_the_record(durability: Durability, name:
     let out = rt.handle::<keeps_a_list>("list").wait_timeout(Duration::from_secs(10)).await;
     assert_eq!(out.unwrap().unwrap(), expected(8));
     // Ended: its slots go once the end is durable.
-    for _ in 0..200 {
-        if slots_of(store.as_ref(), "list").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(slots_of(store.as_ref(), "list").is_empty(), "an ended instance keeps no slot");
+    assert!(slots_gone(store.as_ref(), "list").await, "an ended instance keeps no slot");
     rt.shutdown().await;
 }
 
@@ -200,13 +205,7 @@ async fn a_cancelled_instance_leaves_no_slot() {
     rt.cancel("cancelled", "enough").await.unwrap();
     let out = rt.handle::<keeps_a_list>("cancelled").wait_timeout(Duration::from_secs(10)).await;
     assert!(matches!(out, Some(Err(InstanceError::Cancelled(_)))), "{out:?}");
-    for _ in 0..200 {
-        if slots_of(store.as_ref(), "cancelled").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(slots_of(store.as_ref(), "cancelled").is_empty(), "a cancelled instance keeps none");
+    assert!(slots_gone(store.as_ref(), "cancelled").await, "a cancelled instance keeps none");
     rt.shutdown().await;
 }
 

@@ -107,10 +107,10 @@ pub(crate) struct Engine {
     pub(crate) changes: watch::Sender<u64>,
     /// The in-memory state of suspended instances, by instance: the checkpoint it belongs to
     /// and the state. See [`Engine::keep_resident`].
-    resident: Mutex<HashMap<String, (Checkpoint, LiveState)>>,
+    resident: Kept<LiveState>,
     /// What the drivers knew of the frame slots of instances with large frames, by instance,
     /// with the checkpoint it belongs to. See [`Engine::keep_book`].
-    books: Mutex<HashMap<String, (Checkpoint, SlotBook)>>,
+    books: Kept<SlotBook>,
 }
 
 impl Engine {
@@ -137,8 +137,8 @@ impl Engine {
             worker,
             isolate: true,
             changes: watch::channel(0u64).0,
-            resident: Mutex::new(HashMap::new()),
-            books: Mutex::new(HashMap::new()),
+            resident: Kept::new(RESIDENT_LIMIT, usize::MAX, |_| 0),
+            books: Kept::new(BOOK_LIMIT, BOOK_BYTES, SlotBook::bytes),
         }
     }
 
@@ -385,10 +385,8 @@ impl Engine {
             }
         }
         // Like the futures of a runtime that shuts down, the kept states are dropped.
-        let kept = std::mem::take(&mut *lock(&self.resident));
-        drop(kept);
-        let books = std::mem::take(&mut *lock(&self.books));
-        drop(books);
+        self.resident.clear();
+        self.books.clear();
         self.records.flush();
     }
 
@@ -521,71 +519,142 @@ impl Engine {
     /// Keeps the state a step suspended with for the next step of this process. Values then
     /// live on exactly as in plain Rust; only a restart decodes them from the checkpoint.
     pub(crate) fn keep_resident(&self, id: &str, at: Checkpoint, state: LiveState) {
-        let evicted = {
-            let mut resident = lock(&self.resident);
-            let evicted = if resident.len() >= RESIDENT_LIMIT && !resident.contains_key(id) {
-                let other = resident.keys().next().cloned();
-                other.and_then(|k| resident.remove(&k))
-            } else {
-                None
-            };
-            (resident.insert(id.to_owned(), (at, state)), evicted)
-        };
-        // Dropped outside the lock: a value's `Drop` may take its time.
-        drop(evicted);
+        self.resident.keep(id, at, state);
     }
 
     /// The kept state of `id` if it belongs to checkpoint `at`. Another worker sharing the
     /// store may have run the instance since this one kept it: then the record is at a later
     /// checkpoint and the kept state is dropped.
     pub(crate) fn take_resident(&self, id: &str, at: Checkpoint) -> Option<LiveState> {
-        let kept = lock(&self.resident).remove(id);
-        match kept {
-            Some((kept_at, state)) if kept_at == at => Some(state),
-            _ => None,
-        }
+        self.resident.take(id, at)
     }
 
     /// Drops the kept state of an instance that will not run another step here.
     pub(crate) fn forget_resident(&self, id: &str) {
-        let kept = lock(&self.resident).remove(id);
-        drop(kept);
-        let book = lock(&self.books).remove(id);
-        drop(book);
+        self.resident.forget(id);
+        self.books.forget(id);
     }
 
     /// Keeps what a driver knew of the frame slots of `id` after writing checkpoint `at`, for
     /// the instance's next driver (up to [`BOOK_LIMIT`] instances; one evicted starts again
     /// from the slots its record names).
     pub(crate) fn keep_book(&self, id: &str, at: Checkpoint, book: SlotBook) {
-        if book.bytes() > BOOK_BYTES {
-            return;
-        }
-        let evicted = {
-            let mut books = lock(&self.books);
-            let mut evicted = books.remove(id).into_iter().collect::<Vec<_>>();
-            let mut held: usize = books.values().map(|(_, b)| b.bytes()).sum();
-            while !books.is_empty()
-                && (books.len() >= BOOK_LIMIT || held.saturating_add(book.bytes()) > BOOK_BYTES)
-            {
-                let Some(other) = books.keys().next().cloned() else { break };
-                if let Some(gone) = books.remove(&other) {
-                    held = held.saturating_sub(gone.1.bytes());
-                    evicted.push(gone);
-                }
-            }
-            books.insert(id.to_owned(), (at, book));
-            evicted
-        };
-        drop(evicted);
+        self.books.keep(id, at, book);
     }
 
     /// The kept book of `id` if it belongs to checkpoint `at`; else an empty one. (Another
     /// worker that ran the instance since may have deleted slots a stale book would name.)
     pub(crate) fn take_book(&self, id: &str, at: Checkpoint) -> SlotBook {
-        match lock(&self.books).remove(id) {
-            Some((kept_at, book)) if kept_at == at => book,
-            _ => SlotBook::default(),
+        self.books.take(id, at).unwrap_or_default()
+    }
+}
+
+/// Values kept between the steps of instances, each with the checkpoint it belongs to: at most
+/// `limit` of them, weighing at most `max_weight` together (`weight` of each); an arbitrary one
+/// is evicted to make room. Evicted, replaced and stale values are dropped outside the lock: a
+/// value's `Drop` may take its time.
+struct Kept<T> {
+    map: Mutex<Held<T>>,
+    limit: usize,
+    max_weight: usize,
+    weight: fn(&T) -> usize,
+}
+
+/// The values of a [`Kept`] and their total weight.
+struct Held<T> {
+    entries: HashMap<String, (Checkpoint, T)>,
+    weight: usize,
+}
+
+impl<T> Held<T> {
+    fn remove(&mut self, id: &str, weight: fn(&T) -> usize) -> Option<(Checkpoint, T)> {
+        let gone = self.entries.remove(id)?;
+        self.weight = self.weight.saturating_sub(weight(&gone.1));
+        Some(gone)
+    }
+}
+
+impl<T> Kept<T> {
+    fn new(limit: usize, max_weight: usize, weight: fn(&T) -> usize) -> Self {
+        let held = Held { entries: HashMap::new(), weight: 0 };
+        Kept { map: Mutex::new(held), limit, max_weight, weight }
+    }
+
+    fn keep(&self, id: &str, at: Checkpoint, value: T) {
+        let w = (self.weight)(&value);
+        if w > self.max_weight {
+            return;
         }
+        let dropped = {
+            let mut held = lock(&self.map);
+            let mut dropped: Vec<_> = held.remove(id, self.weight).into_iter().collect();
+            while held.entries.len() >= self.limit
+                || (!held.entries.is_empty() && held.weight.saturating_add(w) > self.max_weight)
+            {
+                let Some(other) = held.entries.keys().next().cloned() else { break };
+                dropped.extend(held.remove(&other, self.weight));
+            }
+            held.weight = held.weight.saturating_add(w);
+            held.entries.insert(id.to_owned(), (at, value));
+            dropped
+        };
+        drop(dropped);
+    }
+
+    fn take(&self, id: &str, at: Checkpoint) -> Option<T> {
+        let kept = lock(&self.map).remove(id, self.weight);
+        match kept {
+            Some((kept_at, value)) if kept_at == at => Some(value),
+            _ => None,
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        let kept = lock(&self.map).remove(id, self.weight);
+        drop(kept);
+    }
+
+    fn clear(&self) {
+        let all = {
+            let mut held = lock(&self.map);
+            held.weight = 0;
+            std::mem::take(&mut held.entries)
+        };
+        drop(all);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(steps: u64) -> Checkpoint {
+        Checkpoint { created_ms: 1, steps }
+    }
+
+    #[test]
+    fn kept_values_stay_within_their_count_and_weight_and_match_their_checkpoint() {
+        let kept: Kept<usize> = Kept::new(3, 100, |w| *w);
+        kept.keep("a", at(1), 40);
+        kept.keep("b", at(1), 40);
+        assert_eq!(kept.take("a", at(2)), None, "another checkpoint: dropped");
+        assert_eq!(kept.take("a", at(1)), None, "and gone");
+        kept.keep("a", at(1), 40);
+        // 40 + 40 + 40 is over 100: one of the others makes room.
+        kept.keep("c", at(1), 40);
+        let left = ["a", "b"].iter().filter(|id| kept.take(id, at(1)).is_some()).count();
+        assert_eq!(left, 1);
+        assert_eq!(kept.take("c", at(1)), Some(40));
+        kept.keep("big", at(1), 101);
+        assert_eq!(kept.take("big", at(1)), None, "heavier than the whole: not kept");
+        for id in ["x", "y", "z", "w"] {
+            kept.keep(id, at(1), 1);
+        }
+        let left = ["x", "y", "z", "w"].iter().filter(|id| kept.take(id, at(1)).is_some()).count();
+        assert_eq!(left, 3, "at most three");
+        kept.keep("r", at(1), 50);
+        kept.keep("r", at(2), 50);
+        kept.keep("s", at(1), 50);
+        assert_eq!(kept.take("r", at(2)), Some(50), "a value replaced frees its weight");
     }
 }
