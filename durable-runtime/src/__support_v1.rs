@@ -32,6 +32,7 @@ pub mod codec {
 }
 
 mod awaiting;
+mod for_list;
 
 pub use awaiting::{
     Awaitable, DurableFn, Entry, Nested, NestedWaiting, Polled, Slot, StaticPoint, detached_ctx,
@@ -179,9 +180,30 @@ impl FrameWriter {
         }
     }
 
-    /// Appends a `for` loop's state (see [`read_for_state`]).
+    /// Appends a `for` loop's state (see [`read_for_state`]). The part of it that changes at
+    /// each iteration is a value of its own to the chunking of large frames, so what does not
+    /// change is recognised unchanged.
     pub fn write_for_state<S: ForState>(&mut self, name: &'static str, value: &S) {
+        if self.error.is_some() {
+            return;
+        }
+        let tail = match value.prepare(!self.check.load(Ordering::Relaxed)) {
+            Ok(tail) => tail,
+            Err(e) => {
+                self.layout.push((name, std::any::type_name::<S>()));
+                self.error = Some(Fault::Codec(format!("local `{name}`: {e}")));
+                return;
+            }
+        };
         self.write(name, value);
+        if self.error.is_none() && tail > 0 {
+            let end = self.bytes.len();
+            let start = self.bounds.len().checked_sub(2).map_or(0, |i| self.bounds[i] as usize);
+            if end - start > tail {
+                let split = u32::try_from(end - tail).unwrap_or(u32::MAX);
+                self.bounds.insert(self.bounds.len() - 1, split);
+            }
+        }
     }
 
     /// Appends a value that is not one of the point's locals (the frame of a durable function
@@ -246,6 +268,27 @@ impl FrameWriter {
 pub struct FrameReader<'a> {
     frame: &'a Frame,
     pos: usize,
+    /// Whether the frame's `for` loops over collections hold the items they had left (written
+    /// by a build before `ForList`).
+    items_left: bool,
+}
+
+/// The type name of a `for` loop's items in the layouts of builds before [`ForList`], which
+/// stored the items left (a `VecDeque`), and what the same local is named now.
+const ITEMS_LEFT: (&str, &str) = (
+    "durable_runtime::__support_v1::ForItems<",
+    "durable_runtime::__support_v1::for_list::ForList<",
+);
+
+/// `layout` as a build before [`ForList`] named it, if it has a `for` loop over a collection.
+fn layout_with_items_left(
+    layout: &[(&'static str, &'static str)],
+) -> Option<Vec<(&'static str, String)>> {
+    let (before, now) = ITEMS_LEFT;
+    layout
+        .iter()
+        .any(|(_, t)| t.contains(now))
+        .then(|| layout.iter().map(|(n, t)| (*n, t.replace(now, before))).collect())
 }
 
 impl<'a> FrameReader<'a> {
@@ -256,8 +299,16 @@ impl<'a> FrameReader<'a> {
         line: u32,
         layout: &[(&'static str, &'static str)],
     ) -> Result<Self, Fault> {
+        let mut items_left = false;
         if fingerprint(&frame.point, layout) != frame.fingerprint {
-            return Err(Fault::Incompatible(describe_layout_change(frame, line, layout)));
+            let before = layout_with_items_left(layout).map(|l| {
+                let l: Vec<(&str, &str)> = l.iter().map(|(n, t)| (*n, t.as_str())).collect();
+                fingerprint(&frame.point, &l)
+            });
+            if before != Some(frame.fingerprint) {
+                return Err(Fault::Incompatible(describe_layout_change(frame, line, layout)));
+            }
+            items_left = true;
         }
         if !frame.slots.is_empty() {
             return Err(Fault::Corrupt(format!(
@@ -266,7 +317,7 @@ impl<'a> FrameReader<'a> {
                 frame.point
             )));
         }
-        Ok(Self { frame, pos: 0 })
+        Ok(Self { frame, pos: 0, items_left })
     }
 }
 
@@ -312,16 +363,7 @@ pub trait ForIter {
     fn next_item(&mut self) -> Option<Self::Item>;
 }
 
-/// The remaining items of a `for` loop over any iterable.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct ForItems<T>(VecDeque<T>);
-
-impl<T> ForIter for ForItems<T> {
-    type Item = T;
-    fn next_item(&mut self) -> Option<T> {
-        self.0.pop_front()
-    }
-}
+pub use for_list::ForList;
 
 /// The remaining part of a `for` loop over a half-open range: two numbers whatever its length.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -381,9 +423,9 @@ pub trait ForCollectItems {
 }
 
 impl<I: IntoIterator> ForCollectItems for &ForSource<I> {
-    type State = ForItems<I::Item>;
-    fn for_state(&self) -> ForItems<I::Item> {
-        ForItems(self.0.take().into_iter().flatten().collect())
+    type State = ForList<I::Item>;
+    fn for_state(&self) -> ForList<I::Item> {
+        ForList::new(self.0.take().into_iter().flatten().collect())
     }
 }
 
@@ -404,10 +446,34 @@ impl<I: Iterator> ForIter for ForIterator<I> {
     label = "the items still to visit are stored while the loop awaits, so they must be owned and serializable",
     note = "iterate over a local with `&v` or `v.iter()` (the macro keeps `v` and borrows it again at each step), or over owned items: `.cloned()`, `.into_iter()`, `.to_vec()`"
 )]
-pub trait ForState: Persistable {}
+pub trait ForState: Persistable {
+    /// Readies the state for a checkpoint (encoding what it keeps unchanged, checking that it
+    /// round-trips when `check`); returns how many trailing bytes of its encoding change from one
+    /// iteration to the next while the rest stays the same (0: no such split).
+    #[doc(hidden)]
+    fn prepare(&self, check: bool) -> Result<usize, codec::CodecError> {
+        let _ = check;
+        Ok(0)
+    }
+
+    /// Reads the state as a build before [`ForList`] stored it, if it is stored differently now.
+    #[doc(hidden)]
+    fn read_items_left(reader: &mut FrameReader<'_>) -> Option<Result<Self, Fault>> {
+        let _ = reader;
+        None
+    }
+}
 
 #[diagnostic::do_not_recommend]
-impl<T: Persistable> ForState for ForItems<T> {}
+impl<T: Persistable> ForState for ForList<T> {
+    fn prepare(&self, check: bool) -> Result<usize, codec::CodecError> {
+        ForList::prepare(self, check)
+    }
+
+    fn read_items_left(reader: &mut FrameReader<'_>) -> Option<Result<Self, Fault>> {
+        Some(read(reader, PhantomData::<VecDeque<T>>).map(ForList::new))
+    }
+}
 
 #[diagnostic::do_not_recommend]
 impl<I: Persistable> ForState for ForIterator<I> {}
@@ -430,6 +496,11 @@ pub fn read_for_state<S: ForState>(
     reader: &mut FrameReader<'_>,
     ty: PhantomData<S>,
 ) -> Result<S, Fault> {
+    if reader.items_left
+        && let Some(state) = S::read_items_left(reader)
+    {
+        return state;
+    }
     read(reader, ty)
 }
 
@@ -695,5 +766,38 @@ mod tests {
         );
         assert_ne!(fingerprint("a", &[("x", "u64")]), fingerprint("a", &[("x", "u32")]));
         assert_ne!(fingerprint("a", &[("xu", "64")]), fingerprint("a", &[("x", "u64")]));
+    }
+
+    /// A frame a build before `ForList` wrote in a `for` loop over a collection (the items left,
+    /// under the type name `ForItems`) still resumes.
+    #[test]
+    fn a_loop_stored_as_the_items_left_resumes() {
+        let state = std::any::type_name::<ForList<String>>();
+        assert!(state.starts_with(ITEMS_LEFT.1), "{state}");
+        let old_state = state.replace(ITEMS_LEFT.1, ITEMS_LEFT.0);
+        assert_eq!(old_state, "durable_runtime::__support_v1::ForItems<alloc::string::String>");
+        let layout = [("sum", "u32"), ("iter@for0#0", state)];
+        let old_layout = [("sum", "u32"), ("iter@for0#0", old_state.as_str())];
+        let mut locals = codec::encode(&5u32).unwrap();
+        let left: VecDeque<String> = ["b".into(), "c".into()].into();
+        locals.extend(codec::encode(&left).unwrap());
+        let frame = Frame {
+            point: "for0/call(step)#0".into(),
+            file: String::new(),
+            line: 3,
+            fingerprint: fingerprint("for0/call(step)#0", &old_layout),
+            layout: old_layout.iter().map(|(n, t)| ((*n).into(), (*t).into())).collect(),
+            locals,
+            slots: Vec::new(),
+            bounds: Vec::new(),
+        };
+        let mut r = FrameReader::open(&frame, 3, &layout).unwrap();
+        assert_eq!(read(&mut r, PhantomData::<u32>).unwrap(), 5);
+        let mut it = read_for_state(&mut r, PhantomData::<ForList<String>>).unwrap();
+        let rest: Vec<String> = std::iter::from_fn(|| it.next_item()).collect();
+        assert_eq!(rest, ["b", "c"]);
+        // Any other change of the layout is still refused.
+        let other = [("total", "u32"), ("iter@for0#0", state)];
+        assert!(matches!(FrameReader::open(&frame, 3, &other), Err(Fault::Incompatible(_))));
     }
 }
