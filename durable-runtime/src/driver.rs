@@ -514,8 +514,8 @@ impl Driver {
         let resolved = match rec.frame.as_ref().filter(|f| !f.slots.is_empty()) {
             None => None,
             Some(stored) => match engine.records.resolve(id, rec.created_ms, stored) {
-                Ok(whole) => {
-                    crate::engine::lock(&self.book).adopt(stored);
+                Ok((whole, read)) => {
+                    crate::engine::lock(&self.book).adopt(&read);
                     Some(whole)
                 }
                 Err(Unresolved::Store(e)) => {

@@ -135,7 +135,7 @@ impl Runtime {
                     },
                 }
             })?;
-            &resolved
+            &resolved.0
         };
         let orchestration =
             self.engine.registered.orchestration(&rec.orchestration, rec.version).ok_or(

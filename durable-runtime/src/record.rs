@@ -17,8 +17,9 @@ use crate::op::{Command, Completion};
 /// `InstanceRecord::cancel_alone`; version 3 the retry timeout of a `RetryPolicy`, the retry
 /// policy of a sub-orchestration, the time a command was issued (`Pending::issued_ms`), and
 /// events sent by orchestrations (`Command::SendEvent`, `Completion::SendEvent`); version 4
-/// frames whose large locals are stored in slots of their own (`Frame::slots`).
-pub const FORMAT_VERSION: u16 = 4;
+/// frames whose large locals are stored in slots of their own (`Frame::slots`); version 5 slots
+/// that hold the list of a large local's chunk slots (`SlotRef::list`).
+pub const FORMAT_VERSION: u16 = 5;
 const MAGIC: [u8; 2] = *b"DR";
 /// The version of the inbox message layout written by this build.
 const MESSAGE_VERSION: u16 = 1;
@@ -63,17 +64,20 @@ impl Frame {
     }
 }
 
-/// A chunk of a frame's locals stored in a slot (see `crate::slots`).
+/// A chunk of a frame's locals stored in a slot, or a slot listing consecutive chunks' slots
+/// (see `crate::slots`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotRef {
-    /// Where the chunk goes in the frame's whole locals.
+    /// Where the chunk (or the first listed chunk) goes in the frame's whole locals.
     pub at: u64,
-    /// Its length.
+    /// Its length (the listed chunks' total).
     pub len: u64,
     /// The lease token of the writer of the slot.
     pub token: u64,
-    /// The chunk's hash.
+    /// The hash of the slot's content.
     pub hash: [u8; 16],
+    /// Whether the slot holds a list of chunk slots rather than a chunk (version 5).
+    pub list: bool,
 }
 
 /// Where an instance stands.
@@ -161,6 +165,104 @@ pub(crate) struct InstanceRecord {
     /// Whether frame slots of this incarnation may be in the store (then its end deletes them).
     /// Version 4.
     pub slotted: bool,
+}
+
+/// Format version 4, read and converted; never written. Its slots hold chunks only.
+pub(crate) mod v4 {
+    use serde::Deserialize;
+
+    use super::{InboxEvent, Pending, State};
+
+    /// A slot reference as version 4 wrote it: always a chunk.
+    #[derive(Deserialize)]
+    struct SlotRef {
+        at: u64,
+        len: u64,
+        token: u64,
+        hash: [u8; 16],
+    }
+
+    /// A frame as version 4 wrote it.
+    #[derive(Deserialize)]
+    struct Frame {
+        point: String,
+        file: String,
+        line: u32,
+        fingerprint: u64,
+        layout: Vec<(String, String)>,
+        locals: Vec<u8>,
+        slots: Vec<SlotRef>,
+    }
+
+    impl From<Frame> for super::Frame {
+        fn from(f: Frame) -> Self {
+            let slots = f.slots.into_iter();
+            super::Frame {
+                point: f.point,
+                file: f.file,
+                line: f.line,
+                fingerprint: f.fingerprint,
+                layout: f.layout,
+                locals: f.locals,
+                slots: slots
+                    .map(|s| super::SlotRef {
+                        at: s.at,
+                        len: s.len,
+                        token: s.token,
+                        hash: s.hash,
+                        list: false,
+                    })
+                    .collect(),
+                bounds: Vec::new(),
+            }
+        }
+    }
+
+    /// An instance record as version 4 wrote it.
+    #[derive(Deserialize)]
+    pub(crate) struct InstanceRecord {
+        orchestration: String,
+        version: u32,
+        state: State,
+        input: Vec<u8>,
+        frame: Option<Frame>,
+        pending: Option<Pending>,
+        steps: u64,
+        created_ms: u64,
+        updated_ms: u64,
+        parent: Option<String>,
+        custom_status: Option<Vec<u8>>,
+        inbox: Vec<InboxEvent>,
+        next_event_seq: u64,
+        cancel: Option<String>,
+        suspended: bool,
+        cancel_alone: bool,
+        slotted: bool,
+    }
+
+    impl From<InstanceRecord> for super::InstanceRecord {
+        fn from(r: InstanceRecord) -> Self {
+            super::InstanceRecord {
+                orchestration: r.orchestration,
+                version: r.version,
+                state: r.state,
+                input: r.input,
+                frame: r.frame.map(Into::into),
+                pending: r.pending,
+                steps: r.steps,
+                created_ms: r.created_ms,
+                updated_ms: r.updated_ms,
+                parent: r.parent,
+                custom_status: r.custom_status,
+                inbox: r.inbox,
+                next_event_seq: r.next_event_seq,
+                cancel: r.cancel,
+                suspended: r.suspended,
+                cancel_alone: r.cancel_alone,
+                slotted: r.slotted,
+            }
+        }
+    }
 }
 
 /// Format version 3, read and converted; never written. Its frames hold all their locals.
@@ -579,6 +681,7 @@ impl InstanceRecord {
             (1, body) => codec::decode::<v1::InstanceRecord>(body).map(Self::from),
             (2, body) => codec::decode::<v2::InstanceRecord>(body).map(Self::from),
             (3, body) => codec::decode::<v3::InstanceRecord>(body).map(Self::from),
+            (4, body) => codec::decode::<v4::InstanceRecord>(body).map(Self::from),
             (FORMAT_VERSION, body) => codec::decode(body),
             (found, _) => {
                 return Err(RecordError::UnknownVersion { found, expected: FORMAT_VERSION });
@@ -800,8 +903,10 @@ mod format_versions {
     const V2: &str = include_str!("../tests/fixtures/record_v2.hex");
     /// The bytes format version 3 wrote; the same rule.
     const V3: &str = include_str!("../tests/fixtures/record_v3.hex");
-    /// The bytes format version 4 writes; the same rule.
+    /// The bytes format version 4 wrote; the same rule.
     const V4: &str = include_str!("../tests/fixtures/record_v4.hex");
+    /// The bytes format version 5 writes; the same rule.
+    const V5: &str = include_str!("../tests/fixtures/record_v5.hex");
 
     #[test]
     fn version_1_records_still_read() {
@@ -828,7 +933,8 @@ mod format_versions {
     fn full_v4() -> InstanceRecord {
         let mut r = full_v3();
         if let Some(f) = r.frame.as_mut() {
-            f.slots = vec![SlotRef { at: 1, len: 2, token: 7, hash: *b"0123456789abcdef" }];
+            f.slots =
+                vec![SlotRef { at: 1, len: 2, token: 7, hash: *b"0123456789abcdef", list: false }];
             f.locals = vec![3, b'c'];
         }
         r.slotted = true;
@@ -836,16 +942,39 @@ mod format_versions {
     }
 
     #[test]
-    fn version_4_records_read_and_write_the_same() {
+    fn version_4_records_still_read() {
         let bytes = bytes_of(V4);
         assert_eq!(&bytes[..4], [b'D', b'R', 4, 0]);
         assert_eq!(InstanceRecord::from_bytes(&bytes).unwrap(), full_v4());
-        assert_eq!(full_v4().to_bytes().unwrap(), bytes);
+    }
+
+    /// `full_v4()` with what version 5 added: a slot listing chunk slots.
+    fn full_v5() -> InstanceRecord {
+        let mut r = full_v4();
+        if let Some(f) = r.frame.as_mut() {
+            f.locals = vec![3];
+            f.slots.push(SlotRef {
+                at: 3,
+                len: 9000,
+                token: 8,
+                hash: *b"fedcba9876543210",
+                list: true,
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn version_5_records_read_and_write_the_same() {
+        let bytes = bytes_of(V5);
+        assert_eq!(&bytes[..4], [b'D', b'R', 5, 0]);
+        assert_eq!(InstanceRecord::from_bytes(&bytes).unwrap(), full_v5());
+        assert_eq!(full_v5().to_bytes().unwrap(), bytes);
     }
 
     #[test]
     fn a_frame_given_apart_is_stored_in_the_record() {
-        let r = full_v4();
+        let r = full_v5();
         let mut without = r.clone();
         let frame = without.frame.take();
         assert_eq!(
@@ -866,7 +995,7 @@ mod format_versions {
     #[test]
     #[ignore = "run with --ignored to print the fixture after an intended format change"]
     fn print_fixture() {
-        let b = full_v4().to_bytes().unwrap();
+        let b = full_v5().to_bytes().unwrap();
         println!("{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>());
     }
 }

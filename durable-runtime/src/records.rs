@@ -492,10 +492,10 @@ impl Records {
                         }
                     }
                     let plan = book.plan(&prefix, fence.token, f, &self.commit);
-                    for (key, range) in &plan.writes {
-                        self.store.put(Space::Slots, key, &f.locals[range.clone()])?;
+                    for (key, value) in plan.writes(&f.locals) {
+                        self.store.put(Space::Slots, key, value)?;
                     }
-                    if !plan.writes.is_empty() {
+                    if plan.writes_slots() {
                         book.slots_written(&plan, self.commit.mark(since));
                     }
                     Some(plan)
@@ -532,18 +532,18 @@ impl Records {
     }
 
     /// The frame of `id` (the incarnation created at `created_ms`) as stored, with the chunks
-    /// its slots hold put back.
+    /// its slots hold put back; and the slots read for it.
     pub(crate) fn resolve(
         &self,
         id: &str,
         created_ms: u64,
         frame: &Frame,
-    ) -> Result<Frame, Unresolved<StoreError>> {
+    ) -> Result<(Frame, Vec<SlotRef>), Unresolved<StoreError>> {
         let prefix = slots::prefix(id, created_ms);
         let read =
             |s: &SlotRef| self.store.get(Space::Slots, &slots::key(&prefix, s.token, &s.hash));
-        let locals = slots::resolve(frame, codec::DECODE_LIMIT, read)?;
-        Ok(Frame { locals, ..frame.clone_head() })
+        let resolved = slots::resolve(frame, codec::DECODE_LIMIT, read)?;
+        Ok((Frame { locals: resolved.locals, ..frame.clone_head() }, resolved.slots))
     }
 
     /// Deletes every frame slot whose key begins with `prefix` (an instance's incarnation) once

@@ -35,8 +35,21 @@ const MAX_CHUNK: usize = 32 * 1024;
 /// A cut where the top 12 bits of the gear hash are zero: about one every 4 KiB past the minimum.
 const CUT_MASK: u64 = 0xfff0_0000_0000_0000;
 
+/// A local cut into this many chunks or more, all of them in durable slots, is named by one slot
+/// that lists them: what a record holds of a large unchanged local does not grow with it.
+const LISTED_FROM: usize = 4;
+
 /// The hash naming a chunk (blake3, truncated).
 pub(crate) type Hash = [u8; 16];
+
+/// One entry of a list slot: a chunk slot, the first at the list's position, each after the
+/// one before.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Listed {
+    len: u64,
+    token: u64,
+    hash: Hash,
+}
 
 /// The gear table: 256 fixed pseudo-random words (splitmix64), the same in every build.
 const GEAR: [u64; 256] = {
@@ -161,6 +174,8 @@ struct Last {
     locals: Vec<u8>,
     /// Per local: its range and its chunks (none for a local kept whole).
     locals_cut: Vec<(Range<usize>, Vec<Chunk>)>,
+    /// The hashes of the lists of chunk slots it could name.
+    lists: HashSet<Hash>,
 }
 
 /// What a checkpoint writes: the record's frame as stored and the slots to write before it.
@@ -168,11 +183,40 @@ struct Last {
 pub(crate) struct Plan {
     /// The frame as the record stores it (chunks named by slots cut out).
     pub stored: Frame,
-    /// Slots to write before the record: key and the range of the frame's locals.
-    pub writes: Vec<(Vec<u8>, Range<usize>)>,
+    /// Chunk slots to write before the record: key and the range of the frame's locals.
+    chunk_writes: Vec<(Vec<u8>, Range<usize>)>,
+    /// List slots to write before the record: key and content.
+    list_writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The hashes of every slot the frame holds or lists, named or not.
     hashes: Vec<Hash>,
     new_slots: Vec<(Hash, u64)>,
     last: Last,
+}
+
+impl Plan {
+    /// The slots to write before the record, key and value, `locals` being the planned frame's.
+    pub(crate) fn writes<'a>(
+        &'a self,
+        locals: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let chunks = self.chunk_writes.iter().map(|(k, r)| (k.as_slice(), &locals[r.clone()]));
+        chunks.chain(self.list_writes.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+    }
+
+    /// Whether it writes any slot.
+    pub(crate) fn writes_slots(&self) -> bool {
+        !self.chunk_writes.is_empty() || !self.list_writes.is_empty()
+    }
+}
+
+/// How a planned frame holds a chunk or a list of chunks.
+enum Naming {
+    /// By naming its durable slot, written under this token.
+    Named(u64),
+    /// Inline, its slot written now.
+    Write,
+    /// Inline.
+    Inline,
 }
 
 /// What a driver knows of its instance's slots, between its checkpoints. Dropped with the
@@ -211,10 +255,10 @@ impl SlotBook {
         !self.touched && self.last.is_none()
     }
 
-    /// Takes in the slots a record read from the store names: durable (a record names durable
-    /// slots only).
-    pub(crate) fn adopt(&mut self, frame: &Frame) {
-        for s in &frame.slots {
+    /// Takes in the slots read for a record from the store (see [`Resolved`]): durable (a record
+    /// names durable slots only, and a list lists durable slots only).
+    pub(crate) fn adopt(&mut self, slots: &[SlotRef]) {
+        for s in slots {
             self.slots.insert(s.hash, Slot { token: s.token, state: SlotState::Durable });
             self.touched = true;
         }
@@ -287,65 +331,110 @@ impl SlotBook {
             locals_cut.push((range, cut));
         }
         // Decide, chunk by chunk: name a durable slot, write a slot for a chunk seen unchanged,
-        // or keep it inline.
+        // or keep it inline; then, local by local, name the list of its slots in one slot.
+        let seen_lists = last.lists;
+        let mut lists = HashSet::new();
         let mut stored_locals = Vec::new();
         let mut refs = Vec::new();
-        let mut writes = Vec::new();
+        // The bytes of the frame's locals each of `refs` stands for.
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        let mut chunk_writes = Vec::new();
+        let mut list_writes = Vec::new();
         let mut new_slots = Vec::new();
         let mut hashes = Vec::new();
         let mut copied = 0;
-        for chunk in locals_cut.iter().flat_map(|(_, c)| c) {
-            hashes.push(chunk.hash);
-            let slot = self.slots.get_mut(&chunk.hash);
-            let named = match slot {
-                Some(s) => match s.state {
-                    SlotState::Durable => Some(s.token),
-                    SlotState::Written(m) if commit.durable(m) => {
-                        s.state = SlotState::Durable;
-                        Some(s.token)
+        for (_, cut) in &locals_cut {
+            let first = refs.len();
+            for chunk in cut {
+                hashes.push(chunk.hash);
+                let seen = seen.contains(&chunk.hash);
+                match self.naming(&chunk.hash, seen, &new_slots, commit) {
+                    Naming::Named(slot_token) => {
+                        spans.push(chunk.at..chunk.at + chunk.len);
+                        refs.push(SlotRef {
+                            at: chunk.at as u64,
+                            len: chunk.len as u64,
+                            token: slot_token,
+                            hash: chunk.hash,
+                            list: false,
+                        });
                     }
-                    SlotState::Written(m) if commit.lost(m) => {
-                        // A failed flush may have discarded it: write it again.
-                        writes.push((
+                    Naming::Write => {
+                        chunk_writes.push((
                             key(prefix, token, &chunk.hash),
                             chunk.at..chunk.at + chunk.len,
                         ));
                         new_slots.push((chunk.hash, token));
-                        None
                     }
-                    SlotState::Written(_) => None,
-                },
-                None if seen.contains(&chunk.hash)
-                    && !new_slots.iter().any(|(h, _)| *h == chunk.hash) =>
-                {
-                    writes.push((key(prefix, token, &chunk.hash), chunk.at..chunk.at + chunk.len));
-                    new_slots.push((chunk.hash, token));
-                    None
+                    Naming::Inline => {}
                 }
-                None => None,
-            };
-            if let Some(slot_token) = named {
-                stored_locals.extend_from_slice(&locals[copied..chunk.at]);
-                copied = chunk.at + chunk.len;
-                refs.push(SlotRef {
-                    at: chunk.at as u64,
-                    len: chunk.len as u64,
-                    token: slot_token,
-                    hash: chunk.hash,
-                });
+            }
+            if cut.len() >= LISTED_FROM && refs.len() - first == cut.len() {
+                let listed: Vec<Listed> = refs[first..]
+                    .iter()
+                    .map(|r| Listed { len: r.len, token: r.token, hash: r.hash })
+                    .collect();
+                let content = crate::codec::encode(&listed).unwrap_or_default();
+                let h = hash(&content);
+                hashes.push(h);
+                lists.insert(h);
+                match self.naming(&h, seen_lists.contains(&h), &new_slots, commit) {
+                    Naming::Named(slot_token) => {
+                        let span = spans[first].start..spans[spans.len() - 1].end;
+                        let (at, len) = (span.start as u64, span.len() as u64);
+                        refs.truncate(first);
+                        spans.truncate(first);
+                        spans.push(span);
+                        refs.push(SlotRef { at, len, token: slot_token, hash: h, list: true });
+                    }
+                    Naming::Write => {
+                        list_writes.push((key(prefix, token, &h), content));
+                        new_slots.push((h, token));
+                    }
+                    Naming::Inline => {}
+                }
+            }
+            for span in &spans[first..] {
+                stored_locals.extend_from_slice(&locals[copied..span.start]);
+                copied = span.end;
             }
         }
         stored_locals.extend_from_slice(&locals[copied..]);
         tracing::trace!(
             bytes = locals.len(),
             named = refs.len(),
-            slot_writes = writes.len(),
+            slot_writes = chunk_writes.len() + list_writes.len(),
             inline = stored_locals.len(),
             "frame planned"
         );
         let stored = Frame { locals: stored_locals, slots: refs, ..frame.clone_head() };
-        let last = Last { locals: locals.clone(), locals_cut };
-        Plan { stored, writes, hashes, new_slots, last }
+        let last = Last { locals: locals.clone(), locals_cut, lists };
+        Plan { stored, chunk_writes, list_writes, hashes, new_slots, last }
+    }
+
+    /// Whether the slot of content `hash` can be named now, is to be written now (its content
+    /// was `seen` unchanged in the last frame, or a failed flush may have discarded it), or
+    /// neither (its content stays inline).
+    fn naming(
+        &mut self,
+        hash: &Hash,
+        seen: bool,
+        new_slots: &[(Hash, u64)],
+        commit: &impl Durability,
+    ) -> Naming {
+        match self.slots.get_mut(hash) {
+            Some(s) => match s.state {
+                SlotState::Durable => Naming::Named(s.token),
+                SlotState::Written(m) if commit.durable(m) => {
+                    s.state = SlotState::Durable;
+                    Naming::Named(s.token)
+                }
+                SlotState::Written(m) if commit.lost(m) => Naming::Write,
+                SlotState::Written(_) => Naming::Inline,
+            },
+            None if seen && !new_slots.iter().any(|(h, _)| h == hash) => Naming::Write,
+            None => Naming::Inline,
+        }
     }
 
     /// The slots of `plan` were written (whether its record was or not) at `mark`.
@@ -390,14 +479,22 @@ pub(crate) enum Unresolved<E> {
     Damaged(String),
 }
 
+/// A stored frame read back: its whole locals, and every slot read for them (lists and the
+/// chunks they list).
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    pub locals: Vec<u8>,
+    pub slots: Vec<SlotRef>,
+}
+
 /// The locals of a stored frame with its slots' bytes put back, reading each slot with `read`
 /// (`None`: missing). The total is checked against `limit` bytes before anything is read, and
-/// each slot against its length and hash as it is read.
+/// each slot against its hash (and a chunk against its length) as it is read.
 pub(crate) fn resolve<E>(
     frame: &Frame,
     limit: usize,
     mut read: impl FnMut(&SlotRef) -> Result<Option<Vec<u8>>, E>,
-) -> Result<Vec<u8>, Unresolved<E>> {
+) -> Result<Resolved, Unresolved<E>> {
     let damaged = |why: String| Unresolved::Damaged(why);
     let total = frame
         .slots
@@ -405,7 +502,26 @@ pub(crate) fn resolve<E>(
         .try_fold(frame.locals.len() as u64, |n, s| n.checked_add(s.len))
         .filter(|n| *n <= limit as u64)
         .ok_or_else(|| damaged(format!("its frame's slots would make it over {limit} bytes")))?;
+    let mut fetch = |s: &SlotRef| {
+        let value = read(s).map_err(Unresolved::Store)?.ok_or_else(|| {
+            damaged(format!(
+                "its frame's slot at byte {} ({} bytes) is missing from the store",
+                s.at, s.len
+            ))
+        })?;
+        if (!s.list && value.len() as u64 != s.len) || hash(&value) != s.hash {
+            return Err(damaged(format!(
+                "its frame's slot at byte {} does not hold what the record names ({} bytes \
+                 found, {} named)",
+                s.at,
+                value.len(),
+                s.len
+            )));
+        }
+        Ok(value)
+    };
     let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut read_slots = Vec::with_capacity(frame.slots.len());
     let mut inline = frame.locals.as_slice();
     for s in &frame.slots {
         let gap = usize::try_from(s.at)
@@ -415,25 +531,36 @@ pub(crate) fn resolve<E>(
             .ok_or_else(|| damaged(format!("its frame's slot at byte {} is out of order", s.at)))?;
         out.extend_from_slice(&inline[..gap]);
         inline = &inline[gap..];
-        let value = read(s).map_err(Unresolved::Store)?.ok_or_else(|| {
-            damaged(format!(
-                "its frame's slot at byte {} ({} bytes) is missing from the store",
-                s.at, s.len
-            ))
+        let value = fetch(s)?;
+        read_slots.push(*s);
+        if !s.list {
+            out.extend_from_slice(&value);
+            continue;
+        }
+        let listed: Vec<Listed> = crate::codec::decode(&value).map_err(|e| {
+            damaged(format!("its frame's list of slots at byte {} does not decode: {e}", s.at))
         })?;
-        if value.len() as u64 != s.len || hash(&value) != s.hash {
+        let covered = listed.iter().try_fold(0u64, |n, l| n.checked_add(l.len));
+        if covered != Some(s.len) {
             return Err(damaged(format!(
-                "its frame's slot at byte {} does not hold what the record names ({} bytes \
-                 found, {} named)",
-                s.at,
-                value.len(),
-                s.len
+                "its frame's list of slots at byte {} does not cover the {} bytes it is named for",
+                s.at, s.len
             )));
         }
-        out.extend_from_slice(&value);
+        for l in listed {
+            let chunk = SlotRef {
+                at: out.len() as u64,
+                len: l.len,
+                token: l.token,
+                hash: l.hash,
+                list: false,
+            };
+            out.extend_from_slice(&fetch(&chunk)?);
+            read_slots.push(chunk);
+        }
     }
     out.extend_from_slice(inline);
-    Ok(out)
+    Ok(Resolved { locals: out, slots: read_slots })
 }
 
 #[cfg(test)]
@@ -508,8 +635,8 @@ mod tests {
             store.remove(&k);
         }
         let plan = book.plan(b"i", 3, f, c);
-        for (k, r) in &plan.writes {
-            store.insert(k.clone(), f.locals[r.clone()].to_vec());
+        for (k, v) in plan.writes(&f.locals) {
+            store.insert(k.to_vec(), v.to_vec());
         }
         book.slots_written(&plan, c.mark());
         let stored = plan.stored.clone();
@@ -519,12 +646,13 @@ mod tests {
 
     fn read_back(stored: &Frame, store: &HashMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
         let read = |s: &SlotRef| Ok::<_, ()>(store.get(&key(b"i", s.token, &s.hash)).cloned());
-        resolve(stored, usize::MAX, read).unwrap()
+        resolve(stored, usize::MAX, read).unwrap().locals
     }
 
     /// What resolving `f` with one slot value `v` says, as text.
     fn resolved(f: &Frame, v: Option<&[u8]>, limit: usize) -> Result<Vec<u8>, String> {
-        resolve(f, limit, |_| Ok::<_, ()>(v.map(<[u8]>::to_vec))).map_err(|e| match e {
+        let read = |_: &SlotRef| Ok::<_, ()>(v.map(<[u8]>::to_vec));
+        resolve(f, limit, read).map(|r| r.locals).map_err(|e| match e {
             Unresolved::Damaged(why) => why,
             Unresolved::Store(()) => "store".into(),
         })
@@ -640,7 +768,7 @@ mod tests {
     #[test]
     fn resolving_checks_what_the_slots_hold() {
         let f = Frame {
-            slots: vec![SlotRef { at: 2, len: 3, token: 1, hash: hash(b"abc") }],
+            slots: vec![SlotRef { at: 2, len: 3, token: 1, hash: hash(b"abc"), list: false }],
             locals: b"xyz".to_vec(),
             ..frame(&[])
         };
@@ -659,5 +787,66 @@ mod tests {
         });
         assert!(matches!(out, Err(Unresolved::Damaged(why)) if why.contains("over")));
         assert_eq!(reads, 0);
+    }
+
+    #[test]
+    fn a_large_unchanged_local_is_named_by_one_list_slot_whatever_its_size() {
+        let mut record_bytes = Vec::new();
+        for size in [100_000, 1_000_000] {
+            let (c, mut store, mut book) =
+                (Flushes::default(), HashMap::new(), SlotBook::default());
+            let big = bytes(size, 8);
+            let f = |n: u8| frame(&[&big, &[n; 8]]);
+            let mut stored = None;
+            for n in 0..6 {
+                stored = Some(checkpoint(&mut book, &mut store, &f(n), &c));
+                c.flush();
+            }
+            let stored = stored.unwrap();
+            assert_eq!(stored.slots.len(), 1, "one slot named");
+            assert!(stored.slots[0].list && stored.slots[0].len == size as u64);
+            assert_eq!(read_back(&stored, &store), f(5).locals);
+            record_bytes.push(crate::codec::encode(&stored).unwrap().len());
+            // A driver that reads the record back knows the list and the chunks it lists.
+            let read = |s: &SlotRef| Ok::<_, ()>(store.get(&key(b"i", s.token, &s.hash)).cloned());
+            let resolved = resolve(&stored, usize::MAX, read).unwrap();
+            assert!(resolved.slots.len() > LISTED_FROM);
+            let mut resumed = SlotBook::default();
+            resumed.adopt(&resolved.slots);
+            let again = checkpoint(&mut resumed, &mut store, &f(9), &c);
+            assert_eq!(again.slots, stored.slots, "named again at once");
+            c.flush();
+            // Replaced: the list and its chunks go once the record without them is durable.
+            let other = bytes(size, 9);
+            checkpoint(&mut resumed, &mut store, &frame(&[&other, &[1]]), &c);
+            c.flush();
+            checkpoint(&mut resumed, &mut store, &frame(&[&other, &[2]]), &c);
+            assert!(!store.keys().any(|k| k.ends_with(&stored.slots[0].hash)), "list deleted");
+        }
+        // What the record holds of the local does not grow with it (a varint may grow a byte).
+        assert!(record_bytes[1] <= record_bytes[0] + 2, "{record_bytes:?}");
+    }
+
+    #[test]
+    fn a_list_that_does_not_cover_its_bytes_is_damaged() {
+        let chunk = b"abc";
+        let listed =
+            |len| crate::codec::encode(&vec![Listed { len, token: 1, hash: hash(chunk) }]).unwrap();
+        for (content, why) in [
+            (listed(3), None),
+            (listed(4), Some("does not cover")),
+            (vec![0xff; 3], Some("does not decode")),
+        ] {
+            let list = SlotRef { at: 0, len: 3, token: 1, hash: hash(&content), list: true };
+            let f = Frame { slots: vec![list], locals: Vec::new(), ..frame(&[]) };
+            let read = |s: &SlotRef| {
+                Ok::<_, ()>(Some(if s.list { content.clone() } else { chunk.to_vec() }))
+            };
+            match (resolve(&f, 100, read), why) {
+                (Ok(r), None) => assert_eq!(r.locals, chunk),
+                (Err(Unresolved::Damaged(m)), Some(why)) => assert!(m.contains(why), "{m}"),
+                (other, _) => panic!("{content:?}: {:?}", other.map(|r| r.locals)),
+            }
+        }
     }
 }
