@@ -237,3 +237,62 @@ async fn a_store_that_keeps_no_slots_gets_whole_frames() {
     assert_eq!(out.unwrap().unwrap(), expected(5));
     rt.shutdown().await;
 }
+
+/// Visits its items in order, one event per item: the event carries a weight, and the sum of
+/// weight × the item's number is largest only when every item meets its own event.
+#[orchestration]
+async fn visits_each(ctx: Ctx, items: Vec<String>) -> Result<u64, Failure> {
+    let mut sum = 0u64;
+    for item in items {
+        let weight: u64 = ctx.wait_event("more").await?;
+        sum += weight * item.parse::<u64>().unwrap_or(0);
+    }
+    Ok(sum)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_for_loop_over_a_large_vec_keeps_its_record_small_and_resumes_in_order() {
+    const N: u64 = 400;
+    let db = fresh_db("slots-for");
+    let open_it = || async {
+        let store = Arc::new(SledStore::open(&db).unwrap());
+        let rt = Runtime::builder(&db)
+            .store(store.clone())
+            .orchestration(visits_each)
+            .open()
+            .await
+            .unwrap();
+        (store, rt)
+    };
+    let (store, rt) = open_it().await;
+    let items: Vec<String> = (0..N).map(|i| format!("{i:0>100}")).collect();
+    rt.start(visits_each, "for", items).await.unwrap();
+    wait_steps(&rt, "for", 1).await;
+    let mut sizes = Vec::new();
+    for i in 0..12 {
+        rt.raise_event("for", "more", &i).await.unwrap();
+        wait_steps(&rt, "for", i + 2).await;
+        sizes.push(record_len(store.as_ref(), "for"));
+    }
+    // 40 KB of items: the record names them by one list slot (its chunks one by one would take
+    // some 200 bytes more) and holds the count of items taken (not the front of the items
+    // left, a chunk of 1 to 32 KiB).
+    let late = sizes[6..].iter().max().unwrap();
+    assert!(*late < 450, "record bytes per checkpoint: {sizes:?}");
+    rt.shutdown().await;
+    drop(rt);
+    drop(store);
+
+    let (store, rt) = open_it().await;
+    for i in 12..N {
+        rt.raise_event("for", "more", &i).await.unwrap();
+    }
+    let out = rt.handle::<visits_each>("for").wait_timeout(Duration::from_secs(60)).await;
+    assert_eq!(
+        out.unwrap().unwrap(),
+        (0..N).map(|i| i * i).sum::<u64>(),
+        "each item once, in order"
+    );
+    assert!(slots_gone(store.as_ref(), "for").await);
+    rt.shutdown().await;
+}
