@@ -540,6 +540,17 @@ pub(crate) fn resolve<E>(
         let listed: Vec<Listed> = crate::codec::decode(&value).map_err(|e| {
             damaged(format!("its frame's list of slots at byte {} does not decode: {e}", s.at))
         })?;
+        // Every chunk but a local's last is over `MIN_CHUNK` bytes: a longer list, or an empty
+        // chunk, is not one this runtime wrote (and would cost a read each).
+        let most = s.len / MIN_CHUNK as u64 + 1;
+        if listed.len() as u64 > most || listed.iter().any(|l| l.len == 0) {
+            return Err(damaged(format!(
+                "its frame's list of slots at byte {} names {} chunks for {} bytes",
+                s.at,
+                listed.len(),
+                s.len
+            )));
+        }
         let covered = listed.iter().try_fold(0u64, |n, l| n.checked_add(l.len));
         if covered != Some(s.len) {
             return Err(damaged(format!(
@@ -832,10 +843,16 @@ mod tests {
         let chunk = b"abc";
         let listed =
             |len| crate::codec::encode(&vec![Listed { len, token: 1, hash: hash(chunk) }]).unwrap();
+        let empty_chunks = crate::codec::encode(&vec![
+            Listed { len: 0, token: 1, hash: hash(b"") },
+            Listed { len: 3, token: 1, hash: hash(chunk) },
+        ])
+        .unwrap();
         for (content, why) in [
             (listed(3), None),
             (listed(4), Some("does not cover")),
             (vec![0xff; 3], Some("does not decode")),
+            (empty_chunks, Some("names 2 chunks for 3 bytes")),
         ] {
             let list = SlotRef { at: 0, len: 3, token: 1, hash: hash(&content), list: true };
             let f = Frame { slots: vec![list], locals: Vec::new(), ..frame(&[]) };
