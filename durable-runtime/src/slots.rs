@@ -35,20 +35,59 @@ const MAX_CHUNK: usize = 32 * 1024;
 /// A cut where the top 12 bits of the gear hash are zero: about one every 4 KiB past the minimum.
 const CUT_MASK: u64 = 0xfff0_0000_0000_0000;
 
-/// A local cut into this many chunks or more, all of them in durable slots, is named by one slot
-/// that lists them: what a record holds of a large unchanged local does not grow with it.
+/// The chunks of a local cut into this many or more are grouped into list slots (a tree of them:
+/// groups of durable slots, then groups of those groups): what a record holds of a large local
+/// is a few names, whatever its size, plus the path to what changed.
 const LISTED_FROM: usize = 4;
 
 /// The hash naming a chunk (blake3, truncated).
 pub(crate) type Hash = [u8; 16];
 
-/// One entry of a list slot: a chunk slot, the first at the list's position, each after the
-/// one before.
+/// One entry of a list slot: a chunk slot or a list slot, the first at the list's position,
+/// each after the one before.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Listed {
     len: u64,
     token: u64,
     hash: Hash,
+    list: bool,
+}
+
+/// A part of a local as a plan sees it: a chunk, or a list slot standing for consecutive parts.
+#[derive(Debug, Clone)]
+struct Entry {
+    span: Range<usize>,
+    hash: Hash,
+    /// The token of its durable slot, when a record may name it.
+    token: Option<u64>,
+    list: bool,
+}
+
+/// `level` cut into groups: a group ends after an entry whose hash says so (about one in 16;
+/// a different byte of the hash at each `depth`, so that what did not merge at one level is
+/// grouped anew at the next). The cuts depend on the entries' own hashes only, so a change at
+/// one place of a local leaves the groups elsewhere as they were.
+fn groups(level: &[Entry], depth: usize) -> impl Iterator<Item = &[Entry]> {
+    level.split_inclusive(move |e| e.hash[depth % 16] & 0x0f == 0)
+}
+
+/// What a list slot for `group` holds, if the group can have one: two entries or more, all in
+/// durable slots.
+fn listed(group: &[Entry]) -> Option<Vec<Listed>> {
+    if group.len() < 2 {
+        return None;
+    }
+    group
+        .iter()
+        .map(|e| {
+            e.token.map(|token| Listed {
+                len: e.span.len() as u64,
+                token,
+                hash: e.hash,
+                list: e.list,
+            })
+        })
+        .collect()
 }
 
 /// The gear table: 256 fixed pseudo-random words (splitmix64), the same in every build.
@@ -336,67 +375,84 @@ impl SlotBook {
         let mut lists = HashSet::new();
         let mut stored_locals = Vec::new();
         let mut refs = Vec::new();
-        // The bytes of the frame's locals each of `refs` stands for.
-        let mut spans: Vec<Range<usize>> = Vec::new();
         let mut chunk_writes = Vec::new();
         let mut list_writes = Vec::new();
         let mut new_slots = Vec::new();
         let mut hashes = Vec::new();
         let mut copied = 0;
         for (_, cut) in &locals_cut {
-            let first = refs.len();
+            let mut level = Vec::with_capacity(cut.len());
             for chunk in cut {
                 hashes.push(chunk.hash);
                 let seen = seen.contains(&chunk.hash);
-                match self.naming(&chunk.hash, seen, &new_slots, commit) {
-                    Naming::Named(slot_token) => {
-                        spans.push(chunk.at..chunk.at + chunk.len);
-                        refs.push(SlotRef {
-                            at: chunk.at as u64,
-                            len: chunk.len as u64,
-                            token: slot_token,
-                            hash: chunk.hash,
-                            list: false,
-                        });
-                    }
+                let token = match self.naming(&chunk.hash, seen, &new_slots, commit) {
+                    Naming::Named(slot_token) => Some(slot_token),
                     Naming::Write => {
                         chunk_writes.push((
                             key(prefix, token, &chunk.hash),
                             chunk.at..chunk.at + chunk.len,
                         ));
                         new_slots.push((chunk.hash, token));
+                        None
                     }
-                    Naming::Inline => {}
+                    Naming::Inline => None,
+                };
+                let span = chunk.at..chunk.at + chunk.len;
+                level.push(Entry { span, hash: chunk.hash, token, list: false });
+            }
+            if cut.len() >= LISTED_FROM {
+                // Group named entries into list slots, level by level, while any group merges.
+                let mut depth = 0;
+                loop {
+                    let mut next = Vec::with_capacity(level.len());
+                    let mut merged = false;
+                    for group in groups(&level, depth) {
+                        let Some(listed) = listed(group) else {
+                            next.extend_from_slice(group);
+                            continue;
+                        };
+                        let content = crate::codec::encode(&listed).unwrap_or_default();
+                        let h = hash(&content);
+                        hashes.push(h);
+                        lists.insert(h);
+                        match self.naming(&h, seen_lists.contains(&h), &new_slots, commit) {
+                            Naming::Named(slot_token) => {
+                                let span = group[0].span.start..group[group.len() - 1].span.end;
+                                next.push(Entry {
+                                    span,
+                                    hash: h,
+                                    token: Some(slot_token),
+                                    list: true,
+                                });
+                                merged = true;
+                                continue;
+                            }
+                            Naming::Write => {
+                                list_writes.push((key(prefix, token, &h), content));
+                                new_slots.push((h, token));
+                            }
+                            Naming::Inline => {}
+                        }
+                        next.extend_from_slice(group);
+                    }
+                    if !merged {
+                        break;
+                    }
+                    level = next;
+                    depth += 1;
                 }
             }
-            if cut.len() >= LISTED_FROM && refs.len() - first == cut.len() {
-                let listed: Vec<Listed> = refs[first..]
-                    .iter()
-                    .map(|r| Listed { len: r.len, token: r.token, hash: r.hash })
-                    .collect();
-                let content = crate::codec::encode(&listed).unwrap_or_default();
-                let h = hash(&content);
-                hashes.push(h);
-                lists.insert(h);
-                match self.naming(&h, seen_lists.contains(&h), &new_slots, commit) {
-                    Naming::Named(slot_token) => {
-                        let span = spans[first].start..spans[spans.len() - 1].end;
-                        let (at, len) = (span.start as u64, span.len() as u64);
-                        refs.truncate(first);
-                        spans.truncate(first);
-                        spans.push(span);
-                        refs.push(SlotRef { at, len, token: slot_token, hash: h, list: true });
-                    }
-                    Naming::Write => {
-                        list_writes.push((key(prefix, token, &h), content));
-                        new_slots.push((h, token));
-                    }
-                    Naming::Inline => {}
-                }
-            }
-            for span in &spans[first..] {
-                stored_locals.extend_from_slice(&locals[copied..span.start]);
-                copied = span.end;
+            for e in level {
+                let Some(slot_token) = e.token else { continue };
+                stored_locals.extend_from_slice(&locals[copied..e.span.start]);
+                copied = e.span.end;
+                refs.push(SlotRef {
+                    at: e.span.start as u64,
+                    len: e.span.len() as u64,
+                    token: slot_token,
+                    hash: e.hash,
+                    list: e.list,
+                });
             }
         }
         stored_locals.extend_from_slice(&locals[copied..]);
@@ -531,43 +587,48 @@ pub(crate) fn resolve<E>(
             .ok_or_else(|| damaged(format!("its frame's slot at byte {} is out of order", s.at)))?;
         out.extend_from_slice(&inline[..gap]);
         inline = &inline[gap..];
-        let value = fetch(s)?;
-        read_slots.push(*s);
-        if !s.list {
-            out.extend_from_slice(&value);
-            continue;
-        }
-        let listed: Vec<Listed> = crate::codec::decode(&value).map_err(|e| {
-            damaged(format!("its frame's list of slots at byte {} does not decode: {e}", s.at))
-        })?;
-        // Every chunk but a local's last is over `MIN_CHUNK` bytes: a longer list, or an empty
-        // chunk, is not one this runtime wrote (and would cost a read each).
-        let most = s.len / MIN_CHUNK as u64 + 1;
-        if listed.len() as u64 > most || listed.iter().any(|l| l.len == 0) {
-            return Err(damaged(format!(
-                "its frame's list of slots at byte {} names {} chunks for {} bytes",
-                s.at,
-                listed.len(),
-                s.len
-            )));
-        }
-        let covered = listed.iter().try_fold(0u64, |n, l| n.checked_add(l.len));
-        if covered != Some(s.len) {
-            return Err(damaged(format!(
-                "its frame's list of slots at byte {} does not cover the {} bytes it is named for",
-                s.at, s.len
-            )));
-        }
-        for l in listed {
-            let chunk = SlotRef {
-                at: out.len() as u64,
-                len: l.len,
-                token: l.token,
-                hash: l.hash,
-                list: false,
-            };
-            out.extend_from_slice(&fetch(&chunk)?);
-            read_slots.push(chunk);
+        // A list slot stands for its entries, which may be lists in turn: depth first, in order.
+        let mut stack = vec![*s];
+        while let Some(r) = stack.pop() {
+            let value = fetch(&r)?;
+            read_slots.push(r);
+            if !r.list {
+                out.extend_from_slice(&value);
+                continue;
+            }
+            let listed: Vec<Listed> = crate::codec::decode(&value).map_err(|e| {
+                damaged(format!("its frame's list of slots at byte {} does not decode: {e}", r.at))
+            })?;
+            // A list holds two entries or more, and every chunk but a local's last is over
+            // `MIN_CHUNK` bytes: a list of another length, or an empty entry, is not one this
+            // runtime wrote (and each entry would cost a read).
+            let most = r.len / MIN_CHUNK as u64 + 1;
+            if listed.len() < 2 || listed.len() as u64 > most || listed.iter().any(|l| l.len == 0) {
+                return Err(damaged(format!(
+                    "its frame's list of slots at byte {} names {} entries for {} bytes",
+                    r.at,
+                    listed.len(),
+                    r.len
+                )));
+            }
+            let covered = listed.iter().try_fold(0u64, |n, l| n.checked_add(l.len));
+            if covered != Some(r.len) {
+                return Err(damaged(format!(
+                    "its frame's list of slots at byte {} does not cover the {} bytes it is \
+                     named for",
+                    r.at, r.len
+                )));
+            }
+            let mut at = r.at;
+            let entries: Vec<SlotRef> = listed
+                .iter()
+                .map(|l| {
+                    let e = SlotRef { at, len: l.len, token: l.token, hash: l.hash, list: l.list };
+                    at += l.len;
+                    e
+                })
+                .collect();
+            stack.extend(entries.into_iter().rev());
         }
     }
     out.extend_from_slice(inline);
@@ -809,14 +870,17 @@ mod tests {
             let big = bytes(size, 8);
             let f = |n: u8| frame(&[&big, &[n; 8]]);
             let mut stored = None;
-            for n in 0..6 {
-                stored = Some(checkpoint(&mut book, &mut store, &f(n), &c));
+            let mut counts = Vec::new();
+            for n in 0..16 {
+                let s = checkpoint(&mut book, &mut store, &f(n), &c);
+                counts.push(s.slots.len());
+                stored = Some(s);
                 c.flush();
             }
             let stored = stored.unwrap();
             assert_eq!(stored.slots.len(), 1, "one slot named");
             assert!(stored.slots[0].list && stored.slots[0].len == size as u64);
-            assert_eq!(read_back(&stored, &store), f(5).locals);
+            assert_eq!(read_back(&stored, &store), f(15).locals);
             record_bytes.push(crate::codec::encode(&stored).unwrap().len());
             // A driver that reads the record back knows the list and the chunks it lists.
             let read = |s: &SlotRef| Ok::<_, ()>(store.get(&key(b"i", s.token, &s.hash)).cloned());
@@ -839,30 +903,67 @@ mod tests {
     }
 
     #[test]
-    fn a_list_that_does_not_cover_its_bytes_is_damaged() {
-        let chunk = b"abc";
-        let listed =
-            |len| crate::codec::encode(&vec![Listed { len, token: 1, hash: hash(chunk) }]).unwrap();
-        let empty_chunks = crate::codec::encode(&vec![
-            Listed { len: 0, token: 1, hash: hash(b"") },
-            Listed { len: 3, token: 1, hash: hash(chunk) },
-        ])
-        .unwrap();
-        for (content, why) in [
-            (listed(3), None),
-            (listed(4), Some("does not cover")),
-            (vec![0xff; 3], Some("does not decode")),
-            (empty_chunks, Some("names 2 chunks for 3 bytes")),
-        ] {
-            let list = SlotRef { at: 0, len: 3, token: 1, hash: hash(&content), list: true };
-            let f = Frame { slots: vec![list], locals: Vec::new(), ..frame(&[]) };
-            let read = |s: &SlotRef| {
-                Ok::<_, ()>(Some(if s.list { content.clone() } else { chunk.to_vec() }))
-            };
-            match (resolve(&f, 100, read), why) {
-                (Ok(r), None) => assert_eq!(r.locals, chunk),
+    fn a_growing_local_is_named_by_the_lists_of_what_did_not_change() {
+        let (c, mut store, mut book) = (Flushes::default(), HashMap::new(), SlotBook::default());
+        let mut grown = bytes(300_000, 10);
+        let extra = bytes(100 * 30, 11);
+        let mut named = Vec::new();
+        for n in 0..30 {
+            grown.extend_from_slice(&extra[n * 100..(n + 1) * 100]);
+            let f = frame(&[&grown, &[1]]);
+            let stored = checkpoint(&mut book, &mut store, &f, &c);
+            c.flush();
+            assert_eq!(read_back(&stored, &store), f.locals);
+            named.push(stored.slots.len());
+            if n >= 15 {
+                // One chunk name per 4 KiB would be some 60; the tree names what did not
+                // change by a few lists, plus the path to the end.
+                assert!(stored.slots.len() < 10, "{named:?}");
+                assert!(
+                    stored.locals.len() < 2 * MAX_CHUNK,
+                    "{} bytes inline",
+                    stored.locals.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lists_read_back_nested_and_refuse_what_this_runtime_never_writes() {
+        let (a, b, c) = (vec![b'a'; 2000], vec![b'b'; 2000], vec![b'c'; 2000]);
+        let entry =
+            |bytes: &[u8], len: u64| Listed { len, token: 1, hash: hash(bytes), list: false };
+        let enc = |l: &[Listed]| crate::codec::encode(&l.to_vec()).unwrap();
+        let inner = enc(&[entry(&a, 2000), entry(&b, 2000)]);
+        let nested =
+            enc(&[Listed { len: 4000, token: 1, hash: hash(&inner), list: true }, entry(&c, 2000)]);
+        let mut store: HashMap<Hash, Vec<u8>> = HashMap::new();
+        for v in [&a, &b, &c, &inner, &nested] {
+            store.insert(hash(v), v.clone());
+        }
+        let top =
+            |content: &[u8], len| SlotRef { at: 0, len, token: 1, hash: hash(content), list: true };
+        let cases: Vec<(Vec<u8>, u64, Option<&str>)> = vec![
+            (inner.clone(), 4000, None),
+            (nested.clone(), 6000, None),
+            (enc(&[entry(&a, 2000), entry(&b, 2001)]), 4000, Some("does not cover")),
+            (vec![0xff; 3], 4000, Some("does not decode")),
+            (enc(&[entry(&a, 2000)]), 2000, Some("names 1 entries")),
+            (enc(&[entry(&a, 0), entry(&a, 2000), entry(&b, 2000)]), 4000, Some("names 3 entries")),
+        ];
+        for (content, len, why) in cases {
+            store.insert(hash(&content), content.clone());
+            let f = Frame { slots: vec![top(&content, len)], locals: b"z".to_vec(), ..frame(&[]) };
+            let read = |s: &SlotRef| Ok::<_, ()>(store.get(&s.hash).cloned());
+            match (resolve(&f, 100_000, read), why) {
+                (Ok(r), None) => {
+                    let whole: Vec<u8> = [&a[..], &b[..], &c[..]].concat();
+                    assert_eq!(r.locals[..r.locals.len() - 1], whole[..usize::try_from(len).unwrap()]);
+                    assert_eq!(r.locals.last(), Some(&b'z'));
+                    assert!(r.slots.iter().any(|s| !s.list), "the chunks read are reported");
+                }
                 (Err(Unresolved::Damaged(m)), Some(why)) => assert!(m.contains(why), "{m}"),
-                (other, _) => panic!("{content:?}: {:?}", other.map(|r| r.locals)),
+                (other, _) => panic!("{why:?}: {:?}", other.map(|r| r.locals.len())),
             }
         }
     }
