@@ -908,6 +908,32 @@ async fn state_rows(
     }
     let (small, large) = (per_iteration[0], per_iteration[1]);
     let growth = large / small;
+    // A step that appends to a large `Vec`: the bytes of 2,000 steps less those of 1,000 (the
+    // first checkpoints write the same in both), per step, beside 100 KB and 1 MB.
+    let mut per_append = Vec::new();
+    for base in [1_000u64, 10_000] {
+        eprintln!("state: appends beside {base} items");
+        let short = durable_side::append_bytes(&db, base, 1_000).await?;
+        let long = durable_side::append_bytes(&db, base, 2_000).await?;
+        let per = long.saturating_sub(short) as f64 / 1_000.0;
+        details.push(format!(
+            "state, a step appending 100 B to a Vec of {} strings of 100 B (Flush): {} bytes \
+             over 1,000 steps, {} over 2,000, {} B per step past the first checkpoints",
+            table::int(base),
+            table::int(short),
+            table::int(long),
+            table::num(per)
+        ));
+        per_append.push(per);
+    }
+    table.push(Row::new(
+        "Step appending 100 B to a Vec of 1 MB: bytes written per step",
+        format!("{} B", table::int_f(per_append[1])),
+        format!("beside 100 KB: {} B", table::int_f(per_append[0])),
+        format!("{}×", table::num(per_append[1] / per_append[0])),
+        "—",
+        "—",
+    ));
     table.push(Row::new(
         "`for` over a Vec of 10,000 items: bytes written per iteration",
         format!("{} B", table::int_f(large)),

@@ -84,6 +84,18 @@ pub(crate) async fn for_over_vec(ctx: Ctx, items: Vec<String>) -> Result<u64, Fa
     Ok(acc)
 }
 
+/// A step that appends one string of 100 bytes to a `Vec` of `base` such strings, `steps`
+/// times: what changes at each checkpoint is the end of the `Vec`.
+#[orchestration]
+pub(crate) async fn appends_to_vec(ctx: Ctx, base: u64, steps: u64) -> Result<u64, Failure> {
+    let mut kept: Vec<String> = (0..base).map(|i| format!("{i:0>100}")).collect();
+    for i in 0..steps {
+        let n = ctx.call(add, (kept.len() as u64, i)).await?;
+        kept.push(format!("{n:0>100}"));
+    }
+    Ok(kept.len() as u64)
+}
+
 /// The plain loop without durability: the same activity body, called directly.
 pub async fn plain_calls(n: u64) -> Result<u64, String> {
     let mut acc = 0;
@@ -341,6 +353,34 @@ pub async fn for_loop_bytes(db: &Path, items: u64, item_len: usize) -> Result<(u
     drop(store);
     sys::remove(db);
     Ok((sizes.iter().map(|&s| s as u64).sum(), sizes.len() as u64))
+}
+
+/// What `appends_to_vec` beside `base` strings wrote over `steps` steps (Flush: the first
+/// checkpoints, which hold the `Vec` inline until its slots are durable, are the same in every
+/// run): the bytes of every record write and frame slot.
+pub async fn append_bytes(db: &Path, base: u64, steps: u64) -> Result<u64, BoxError> {
+    sys::remove(db);
+    let store = Arc::new(SizeProbe {
+        inner: SledStore::open(db)?,
+        sizes: Mutex::new(Vec::new()),
+        calls: Calls::default(),
+    });
+    let rt = Runtime::builder(db)
+        .store(store.clone())
+        .orchestration(appends_to_vec)
+        .durability(Durability::Flush)
+        .open()
+        .await?;
+    let out = rt.start(appends_to_vec, "append", (base, steps)).await?.wait().await?;
+    if out != base + steps {
+        return Err(format!("appends_to_vec returned {out}").into());
+    }
+    rt.shutdown().await;
+    drop(rt);
+    let sizes = store.sizes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    drop(store);
+    sys::remove(db);
+    Ok(sizes.iter().map(|&s| s as u64).sum())
 }
 
 /// A store that records the sizes of instance records written through it and counts the calls
