@@ -958,7 +958,10 @@ mod tests {
             match (resolve(&f, 100_000, read), why) {
                 (Ok(r), None) => {
                     let whole: Vec<u8> = [&a[..], &b[..], &c[..]].concat();
-                    assert_eq!(r.locals[..r.locals.len() - 1], whole[..usize::try_from(len).unwrap()]);
+                    assert_eq!(
+                        r.locals[..r.locals.len() - 1],
+                        whole[..usize::try_from(len).unwrap()]
+                    );
                     assert_eq!(r.locals.last(), Some(&b'z'));
                     assert!(r.slots.iter().any(|s| !s.list), "the chunks read are reported");
                 }
