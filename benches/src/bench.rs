@@ -881,7 +881,8 @@ async fn state_rows(
     }
     // What the disk alone charges for the size: sled inserting one value of each size + flush.
     let (small_ref, _) = durable_side::sled_reference(&dir.join("sled"), b"state", 200, 300, true)?;
-    let (big_ref, _) = durable_side::sled_reference(&dir.join("sled"), b"state", 101_000, 300, true)?;
+    let (big_ref, _) =
+        durable_side::sled_reference(&dir.join("sled"), b"state", 101_000, 300, true)?;
     details.push(format!(
         "state, physical reference: sled insert + flush of 200 B {} µs, of 101 KB {} µs ({}×)",
         table::num(small_ref.as_secs_f64() * 1e6 / 300.0),

@@ -309,11 +309,8 @@ pub async fn steps_beside_state(
     durability: Durability,
 ) -> Result<Duration, BoxError> {
     sys::remove(db);
-    let rt = Runtime::builder(db)
-        .orchestration(loop_beside_state)
-        .durability(durability)
-        .open()
-        .await?;
+    let rt =
+        Runtime::builder(db).orchestration(loop_beside_state).durability(durability).open().await?;
     let t = Instant::now();
     let out = rt.start(loop_beside_state, "state", (n, items)).await?.wait().await?;
     let wall = t.elapsed();
@@ -326,32 +323,48 @@ pub async fn steps_beside_state(
     Ok(wall)
 }
 
-/// What `for_over_vec` over `items` strings of `item_len` bytes wrote (Buffered): the bytes
-/// of every record write (and frame slot) over the run, and the number of writes.
-pub async fn for_loop_bytes(db: &Path, items: u64, item_len: usize) -> Result<(u64, u64), BoxError> {
+/// Runs `run` on a runtime over a fresh sled store at `db` that records the sizes of what is
+/// written through it (`register` adds the orchestration); returns its result and the sizes.
+async fn with_sizes<T>(
+    db: &Path,
+    durability: Durability,
+    register: impl FnOnce(durable::RuntimeBuilder) -> durable::RuntimeBuilder,
+    run: impl AsyncFnOnce(&Runtime) -> Result<T, BoxError>,
+) -> Result<(T, Vec<usize>), BoxError> {
     sys::remove(db);
     let store = Arc::new(SizeProbe {
         inner: SledStore::open(db)?,
         sizes: Mutex::new(Vec::new()),
         calls: Calls::default(),
     });
-    let rt = Runtime::builder(db)
-        .store(store.clone())
-        .orchestration(for_over_vec)
-        .durability(Durability::Buffered)
-        .open()
-        .await?;
-    let list: Vec<String> = (0..items).map(|i| format!("{i:0>item_len$}")).collect();
-    let expected = list.iter().map(|s| s.len() as u64).sum::<u64>();
-    let out = rt.start(for_over_vec, "for", list).await?.wait().await?;
-    if out != expected {
-        return Err(format!("for_over_vec returned {out}").into());
-    }
+    let rt =
+        register(Runtime::builder(db).store(store.clone()).durability(durability)).open().await?;
+    let out = run(&rt).await?;
     rt.shutdown().await;
     drop(rt);
     let sizes = store.sizes.lock().unwrap_or_else(|p| p.into_inner()).clone();
     drop(store);
     sys::remove(db);
+    Ok((out, sizes))
+}
+
+/// What `for_over_vec` over `items` strings of `item_len` bytes wrote (Buffered): the bytes
+/// of every record write (and frame slot) over the run, and the number of writes.
+pub async fn for_loop_bytes(
+    db: &Path,
+    items: u64,
+    item_len: usize,
+) -> Result<(u64, u64), BoxError> {
+    let list: Vec<String> = (0..items).map(|i| format!("{i:0>item_len$}")).collect();
+    let expected = list.iter().map(|s| s.len() as u64).sum::<u64>();
+    let register = |b: durable::RuntimeBuilder| b.orchestration(for_over_vec);
+    let (out, sizes) = with_sizes(db, Durability::Buffered, register, async |rt| {
+        Ok(rt.start(for_over_vec, "for", list).await?.wait().await?)
+    })
+    .await?;
+    if out != expected {
+        return Err(format!("for_over_vec returned {out}").into());
+    }
     Ok((sizes.iter().map(|&s| s as u64).sum(), sizes.len() as u64))
 }
 
@@ -359,27 +372,14 @@ pub async fn for_loop_bytes(db: &Path, items: u64, item_len: usize) -> Result<(u
 /// checkpoints, which hold the `Vec` inline until its slots are durable, are the same in every
 /// run): the bytes of every record write and frame slot.
 pub async fn append_bytes(db: &Path, base: u64, steps: u64) -> Result<u64, BoxError> {
-    sys::remove(db);
-    let store = Arc::new(SizeProbe {
-        inner: SledStore::open(db)?,
-        sizes: Mutex::new(Vec::new()),
-        calls: Calls::default(),
-    });
-    let rt = Runtime::builder(db)
-        .store(store.clone())
-        .orchestration(appends_to_vec)
-        .durability(Durability::Flush)
-        .open()
-        .await?;
-    let out = rt.start(appends_to_vec, "append", (base, steps)).await?.wait().await?;
+    let register = |b: durable::RuntimeBuilder| b.orchestration(appends_to_vec);
+    let (out, sizes) = with_sizes(db, Durability::Flush, register, async |rt| {
+        Ok(rt.start(appends_to_vec, "append", (base, steps)).await?.wait().await?)
+    })
+    .await?;
     if out != base + steps {
         return Err(format!("appends_to_vec returned {out}").into());
     }
-    rt.shutdown().await;
-    drop(rt);
-    let sizes = store.sizes.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    drop(store);
-    sys::remove(db);
     Ok(sizes.iter().map(|&s| s as u64).sum())
 }
 
