@@ -248,6 +248,14 @@ impl Plan {
     }
 }
 
+/// The list slots of a plan: those of the last frame (seen), those this one computed, and those
+/// it writes (key and content).
+struct Lists {
+    seen: HashSet<Hash>,
+    computed: HashSet<Hash>,
+    writes: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 /// How a planned frame holds a chunk or a list of chunks.
 enum Naming {
     /// By naming its durable slot, written under this token.
@@ -370,13 +378,11 @@ impl SlotBook {
             locals_cut.push((range, cut));
         }
         // Decide, chunk by chunk: name a durable slot, write a slot for a chunk seen unchanged,
-        // or keep it inline; then, local by local, name the list of its slots in one slot.
-        let seen_lists = last.lists;
-        let mut lists = HashSet::new();
+        // or keep it inline; then, local by local, group what is named into list slots.
+        let mut lists = Lists { seen: last.lists, computed: HashSet::new(), writes: Vec::new() };
         let mut stored_locals = Vec::new();
         let mut refs = Vec::new();
         let mut chunk_writes = Vec::new();
-        let mut list_writes = Vec::new();
         let mut new_slots = Vec::new();
         let mut hashes = Vec::new();
         let mut copied = 0;
@@ -401,46 +407,9 @@ impl SlotBook {
                 level.push(Entry { span, hash: chunk.hash, token, list: false });
             }
             if cut.len() >= LISTED_FROM {
-                // Group named entries into list slots, level by level, while any group merges.
-                let mut depth = 0;
-                loop {
-                    let mut next = Vec::with_capacity(level.len());
-                    let mut merged = false;
-                    for group in groups(&level, depth) {
-                        let Some(listed) = listed(group) else {
-                            next.extend_from_slice(group);
-                            continue;
-                        };
-                        let content = crate::codec::encode(&listed).unwrap_or_default();
-                        let h = hash(&content);
-                        hashes.push(h);
-                        lists.insert(h);
-                        match self.naming(&h, seen_lists.contains(&h), &new_slots, commit) {
-                            Naming::Named(slot_token) => {
-                                let span = group[0].span.start..group[group.len() - 1].span.end;
-                                next.push(Entry {
-                                    span,
-                                    hash: h,
-                                    token: Some(slot_token),
-                                    list: true,
-                                });
-                                merged = true;
-                                continue;
-                            }
-                            Naming::Write => {
-                                list_writes.push((key(prefix, token, &h), content));
-                                new_slots.push((h, token));
-                            }
-                            Naming::Inline => {}
-                        }
-                        next.extend_from_slice(group);
-                    }
-                    if !merged {
-                        break;
-                    }
-                    level = next;
-                    depth += 1;
-                }
+                let writer = (prefix, token);
+                level =
+                    self.list_tree(level, writer, &mut lists, &mut hashes, &mut new_slots, commit);
             }
             for e in level {
                 let Some(slot_token) = e.token else { continue };
@@ -459,13 +428,60 @@ impl SlotBook {
         tracing::trace!(
             bytes = locals.len(),
             named = refs.len(),
-            slot_writes = chunk_writes.len() + list_writes.len(),
+            slot_writes = chunk_writes.len() + lists.writes.len(),
             inline = stored_locals.len(),
             "frame planned"
         );
         let stored = Frame { locals: stored_locals, slots: refs, ..frame.clone_head() };
-        let last = Last { locals: locals.clone(), locals_cut, lists };
-        Plan { stored, chunk_writes, list_writes, hashes, new_slots, last }
+        let last = Last { locals: locals.clone(), locals_cut, lists: lists.computed };
+        Plan { stored, chunk_writes, list_writes: lists.writes, hashes, new_slots, last }
+    }
+
+    /// The entries of one local (its chunks, in order) grouped into list slots, level by level,
+    /// while any group merges: a group of named entries whose list slot is durable becomes one
+    /// entry; a list seen in the last frame is written, by `writer` (key prefix and token).
+    fn list_tree(
+        &mut self,
+        mut level: Vec<Entry>,
+        (prefix, token): (&[u8], u64),
+        lists: &mut Lists,
+        hashes: &mut Vec<Hash>,
+        new_slots: &mut Vec<(Hash, u64)>,
+        commit: &impl Durability,
+    ) -> Vec<Entry> {
+        for depth in 0.. {
+            let mut next = Vec::with_capacity(level.len());
+            let mut merged = false;
+            for group in groups(&level, depth) {
+                let Some(listed) = listed(group) else {
+                    next.extend_from_slice(group);
+                    continue;
+                };
+                let content = crate::codec::encode(&listed).unwrap_or_default();
+                let h = hash(&content);
+                hashes.push(h);
+                lists.computed.insert(h);
+                match self.naming(&h, lists.seen.contains(&h), new_slots, commit) {
+                    Naming::Named(slot_token) => {
+                        let span = group[0].span.start..group[group.len() - 1].span.end;
+                        next.push(Entry { span, hash: h, token: Some(slot_token), list: true });
+                        merged = true;
+                        continue;
+                    }
+                    Naming::Write => {
+                        lists.writes.push((key(prefix, token, &h), content));
+                        new_slots.push((h, token));
+                    }
+                    Naming::Inline => {}
+                }
+                next.extend_from_slice(group);
+            }
+            if !merged {
+                break;
+            }
+            level = next;
+        }
+        level
     }
 
     /// Whether the slot of content `hash` can be named now, is to be written now (its content
