@@ -114,21 +114,21 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Whether orchestration steps and activity attempts run on threads of tokio's blocking
-    /// pool (default `true`).
+    /// Whether drivers, orchestration steps and activity attempts run on the runtime's own code
+    /// pool (default `true`) rather than on the tokio runtime's worker threads.
     ///
     /// Isolated, a step that computes without awaiting, or an activity that blocks its thread
     /// (`std::thread::sleep`, a blocking client), stalls only itself: other instances, timers,
-    /// attempt timeouts, cancel and shutdown go on. The price is two thread hand-offs per step
-    /// and per attempt.
+    /// attempt timeouts, cancel and shutdown go on. The pool has one thread per core; a step,
+    /// its driver and its activity attempts hand over to each other on one thread without
+    /// waking another, and when code holds every thread for more than 10 ms while work waits,
+    /// the pool adds a thread (up to 512; threads beyond one per core leave after 2 s idle).
     ///
-    /// `isolate_code(false)` runs both on the tokio task that drives the instance, which saves
-    /// those hand-offs (about half the CPU of a step on this project's benchmark machine; see
-    /// `benches/README.md`). Then such a step or activity holds a worker thread of the tokio
-    /// runtime, and as many of them as the runtime has worker threads stall everything, cancel
-    /// and shutdown included; a step that never returns is never cancelled. Turn isolation off
-    /// only when every activity awaits rather than blocks (blocking work inside an activity can
-    /// go through `tokio::task::spawn_blocking`) and no step computes for long.
+    /// `isolate_code(false)` runs them all as tasks of the tokio runtime. Then such a step or
+    /// activity holds a worker thread of the tokio runtime, and as many of them as the runtime
+    /// has worker threads stall everything, cancel and shutdown included; a step that never
+    /// returns is never cancelled. It costs no less CPU than the pool (see `benches/README.md`);
+    /// it is there for programs that want durable's work on their own runtime's threads.
     pub fn isolate_code(mut self, isolate: bool) -> Self {
         self.isolate = isolate;
         self

@@ -1,6 +1,8 @@
-//! Activity dispatch: each attempt of an activity call runs on a thread of tokio's blocking
-//! pool, with its timeout on the runtime's clock, and reports its result to the driver.
+//! Activity dispatch: each attempt of an activity call runs as a task of the code pool (or of
+//! tokio, without isolation), with its timeout on the runtime's clock, and reports its result to
+//! the driver.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -12,6 +14,7 @@ use crate::engine::Engine;
 use crate::error::panic_message;
 use crate::ids::branch_key;
 use crate::op::{ActivityFailure, RetryPolicy};
+use crate::pool::{Pool, Spawned};
 
 /// What an activity task reports to its driver: the step key, the branch, the result.
 pub(crate) type Finished = (String, usize, Result<Vec<u8>, ActivityFailure>);
@@ -30,7 +33,7 @@ pub(crate) struct Attempt<'a> {
 /// An activity attempt: dropping it aborts its task and, at once, tells the thread that runs
 /// the activity to stop (an async activity stops at its next `.await`).
 pub(crate) struct AbortOnDrop {
-    task: tokio::task::AbortHandle,
+    task: Spawned,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -68,20 +71,20 @@ pub(crate) fn spawn_attempt(
     let clock = engine.clock.clone();
     let deadline = timeout.map(|limit| clock.now_ms().saturating_add(ms(limit)));
     let span = tracing::info_span!("activity", name = %name, attempt);
-    let isolate = engine.isolate;
+    let pool = engine.pool.as_ref().map(Pool::runner);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(
+    let handle = engine.spawn(
         async move {
             let result = match fut {
                 None => Err(ActivityFailure::NotRegistered(name)),
                 Some(fut) => {
-                    // The attempt runs on a thread of its own (tokio's blocking pool), so an
-                    // activity that blocks its thread stalls only itself: its timeout is
-                    // enforced from here and fires on time. When the driver drops the
-                    // attempt (its result arrived, the branch is abandoned, the runtime shuts
-                    // down), `stop` is dropped: an async activity stops at its next
+                    // The attempt is a task of its own, so an activity that blocks its thread
+                    // stalls only itself (the code pool adds a thread for the others): its
+                    // timeout is enforced from here and fires on time. When the driver drops
+                    // the attempt (its result arrived, the branch is abandoned, the runtime
+                    // shuts down), `stop` is dropped: an async activity stops at its next
                     // `.await`; a blocking one runs on until it returns, unheard. Without
-                    // isolation it is a task of the runtime's own.
+                    // isolation it is a tokio task.
                     let attempt = async move {
                         tokio::select! {
                             biased;
@@ -89,11 +92,20 @@ pub(crate) fn spawn_attempt(
                             r = fut => Some(r),
                         }
                     };
-                    let inner = if isolate {
-                        let rt = tokio::runtime::Handle::current();
-                        tokio::task::spawn_blocking(move || rt.block_on(attempt))
-                    } else {
-                        tokio::spawn(attempt)
+                    let inner: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match pool {
+                        Some(pool) => Box::pin(pool.run(attempt)),
+                        None => {
+                            let task = tokio::spawn(attempt);
+                            Box::pin(async move {
+                                task.await.map_err(|e| -> Box<dyn std::any::Any + Send> {
+                                    if e.is_panic() {
+                                        e.into_panic()
+                                    } else {
+                                        Box::new(format!("activity task ended: {e}"))
+                                    }
+                                })
+                            })
+                        }
                     };
                     let joined = match deadline {
                         None => Some(inner.await),
@@ -109,11 +121,8 @@ pub(crate) fn spawn_attempt(
                         Some(Ok(None)) => {
                             Err(ActivityFailure::Panicked("activity attempt was stopped".into()))
                         }
-                        Some(Err(e)) if e.is_panic() => {
-                            Err(ActivityFailure::Panicked(panic_message(e.into_panic().as_ref())))
-                        }
-                        Some(Err(e)) => {
-                            Err(ActivityFailure::Panicked(format!("activity task ended: {e}")))
+                        Some(Err(panic)) => {
+                            Err(ActivityFailure::Panicked(panic_message(panic.as_ref())))
                         }
                     }
                 }
@@ -122,7 +131,7 @@ pub(crate) fn spawn_attempt(
         }
         .instrument(span),
     );
-    AbortOnDrop { task: handle.abort_handle(), _stop: stop }
+    AbortOnDrop { task: handle, _stop: stop }
 }
 
 /// Whether a failed attempt may be retried (within the policy's attempts).

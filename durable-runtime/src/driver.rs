@@ -434,11 +434,12 @@ impl Driver {
         }
     }
 
-    /// Runs the orchestration's code of one step on a thread of tokio's blocking pool, so that a
-    /// step that computes for long (or never returns) holds that thread only: timers, commits,
-    /// clients and the other instances go on. While it runs, a cancellation of the instance is
-    /// applied at once; the step's result, if it ever comes, is then discarded. Without
-    /// isolation ([`Engine::isolate`]) it runs right here, on the driver's task.
+    /// Runs the orchestration's code of one step as a task of the code pool of its own, so that
+    /// a step that computes for long (or never returns) holds that thread only: timers, commits,
+    /// clients and the other instances go on (the pool adds a thread for them). While it runs, a
+    /// cancellation of the instance is applied at once; the step's result, if it ever comes, is
+    /// then discarded. Without isolation ([`Engine::pool`]) it runs right here, on the driver's
+    /// task.
     async fn run_code(
         &self,
         orchestration: &Arc<dyn ErasedOrchestration>,
@@ -465,10 +466,10 @@ impl Driver {
                 })
             })
         };
-        if !self.engine.isolate {
+        let Some(pool) = &self.engine.pool else {
             return Ok(Some(run()));
-        }
-        let mut job = tokio::task::spawn_blocking(run);
+        };
+        let mut job = Box::pin(pool.run(async move { run() }));
         loop {
             tokio::select! {
                 joined = &mut job => return Ok(joined.ok()),

@@ -9,6 +9,7 @@
 //! one lock (`active`) and its rules; split apart, each would need the others' invariants.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -19,6 +20,7 @@ use crate::clock::Clock;
 use crate::error::{ClientError, StartError};
 use crate::ids::shown_id;
 use crate::orchestration::LiveState;
+use crate::pool::{Pool, Spawned};
 use crate::record::InstanceRecord;
 use crate::records::Records;
 use crate::registry::Registered;
@@ -52,7 +54,7 @@ pub(crate) struct Checkpoint {
 
 /// A driver task and how to wake it.
 pub(crate) struct Driver {
-    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) task: Spawned,
     pub(crate) wakes: Arc<AtomicU64>,
     pub(crate) notify: Arc<Notify>,
     /// A newer lease of the instance this process took (a poll re-claimed it after the
@@ -100,9 +102,10 @@ pub(crate) struct Engine {
     /// Whether this runtime runs instances; a client-only runtime (`worker(false)`) leaves them
     /// to the workers of other processes.
     pub(crate) worker: bool,
-    /// Whether steps and activity attempts run on tokio's blocking pool
-    /// ([`RuntimeBuilder::isolate_code`](crate::RuntimeBuilder::isolate_code)).
-    pub(crate) isolate: bool,
+    /// The threads that run drivers, steps and attempts when code is isolated
+    /// ([`RuntimeBuilder::isolate_code`](crate::RuntimeBuilder::isolate_code)); without it they
+    /// run on tokio's.
+    pub(crate) pool: Option<Pool>,
     /// Bumped whenever an instance reaches a terminal or refused state.
     pub(crate) changes: watch::Sender<u64>,
     /// The in-memory state of suspended instances, by instance: the checkpoint it belongs to
@@ -135,17 +138,25 @@ impl Engine {
             timer_wake: Notify::new(),
             tasks: Mutex::new(Vec::new()),
             worker,
-            isolate: true,
+            pool: None,
             changes: watch::channel(0u64).0,
             resident: Kept::new(RESIDENT_LIMIT, usize::MAX, |_| 0),
             books: Kept::new(BOOK_LIMIT, BOOK_BYTES, SlotBook::bytes),
         }
     }
 
-    /// Sets whether steps and activity attempts run on tokio's blocking pool.
-    pub(crate) fn isolating(mut self, isolate: bool) -> Self {
-        self.isolate = isolate;
+    /// Runs drivers, steps and attempts on `pool` (isolated code) rather than on tokio's threads.
+    pub(crate) fn isolating(mut self, pool: Option<Pool>) -> Self {
+        self.pool = pool;
         self
+    }
+
+    /// Runs `future` where this engine runs its code: on the code pool, or as a tokio task.
+    pub(crate) fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) -> Spawned {
+        match &self.pool {
+            Some(pool) => Spawned::Pool(pool.spawn(future)),
+            None => Spawned::Tokio(tokio::spawn(future)),
+        }
     }
 
     /// Tells waiting clients that some instance changed.
@@ -372,7 +383,7 @@ impl Engine {
             t.abort();
         }
         for t in tasks {
-            let _ = t.await;
+            t.join().await;
         }
         if self.records.shared() {
             // Hand the instances this worker ran over to the others at once, rather than when
@@ -433,7 +444,7 @@ impl Engine {
         let notify = Arc::new(Notify::new());
         let span = tracing::info_span!("instance", id = %id);
         let handed = Handed::default();
-        let task = tokio::spawn(
+        let task = self.spawn(
             (self.drive)(
                 self.clone(),
                 id.to_owned(),

@@ -17,6 +17,7 @@ use crate::engine::{Engine, NewInstance};
 use crate::error::{ClientError, InstanceError, OpenError, SignalWithStartError, StartError};
 use crate::ids::{shown_id, validate_id};
 use crate::orchestration::{Orchestration, OrchestrationOutput, Registry};
+use crate::pool::Pool;
 use crate::record::{InstanceRecord, State};
 use crate::records::Records;
 use crate::records::{Refused, client_error};
@@ -36,6 +37,14 @@ impl RuntimeBuilder {
         let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
         let records = Records::new(store, self.durability, max_record, lease_ms)
             .map_err(|e| OpenError::Thread(format!("the commit thread: {e}")))?;
+        let pool = if self.isolate {
+            let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+            let pool = Pool::start(tokio::runtime::Handle::current(), threads)
+                .map_err(|e| OpenError::Thread(format!("the code pool: {e}")))?;
+            Some(pool)
+        } else {
+            None
+        };
         let engine = Arc::new(
             Engine::new(
                 |engine, id, lease, wakes, notify, handed| {
@@ -48,7 +57,7 @@ impl RuntimeBuilder {
                 self.clock,
                 self.worker,
             )
-            .isolating(self.isolate),
+            .isolating(pool),
         );
         if self.worker {
             crate::timers::start(&engine);

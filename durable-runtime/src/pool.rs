@@ -1,0 +1,620 @@
+//! The code pool: the threads that run instances' drivers, their steps and their activity
+//! attempts when code is isolated ([`RuntimeBuilder::isolate_code`](crate::RuntimeBuilder::isolate_code)).
+//!
+//! A step that computes without awaiting, or an activity that blocks its thread, must stall only
+//! itself. Running each step and attempt on tokio's blocking pool gives that, at the price of a
+//! wake-up of a parked thread at every hand-over (driver → step → driver → attempt → driver):
+//! on the benchmark machine most of a step's CPU. Here the driver, its step and its attempts are
+//! tasks of one small pool instead. A task woken from a thread of the pool goes to the front of
+//! the queue that this thread takes its next task from, and nobody is woken: a step's chain of
+//! hand-overs runs on one thread without a system call. A thread that code holds (it stays in
+//! one poll longer than [`STUCK`]) is compensated: a watchdog adds a thread while tasks wait and
+//! no thread is free, and threads beyond the base number leave after [`RETIRE`] without work.
+//!
+//! Tasks run inside the context of the tokio runtime that opened the durable runtime, so
+//! tokio's timers, channels and I/O work in them; when that runtime shuts down, so does the
+//! pool (a task of it holds the pool's close guard).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+/// How long a thread may stay in one poll before the watchdog counts it as held by code.
+const STUCK: Duration = Duration::from_millis(10);
+/// How often the watchdog looks while the pool has work.
+const TICK: Duration = Duration::from_millis(5);
+/// How long a thread beyond the base number waits for work before it leaves.
+const RETIRE: Duration = Duration::from_secs(2);
+/// The most threads the pool grows to (tokio's blocking pool has the same default).
+const MAX_THREADS: usize = 512;
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A pool of threads for code; see the module documentation. Closed when dropped.
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Threads without a task wait here.
+    work: Condvar,
+    /// The watchdog waits here while the pool has nothing to do.
+    watch: Condvar,
+    handle: tokio::runtime::Handle,
+    base: usize,
+    epoch: Instant,
+}
+
+struct Queue {
+    tasks: VecDeque<Arc<Task>>,
+    /// One stamp per live thread: when it began its present poll (µs since `epoch`, plus one),
+    /// 0 between polls.
+    stamps: Vec<Arc<AtomicU64>>,
+    idle: usize,
+    closed: bool,
+    watchdog_waits: bool,
+}
+
+thread_local! {
+    /// The pool whose thread this is, if any.
+    static HOME: std::cell::RefCell<Weak<Shared>> = const { std::cell::RefCell::new(Weak::new()) };
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    // A panic never happens while the queue is held (tasks run outside it).
+    queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Pool {
+    /// Starts a pool of `base` threads (at least one) and its watchdog, running tasks in the
+    /// context of the tokio runtime of `handle`.
+    pub(crate) fn start(handle: tokio::runtime::Handle, base: usize) -> std::io::Result<Pool> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                tasks: VecDeque::new(),
+                stamps: Vec::new(),
+                idle: 0,
+                closed: false,
+                watchdog_waits: false,
+            }),
+            work: Condvar::new(),
+            watch: Condvar::new(),
+            handle,
+            base: base.max(1),
+            epoch: Instant::now(),
+        });
+        let pool = Pool { shared };
+        for _ in 0..pool.shared.base {
+            pool.shared.add_thread()?;
+        }
+        let weak = Arc::downgrade(&pool.shared);
+        std::thread::Builder::new()
+            .name("durable-code-watch".into())
+            .spawn(move || watchdog(&weak))?;
+        // When the tokio runtime shuts down it drops this task, and the pool closes with it:
+        // its tasks could not use tokio's timers any more.
+        let guard = CloseOnDrop(Arc::downgrade(&pool.shared));
+        pool.shared.handle.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        Ok(pool)
+    }
+
+    /// A handle that spawns on this pool, for tasks that spawn others.
+    pub(crate) fn runner(&self) -> Runner {
+        Runner(self.shared.clone())
+    }
+
+    /// Runs `future` on the pool; the handle ends it or tells whether it ended.
+    pub(crate) fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) -> JoinHandle {
+        spawn(&self.shared, future)
+    }
+
+    /// Runs `future` on the pool; see [`Runner::run`].
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = std::thread::Result<T>> + Send + 'static {
+        run(&self.shared, future)
+    }
+}
+
+/// Spawns on a pool without keeping it open: a closed pool drops what it is given.
+#[derive(Clone)]
+pub(crate) struct Runner(Arc<Shared>);
+
+impl Runner {
+    /// Runs `future` on the pool and gives its output, or the payload of its panic. Dropping
+    /// the returned future leaves the task running.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = std::thread::Result<T>> + Send + 'static {
+        run(&self.0, future)
+    }
+}
+
+fn spawn(shared: &Arc<Shared>, future: impl Future<Output = ()> + Send + 'static) -> JoinHandle {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let task = Arc::new(Task {
+        state: AtomicU8::new(SCHEDULED),
+        aborted: AtomicBool::new(false),
+        future: Mutex::new(Some(Box::pin(future))),
+        done: Mutex::new(Some(done)),
+        pool: Arc::downgrade(shared),
+    });
+    shared.push(task.clone());
+    JoinHandle { task, finished }
+}
+
+fn run<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    future: impl Future<Output = T> + Send + 'static,
+) -> impl Future<Output = std::thread::Result<T>> + Send + 'static {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut future = Box::pin(future);
+    drop(spawn(shared, async move {
+        let out = std::future::poll_fn(|cx| {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                Ok(Poll::Pending) => Poll::Pending,
+                Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+                Err(panic) => Poll::Ready(Err(panic)),
+            }
+        })
+        .await;
+        let _ = tx.send(out);
+    }));
+    async move {
+        rx.await.unwrap_or_else(|_| {
+            Err(Box::new("the code pool closed before the task ended".to_owned()))
+        })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+struct CloseOnDrop(Weak<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.close();
+        }
+    }
+}
+
+impl Shared {
+    fn now_stamp(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Queues a scheduled task. From a thread of this pool it goes first and wakes nobody
+    /// (this thread takes it after its present poll) unless more work waits; from elsewhere
+    /// it goes last and wakes a free thread.
+    fn push(self: &Arc<Self>, task: Arc<Task>) {
+        let home = HOME.with(|h| std::ptr::eq(h.borrow().as_ptr(), Arc::as_ptr(self)));
+        let mut q = lock(&self.queue);
+        if q.closed {
+            drop(q);
+            task.discard();
+            return;
+        }
+        if home {
+            q.tasks.push_front(task);
+        } else {
+            q.tasks.push_back(task);
+        }
+        let wake = q.idle > 0 && (!home || q.tasks.len() > 1);
+        let watchdog = q.watchdog_waits;
+        drop(q);
+        if wake {
+            self.work.notify_one();
+        }
+        if watchdog {
+            self.watch.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        let tasks = {
+            let mut q = lock(&self.queue);
+            q.closed = true;
+            std::mem::take(&mut q.tasks)
+        };
+        self.work.notify_all();
+        self.watch.notify_all();
+        for task in tasks {
+            task.discard();
+        }
+    }
+
+    fn add_thread(self: &Arc<Self>) -> std::io::Result<()> {
+        let stamp = Arc::new(AtomicU64::new(0));
+        lock(&self.queue).stamps.push(stamp.clone());
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("durable-code".into())
+            .spawn(move || worker(&weak, &stamp));
+        if spawned.is_err() {
+            let mut q = lock(&self.queue);
+            let last = q.stamps.len() - 1;
+            q.stamps.remove(last);
+        }
+        spawned.map(drop)
+    }
+
+    /// The next task for a thread of the pool; `None` when the thread is to leave.
+    fn next(&self, stamp: &Arc<AtomicU64>) -> Option<Arc<Task>> {
+        let mut q = lock(&self.queue);
+        loop {
+            if q.closed {
+                break;
+            }
+            if let Some(task) = q.tasks.pop_front() {
+                stamp.store(self.now_stamp(), Ordering::Release);
+                return Some(task);
+            }
+            q.idle += 1;
+            let retire = q.stamps.len() > self.base;
+            let timed_out;
+            (q, timed_out) = if retire {
+                let (q, waited) = self
+                    .work
+                    .wait_timeout(q, RETIRE)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                (q, waited.timed_out())
+            } else {
+                (self.work.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner), false)
+            };
+            q.idle -= 1;
+            if timed_out && q.tasks.is_empty() && q.stamps.len() > self.base {
+                break;
+            }
+        }
+        q.stamps.retain(|s| !Arc::ptr_eq(s, stamp));
+        None
+    }
+}
+
+fn worker(shared: &Weak<Shared>, stamp: &Arc<AtomicU64>) {
+    let Some(pool) = shared.upgrade() else { return };
+    let _runtime = pool.handle.enter();
+    HOME.with(|h| *h.borrow_mut() = shared.clone());
+    drop(pool);
+    loop {
+        let Some(pool) = shared.upgrade() else { return };
+        let Some(task) = pool.next(stamp) else { return };
+        drop(pool);
+        // A task's poll cannot panic out of `run`, but the drop of its future can.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| task.run()));
+        stamp.store(0, Ordering::Release);
+    }
+}
+
+/// Adds a thread while tasks wait, no thread is free and some thread has been in one poll for
+/// longer than [`STUCK`] (code that blocks it).
+fn watchdog(shared: &Weak<Shared>) {
+    loop {
+        let Some(pool) = shared.upgrade() else { return };
+        let mut q = lock(&pool.queue);
+        if q.closed {
+            return;
+        }
+        let busy = q.stamps.iter().map(|s| s.load(Ordering::Acquire)).filter(|&s| s != 0);
+        let oldest = busy.min();
+        if q.tasks.is_empty() && oldest.is_none() {
+            q.watchdog_waits = true;
+            let mut q = pool.watch.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+            q.watchdog_waits = false;
+            continue;
+        }
+        let stuck = oldest.is_some_and(|since| {
+            pool.now_stamp().saturating_sub(since) > u64::try_from(STUCK.as_micros()).unwrap_or(0)
+        });
+        let waiting = stuck && !q.tasks.is_empty();
+        // A task queued by a thread that code then held waits for nobody: a free thread takes
+        // it, or a new one.
+        let nudge = waiting && q.idle > 0;
+        let grow = waiting && q.idle == 0 && q.stamps.len() < MAX_THREADS;
+        drop(q);
+        if nudge {
+            pool.work.notify_all();
+        }
+        if grow {
+            tracing::debug!("code holds every thread of the pool while tasks wait: adding one");
+            if let Err(e) = pool.add_thread() {
+                tracing::error!("the code pool could not add a thread: {e}");
+            }
+        }
+        drop(pool);
+        std::thread::sleep(TICK);
+    }
+}
+
+const IDLE: u8 = 0;
+const SCHEDULED: u8 = 1;
+const RUNNING: u8 = 2;
+/// Woken while it ran: queued again after the poll.
+const NOTIFIED: u8 = 3;
+const DONE: u8 = 4;
+
+struct Task {
+    state: AtomicU8,
+    aborted: AtomicBool,
+    future: Mutex<Option<BoxFuture>>,
+    /// Dropped when the task ends, which ends the wait of its [`JoinHandle`].
+    done: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    pool: Weak<Shared>,
+}
+
+impl Task {
+    fn schedule(self: &Arc<Self>) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return,
+            };
+            match self.state.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == SCHEDULED => match self.pool.upgrade() {
+                    Some(pool) => return pool.push(self.clone()),
+                    None => return self.discard(),
+                },
+                Ok(_) => return,
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// Polls the task once (it was taken from the queue, so it is `SCHEDULED`).
+    fn run(self: Arc<Self>) {
+        self.state.store(RUNNING, Ordering::Release);
+        let mut slot = self.future.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ended = match slot.as_mut() {
+            None => true,
+            Some(_) if self.aborted.load(Ordering::Acquire) => true,
+            Some(future) => {
+                let waker = Waker::from(self.clone());
+                let mut cx = Context::from_waker(&waker);
+                // A panic ends the task (a driver's panic is its own; the pool goes on).
+                !matches!(
+                    std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))),
+                    Ok(Poll::Pending)
+                )
+            }
+        };
+        if ended {
+            let future = slot.take();
+            drop(slot);
+            drop(future);
+            self.finish();
+            return;
+        }
+        drop(slot);
+        if self.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire).is_err()
+        {
+            // Woken while it ran: it goes to the back, behind what waited meanwhile.
+            self.state.store(SCHEDULED, Ordering::Release);
+            match self.pool.upgrade() {
+                Some(pool) => {
+                    let mut q = lock(&pool.queue);
+                    if q.closed {
+                        drop(q);
+                        self.discard();
+                    } else {
+                        q.tasks.push_back(self);
+                    }
+                }
+                None => self.discard(),
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.state.store(DONE, Ordering::Release);
+        drop(self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+    }
+
+    /// Drops the future of a task the pool will not run (it closed).
+    fn discard(&self) {
+        let future = match self.future.try_lock() {
+            Ok(mut slot) => slot.take(),
+            // Being polled: the poller drops it (the pool is closed, it is not queued again).
+            Err(_) => return,
+        };
+        drop(future);
+        self.finish();
+    }
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        self.schedule();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.schedule();
+    }
+}
+
+/// A task of the pool: whether it ended, a way to end it, and a future that is ready when it
+/// ended (however: returned, panicked, aborted, or dropped by a closing pool).
+pub(crate) struct JoinHandle {
+    task: Arc<Task>,
+    finished: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl JoinHandle {
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// Ends the task at its next turn: its future is dropped instead of polled.
+    pub(crate) fn abort(&self) {
+        self.task.aborted.store(true, Ordering::Release);
+        self.task.schedule();
+    }
+}
+
+/// A task of the engine: on the code pool when code is isolated, else a tokio task.
+pub(crate) enum Spawned {
+    Pool(JoinHandle),
+    Tokio(tokio::task::JoinHandle<()>),
+}
+
+impl Spawned {
+    pub(crate) fn is_finished(&self) -> bool {
+        match self {
+            Spawned::Pool(h) => h.is_finished(),
+            Spawned::Tokio(h) => h.is_finished(),
+        }
+    }
+
+    pub(crate) fn abort(&self) {
+        match self {
+            Spawned::Pool(h) => h.abort(),
+            Spawned::Tokio(h) => h.abort(),
+        }
+    }
+
+    /// Waits until the task ended.
+    pub(crate) async fn join(self) {
+        match self {
+            Spawned::Pool(h) => h.await,
+            Spawned::Tokio(h) => drop(h.await),
+        }
+    }
+}
+
+impl Future for JoinHandle {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.finished).poll(cx).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(rt: &tokio::runtime::Runtime, base: usize) -> Pool {
+        Pool::start(rt.handle().clone(), base).unwrap()
+    }
+
+    #[test]
+    fn tasks_run_and_give_their_output_or_their_panic() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = pool(&rt, 2);
+        rt.block_on(async {
+            assert_eq!(pool.run(async { 7 }).await.unwrap(), 7);
+            let panicked = pool.run(async { panic!("boom") }).await.unwrap_err();
+            assert_eq!(panicked.downcast_ref::<&str>(), Some(&"boom"));
+            // The pool goes on after a panic.
+            assert_eq!(pool.run(async { 8 }).await.unwrap(), 8);
+        });
+    }
+
+    #[test]
+    fn tasks_use_tokio_timers_and_chains_stay_on_one_thread() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = pool(&rt, 2);
+        let inner = Arc::new(pool);
+        let p = inner.clone();
+        let (outer, first) = rt
+            .block_on(inner.run(async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let outer = std::thread::current().id();
+                // A task spawned and awaited from the pool runs next on the same thread.
+                let first = p.run(async { std::thread::current().id() }).await.unwrap();
+                (outer, first)
+            }))
+            .unwrap();
+        assert_eq!(outer, first);
+    }
+
+    #[test]
+    fn threads_held_by_code_are_compensated_and_leave_when_idle() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = pool(&rt, 1);
+        let release = Arc::new(AtomicBool::new(false));
+        let held = {
+            let release = release.clone();
+            pool.run(async move {
+                while !release.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        // The only base thread is held: the next task still runs, on a thread added for it.
+        let began = Instant::now();
+        assert_eq!(rt.block_on(pool.run(async { 1 })).unwrap(), 1);
+        assert!(began.elapsed() < Duration::from_secs(5));
+        assert_eq!(lock(&pool.shared.queue).stamps.len(), 2);
+        release.store(true, Ordering::Release);
+        rt.block_on(held).unwrap();
+        let deadline = Instant::now() + RETIRE * 5;
+        while lock(&pool.shared.queue).stamps.len() > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(lock(&pool.shared.queue).stamps.len(), 1, "the added thread left");
+    }
+
+    #[test]
+    fn aborted_tasks_end_and_their_handles_say_so() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = pool(&rt, 1);
+        let dropped = Arc::new(AtomicBool::new(false));
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let flag = Flag(dropped.clone());
+        let handle = pool.spawn(async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        });
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(!handle.is_finished());
+        handle.abort();
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), handle).await }).unwrap();
+        assert!(dropped.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_pool_closes_with_its_tokio_runtime() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = pool(&rt, 2);
+        // A task waiting on a tokio timer is woken by the runtime's end and dropped.
+        let handle = pool.spawn(async { tokio::time::sleep(Duration::from_secs(3600)).await });
+        let forgotten = pool.spawn(std::future::pending());
+        std::thread::sleep(Duration::from_millis(20));
+        drop(rt);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(handle.is_finished(), "the sleeping task was dropped");
+        assert!(lock(&pool.shared.queue).closed);
+        // Nothing ever wakes the other; aborted, it is dropped at once.
+        assert!(!forgotten.is_finished());
+        forgotten.abort();
+        assert!(forgotten.is_finished());
+    }
+}
