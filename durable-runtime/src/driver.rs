@@ -472,7 +472,9 @@ impl Driver {
         let mut job = Box::pin(pool.run(async move { run() }));
         loop {
             tokio::select! {
-                joined = &mut job => return Ok(joined.ok()),
+                // The step's own panic is inside (`run` catches it); outside, the pool
+                // closed (its tokio runtime ended): the driver stops.
+                joined = &mut job => return joined.map(Some).map_err(drop),
                 () = self.notify.notified() => {
                     if let Ok(Some((rec, _))) = self.engine.records.record(&self.id)
                         && let Some(reason) = rec.cancel

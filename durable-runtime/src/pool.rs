@@ -15,7 +15,7 @@
 //! tokio's timers, channels and I/O work in them; when that runtime shuts down, so does the
 //! pool (a task of it holds the pool's close guard).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -49,6 +49,9 @@ struct Shared {
     handle: tokio::runtime::Handle,
     base: usize,
     epoch: Instant,
+    /// Every task not yet ended, by number: what a closing pool drops.
+    live: Mutex<HashMap<u64, Weak<Task>>>,
+    numbers: AtomicU64,
 }
 
 struct Queue {
@@ -61,9 +64,15 @@ struct Queue {
     watchdog_waits: bool,
 }
 
+/// How many hand-overs in a row a thread keeps for itself (front of the queue) before one goes
+/// to the back, behind what waits (tokio's LIFO slot has the same bound).
+const FRONT_STREAK: u32 = 3;
+
 thread_local! {
     /// The pool whose thread this is, if any.
     static HOME: std::cell::RefCell<Weak<Shared>> = const { std::cell::RefCell::new(Weak::new()) };
+    /// Hand-overs this thread put in front since its last one to the back.
+    static STREAK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
@@ -88,6 +97,8 @@ impl Pool {
             handle,
             base: base.max(1),
             epoch: Instant::now(),
+            live: Mutex::new(HashMap::new()),
+            numbers: AtomicU64::new(0),
         });
         let pool = Pool { shared };
         for _ in 0..pool.shared.base {
@@ -143,14 +154,20 @@ impl Runner {
 
 fn spawn(shared: &Arc<Shared>, future: impl Future<Output = ()> + Send + 'static) -> JoinHandle {
     let (done, finished) = tokio::sync::oneshot::channel();
+    let number = shared.numbers.fetch_add(1, Ordering::Relaxed);
     let task = Arc::new(Task {
+        number,
         state: AtomicU8::new(SCHEDULED),
         aborted: AtomicBool::new(false),
         future: Mutex::new(Some(Box::pin(future))),
         done: Mutex::new(Some(done)),
         pool: Arc::downgrade(shared),
     });
-    shared.push(task.clone());
+    lock_live(&shared.live).insert(number, Arc::downgrade(&task));
+    if !shared.push(task.clone()) {
+        // Like a spawn on a runtime that shut down: the future is dropped at once.
+        task.discard();
+    }
     JoinHandle { task, finished }
 }
 
@@ -199,18 +216,24 @@ impl Shared {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1
     }
 
-    /// Queues a scheduled task. From a thread of this pool it goes first and wakes nobody
-    /// (this thread takes it after its present poll) unless more work waits; from elsewhere
-    /// it goes last and wakes a free thread.
-    fn push(self: &Arc<Self>, task: Arc<Task>) {
+    /// Queues a scheduled task; `false` when the pool is closed (the caller, which holds the
+    /// task's turn, drops its future). From a thread of this pool it goes first and wakes
+    /// nobody (this thread takes it after its present poll) unless more work waits, but not
+    /// more than [`FRONT_STREAK`] times in a row; from elsewhere it goes last and wakes a free
+    /// thread.
+    fn push(self: &Arc<Self>, task: Arc<Task>) -> bool {
         let home = HOME.with(|h| std::ptr::eq(h.borrow().as_ptr(), Arc::as_ptr(self)));
+        let front = home
+            && STREAK.with(|streak| {
+                let front = streak.get() < FRONT_STREAK;
+                streak.set(if front { streak.get() + 1 } else { 0 });
+                front
+            });
         let mut q = lock(&self.queue);
         if q.closed {
-            drop(q);
-            task.discard();
-            return;
+            return false;
         }
-        if home {
+        if front {
             q.tasks.push_front(task);
         } else {
             q.tasks.push_back(task);
@@ -224,18 +247,27 @@ impl Shared {
         if watchdog {
             self.watch.notify_one();
         }
+        true
     }
 
+    /// Closes the pool: every task's future is dropped, here or, for a task being polled, by
+    /// the thread polling it once the poll returns; its threads leave.
     fn close(&self) {
-        let tasks = {
+        let queued = {
             let mut q = lock(&self.queue);
             q.closed = true;
             std::mem::take(&mut q.tasks)
         };
         self.work.notify_all();
         self.watch.notify_all();
-        for task in tasks {
+        // Queued tasks are scheduled: their turn is this thread's.
+        for task in queued {
             task.discard();
+        }
+        let live: Vec<Arc<Task>> =
+            lock_live(&self.live).values().filter_map(Weak::upgrade).collect();
+        for task in live {
+            task.abort();
         }
     }
 
@@ -254,6 +286,17 @@ impl Shared {
         spawned.map(drop)
     }
 
+    /// How many threads are in a poll begun more than [`STUCK`] ago (code holds them).
+    fn stuck(&self, q: &Queue) -> usize {
+        let now = self.now_stamp();
+        let limit = u64::try_from(STUCK.as_micros()).unwrap_or(u64::MAX);
+        q.stamps
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .filter(|&since| since != 0 && now.saturating_sub(since) > limit)
+            .count()
+    }
+
     /// The next task for a thread of the pool; `None` when the thread is to leave.
     fn next(&self, stamp: &Arc<AtomicU64>) -> Option<Arc<Task>> {
         let mut q = lock(&self.queue);
@@ -266,9 +309,10 @@ impl Shared {
                 return Some(task);
             }
             q.idle += 1;
-            let retire = q.stamps.len() > self.base;
+            // Threads that code holds do not count: the pool keeps `base` others.
+            let spare = || q.stamps.len() - self.stuck(&q) > self.base;
             let timed_out;
-            (q, timed_out) = if retire {
+            (q, timed_out) = if spare() {
                 let (q, waited) = self
                     .work
                     .wait_timeout(q, RETIRE)
@@ -278,13 +322,17 @@ impl Shared {
                 (self.work.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner), false)
             };
             q.idle -= 1;
-            if timed_out && q.tasks.is_empty() && q.stamps.len() > self.base {
+            if timed_out && q.tasks.is_empty() && q.stamps.len() - self.stuck(&q) > self.base {
                 break;
             }
         }
         q.stamps.retain(|s| !Arc::ptr_eq(s, stamp));
         None
     }
+}
+
+fn lock_live(live: &Mutex<HashMap<u64, Weak<Task>>>) -> MutexGuard<'_, HashMap<u64, Weak<Task>>> {
+    live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn worker(shared: &Weak<Shared>, stamp: &Arc<AtomicU64>) {
@@ -296,14 +344,14 @@ fn worker(shared: &Weak<Shared>, stamp: &Arc<AtomicU64>) {
         let Some(pool) = shared.upgrade() else { return };
         let Some(task) = pool.next(stamp) else { return };
         drop(pool);
-        // A task's poll cannot panic out of `run`, but the drop of its future can.
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| task.run()));
+        task.run();
         stamp.store(0, Ordering::Release);
     }
 }
 
-/// Adds a thread while tasks wait, no thread is free and some thread has been in one poll for
-/// longer than [`STUCK`] (code that blocks it).
+/// Keeps the pool's threads free for work: while tasks wait and code holds threads (one poll
+/// longer than [`STUCK`]), it wakes a free thread, or adds one until `base` threads are not
+/// held.
 fn watchdog(shared: &Weak<Shared>) {
     loop {
         let Some(pool) = shared.upgrade() else { return };
@@ -311,28 +359,28 @@ fn watchdog(shared: &Weak<Shared>) {
         if q.closed {
             return;
         }
-        let busy = q.stamps.iter().map(|s| s.load(Ordering::Acquire)).filter(|&s| s != 0);
-        let oldest = busy.min();
-        if q.tasks.is_empty() && oldest.is_none() {
+        let busy = q.stamps.iter().any(|s| s.load(Ordering::Acquire) != 0);
+        if q.tasks.is_empty() && !busy {
             q.watchdog_waits = true;
             let mut q = pool.watch.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
             q.watchdog_waits = false;
             continue;
         }
-        let stuck = oldest.is_some_and(|since| {
-            pool.now_stamp().saturating_sub(since) > u64::try_from(STUCK.as_micros()).unwrap_or(0)
-        });
-        let waiting = stuck && !q.tasks.is_empty();
+        let stuck = pool.stuck(&q);
+        let waiting = stuck > 0 && !q.tasks.is_empty();
         // A task queued by a thread that code then held waits for nobody: a free thread takes
         // it, or a new one.
         let nudge = waiting && q.idle > 0;
-        let grow = waiting && q.idle == 0 && q.stamps.len() < MAX_THREADS;
+        let grow = waiting
+            && q.idle == 0
+            && q.stamps.len() - stuck < pool.base
+            && q.stamps.len() < MAX_THREADS;
         drop(q);
         if nudge {
             pool.work.notify_all();
         }
         if grow {
-            tracing::debug!("code holds every thread of the pool while tasks wait: adding one");
+            tracing::debug!("code holds the threads of the pool while tasks wait: adding one");
             if let Err(e) = pool.add_thread() {
                 tracing::error!("the code pool could not add a thread: {e}");
             }
@@ -343,6 +391,7 @@ fn watchdog(shared: &Weak<Shared>) {
 }
 
 const IDLE: u8 = 0;
+/// Queued, or about to be: the holder of this state owns the task's next turn.
 const SCHEDULED: u8 = 1;
 const RUNNING: u8 = 2;
 /// Woken while it ran: queued again after the poll.
@@ -350,6 +399,7 @@ const NOTIFIED: u8 = 3;
 const DONE: u8 = 4;
 
 struct Task {
+    number: u64,
     state: AtomicU8,
     aborted: AtomicBool,
     future: Mutex<Option<BoxFuture>>,
@@ -360,32 +410,43 @@ struct Task {
 
 impl Task {
     fn schedule(self: &Arc<Self>) {
-        let mut state = self.state.load(Ordering::Acquire);
+        // SeqCst here, in `abort` and in `run`: an abort stored before this load is seen by
+        // the poll that follows, or this load sees that poll running and notifies it.
+        let mut state = self.state.load(Ordering::SeqCst);
         loop {
             let next = match state {
                 IDLE => SCHEDULED,
                 RUNNING => NOTIFIED,
                 _ => return,
             };
-            match self.state.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            match self.state.compare_exchange_weak(state, next, Ordering::SeqCst, Ordering::SeqCst)
             {
-                Ok(_) if next == SCHEDULED => match self.pool.upgrade() {
-                    Some(pool) => return pool.push(self.clone()),
-                    None => return self.discard(),
-                },
+                Ok(_) if next == SCHEDULED => {
+                    let queued = self.pool.upgrade().is_some_and(|pool| pool.push(self.clone()));
+                    if !queued {
+                        self.discard();
+                    }
+                    return;
+                }
                 Ok(_) => return,
                 Err(now) => state = now,
             }
         }
     }
 
+    /// Ends the task at its next turn (now, if it is idle): its future is dropped, not polled.
+    fn abort(self: &Arc<Self>) {
+        self.aborted.store(true, Ordering::SeqCst);
+        self.schedule();
+    }
+
     /// Polls the task once (it was taken from the queue, so it is `SCHEDULED`).
     fn run(self: Arc<Self>) {
-        self.state.store(RUNNING, Ordering::Release);
+        self.state.store(RUNNING, Ordering::SeqCst);
         let mut slot = self.future.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let ended = match slot.as_mut() {
             None => true,
-            Some(_) if self.aborted.load(Ordering::Acquire) => true,
+            Some(_) if self.aborted.load(Ordering::SeqCst) => true,
             Some(future) => {
                 let waker = Waker::from(self.clone());
                 let mut cx = Context::from_waker(&waker);
@@ -399,44 +460,42 @@ impl Task {
         if ended {
             let future = slot.take();
             drop(slot);
-            drop(future);
-            self.finish();
+            self.end(future);
             return;
         }
         drop(slot);
-        if self.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire).is_err()
-        {
+        if self.state.compare_exchange(RUNNING, IDLE, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             // Woken while it ran: it goes to the back, behind what waited meanwhile.
-            self.state.store(SCHEDULED, Ordering::Release);
-            match self.pool.upgrade() {
-                Some(pool) => {
-                    let mut q = lock(&pool.queue);
-                    if q.closed {
-                        drop(q);
-                        self.discard();
-                    } else {
-                        q.tasks.push_back(self);
-                    }
+            self.state.store(SCHEDULED, Ordering::SeqCst);
+            let queued = self.pool.upgrade().is_some_and(|pool| {
+                let mut q = lock(&pool.queue);
+                if !q.closed {
+                    q.tasks.push_back(self.clone());
                 }
-                None => self.discard(),
+                !q.closed
+            });
+            if !queued {
+                self.discard();
             }
         }
     }
 
-    fn finish(&self) {
-        self.state.store(DONE, Ordering::Release);
-        drop(self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+    /// Drops the future of a task whose turn the caller holds and that will not run again (it
+    /// was aborted, or the pool closed).
+    fn discard(&self) {
+        let future = self.future.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        self.end(future);
     }
 
-    /// Drops the future of a task the pool will not run (it closed).
-    fn discard(&self) {
-        let future = match self.future.try_lock() {
-            Ok(mut slot) => slot.take(),
-            // Being polled: the poller drops it (the pool is closed, it is not queued again).
-            Err(_) => return,
-        };
-        drop(future);
-        self.finish();
+    /// Ends the task: drops its future (a panic in its drop is the task's own) and tells its
+    /// handle.
+    fn end(&self, future: Option<BoxFuture>) {
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(future)));
+        self.state.store(DONE, Ordering::SeqCst);
+        drop(self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        if let Some(pool) = self.pool.upgrade() {
+            lock_live(&pool.live).remove(&self.number);
+        }
     }
 }
 
@@ -464,8 +523,7 @@ impl JoinHandle {
 
     /// Ends the task at its next turn: its future is dropped instead of polled.
     pub(crate) fn abort(&self) {
-        self.task.aborted.store(true, Ordering::Release);
-        self.task.schedule();
+        self.task.abort();
     }
 }
 
@@ -612,9 +670,82 @@ mod tests {
         }
         assert!(handle.is_finished(), "the sleeping task was dropped");
         assert!(lock(&pool.shared.queue).closed);
-        // Nothing ever wakes the other; aborted, it is dropped at once.
-        assert!(!forgotten.is_finished());
-        forgotten.abort();
+        // Nothing ever wakes the other: the closing pool dropped it too.
         assert!(forgotten.is_finished());
+    }
+
+    #[test]
+    fn a_future_whose_drop_panics_still_ends_its_task() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = pool(&rt, 1);
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("drop");
+            }
+        }
+        let handle = pool.spawn(async {
+            let _bomb = Bomb;
+            std::future::pending::<()>().await;
+        });
+        std::thread::sleep(Duration::from_millis(10));
+        handle.abort();
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), handle).await }).unwrap();
+        assert_eq!(rt.block_on(pool.run(async { 2 })).unwrap(), 2, "the pool goes on");
+    }
+
+    #[test]
+    fn endless_hand_overs_on_a_thread_let_queued_tasks_in() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = pool(&rt, 1);
+        let stop = Arc::new(AtomicBool::new(false));
+        // Two tasks wake each other for ever: every wake comes from the pool's one thread.
+        let (ping, mut pings) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (pong, mut pongs) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let s = stop.clone();
+        let a = pool.spawn(async move {
+            while !s.load(Ordering::Relaxed) && pings.recv().await.is_some() {
+                let _ = pong.send(());
+            }
+        });
+        let s = stop.clone();
+        let first = ping.clone();
+        let b = pool.spawn(async move {
+            while !s.load(Ordering::Relaxed) && pongs.recv().await.is_some() {
+                let _ = ping.send(());
+            }
+        });
+        first.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let out = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), pool.run(async { 3 })).await
+        });
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(out.expect("a task from outside ran beside the hand-overs").unwrap(), 3);
+        a.abort();
+        b.abort();
+    }
+
+    #[test]
+    fn the_pool_adds_one_thread_for_one_held_thread() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = pool(&rt, 1);
+        let held = pool.run(async { std::thread::sleep(Duration::from_millis(300)) });
+        std::thread::sleep(Duration::from_millis(20));
+        let quick: Vec<_> = (0..200)
+            .map(|i| {
+                pool.run(async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    i
+                })
+            })
+            .collect();
+        rt.block_on(async {
+            for (i, task) in quick.into_iter().enumerate() {
+                assert_eq!(task.await.unwrap(), i);
+            }
+            held.await.unwrap();
+        });
+        assert_eq!(lock(&pool.shared.queue).stamps.len(), 2, "one thread added, not more");
     }
 }
