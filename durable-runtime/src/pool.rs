@@ -331,6 +331,12 @@ impl Shared {
     }
 }
 
+/// Whether this is a thread of a code pool whose queue is empty: blocking it (a flush) delays
+/// no task.
+pub(crate) fn idle_here() -> bool {
+    HOME.with(|h| h.borrow().upgrade()).is_some_and(|pool| lock(&pool.queue).tasks.is_empty())
+}
+
 fn lock_live(live: &Mutex<HashMap<u64, Weak<Task>>>) -> MutexGuard<'_, HashMap<u64, Weak<Task>>> {
     live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
