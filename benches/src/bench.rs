@@ -961,6 +961,8 @@ async fn fan_out_rows(
     let mut durable_rate = Samples::default();
     let mut many_rate = Samples::default();
     let mut handles_rate = Samples::default();
+    let mut fan_cpu = Samples::default();
+    let mut fan_cores = Samples::default();
     let mut start_rates = [Samples::default(), Samples::default(), Samples::default()];
     let mut duroxide_rate = Samples::default();
     let mut ratio = Samples::default();
@@ -970,16 +972,18 @@ async fn fan_out_rows(
         // Alternate which variant goes first, so that neither always runs on a cooler machine.
         let mut d = 0.0;
         for handles in if run % 2 == 0 { [false, true] } else { [true, false] } {
-            let t = durable_side::fan_out(&dir.join("durable"), n, handles, false).await?;
+            let (t, cpu) = durable_side::fan_out(&dir.join("durable"), n, handles, false).await?;
             let rate = steps / t.as_secs_f64();
             if handles {
                 handles_rate.push(rate);
             } else {
                 d = rate;
                 durable_rate.push(rate);
+                fan_cpu.push(cpu.as_secs_f64() * 1e6 / steps);
+                fan_cores.push(cpu.as_secs_f64() / t.as_secs_f64());
             }
         }
-        let t = durable_side::fan_out(&dir.join("durable"), n, false, true).await?;
+        let (t, _) = durable_side::fan_out(&dir.join("durable"), n, false, true).await?;
         many_rate.push(steps / t.as_secs_f64());
         for (how, rate) in [
             durable_side::Starting::OneByOne,
@@ -1072,6 +1076,14 @@ async fn fan_out_rows(
         "fan-out durable, completions counted by the step observer: {} steps/s ({})",
         table::int_f(d),
         durable_rate.spread()
+    ));
+    details.push(format!(
+        "fan-out durable, CPU of the process (every thread) per step, starts included: {} µs ({}); \
+         cores busy on average: {} ({})",
+        table::num(fan_cpu.median()),
+        fan_cpu.spread(),
+        table::num(fan_cores.median()),
+        fan_cores.spread()
     ));
     details.push(format!(
         "fan-out durable, each instance awaited with Handle::wait: {} steps/s ({})",

@@ -612,7 +612,7 @@ pub async fn fan_out(
     instances: u64,
     handles: bool,
     many: bool,
-) -> Result<Duration, BoxError> {
+) -> Result<(Duration, Duration), BoxError> {
     sys::remove(db);
     let counter = Arc::new(StepCounter::default());
     let rt = Runtime::builder(db)
@@ -620,6 +620,7 @@ pub async fn fan_out(
         .on_step(counter.observe(is_completion))
         .open()
         .await?;
+    let cpu = sys::cpu_time();
     let t = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     if many {
@@ -650,10 +651,11 @@ pub async fn fan_out(
         return Err(format!("fan-out: {done} of {instances} instances completed in 300 s").into());
     }
     let took = t.elapsed();
+    let cpu = sys::cpu_time().saturating_sub(cpu);
     rt.shutdown().await;
     drop(rt);
     sys::remove(db);
-    Ok(took)
+    Ok((took, cpu))
 }
 
 /// How [`starts`] starts its instances.
