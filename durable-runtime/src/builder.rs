@@ -121,8 +121,9 @@ impl RuntimeBuilder {
     /// (`std::thread::sleep`, a blocking client), stalls only itself: other instances, timers,
     /// attempt timeouts, cancel and shutdown go on. The pool has one thread per core; a step,
     /// its driver and its activity attempts hand over to each other on one thread without
-    /// waking another, and when code holds every thread for more than 10 ms while work waits,
-    /// the pool adds a thread (up to 512; threads beyond one per core leave after 2 s idle).
+    /// waking another, and when code holds every thread for more than 100 ms while work waits,
+    /// the pool adds a thread (up to 512; one beyond a thread per core that code does not hold
+    /// leaves as soon as it is between tasks).
     ///
     /// `isolate_code(false)` runs them all as tasks of the tokio runtime. Then such a step or
     /// activity holds a worker thread of the tokio runtime, and as many of them as the runtime

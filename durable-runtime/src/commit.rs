@@ -11,7 +11,7 @@
 //! its write may be gone: it fails too, and its writer starts over from what the store holds.
 //! Nothing is acknowledged that was not flushed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -45,6 +45,8 @@ struct Flusher {
     flushes: Flushes,
     /// Held while a flush runs: one at a time.
     flushing: Mutex<()>,
+    /// Requests sent to the commit thread that it has not taken yet.
+    pending: AtomicUsize,
 }
 
 /// The flushes made, counted: what [`Mark`]s are judged by.
@@ -112,12 +114,14 @@ impl GroupCommit {
             epoch: AtomicU64::new(0),
             flushes: Flushes::default(),
             flushing: Mutex::new(()),
+            pending: AtomicUsize::new(0),
         });
         let shared = flusher.clone();
         let thread = thread::Builder::new().name("durable-commit".into()).spawn(move || {
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
+                shared.pending.fetch_sub(batch.len(), Ordering::SeqCst);
                 let (at, result) = shared.flush_now(batch.len());
                 for request in batch {
                     let _ = request.reply.send(reply(request.since, at, &result));
@@ -146,6 +150,7 @@ impl GroupCommit {
     pub(crate) fn request(&self) {
         let (reply, _) = oneshot::channel();
         if let Some(tx) = &self.tx {
+            self.flusher.pending.fetch_add(1, Ordering::SeqCst);
             let _ = tx.send(Request { since: self.epoch(), reply });
         }
     }
@@ -153,11 +158,14 @@ impl GroupCommit {
     /// Waits until every write made since `since` (and before this call) is durable; fails when
     /// a flush failed, or when a recovery since `since` may have discarded them.
     ///
-    /// A writer on a thread of the code pool that has nothing else to run, when no flush is
-    /// running, flushes for itself: its thread would only wait, and the two hand-overs to the
-    /// commit thread and back (each a wake-up) were a fifth of a lone instance's step.
+    /// A writer on a thread of the code pool that has nothing else to run flushes for itself
+    /// when no flush is running and no other writer waits for one: its thread would only wait,
+    /// and the two hand-overs to the commit thread and back (each a wake-up) were a fifth of a
+    /// lone instance's step. Writers that come together still share the commit thread's
+    /// flushes.
     pub(crate) async fn commit(&self, since: Epoch) -> Result<(), StoreError> {
-        if crate::pool::idle_here()
+        if self.flusher.pending.load(Ordering::SeqCst) == 0
+            && crate::pool::idle_here()
             && let Ok(_one) = self.flusher.flushing.try_lock()
         {
             let (at, result) = self.flusher.flush(1);
@@ -165,6 +173,7 @@ impl GroupCommit {
         }
         let (reply, rx) = oneshot::channel();
         let closed = || StoreError::Io("the commit thread has stopped".into());
+        self.flusher.pending.fetch_add(1, Ordering::SeqCst);
         self.tx
             .as_ref()
             .ok_or_else(closed)?

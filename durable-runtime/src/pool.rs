@@ -9,7 +9,8 @@
 //! the queue that this thread takes its next task from, and nobody is woken: a step's chain of
 //! hand-overs runs on one thread without a system call. A thread that code holds (it stays in
 //! one poll longer than [`STUCK`]) is compensated: a watchdog adds a thread while tasks wait and
-//! no thread is free, and threads beyond the base number leave after [`RETIRE`] without work.
+//! fewer than the base number of threads are free of such code, and a thread beyond that number
+//! leaves when it is between tasks.
 //!
 //! Tasks run inside the context of the tokio runtime that opened the durable runtime, so
 //! tokio's timers, channels and I/O work in them; when that runtime shuts down, so does the
@@ -24,14 +25,22 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-/// How long a thread may stay in one poll before the watchdog counts it as held by code.
-const STUCK: Duration = Duration::from_millis(10);
+/// How long a thread may stay in one poll before the watchdog counts it as held by code: well
+/// above a store's occasional stall (a sled reopen pauses 10–22 ms, a loaded disk's sync as
+/// much), so that those do not add threads. A thread added and gone again costs memory: glibc
+/// gives a new thread an arena of its own, which keeps what it freed (100,000 instances started
+/// and parked with a threshold of 10 ms: 50 threads added, 154 MB resident against 70 MB).
+const STUCK: Duration = Duration::from_millis(100);
 /// How often the watchdog looks while the pool has work.
 const TICK: Duration = Duration::from_millis(5);
-/// How long a thread beyond the base number waits for work before it leaves.
+/// How long a thread waits for work before it looks again whether it is spare (one more than
+/// the base number of threads that code does not hold): a spare thread leaves.
 const RETIRE: Duration = Duration::from_secs(2);
 /// The most threads the pool grows to (tokio's blocking pool has the same default).
 const MAX_THREADS: usize = 512;
+/// The queue length from which [`Pool::room`] makes its callers wait, until the queue is half
+/// as long.
+const BACKLOG: usize = 256;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -52,6 +61,8 @@ struct Shared {
     /// Every task not yet ended, by number: what a closing pool drops.
     live: Mutex<HashMap<u64, Weak<Task>>>,
     numbers: AtomicU64,
+    /// Told when the queue, long before, is down to half of [`BACKLOG`] (or the pool closed).
+    drained: tokio::sync::Notify,
 }
 
 struct Queue {
@@ -99,6 +110,7 @@ impl Pool {
             epoch: Instant::now(),
             live: Mutex::new(HashMap::new()),
             numbers: AtomicU64::new(0),
+            drained: tokio::sync::Notify::new(),
         });
         let pool = Pool { shared };
         for _ in 0..pool.shared.base {
@@ -116,6 +128,24 @@ impl Pool {
             std::future::pending::<()>().await;
         });
         Ok(pool)
+    }
+
+    /// Waits while the pool's queue is [`BACKLOG`] tasks long or more, until it is half as long:
+    /// what feeds the pool from outside (clients starting instances) goes no faster than the
+    /// pool runs them, so that a burst of starts does not pile up drivers in memory.
+    pub(crate) async fn room(&self) {
+        loop {
+            let drained = self.shared.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let q = lock(&self.shared.queue);
+                if q.closed || q.tasks.len() < BACKLOG {
+                    return;
+                }
+            }
+            drained.await;
+        }
     }
 
     /// A handle that spawns on this pool, for tasks that spawn others.
@@ -260,6 +290,7 @@ impl Shared {
         };
         self.work.notify_all();
         self.watch.notify_all();
+        self.drained.notify_waiters();
         // Queued tasks are scheduled: their turn is this thread's.
         for task in queued {
             task.discard();
@@ -301,34 +332,37 @@ impl Shared {
     fn next(&self, stamp: &Arc<AtomicU64>) -> Option<Arc<Task>> {
         let mut q = lock(&self.queue);
         loop {
-            if q.closed {
+            // Threads that code holds do not count: the pool keeps `base` others, and one more
+            // than that leaves as soon as it is between tasks (a thread added while code held
+            // others is not kept once they are back, whatever the load).
+            let spare = |q: &Queue| q.stamps.len() - self.stuck(q) > self.base;
+            if q.closed || spare(&q) {
                 break;
             }
             if let Some(task) = q.tasks.pop_front() {
                 stamp.store(self.now_stamp(), Ordering::Release);
+                if q.tasks.len() == BACKLOG / 2 {
+                    self.drained.notify_waiters();
+                }
                 return Some(task);
             }
             q.idle += 1;
-            // Threads that code holds do not count: the pool keeps `base` others.
-            let spare = || q.stamps.len() - self.stuck(&q) > self.base;
-            let timed_out;
-            (q, timed_out) = if spare() {
-                let (q, waited) = self
-                    .work
-                    .wait_timeout(q, RETIRE)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                (q, waited.timed_out())
-            } else {
-                (self.work.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner), false)
-            };
+            // A thread that became spare while it waited looks again after `RETIRE`.
+            q = self
+                .work
+                .wait_timeout(q, RETIRE)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
             q.idle -= 1;
-            if timed_out && q.tasks.is_empty() && q.stamps.len() - self.stuck(&q) > self.base {
-                break;
-            }
         }
         q.stamps.retain(|s| !Arc::ptr_eq(s, stamp));
         None
     }
+}
+
+/// Whether this is a thread of a code pool.
+pub(crate) fn on_pool_thread() -> bool {
+    HOME.with(|h| h.borrow().strong_count() > 0)
 }
 
 /// Whether this is a thread of a code pool whose queue is empty: blocking it (a flush) delays
@@ -623,7 +657,7 @@ mod tests {
                 }
             })
         };
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(STUCK * 2);
         // The only base thread is held: the next task still runs, on a thread added for it.
         let began = Instant::now();
         assert_eq!(rt.block_on(pool.run(async { 1 })).unwrap(), 1);
@@ -736,7 +770,15 @@ mod tests {
     fn the_pool_adds_one_thread_for_one_held_thread() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let pool = pool(&rt, 1);
-        let held = pool.run(async { std::thread::sleep(Duration::from_millis(300)) });
+        let release = Arc::new(AtomicBool::new(false));
+        let held = {
+            let release = release.clone();
+            pool.run(async move {
+                while !release.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
         std::thread::sleep(Duration::from_millis(20));
         let quick: Vec<_> = (0..200)
             .map(|i| {
@@ -750,8 +792,16 @@ mod tests {
             for (i, task) in quick.into_iter().enumerate() {
                 assert_eq!(task.await.unwrap(), i);
             }
-            held.await.unwrap();
         });
         assert_eq!(lock(&pool.shared.queue).stamps.len(), 2, "one thread added, not more");
+        release.store(true, Ordering::Release);
+        rt.block_on(held).unwrap();
+        // Back to one thread that code does not hold: the added one leaves between tasks.
+        assert_eq!(rt.block_on(pool.run(async { 5 })).unwrap(), 5);
+        let deadline = Instant::now() + RETIRE * 3;
+        while lock(&pool.shared.queue).stamps.len() > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(lock(&pool.shared.queue).stamps.len(), 1);
     }
 }
