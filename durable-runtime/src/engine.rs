@@ -215,31 +215,9 @@ impl Engine {
                 Ok((id, parent, rec))
             })
             .collect();
-        let count = prepared.len();
-        let create = {
-            let engine = self.clone();
-            async move {
-                let items: Vec<(&str, &InstanceRecord)> =
-                    prepared.iter().flatten().map(|(id, _, rec)| (id.as_str(), rec)).collect();
-                let created = engine.records.create_many(&items).await;
-                (prepared, created)
-            }
-        };
-        // A client's writes are made by the code pool too: the store's allocations stay with the
-        // threads that make the drivers' (glibc keeps freed memory in the allocating thread's
-        // arena: 100,000 instances started from tokio's threads and run on the pool's left
-        // 133 MB resident for 52 MB in use), and starts take their turn with the drivers.
-        let (prepared, created) = match &self.pool {
-            Some(pool) if !crate::pool::on_pool_thread() => match pool.run(create).await {
-                Ok(done) => done,
-                Err(panic) => {
-                    let why = crate::error::panic_message(panic.as_ref());
-                    let failed = || StartError::Store(StoreError::Io(format!("start: {why}")));
-                    return (0..count).map(|_| Err(failed())).collect();
-                }
-            },
-            _ => create.await,
-        };
+        let items: Vec<(&str, &InstanceRecord)> =
+            prepared.iter().flatten().map(|(id, _, rec)| (id.as_str(), rec)).collect();
+        let created = self.records.create_many(&items).await;
         let mut created = created.into_iter();
         let started = prepared
             .into_iter()
