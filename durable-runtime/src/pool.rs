@@ -159,10 +159,10 @@ impl Pool {
     }
 
     /// Runs `future` on the pool; see [`Runner::run`].
-    pub(crate) fn run<T: Send + 'static>(
+    pub(crate) fn run<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
         &self,
-        future: impl Future<Output = T> + Send + 'static,
-    ) -> impl Future<Output = std::thread::Result<T>> + Send + 'static {
+        future: F,
+    ) -> impl Future<Output = std::thread::Result<T>> + Send + 'static + use<T, F> {
         run(&self.shared, future)
     }
 }
@@ -174,10 +174,10 @@ pub(crate) struct Runner(Arc<Shared>);
 impl Runner {
     /// Runs `future` on the pool and gives its output, or the payload of its panic. Dropping
     /// the returned future leaves the task running.
-    pub(crate) fn run<T: Send + 'static>(
+    pub(crate) fn run<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
         &self,
-        future: impl Future<Output = T> + Send + 'static,
-    ) -> impl Future<Output = std::thread::Result<T>> + Send + 'static {
+        future: F,
+    ) -> impl Future<Output = std::thread::Result<T>> + Send + 'static + use<T, F> {
         run(&self.0, future)
     }
 }
@@ -201,10 +201,10 @@ fn spawn(shared: &Arc<Shared>, future: impl Future<Output = ()> + Send + 'static
     JoinHandle { task, finished }
 }
 
-fn run<T: Send + 'static>(
+fn run<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
     shared: &Arc<Shared>,
-    future: impl Future<Output = T> + Send + 'static,
-) -> impl Future<Output = std::thread::Result<T>> + Send + 'static {
+    future: F,
+) -> impl Future<Output = std::thread::Result<T>> + Send + 'static + use<T, F> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut future = Box::pin(future);
     drop(spawn(shared, async move {
@@ -613,6 +613,20 @@ mod tests {
         Pool::start(rt.handle().clone(), base).unwrap()
     }
 
+    /// A task that holds its thread (blocking, no await) until the flag is set.
+    fn hold(
+        pool: &Pool,
+    ) -> (Arc<AtomicBool>, impl Future<Output = std::thread::Result<()>> + use<>) {
+        let release = Arc::new(AtomicBool::new(false));
+        let flag = release.clone();
+        let held = pool.run(async move {
+            while !flag.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        (release, held)
+    }
+
     #[test]
     fn tasks_run_and_give_their_output_or_their_panic() {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -648,15 +662,7 @@ mod tests {
     fn threads_held_by_code_are_compensated_and_leave_when_idle() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let pool = pool(&rt, 1);
-        let release = Arc::new(AtomicBool::new(false));
-        let held = {
-            let release = release.clone();
-            pool.run(async move {
-                while !release.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-        };
+        let (release, held) = hold(&pool);
         std::thread::sleep(STUCK * 2);
         // The only base thread is held: the next task still runs, on a thread added for it.
         let began = Instant::now();
@@ -770,15 +776,7 @@ mod tests {
     fn the_pool_adds_one_thread_for_one_held_thread() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let pool = pool(&rt, 1);
-        let release = Arc::new(AtomicBool::new(false));
-        let held = {
-            let release = release.clone();
-            pool.run(async move {
-                while !release.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-        };
+        let (release, held) = hold(&pool);
         std::thread::sleep(Duration::from_millis(20));
         let quick: Vec<_> = (0..200)
             .map(|i| {
