@@ -217,8 +217,7 @@ impl Engine {
             .collect();
         let items: Vec<(&str, &InstanceRecord)> =
             prepared.iter().flatten().map(|(id, _, rec)| (id.as_str(), rec)).collect();
-        let created = self.records.create_many(&items).await;
-        let mut created = created.into_iter();
+        let mut created = self.records.create_many(&items).await.into_iter();
         let started = prepared
             .into_iter()
             .map(|p| {
