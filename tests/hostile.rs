@@ -331,6 +331,40 @@ async fn blocking_activities_time_out_on_time_and_stall_nobody_else() {
     rt.shutdown().await;
 }
 
+static SLOW_ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SLOW_EFFECT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Code between two `.await`s that takes its time, then a side effect.
+#[activity]
+async fn slow_then_effect(ms: u64) -> Result<u64, String> {
+    SLOW_ENTERED.store(true, std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(ms));
+    SLOW_EFFECT.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    Ok(ms)
+}
+
+#[orchestration]
+async fn calls_slow(ctx: Ctx, ms: u64) -> Result<u64, Failure> {
+    Ok(ctx.call(slow_then_effect, ms).await?)
+}
+
+/// Shutdown waits for activity code that is running at that moment to reach its `.await`:
+/// once it returns, no activity code of the runtime runs (a runtime opened next on the same
+/// database does not overlap with it). Without the wait, the effect came after the return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_after_running_activity_code_reached_its_await() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let db = fresh_db("shutdown-waits-for-code");
+    let rt = Runtime::builder(&db).orchestration(calls_slow).open().await.unwrap();
+    rt.start(calls_slow, "slow", 300).await.unwrap();
+    wait_until("the activity runs", || SLOW_ENTERED.load(SeqCst)).await;
+    let began = std::time::Instant::now();
+    rt.shutdown().await;
+    assert!(SLOW_EFFECT.load(SeqCst), "activity code ran on after shutdown returned");
+    assert!(began.elapsed() < Duration::from_secs(5), "shutdown took {:?}", began.elapsed());
+}
+
 static STOP_SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[orchestration]

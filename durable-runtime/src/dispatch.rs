@@ -3,7 +3,11 @@
 //! the driver.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -28,6 +32,59 @@ pub(crate) struct Attempt<'a> {
     pub step_key: &'a str,
     pub branch: usize,
     pub attempt: u32,
+}
+
+/// How long [`Polls::settle`] waits for activity code that is running when a runtime shuts
+/// down: an async activity is back at its next `.await` within microseconds; code that blocks
+/// its thread for longer than this runs on, unheard.
+pub(crate) const SETTLE: Duration = Duration::from_secs(1);
+
+/// The attempts of one engine that are inside a poll right now, so that shutdown can wait for
+/// activity code that is running to reach its next `.await` (and see the stop there).
+#[derive(Debug, Default)]
+pub(crate) struct Polls {
+    inside: AtomicUsize,
+}
+
+impl Polls {
+    /// Waits until no attempt is inside a poll, or `limit` passed; `false` on the latter. Call
+    /// it after every attempt's stop was dropped: a poll that begins later sees the stop
+    /// before it runs any activity code.
+    pub(crate) async fn settle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.inside.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // Real time, not the runtime's clock: a manual clock does not drive this wait.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+}
+
+/// A future counted in [`Polls`] while it is polled.
+struct Counted<F> {
+    polls: Arc<Polls>,
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        /// Leaves the count however the poll ends (a panicking activity unwinds through it).
+        struct Inside<'a>(&'a Polls);
+        impl Drop for Inside<'_> {
+            fn drop(&mut self) {
+                self.0.inside.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.polls.inside.fetch_add(1, Ordering::SeqCst);
+        let polls = self.polls.clone();
+        let _inside = Inside(&polls);
+        self.future.as_mut().poll(cx)
+    }
 }
 
 /// An activity attempt: dropping it aborts its task and, at once, tells the thread that runs
@@ -73,6 +130,7 @@ pub(crate) fn spawn_attempt(
     let span = tracing::info_span!("activity", name = %name, attempt);
     let pool = engine.pool.as_ref().map(Pool::runner);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let polls = engine.attempt_polls.clone();
     let handle = engine.spawn(
         async move {
             let result = match fut {
@@ -85,12 +143,17 @@ pub(crate) fn spawn_attempt(
                     // shuts down), `stop` is dropped: an async activity stops at its next
                     // `.await`; a blocking one runs on until it returns, unheard. Without
                     // isolation it is a tokio task.
-                    let attempt = async move {
-                        tokio::select! {
-                            biased;
-                            _ = stopped => None,
-                            r = fut => Some(r),
-                        }
+                    // Counted while polled, the check of the stop included: shutdown waits for a
+                    // poll that began before the stop (see `Polls`).
+                    let attempt = Counted {
+                        polls,
+                        future: Box::pin(async move {
+                            tokio::select! {
+                                biased;
+                                _ = stopped => None,
+                                r = fut => Some(r),
+                            }
+                        }),
                     };
                     let inner: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match pool {
                         Some(pool) => Box::pin(pool.run(attempt)),

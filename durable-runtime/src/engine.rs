@@ -114,6 +114,8 @@ pub(crate) struct Engine {
     /// What the drivers knew of the frame slots of instances with large frames, by instance,
     /// with the checkpoint it belongs to. See [`Engine::keep_book`].
     books: Kept<SlotBook>,
+    /// The activity attempts inside a poll, which shutdown waits for.
+    pub(crate) attempt_polls: Arc<crate::dispatch::Polls>,
 }
 
 impl Engine {
@@ -142,6 +144,7 @@ impl Engine {
             changes: watch::channel(0u64).0,
             resident: Kept::new(RESIDENT_LIMIT, usize::MAX, |_| 0),
             books: Kept::new(BOOK_LIMIT, BOOK_BYTES, SlotBook::bytes),
+            attempt_polls: Arc::default(),
         }
     }
 
@@ -392,6 +395,15 @@ impl Engine {
         }
         for t in tasks {
             t.join().await;
+        }
+        // The drivers are gone, and with them the stops of their attempts; activity code that
+        // was running meanwhile has not seen its stop yet: wait for it to reach its `.await`.
+        if !self.attempt_polls.settle(crate::dispatch::SETTLE).await {
+            tracing::warn!(
+                "shutdown: activity code still runs after {:?} (it blocks its thread); it runs \
+                 on, unheard",
+                crate::dispatch::SETTLE
+            );
         }
         if self.records.shared() {
             // Hand the instances this worker ran over to the others at once, rather than when

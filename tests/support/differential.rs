@@ -145,12 +145,19 @@ fn held() -> &'static Mutex<HashSet<String>> {
     H.get_or_init(Default::default)
 }
 
-/// One execution of an activity: its idempotency key, name and input.
+/// One execution of an activity: its idempotency key, name and input, and where it came from
+/// (shown when a check fails): its attempt number and how many runtimes this process had
+/// opened when the attempt began (0 in process mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Execution {
     pub key: String,
     pub call: String,
+    pub attempt: u32,
+    pub began_under_runtime: u64,
 }
+
+/// How many runtimes [`open`] has opened in this process.
+static OPENED: AtomicU64 = AtomicU64::new(0);
 
 fn executions() -> &'static Mutex<BTreeMap<String, Vec<Execution>>> {
     static E: OnceLock<Mutex<BTreeMap<String, Vec<Execution>>>> = OnceLock::new();
@@ -168,10 +175,16 @@ fn log_file() -> Option<&'static Mutex<std::fs::File>> {
 }
 
 async fn record(ctx: &ActivityContext, call: String) {
+    let began_under_runtime = OPENED.load(Ordering::SeqCst);
     while held().lock().unwrap().contains(ctx.instance_id()) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let e = Execution { key: ctx.idempotency_key().to_owned(), call };
+    let e = Execution {
+        key: ctx.idempotency_key().to_owned(),
+        call,
+        attempt: ctx.attempt(),
+        began_under_runtime,
+    };
     if let Some(f) = log_file() {
         let mut f = f.lock().unwrap();
         writeln!(f, "{}\t{}\t{}", ctx.instance_id(), e.key, e.call).unwrap();
@@ -193,7 +206,12 @@ pub fn executions_in_file(path: &Path, id: &str) -> Vec<Execution> {
         .filter_map(|l| {
             let mut p = l.splitn(3, '\t');
             let (run, key, call) = (p.next()?, p.next()?, p.next()?);
-            (run == id).then(|| Execution { key: key.to_owned(), call: call.to_owned() })
+            (run == id).then(|| Execution {
+                key: key.to_owned(),
+                call: call.to_owned(),
+                attempt: 0,
+                began_under_runtime: 0,
+            })
         })
         .collect()
 }
@@ -266,6 +284,8 @@ pub fn fresh_dir(name: &str) -> PathBuf {
 
 async fn open(builder: impl Fn() -> RuntimeBuilder) -> Runtime {
     for _ in 0..500 {
+        // Counted before: a runtime may resume instances before `open` returns.
+        OPENED.fetch_add(1, Ordering::SeqCst);
         match builder().open().await {
             Ok(rt) => return rt,
             Err(durable::OpenError::Store(durable::store::StoreError::Locked { .. })) => {
