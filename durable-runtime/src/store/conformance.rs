@@ -565,4 +565,25 @@ mod tests {
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A store dropped and opened again at once in the same process: sled's background thread
+    /// may still hold sled's own lock for a moment; the open waits for it instead of failing.
+    #[test]
+    fn a_store_opens_again_right_after_it_was_dropped() {
+        let dir = std::env::temp_dir().join(format!("durable-reopen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for round in 0u32..40 {
+            let store = SledStore::open(&dir).unwrap_or_else(|e| panic!("round {round}: {e}"));
+            if round > 0 {
+                let last = (round - 1).to_le_bytes();
+                assert_eq!(
+                    store.get(Space::Instances, b"round").unwrap().as_deref(),
+                    Some(&last[..])
+                );
+            }
+            store.put(Space::Instances, b"round", &round.to_le_bytes()).unwrap();
+            store.flush().unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -168,6 +168,9 @@ impl SledStore {
 
     /// Opens (or creates) the database in directory `path`.
     ///
+    /// A store of this process dropped just before may leave sled's own lock held for a moment
+    /// (by its background thread): the open waits for it, up to 10 s.
+    ///
     /// A directory that another process holds gives [`StoreError::Locked`] naming the path; a
     /// damaged file gives [`StoreError::Damaged`] naming the file, here or, for an entry of `db`
     /// that sled reads only when it is used, from the operation that reads it.
@@ -179,12 +182,12 @@ impl SledStore {
     /// (0: never), which bounds what an open after a crash must replay.
     pub fn open_with(path: impl AsRef<Path>, reopen_every: u64) -> Result<Self, StoreError> {
         let path = path.as_ref().to_owned();
-        let mut directory = Directory::claim(&path)?;
-        let open = open_at(&path, &mut directory)?;
+        let directory = Mutex::new(Directory::claim(&path)?);
+        let open = open_when_free(&path, &directory)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 open: RwLock::new(Some(open)),
-                directory: Mutex::new(directory),
+                directory,
                 room: Room::new(&path),
                 path,
                 writes: AtomicU64::new(0),
@@ -275,26 +278,29 @@ impl SledStore {
             // Under the write lock: no write is halfway, so no mark of the old database stays.
             lock(&self.shared.marks).clear();
         }
-        // sled snapshots while opening. Its background thread may hold the directory's lock for
-        // a moment after the last handle is dropped: retry the open for a while. No other
-        // process can take it meanwhile: the directory's own lock is held throughout.
+        // sled snapshots while opening.
         drop(slot.take());
-        let mut wait = std::time::Duration::from_millis(1);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let mut directory = lock(&self.shared.directory);
-            match open_at(&self.shared.path, &mut directory) {
-                Ok(open) => {
-                    *slot = Some(open);
-                    return Ok(());
-                }
-                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    drop(directory);
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(std::time::Duration::from_millis(50));
-                }
-                Err(e) => return Err(e),
+        *slot = Some(open_when_free(&self.shared.path, &self.shared.directory)?);
+        Ok(())
+    }
+}
+
+/// Opens the database of a claimed directory. sled's background thread may hold sled's own
+/// lock for a moment after the last handle of a database of this process is dropped (a reopen,
+/// or a store dropped and opened again): the open is retried for a while. No other process can
+/// take the directory meanwhile: its own lock is held throughout.
+fn open_when_free(path: &Path, directory: &Mutex<Directory>) -> Result<Open, StoreError> {
+    let mut wait = std::time::Duration::from_millis(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut claimed = lock(directory);
+        match open_at(path, &mut claimed) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                drop(claimed);
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_millis(50));
             }
+            opened => return opened,
         }
     }
 }
