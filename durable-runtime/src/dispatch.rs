@@ -72,7 +72,7 @@ struct Counted<F> {
 impl<F: Future> Future for Counted<F> {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         /// Leaves the count however the poll ends (a panicking activity unwinds through it).
         struct Inside<'a>(&'a Polls);
         impl Drop for Inside<'_> {
@@ -80,10 +80,10 @@ impl<F: Future> Future for Counted<F> {
                 self.0.inside.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        self.polls.inside.fetch_add(1, Ordering::SeqCst);
-        let polls = self.polls.clone();
-        let _inside = Inside(&polls);
-        self.future.as_mut().poll(cx)
+        let this = self.get_mut();
+        this.polls.inside.fetch_add(1, Ordering::SeqCst);
+        let _inside = Inside(&this.polls);
+        this.future.as_mut().poll(cx)
     }
 }
 
