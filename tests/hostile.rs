@@ -328,41 +328,66 @@ async fn blocking_activities_time_out_on_time_and_stall_nobody_else() {
     let timed_out = began.elapsed();
     assert!(other_done < Duration::from_millis(2500), "the other instance waited {other_done:?}");
     assert!(timed_out < Duration::from_millis(2800), "500 ms timeouts fired after {timed_out:?}");
+    // The timed-out attempts still block their threads; the engine gave up on them, so
+    // shutdown does not wait for them (it waits up to a second for code it stops itself).
+    let shutting = std::time::Instant::now();
     rt.shutdown().await;
+    assert!(
+        shutting.elapsed() < Duration::from_millis(900),
+        "shutdown waited {:?} for attempts that had timed out",
+        shutting.elapsed()
+    );
 }
 
-static SLOW_ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-static SLOW_EFFECT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Per test (the input's `slot`): the activity began; it ran the code after its blocking part;
+/// it ran the code after its `.await`.
+static SLOW: [[std::sync::atomic::AtomicBool; 3]; 2] =
+    [const { [const { std::sync::atomic::AtomicBool::new(false) }; 3] }; 2];
 
-/// Code between two `.await`s that takes its time, then a side effect.
+/// Code between two `.await`s that takes its time, then a side effect, then an `.await`, then
+/// another one.
 #[activity]
-async fn slow_then_effect(ms: u64) -> Result<u64, String> {
-    SLOW_ENTERED.store(true, std::sync::atomic::Ordering::SeqCst);
+async fn slow_then_effect(slot: usize, ms: u64) -> Result<u64, String> {
+    use std::sync::atomic::Ordering::SeqCst;
+    SLOW[slot][0].store(true, SeqCst);
     std::thread::sleep(Duration::from_millis(ms));
-    SLOW_EFFECT.store(true, std::sync::atomic::Ordering::SeqCst);
-    tokio::task::yield_now().await;
+    SLOW[slot][1].store(true, SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    SLOW[slot][2].store(true, SeqCst);
     Ok(ms)
 }
 
 #[orchestration]
-async fn calls_slow(ctx: Ctx, ms: u64) -> Result<u64, Failure> {
-    Ok(ctx.call(slow_then_effect, ms).await?)
+async fn calls_slow(ctx: Ctx, slot: usize) -> Result<u64, Failure> {
+    Ok(ctx.call(slow_then_effect, (slot, 300)).await?)
 }
 
-/// Shutdown waits for activity code that is running at that moment to reach its `.await`:
-/// once it returns, no activity code of the runtime runs (a runtime opened next on the same
-/// database does not overlap with it). Without the wait, the effect came after the return.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_returns_after_running_activity_code_reached_its_await() {
+/// Shutdown waits for activity code that is running at that moment to reach its `.await`, where
+/// it stops: once it returns, no activity code of the runtime runs (a runtime opened next on the
+/// same database does not overlap with it). Without the wait, the effect came after the return.
+async fn shutdown_waits_for_running_activity_code(slot: usize, isolate: bool) {
     use std::sync::atomic::Ordering::SeqCst;
-    let db = fresh_db("shutdown-waits-for-code");
-    let rt = Runtime::builder(&db).orchestration(calls_slow).open().await.unwrap();
-    rt.start(calls_slow, "slow", 300).await.unwrap();
-    wait_until("the activity runs", || SLOW_ENTERED.load(SeqCst)).await;
+    let db = fresh_db(&format!("shutdown-waits-for-code-{slot}"));
+    let rt =
+        Runtime::builder(&db).orchestration(calls_slow).isolate_code(isolate).open().await.unwrap();
+    rt.start(calls_slow, "slow", slot).await.unwrap();
+    wait_until("the activity runs", || SLOW[slot][0].load(SeqCst)).await;
     let began = std::time::Instant::now();
     rt.shutdown().await;
-    assert!(SLOW_EFFECT.load(SeqCst), "activity code ran on after shutdown returned");
+    assert!(SLOW[slot][1].load(SeqCst), "activity code ran on after shutdown returned");
     assert!(began.elapsed() < Duration::from_secs(5), "shutdown took {:?}", began.elapsed());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!SLOW[slot][2].load(SeqCst), "the activity went on past its `.await` after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_after_running_activity_code_reached_its_await() {
+    shutdown_waits_for_running_activity_code(0, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_after_running_activity_code_reached_its_await_without_isolation() {
+    shutdown_waits_for_running_activity_code(1, false).await;
 }
 
 static STOP_SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

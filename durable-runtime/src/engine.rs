@@ -379,6 +379,9 @@ impl Engine {
             let _active = lock(&self.active);
             self.shut_down.store(true, Ordering::SeqCst);
         }
+        // No attempt runs activity code from its next poll on, even one whose driver is
+        // leaving and so not stopped below.
+        self.attempt_polls.close();
         // Waiting clients see the flag.
         self.changed();
         let own = std::mem::take(&mut *lock(&self.tasks));

@@ -672,7 +672,9 @@ impl Runtime {
     /// Stops every instance task of this process (their state stays stored) and waits for them,
     /// and for activity code that is running at that moment to reach its next `.await` (where
     /// it stops): once this returns, no activity code of this runtime runs any more, except code
-    /// that has blocked its thread for over a second (it runs on, unheard).
+    /// that has blocked its thread for over a second and code of attempts given up before (that
+    /// timed out), which run on, unheard. Not to be called from inside an activity (it would
+    /// wait a second for itself).
     /// The database closes when the last clone of the runtime (and of its handles) is dropped.
     /// On a store several processes share, the leases of the instances it ran are given back,
     /// so the other workers take them over at their next poll rather than when the leases run

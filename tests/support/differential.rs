@@ -146,8 +146,8 @@ fn held() -> &'static Mutex<HashSet<String>> {
 }
 
 /// One execution of an activity: its idempotency key, name and input, and where it came from
-/// (shown when a check fails): its attempt number and how many runtimes this process had
-/// opened when the attempt began (0 in process mode).
+/// (shown when a check fails): its attempt number and how many opens of a runtime this process
+/// had begun when the attempt began (0 in process mode): a runtime's attempts share one number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Execution {
     pub key: String,
@@ -156,7 +156,8 @@ pub struct Execution {
     pub began_under_runtime: u64,
 }
 
-/// How many runtimes [`open`] has opened in this process.
+/// How many opens of a runtime [`open`] has begun in this process (tries refused as locked
+/// included).
 static OPENED: AtomicU64 = AtomicU64::new(0);
 
 fn executions() -> &'static Mutex<BTreeMap<String, Vec<Execution>>> {
