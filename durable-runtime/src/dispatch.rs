@@ -3,11 +3,7 @@
 //! the driver.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -18,6 +14,7 @@ use crate::engine::Engine;
 use crate::error::panic_message;
 use crate::ids::branch_key;
 use crate::op::{ActivityFailure, RetryPolicy};
+use crate::polls::Counting;
 use crate::pool::{Pool, Spawned};
 
 /// What an activity task reports to its driver: the step key, the branch, the result.
@@ -34,114 +31,17 @@ pub(crate) struct Attempt<'a> {
     pub attempt: u32,
 }
 
-/// How long [`Polls::settle`] waits for activity code that is running when a runtime shuts
-/// down: an async activity is back at its next `.await` within microseconds; code that blocks
-/// its thread for longer than this runs on, unheard.
-pub(crate) const SETTLE: Duration = Duration::from_secs(1);
-
-/// The activity attempts of one engine that are inside a poll right now, so that shutdown can
-/// wait for activity code that is running to reach its next `.await`. An attempt abandoned
-/// before (its result came, it timed out, its branch was dropped) is not counted: blocking code
-/// left running by a timeout does not hold shutdowns up.
-#[derive(Debug, Default)]
-pub(crate) struct Polls {
-    inside: AtomicUsize,
-    /// Set by shutdown before it stops the drivers: an attempt polled afterwards stops without
-    /// running activity code (the stop it would see may not be dropped yet, for an attempt
-    /// whose driver was already leaving when shutdown began).
-    closing: AtomicBool,
-}
-
-impl Polls {
-    /// From now on, no attempt runs activity code at its next poll.
-    pub(crate) fn close(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-    }
-
-    /// Waits until no attempt that was not abandoned is inside a poll, or `limit` passed;
-    /// `false` on the latter. Call it after [`close`](Self::close): a poll that begins later
-    /// sees it before any activity code runs. Not from inside an activity (it waits for
-    /// itself).
-    pub(crate) async fn settle(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.inside.load(Ordering::SeqCst) > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            // Real time, not the runtime's clock: a manual clock does not drive this wait.
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        true
-    }
-}
-
-/// Where one attempt stands for [`Polls`]; exactly one of the poll's end and the abandonment
-/// takes an attempt that is counted out of the count.
-const IDLE: u8 = 0;
-const COUNTED: u8 = 1;
-const ABANDONED: u8 = 2;
-
-/// An attempt's future, counted in [`Polls`] while it is polled. Its output is `None` when it
-/// was stopped; so it is, without a poll of the attempt, once the engine closes.
-struct Counted<F> {
-    polls: Arc<Polls>,
-    state: Arc<AtomicU8>,
-    future: Pin<Box<F>>,
-}
-
-impl<T, F: Future<Output = Option<T>>> Future for Counted<F> {
-    type Output = Option<T>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        /// Ends the count however the poll ends (a panicking activity unwinds through it).
-        struct Inside<'a>(&'a Polls, &'a AtomicU8);
-        impl Drop for Inside<'_> {
-            fn drop(&mut self) {
-                if self
-                    .1
-                    .compare_exchange(COUNTED, IDLE, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-                {
-                    self.0.inside.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-        }
-        let this = self.get_mut();
-        // Counted first, then `closing` read (both SeqCst, as shutdown's store of `closing`
-        // and its reads of the count): either this poll sees `closing`, or shutdown sees it
-        // counted and waits for it.
-        this.polls.inside.fetch_add(1, Ordering::SeqCst);
-        let counted =
-            this.state.compare_exchange(IDLE, COUNTED, Ordering::SeqCst, Ordering::SeqCst).is_ok();
-        if !counted {
-            this.polls.inside.fetch_sub(1, Ordering::SeqCst);
-        }
-        let _inside = Inside(&this.polls, &this.state);
-        if this.polls.closing.load(Ordering::SeqCst) {
-            return Poll::Ready(None);
-        }
-        this.future.as_mut().poll(cx)
-    }
-}
-
 /// An activity attempt: dropping it aborts its task and, at once, tells the thread that runs
 /// the activity to stop (an async activity stops at its next `.await`).
 pub(crate) struct AbortOnDrop {
     task: Spawned,
     _stop: tokio::sync::oneshot::Sender<()>,
-    polls: Arc<Polls>,
-    state: Arc<AtomicU8>,
+    counting: Counting,
 }
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        // Dropped while the engine runs: shutdown will not wait for what the attempt may still
-        // run (blocking code that timed out). Dropped by shutdown: it waits.
-        if !self.polls.closing.load(Ordering::SeqCst)
-            && self.state.swap(ABANDONED, Ordering::SeqCst) == COUNTED
-        {
-            self.polls.inside.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.counting.give_up();
         self.task.abort();
     }
 }
@@ -176,9 +76,8 @@ pub(crate) fn spawn_attempt(
     let span = tracing::info_span!("activity", name = %name, attempt);
     let pool = engine.pool.as_ref().map(Pool::runner);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let polls = engine.attempt_polls.clone();
-    let state = Arc::new(AtomicU8::new(IDLE));
-    let (counted_polls, counted_state) = (polls.clone(), state.clone());
+    let counting = Counting::new(&engine.attempt_polls);
+    let counted = counting.clone();
     let handle = engine.spawn(
         async move {
             let result = match fut {
@@ -193,17 +92,13 @@ pub(crate) fn spawn_attempt(
                     // isolation it is a tokio task.
                     // Counted while polled, the check of the stop included: shutdown waits for a
                     // poll that began before the stop (see `Polls`).
-                    let attempt = Counted {
-                        polls: counted_polls,
-                        state: counted_state,
-                        future: Box::pin(async move {
-                            tokio::select! {
-                                biased;
-                                _ = stopped => None,
-                                r = fut => Some(r),
-                            }
-                        }),
-                    };
+                    let attempt = counted.count(async move {
+                        tokio::select! {
+                            biased;
+                            _ = stopped => None,
+                            r = fut => Some(r),
+                        }
+                    });
                     let inner: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match pool {
                         Some(pool) => Box::pin(pool.run(attempt)),
                         None => {
@@ -244,7 +139,7 @@ pub(crate) fn spawn_attempt(
         }
         .instrument(span),
     );
-    AbortOnDrop { task: handle, _stop: stop, polls, state }
+    AbortOnDrop { task: handle, _stop: stop, counting }
 }
 
 /// Whether a failed attempt may be retried (within the policy's attempts).

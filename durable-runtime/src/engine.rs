@@ -115,7 +115,7 @@ pub(crate) struct Engine {
     /// with the checkpoint it belongs to. See [`Engine::keep_book`].
     books: Kept<SlotBook>,
     /// The activity attempts inside a poll, which shutdown waits for.
-    pub(crate) attempt_polls: Arc<crate::dispatch::Polls>,
+    pub(crate) attempt_polls: Arc<crate::polls::Polls>,
 }
 
 impl Engine {
@@ -401,11 +401,11 @@ impl Engine {
         }
         // The drivers are gone, and with them the stops of their attempts; activity code that
         // was running meanwhile has not seen its stop yet: wait for it to reach its `.await`.
-        if !self.attempt_polls.settle(crate::dispatch::SETTLE).await {
+        if !self.attempt_polls.settle(crate::polls::SETTLE).await {
             tracing::warn!(
                 "shutdown: activity code still runs after {:?} (it blocks its thread); it runs \
                  on, unheard",
-                crate::dispatch::SETTLE
+                crate::polls::SETTLE
             );
         }
         if self.records.shared() {

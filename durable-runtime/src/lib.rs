@@ -20,6 +20,7 @@ mod inspect;
 mod leases;
 mod op;
 mod orchestration;
+mod polls;
 mod pool;
 mod record;
 mod records;
