@@ -60,30 +60,19 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Opens, waiting while sled's background thread still holds the lock of a store just dropped.
-fn open(dir: &Path) -> Result<SledStore, StoreError> {
-    for _ in 0..500 {
-        match SledStore::open(dir) {
-            Err(StoreError::Locked { .. }) => std::thread::sleep(Duration::from_millis(10)),
-            other => return other,
-        }
-    }
-    SledStore::open(dir)
-}
-
 /// A closed database holding [`records`], all acknowledged by a flush. With `snapshotted`, it
 /// was opened and closed once more, so sled wrote a snapshot covering them; without, they are
 /// only in sled's log, after the last snapshot.
 fn pristine(name: &str, snapshotted: bool) -> PathBuf {
     let dir = scratch(&format!("{name}-pristine"));
-    let store = open(&dir).unwrap();
+    let store = SledStore::open(&dir).unwrap();
     for r in records() {
         store.put(r.space, &r.key, &r.value).unwrap();
     }
     store.flush().unwrap();
     drop(store);
     if snapshotted {
-        let store = open(&dir).unwrap();
+        let store = SledStore::open(&dir).unwrap();
         store.flush().unwrap();
         drop(store);
     }
@@ -172,7 +161,7 @@ fn assert_reports(e: &StoreError, file: &Path, what: &str) {
 /// Reopens the damaged copy `dir` and checks that the damage to `file` is either reported or
 /// harmless: never a silent rollback.
 fn reopen_and_check(dir: &Path, file: &Path, what: &str) -> Outcome {
-    let store = match open(dir) {
+    let store = match SledStore::open(dir) {
         Ok(s) => s,
         Err(e) => {
             assert_reports(&e, file, what);
