@@ -4,10 +4,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long [`Polls::settle`] waits for activity code that is running when a runtime shuts
 /// down: an async activity is back at its next `.await` within microseconds; code that blocks
@@ -25,6 +25,9 @@ pub(crate) struct Polls {
     /// running activity code (the stop it would see may not be dropped yet, for an attempt
     /// whose driver was already leaving when shutdown began).
     closing: AtomicBool,
+    /// Where [`settle`](Polls::settle) sleeps; woken when the count, once closing, reaches zero.
+    settled: Mutex<()>,
+    zero: Condvar,
 }
 
 impl Polls {
@@ -36,17 +39,34 @@ impl Polls {
     /// Waits until no attempt that was not abandoned is inside a poll, or `limit` passed;
     /// `false` on the latter. Call it after [`close`](Self::close): a poll that begins later
     /// sees it before any activity code runs. Not from inside an activity (it waits for
-    /// itself).
-    pub(crate) async fn settle(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.inside.load(Ordering::SeqCst) > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            // Real time, not the runtime's clock: a manual clock does not drive this wait.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+    /// itself). The wait is in real time on a blocking thread, woken when the last poll ends:
+    /// a manual or paused clock neither drives nor spins it.
+    pub(crate) async fn settle(self: &Arc<Self>, limit: Duration) -> bool {
+        if self.inside.load(Ordering::SeqCst) == 0 {
+            return true;
         }
-        true
+        let polls = self.clone();
+        tokio::task::spawn_blocking(move || polls.wait(limit)).await.unwrap_or(false)
+    }
+
+    /// [`settle`](Self::settle) on the caller's thread.
+    fn wait(&self, limit: Duration) -> bool {
+        let guard = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        let (_guard, waited) = self
+            .zero
+            .wait_timeout_while(guard, limit, |()| self.inside.load(Ordering::SeqCst) > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        !waited.timed_out() || self.inside.load(Ordering::SeqCst) == 0
+    }
+
+    /// Counts one attempt out of the count; the last one out, once closing, wakes `settle`.
+    fn count_out(&self) {
+        // SeqCst as `close` and `settle`'s reads: a count out that reads `closing` as unset
+        // came before `close`, so `settle`, called after it, sees the count without it.
+        if self.inside.fetch_sub(1, Ordering::SeqCst) == 1 && self.closing.load(Ordering::SeqCst) {
+            drop(self.settled.lock().unwrap_or_else(|p| p.into_inner()));
+            self.zero.notify_all();
+        }
     }
 }
 
@@ -80,7 +100,7 @@ impl Counting {
         if !self.polls.closing.load(Ordering::SeqCst)
             && self.state.swap(ABANDONED, Ordering::SeqCst) == COUNTED
         {
-            self.polls.inside.fetch_sub(1, Ordering::SeqCst);
+            self.polls.count_out();
         }
     }
 }
@@ -106,7 +126,7 @@ impl<T, F: Future<Output = Option<T>>> Future for Counted<F> {
                     .compare_exchange(COUNTED, IDLE, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
                 {
-                    self.0.inside.fetch_sub(1, Ordering::SeqCst);
+                    self.0.count_out();
                 }
             }
         }
@@ -118,7 +138,7 @@ impl<T, F: Future<Output = Option<T>>> Future for Counted<F> {
         let counted =
             this.state.compare_exchange(IDLE, COUNTED, Ordering::SeqCst, Ordering::SeqCst).is_ok();
         if !counted {
-            this.polls.inside.fetch_sub(1, Ordering::SeqCst);
+            this.polls.count_out();
         }
         let _inside = Inside(&this.polls, &this.state);
         if this.polls.closing.load(Ordering::SeqCst) {
@@ -180,6 +200,42 @@ mod tests {
         release.store(true, Ordering::SeqCst);
         held.join().unwrap();
         assert!(rt.block_on(polls.settle(Duration::ZERO)), "counted out once only");
+    }
+
+    /// This thread's CPU time so far, in clock ticks (Linux).
+    fn thread_cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // After the command's closing parenthesis: state is field 3; utime, stime 14 and 15.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    #[test]
+    fn under_a_paused_clock_settle_sleeps_in_real_time() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let polls = Arc::new(Polls::default());
+        let release = Arc::new(AtomicBool::new(false));
+        let held = blocking(Counting::new(&polls), release.clone());
+        polls.close();
+
+        let (began, cpu) = (std::time::Instant::now(), thread_cpu_ticks());
+        assert!(!rt.block_on(polls.settle(Duration::from_millis(300))), "still inside");
+        assert!(began.elapsed() >= Duration::from_millis(300), "the limit is real time");
+        // A wait that spun on the paused clock would burn the whole 300 ms (30 ticks).
+        assert!(thread_cpu_ticks() - cpu < 10, "settle spun while it waited");
+
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            release.store(true, Ordering::SeqCst);
+        });
+        assert!(rt.block_on(polls.settle(Duration::from_secs(30))), "the poll ended");
+        assert!(began.elapsed() < Duration::from_secs(30), "woken when it ended");
+        releaser.join().unwrap();
+        held.join().unwrap();
     }
 
     #[test]

@@ -31,7 +31,15 @@ impl RuntimeBuilder {
     pub async fn open(self) -> Result<Runtime, OpenError> {
         let store: Arc<dyn Store> = match self.store {
             Some(s) => s,
-            None => Arc::new(SledStore::open(&self.path)?),
+            // On a blocking thread: sled's open reads its log, and it may wait for sled's
+            // lock that a store of this process just dropped still holds.
+            None => {
+                let path = self.path.clone();
+                let opened = tokio::task::spawn_blocking(move || SledStore::open(&path))
+                    .await
+                    .map_err(|e| OpenError::Thread(format!("the store's open: {e}")))?;
+                Arc::new(opened?)
+            }
         };
         let max_record = self.max_record.min(codec::DECODE_LIMIT);
         let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
