@@ -7,9 +7,10 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use durable::store::{Layer, SledStore, Space, Store};
+use durable::store::{Layer, SledStore, Space, Store, StoreError, Write, WriteError};
 use durable::{Ctx, Durability, Failure, InstanceError, InstanceState, Runtime, orchestration};
 use support::harness::{fresh_db, open};
 
@@ -206,6 +207,85 @@ async fn a_cancelled_instance_leaves_no_slot() {
     let out = rt.handle::<keeps_a_list>("cancelled").wait_timeout(Duration::from_secs(10)).await;
     assert!(matches!(out, Some(Err(InstanceError::Cancelled(_)))), "{out:?}");
     assert!(slots_gone(store.as_ref(), "cancelled").await, "a cancelled instance keeps none");
+    rt.shutdown().await;
+}
+
+/// A sled store that counts the reads of frame slots, and fails instance writes while
+/// `fail_writes` is above zero (one write each).
+struct CountsSlotReads {
+    inner: SledStore,
+    slot_reads: AtomicUsize,
+    fail_writes: AtomicUsize,
+}
+
+impl Layer for CountsSlotReads {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if space == Space::Slots {
+            self.slot_reads.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.get(space, key)
+    }
+    fn write(&self, id: &str, write: &Write<'_>) -> Result<u64, WriteError> {
+        let failing =
+            self.fail_writes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(WriteError::Store(StoreError::Io("injected: write failed".into())));
+        }
+        self.inner.write(id, write)
+    }
+}
+
+/// A step of the process that wrote the checkpoint before takes the state it left in memory
+/// and reads none of the frame's slots; a restart, and a step run again after a failed
+/// checkpoint, read them back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_in_one_process_read_no_slot_and_a_restart_or_a_failed_checkpoint_reads_them() {
+    let db = fresh_db("slots-unread");
+    let counting = || CountsSlotReads {
+        inner: SledStore::open(&db).unwrap(),
+        slot_reads: 0.into(),
+        fail_writes: 0.into(),
+    };
+    let store = Arc::new(counting());
+    let b = |store: &Arc<CountsSlotReads>| {
+        Runtime::builder(&db).store(store.clone()).orchestration(keeps_a_list)
+    };
+    let rt = b(&store).open().await.unwrap();
+    rt.start(keeps_a_list, "kept", 8).await.unwrap();
+    wait_steps(&rt, "kept", 1).await;
+    feed(&rt, "kept", 3).await;
+    assert!(!slots_of(&store.inner, "kept").is_empty(), "the list is in slots");
+    assert_eq!(store.slot_reads.load(Ordering::SeqCst), 0, "steps took the state in memory");
+
+    // The step's first run reads nothing; its checkpoint fails; the run again reads the frame.
+    store.fail_writes.store(1, Ordering::SeqCst);
+    feed(&rt, "kept", 1).await;
+    assert_eq!(store.fail_writes.load(Ordering::SeqCst), 0, "the failure was injected");
+    let after_retry = store.slot_reads.load(Ordering::SeqCst);
+    assert!(after_retry > 0, "the step run again read its frame back");
+    feed(&rt, "kept", 1).await;
+    assert_eq!(store.slot_reads.load(Ordering::SeqCst), after_retry, "then memory again");
+    rt.shutdown().await;
+    drop(rt);
+    drop(store);
+
+    let store = loop {
+        // The runtime's directory lock goes a moment after its drop.
+        match std::panic::catch_unwind(counting) {
+            Ok(store) => break Arc::new(store),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let rt = b(&store).open().await.unwrap();
+    feed(&rt, "kept", 1).await;
+    assert!(store.slot_reads.load(Ordering::SeqCst) > 0, "a restart reads the frame back");
+    feed(&rt, "kept", 1).await;
+    rt.raise_event("kept", "more", &1u64).await.unwrap();
+    let out = rt.handle::<keeps_a_list>("kept").wait_timeout(Duration::from_secs(10)).await;
+    assert_eq!(out.unwrap().unwrap(), expected(8), "every round counted once, the list intact");
     rt.shutdown().await;
 }
 

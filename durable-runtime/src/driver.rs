@@ -508,37 +508,43 @@ impl Driver {
             tracing::error!("instance `{id}`: a frame without a completion");
             return Ok(None);
         }
-        // What this process knew of the instance's slots, if the record is the one it wrote.
+        // What this process knew of the instance's slots and its state, if the record is the
+        // one it wrote.
         let at = Checkpoint { created_ms: rec.created_ms, steps: rec.steps };
-        *crate::engine::lock(&self.book) = engine.take_book(id, at);
-        // A frame read from the store gets the chunks its slots hold back; a frame whose slots
-        // are gone or damaged fails the instance (its neighbours are not concerned).
-        let mut damaged = None;
-        let resolved = match rec.frame.as_ref().filter(|f| !f.slots.is_empty()) {
-            None => None,
-            Some(stored) => match engine.records.resolve(id, rec.created_ms, stored) {
-                Ok((whole, read)) => {
-                    crate::engine::lock(&self.book).adopt(&read);
-                    Some(whole)
-                }
-                Err(Unresolved::Store(e)) => {
-                    tracing::error!("instance `{id}`: cannot read its frame's slots: {e}");
-                    return Err(());
-                }
-                Err(Unresolved::Damaged(why)) => {
-                    damaged = Some(Fault::Corrupt(format!(
-                        "cannot read its frame at suspension point `{}`: {why}",
-                        stored.point
-                    )));
-                    None
-                }
-            },
-        };
-        let frame = resolved.as_ref().or(rec.frame.as_ref());
-        // The state the previous step of this process left, if it is that of this record.
-        let mut live = engine.take_resident(id, at);
+        let book = engine.take_book(id, at);
+        let mut live = engine.take_resident(id, at, orchestration);
+        // A frame read from the store gets the chunks its slots hold back when the step needs
+        // its locals: not while the state it was written from is here with the book naming its
+        // slots (the machine takes that state), but after a restart, and when the step runs
+        // again after a failed checkpoint (its kept state went with the first run). A frame
+        // whose slots are gone or damaged fails the instance (its neighbours are not concerned).
+        let knew_slots = book.is_some();
+        *crate::engine::lock(&self.book) = book.unwrap_or_default();
+        let (mut resolved, mut damaged) = (None, None);
         let consumed = consumed(&taken);
         loop {
+            let needs_locals = !(live.is_some() && knew_slots);
+            if let Some(stored) = rec.frame.as_ref().filter(|f| {
+                !f.slots.is_empty() && needs_locals && resolved.is_none() && damaged.is_none()
+            }) {
+                match engine.records.resolve(id, rec.created_ms, stored) {
+                    Ok((whole, read)) => {
+                        crate::engine::lock(&self.book).adopt(&read);
+                        resolved = Some(whole);
+                    }
+                    Err(Unresolved::Store(e)) => {
+                        tracing::error!("instance `{id}`: cannot read its frame's slots: {e}");
+                        return Err(());
+                    }
+                    Err(Unresolved::Damaged(why)) => {
+                        damaged = Some(Fault::Corrupt(format!(
+                            "cannot read its frame at suspension point `{}`: {why}",
+                            stored.point
+                        )));
+                    }
+                }
+            }
+            let frame = resolved.as_ref().or(rec.frame.as_ref());
             let now = engine.clock.now_ms();
             let started = std::time::Instant::now();
             let ctx = Ctx::new(id, now, rec.steps + 1);
@@ -628,10 +634,9 @@ impl Driver {
                 delay = (delay * 2).min(Duration::from_secs(5));
                 continue;
             };
-            let orchestration = rec.orchestration.clone();
-            metrics::counter!("durable_steps_total", "orchestration" => orchestration.clone())
-                .increment(1);
-            metrics::histogram!("durable_step_seconds", "orchestration" => orchestration)
+            let name = rec.orchestration.clone();
+            metrics::counter!("durable_steps_total", "orchestration" => name.clone()).increment(1);
+            metrics::histogram!("durable_step_seconds", "orchestration" => name)
                 .record(started.elapsed().as_secs_f64());
             if let Some(p) = &rec.pending {
                 engine.records.clear_timers(id, p);
@@ -645,7 +650,7 @@ impl Driver {
             }
             if let (StepOutcome::Suspended(_), Some(state)) = (&outcome, kept) {
                 let next = Checkpoint { created_ms: rec.created_ms, steps: rec.steps + 1 };
-                engine.keep_resident(id, next, state);
+                engine.keep_resident(id, next, state, orchestration);
             }
             self.report(rec.steps + 1, completed, &outcome, rec.parent.as_ref());
             return Ok(Some((outcome, base.written(next, version, &consumed))));

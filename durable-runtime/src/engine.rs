@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::error::{ClientError, StartError};
 use crate::ids::shown_id;
-use crate::orchestration::LiveState;
+use crate::orchestration::{ErasedOrchestration, LiveState};
 use crate::pool::{Pool, Spawned};
 use crate::record::InstanceRecord;
 use crate::records::Records;
@@ -110,7 +110,7 @@ pub(crate) struct Engine {
     pub(crate) changes: watch::Sender<u64>,
     /// The in-memory state of suspended instances, by instance: the checkpoint it belongs to
     /// and the state. See [`Engine::keep_resident`].
-    resident: Kept<LiveState>,
+    resident: Kept<Resident>,
     /// What the drivers knew of the frame slots of instances with large frames, by instance,
     /// with the checkpoint it belongs to. See [`Engine::keep_book`].
     books: Kept<SlotBook>,
@@ -550,17 +550,30 @@ impl Engine {
 
     // ----- states kept between steps -----
 
-    /// Keeps the state a step suspended with for the next step of this process. Values then
-    /// live on exactly as in plain Rust; only a restart decodes them from the checkpoint.
-    pub(crate) fn keep_resident(&self, id: &str, at: Checkpoint, state: LiveState) {
-        self.resident.keep(id, at, state);
+    /// Keeps the state a step of orchestration `by` suspended with for the next step of this
+    /// process. Values then live on exactly as in plain Rust; only a restart decodes them from
+    /// the checkpoint.
+    pub(crate) fn keep_resident(
+        &self,
+        id: &str,
+        at: Checkpoint,
+        state: LiveState,
+        by: &Arc<dyn ErasedOrchestration>,
+    ) {
+        self.resident.keep(id, at, Resident { state, by: by.clone() });
     }
 
-    /// The kept state of `id` if it belongs to checkpoint `at`. Another worker sharing the
-    /// store may have run the instance since this one kept it: then the record is at a later
-    /// checkpoint and the kept state is dropped.
-    pub(crate) fn take_resident(&self, id: &str, at: Checkpoint) -> Option<LiveState> {
-        self.resident.take(id, at)
+    /// The kept state of `id` if it belongs to checkpoint `at` and was left by orchestration
+    /// `by` (the same registered object, whose machine takes it back for certain). Another
+    /// worker sharing the store may have run the instance since this one kept it: then the
+    /// record is at a later checkpoint and the kept state is dropped.
+    pub(crate) fn take_resident(
+        &self,
+        id: &str,
+        at: Checkpoint,
+        by: &Arc<dyn ErasedOrchestration>,
+    ) -> Option<LiveState> {
+        self.resident.take(id, at).filter(|r| Arc::ptr_eq(&r.by, by)).map(|r| r.state)
     }
 
     /// Drops the kept state of an instance that will not run another step here.
@@ -576,11 +589,17 @@ impl Engine {
         self.books.keep(id, at, book);
     }
 
-    /// The kept book of `id` if it belongs to checkpoint `at`; else an empty one. (Another
-    /// worker that ran the instance since may have deleted slots a stale book would name.)
-    pub(crate) fn take_book(&self, id: &str, at: Checkpoint) -> SlotBook {
-        self.books.take(id, at).unwrap_or_default()
+    /// The kept book of `id` if it belongs to checkpoint `at`. (Another worker that ran the
+    /// instance since may have deleted slots a stale book would name.)
+    pub(crate) fn take_book(&self, id: &str, at: Checkpoint) -> Option<SlotBook> {
+        self.books.take(id, at)
     }
+}
+
+/// A suspended instance's state kept in memory, with the orchestration whose machine left it.
+struct Resident {
+    state: LiveState,
+    by: Arc<dyn ErasedOrchestration>,
 }
 
 /// Values kept between the steps of instances, each with the checkpoint it belongs to: at most
