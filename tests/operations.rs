@@ -4,8 +4,10 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use durable::store::{SledStore, Store};
 use durable::{
     ActivityContext, ActivityError, AnyOutput, Call, ChildError, ClientError, Clock, Ctx, Either,
     EventError, Failure, Handle, InstanceError, InstanceState, InstanceStatus, IntoAnyOp,
@@ -872,6 +874,63 @@ async fn purge_refuses_a_parent_with_running_children_unless_recursive() {
     // A running instance is refused either way.
     rt.start(chain, "live", 0).await.unwrap();
     assert!(matches!(rt.purge_with("live", Scope::Tree).await, Err(ClientError::Running(_))));
+}
+
+/// A suspended parent `top` (depth 1) whose child has completed and not been taken yet.
+async fn finished_child_of_a_suspended_parent(rt: &Runtime, clock: &Clock, top: &str) -> String {
+    rt.start(chain, top, 1).await.unwrap();
+    let ids = parked_chain(rt, top, 1).await;
+    rt.suspend(top).await.unwrap();
+    eventually("suspended", || state_of(rt, top) == Some(InstanceState::Suspended)).await;
+    clock.advance(Duration::from_secs(3600));
+    let child = ids[1].clone();
+    eventually("child completed", || state_of(rt, &child) == Some(InstanceState::Completed)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(state_of(rt, top), Some(InstanceState::Suspended), "the parent took nothing yet");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_refuses_a_child_whose_parent_has_not_taken_its_result() {
+    let db = fresh_db("purge-child-waited-for");
+    let clock = manual_clock();
+    let store = Arc::new(SledStore::open(&db).unwrap());
+    let rt = Runtime::builder(&db)
+        .store(store.clone())
+        .orchestration(chain)
+        .clock(clock.clone())
+        .open()
+        .await
+        .unwrap();
+    let child = finished_child_of_a_suspended_parent(&rt, &clock, "waits").await;
+    for scope in [Scope::Instance, Scope::Tree] {
+        match rt.purge_with(&child, scope).await {
+            Err(e @ ClientError::ParentWaiting { .. }) => {
+                assert!(e.to_string().contains("`waits`"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    rt.resume("waits").await.unwrap();
+    let out = rt.handle::<chain>("waits").wait_timeout(Duration::from_secs(10)).await;
+    assert_eq!(out.unwrap().unwrap(), 1, "the parent took the child's result");
+    rt.purge(&child).await.unwrap();
+    assert!(rt.status(&child).unwrap().is_none(), "taken, the child can go");
+
+    // A child record deleted behind the runtime's back fails the parent's call, saying so,
+    // rather than leaving it waiting for ever.
+    let child = finished_child_of_a_suspended_parent(&rt, &clock, "robbed").await;
+    let version = store.read(&child).unwrap().unwrap().version;
+    store.remove(&child, version).unwrap();
+    rt.resume("robbed").await.unwrap();
+    match rt.handle::<chain>("robbed").wait_timeout(Duration::from_secs(10)).await.unwrap() {
+        Err(InstanceError::Failed { message, .. }) => {
+            assert!(message.contains("is gone"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(rt.status(&child).unwrap().is_none(), "not started again");
+    rt.shutdown().await;
 }
 
 // ----- waiting until parked -----

@@ -44,7 +44,8 @@ impl From<ClientError> for ApiError {
             ClientError::Finished { .. }
             | ClientError::Cancelling { .. }
             | ClientError::Running(_)
-            | ClientError::ChildrenRunning { .. } => 409,
+            | ClientError::ChildrenRunning { .. }
+            | ClientError::ParentWaiting { .. } => 409,
             ClientError::Payload { .. } => 400,
             ClientError::TooLarge { .. } => 413,
             ClientError::Shutdown(_) => 503,

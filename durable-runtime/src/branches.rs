@@ -72,6 +72,19 @@ pub(crate) struct Progress {
     pub changed: bool,
 }
 
+/// Whether an instance parked at `pending` waits for the result of its sub-orchestration
+/// `child`: a branch names it and has not taken its result yet.
+pub(crate) fn waits_for(pending: &Pending, child: &str) -> bool {
+    pending.command.leaves().iter().zip(&pending.branches).enumerate().any(|(i, (leaf, branch))| {
+        let Command::Child { id: chosen, .. } = leaf else { return false };
+        let current = match (&branch.child_id, chosen) {
+            (Some(attempt), _) | (None, Some(attempt)) => attempt.clone(),
+            (None, None) => child_id(&pending.key, i),
+        };
+        branch.done.is_none() && current == child
+    })
+}
+
 /// The id of the sub-orchestration operation `index` of step `key` starts (unless it chose one).
 fn child_id(key: &str, index: usize) -> String {
     derived_id(&branch_key(key, index))
@@ -222,6 +235,23 @@ pub(crate) async fn resolve(
                         }
                     }
                     branch.child_started = true;
+                    changed = true;
+                }
+                if branch.done.is_none()
+                    && branch.child_started
+                    && let Ok(None) = engine.records.record(&child_id)
+                {
+                    // Deleted before this instance took its result (purge refuses that; a
+                    // hand in the store does not). It may have run to its end: not started
+                    // again, which could run its effects twice.
+                    branch.done = Some(Completion::Child(Err(ChildFailure::Failed {
+                        message: format!(
+                            "sub-orchestration `{}` is gone: its record was deleted before this \
+                             instance took its result",
+                            shown_id(&child_id)
+                        ),
+                        payload: None,
+                    })));
                     changed = true;
                 }
                 if branch.done.is_none()

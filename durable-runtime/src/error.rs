@@ -127,6 +127,19 @@ pub enum ClientError {
         /// The ids of its running sub-orchestrations.
         children: Vec<String>,
     },
+    /// The instance is a sub-orchestration whose parent is still waiting to take its result:
+    /// purged now, the result would be lost to the parent. Purge it once the parent has taken
+    /// it, or purge the parent with [`Scope::Tree`](crate::Scope::Tree) once the parent ends.
+    #[error(
+        "instance `{id}` is a sub-orchestration whose parent `{parent}` has not taken its result \
+         yet; purge it after the parent has, or the parent with `Scope::Tree` once it ends"
+    )]
+    ParentWaiting {
+        /// The instance id.
+        id: String,
+        /// Its parent's id.
+        parent: String,
+    },
     /// The payload could not be encoded or is too large.
     #[error("payload for instance `{id}`: {reason}")]
     Payload {

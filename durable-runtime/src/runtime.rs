@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::branches::waits_for;
 use crate::builder::RuntimeBuilder;
 use crate::clock::Clock;
 use crate::codec;
@@ -567,9 +568,10 @@ impl Runtime {
     /// what [`purge`](Self::purge) does), or with its sub-orchestrations at every depth
     /// ([`Scope::Tree`]).
     ///
-    /// The instance itself must have finished ([`ClientError::Running`] otherwise). Alone, it
-    /// must have no sub-orchestration still running ([`ClientError::ChildrenRunning`] names
-    /// them). With [`Scope::Tree`], sub-orchestrations still running are cancelled (reason
+    /// The instance itself must have finished ([`ClientError::Running`] otherwise), and, when
+    /// it is a sub-orchestration, its parent must not be waiting to take its result
+    /// ([`ClientError::ParentWaiting`]). Alone, it must have no sub-orchestration still running
+    /// ([`ClientError::ChildrenRunning`] names them). With [`Scope::Tree`], sub-orchestrations still running are cancelled (reason
     /// "parent `id` purged") and this waits until they have ended before deleting them. Finding
     /// the sub-orchestrations reads every instance record (no index names an instance's
     /// children).
@@ -587,7 +589,16 @@ impl Runtime {
         match self.engine.records.read(id)? {
             None => return Err(ClientError::NotFound(id.into())),
             Some(Ok(rec)) if !rec.is_terminal() => return Err(ClientError::Running(id.into())),
-            Some(_) => {}
+            Some(Ok(rec)) => {
+                if let Some(parent) = rec.parent
+                    && let Some(Ok(p)) = self.engine.records.read(&parent)?
+                    && !p.is_terminal()
+                    && p.pending.as_ref().is_some_and(|pending| waits_for(pending, id))
+                {
+                    return Err(ClientError::ParentWaiting { id: id.into(), parent });
+                }
+            }
+            Some(Err(_)) => {}
         }
         let tree = self.descendants(id)?;
         match scope {
