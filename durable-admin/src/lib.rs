@@ -12,9 +12,12 @@
 //! Every request needs the bearer token: `Authorization: Bearer <token>` from scripts (the
 //! `durable` CLI), or, from a browser, the cookie set when a page is opened once with
 //! `?token=<token>`. The cookie is `HttpOnly` and `SameSite=Strict` and is accepted for reading
-//! (`GET`) only, so no other site can make a browser change an instance. The token is generated
-//! when not given and written to a file only its owner can read ([`TOKEN_FILE`] in the
-//! directory given to [`AdminOptions::new`]); it is never logged.
+//! (`GET`) only, so no other site can make a browser change an instance. It is named for the
+//! server's port (`durable_admin_PORT`) and holds a value derived from the token, not the
+//! token: other services on the same host receive it too (cookies are not kept apart by port),
+//! and what they receive neither works as a bearer token nor gives the token away. The token
+//! is generated when not given and written to a file only its owner can read ([`TOKEN_FILE`]
+//! in the directory given to [`AdminOptions::new`]); it is never logged.
 //!
 //! ```no_run
 //! # #[allow(dead_code)]

@@ -18,6 +18,16 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
+/// `text` percent-encoded as one URL path segment, or `None` when no URL can carry it.
+///
+/// Browsers resolve URLs per WHATWG: a `.` segment is removed and a `..` segment removes the
+/// one before it, and `%2e` counts as a dot, so escaping does not help. A link to
+/// `/instances/..` would open `/`, and one to `/instances/.` the instances page; such an id is
+/// shown without a link instead. Every other text survives [`url_encode`] unchanged.
+pub(crate) fn path_segment(text: &str) -> Option<String> {
+    if text == "." || text == ".." { None } else { Some(url_encode(text)) }
+}
+
 /// `text` percent-encoded for a URL path segment or query value.
 pub(crate) fn url_encode(text: &str) -> String {
     let mut out = String::new();
@@ -29,4 +39,19 @@ pub(crate) fn url_encode(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_have_no_path_segment() {
+        assert_eq!(path_segment("."), None);
+        assert_eq!(path_segment(".."), None);
+        assert_eq!(path_segment("..."), Some("...".to_owned()));
+        assert_eq!(path_segment(".a"), Some(".a".to_owned()));
+        assert_eq!(path_segment("a/.."), Some("a%2F..".to_owned()));
+        assert_eq!(path_segment("%2e"), Some("%252e".to_owned()));
+    }
 }

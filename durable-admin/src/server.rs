@@ -167,7 +167,7 @@ pub async fn serve(rt: Runtime, options: AdminOptions) -> Result<Admin, ServeErr
         }
         None => None,
     };
-    let app = router(rt, token.clone());
+    let app = router(rt, auth::Keys::new(token.clone(), addr.port()));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -182,10 +182,10 @@ pub async fn serve(rt: Runtime, options: AdminOptions) -> Result<Admin, ServeErr
     Ok(Admin { addr, token, token_file, stop: Some(stop), task: Some(task) })
 }
 
-fn router(rt: Runtime, token: Arc<str>) -> Router {
+fn router(rt: Runtime, keys: auth::Keys) -> Router {
     crate::api::routes()
         .merge(crate::web::routes())
         .fallback(|| async { crate::ApiError::not_found("no such page or endpoint") })
         .with_state(rt)
-        .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(keys, auth::require_token))
 }

@@ -233,6 +233,39 @@ fn opaque<E>(value: Option<Result<String, E>>) -> Value {
     }
 }
 
+/// The name of instance `id`'s state as seen now, or `null` when it cannot be read: what a
+/// steering answer reports, since the request itself only records what is to happen.
+fn state_now(rt: &Runtime, id: &str) -> Value {
+    rt.status(id).ok().flatten().map_or(Value::Null, |s| json!(s.state.name()))
+}
+
+/// `POST /api/instances/{id}/cancel`: records the cancellation (of `id` and the
+/// sub-orchestrations it waits for) and answers `{"cancelled": id, "reason": …, "state": …}`,
+/// `state` as seen right after. The cancel is only recorded: a process that runs the
+/// orchestration applies it at the instance's next suspension point, so `state` is usually not
+/// `cancelled` yet, and a step already running may still complete the instance.
+pub async fn cancel(rt: &Runtime, id: &str, reason: &str) -> Result<Value, ApiError> {
+    rt.cancel(id, reason).await?;
+    Ok(json!({"cancelled": id, "reason": reason, "state": state_now(rt, id)}))
+}
+
+/// `POST /api/instances/{id}/suspend`: `{"suspended": id, "was": …, "state": …}`, the states
+/// seen right before and right after (`was` is `suspended` when it already was).
+pub async fn suspend(rt: &Runtime, id: &str) -> Result<Value, ApiError> {
+    let was = state_now(rt, id);
+    rt.suspend(id).await?;
+    Ok(json!({"suspended": id, "was": was, "state": state_now(rt, id)}))
+}
+
+/// `POST /api/instances/{id}/resume`: `{"resumed": id, "was": …, "state": …}`, the states seen
+/// right before and right after; resuming an instance that is not suspended changes nothing,
+/// and `was` shows it.
+pub async fn resume(rt: &Runtime, id: &str) -> Result<Value, ApiError> {
+    let was = state_now(rt, id);
+    rt.resume(id).await?;
+    Ok(json!({"resumed": id, "was": was, "state": state_now(rt, id)}))
+}
+
 /// `GET /api/orchestrations`: name and version of each registered orchestration.
 pub fn orchestrations(rt: &Runtime) -> Value {
     json!(

@@ -13,7 +13,7 @@ use axum::routing::get;
 use durable_runtime::Runtime;
 use serde_json::Value;
 
-use crate::markup::{escape, url_encode};
+use crate::markup::{escape, path_segment, url_encode};
 use crate::view::{self, ApiError, ListQuery};
 
 const CSS: &str = include_str!("../assets/admin.css");
@@ -46,6 +46,21 @@ fn error_page(e: &ApiError) -> Response {
         .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
     (status, page("Error", &format!(r#"<p class="error">{}</p>"#, escape(&e.message))))
         .into_response()
+}
+
+/// A link to `{prefix}{segment}{rest}` showing `label`, or `label` alone (escaped) when
+/// `segment` cannot be a URL path segment: a link that a browser would resolve to another page
+/// is worse than none.
+fn link(prefix: &str, segment: &str, rest: &str, label: &str) -> String {
+    match path_segment(segment) {
+        Some(segment) => format!(r#"<a href="{prefix}{segment}{rest}">{}</a>"#, escape(label)),
+        None => escape(label),
+    }
+}
+
+/// A link to the page of instance `id`, or the id as text when no URL reaches it (`.`, `..`).
+fn instance_link(id: &str) -> String {
+    link("/instances/", id, "", id)
 }
 
 fn text(v: &Value) -> String {
@@ -108,14 +123,14 @@ async fn instances(State(rt): State<Runtime>, uri: Uri) -> Response {
     let rows = list["instances"].as_array().cloned().unwrap_or_default();
     for i in &rows {
         let id = text(&i["id"]);
+        let orch = text(&i["orchestration"]);
         let state = text(&i["state"]);
         let _ = write!(
             body,
-            r#"<tr data-id="{ide}"><td><a href="/instances/{idu}">{ide}</a></td><td><a href="/orchestrations/{ou}">{oe}</a></td><td class="state-{state}">{state}</td><td class="num">{line}</td><td>{pending}</td><td class="num">{steps}</td><td>{updated}</td></tr>"#,
+            r#"<tr data-id="{ide}"><td>{id_link}</td><td>{orch_link}</td><td class="state-{state}">{state}</td><td class="num">{line}</td><td>{pending}</td><td class="num">{steps}</td><td>{updated}</td></tr>"#,
             ide = escape(&id),
-            idu = url_encode(&id),
-            ou = url_encode(&text(&i["orchestration"])),
-            oe = escape(&text(&i["orchestration"])),
+            id_link = instance_link(&id),
+            orch_link = link("/orchestrations/", &orch, "", &orch),
             line = text(&i["point"]["line"]),
             pending = escape(&text(&i["pending"])),
             steps = text(&i["steps"]),
@@ -194,12 +209,7 @@ async fn instance(State(rt): State<Runtime>, Path(id): Path<String>) -> Response
     row(
         &mut body,
         "orchestration",
-        &format!(
-            r#"<a href="/orchestrations/{}">{}</a> v{}"#,
-            url_encode(&orch),
-            escape(&orch),
-            text(&d["version"])
-        ),
+        &format!("{} v{}", link("/orchestrations/", &orch, "", &orch), text(&d["version"])),
     );
     let state = text(&d["state"]);
     row(&mut body, "state", &format!(r#"<span class="state-{state}" id="state">{state}</span>"#));
@@ -230,18 +240,14 @@ async fn instance(State(rt): State<Runtime>, Path(id): Path<String>) -> Response
         );
     }
     if let Some(parent) = d["parent"].as_str() {
-        row(
-            &mut body,
-            "parent",
-            &format!(r#"<a href="/instances/{}">{}</a>"#, url_encode(parent), escape(parent)),
-        );
+        row(&mut body, "parent", &instance_link(parent));
     }
     let children: Vec<String> = d["children"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .map(|c| format!(r#"<a href="/instances/{}">{}</a>"#, url_encode(c), escape(c)))
+        .map(instance_link)
         .collect();
     if !children.is_empty() {
         row(&mut body, "children", &children.join(", "));
@@ -263,9 +269,8 @@ async fn orchestrations(State(rt): State<Runtime>) -> Response {
     for (name, version) in rt.orchestrations() {
         let _ = write!(
             body,
-            r#"<tr><td><a href="/orchestrations/{}?version={version}">{}</a></td><td class="num">{version}</td></tr>"#,
-            url_encode(&name),
-            escape(&name)
+            r#"<tr><td>{}</td><td class="num">{version}</td></tr>"#,
+            link("/orchestrations/", &name, &format!("?version={version}"), &name)
         );
     }
     body.push_str("</tbody></table>");
@@ -303,11 +308,10 @@ async fn orchestration(State(rt): State<Runtime>, Path(name): Path<String>, uri:
         Ok(x) => x,
         Err(e) => return error_page(&e),
     };
+    let version = text(&json["version"]);
     let mut body = format!(
-        r#"<p>Version {}. Click a point to see the instances parked there. <a href="/orchestrations/{}/graph.svg?version={}">SVG</a></p>{svg}"#,
-        text(&json["version"]),
-        url_encode(&name),
-        text(&json["version"])
+        r#"<p>Version {version}. Click a point to see the instances parked there. {}</p>{svg}"#,
+        link("/orchestrations/", &name, &format!("/graph.svg?version={version}"), "SVG")
     );
     body.push_str(r#"<h2>Suspension points</h2><table id="points"><thead><tr><th>Line</th><th>Operation</th><th>Identity</th><th>Stored locals</th><th>Parked</th></tr></thead><tbody>"#);
     for p in json["points"].as_array().into_iter().flatten() {
@@ -337,5 +341,23 @@ async fn graph_svg(State(rt): State<Runtime>, Path(name): Path<String>, uri: Uri
     match graph_and_svg(&rt, &name, &uri) {
         Ok((_, svg)) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_no_url_reaches_are_shown_without_a_link() {
+        // `/instances/..` would open `/`, `/instances/.` the list: no link rather than a wrong one.
+        assert_eq!(instance_link(".."), "..");
+        assert_eq!(instance_link("."), ".");
+        assert_eq!(instance_link("a<b"), r#"<a href="/instances/a%3Cb">a&lt;b</a>"#);
+        assert_eq!(instance_link("..."), r#"<a href="/instances/...">...</a>"#);
+        assert_eq!(
+            link("/orchestrations/", "o&", "?version=2", "o&"),
+            r#"<a href="/orchestrations/o%26?version=2">o&amp;</a>"#
+        );
     }
 }
