@@ -22,7 +22,8 @@ Exit codes:
   4  refused: the instance is finished, still running, or already being cancelled
   5  bad or missing token
   6  cannot reach the admin server or open the database
-  7  bad request (for example an event payload that is not JSON)";
+  7  bad request (for example an event payload that is not JSON or over the server's size
+     limit, or an id or event name `.` or `..`, which no admin API URL can carry)";
 
 /// See and steer durable instances.
 #[derive(Debug, Parser)]
@@ -107,7 +108,11 @@ enum Command {
         /// The payload, as JSON.
         payload: String,
     },
-    /// Cancel an instance (and its sub-orchestrations).
+    /// Request the cancellation of an instance (and of its sub-orchestrations).
+    ///
+    /// The cancel is recorded at once and applied by a process that runs the orchestration, at
+    /// the instance's next suspension point (at once if it waits or is suspended); a step
+    /// already running may still complete it. Prints the state seen right after the request.
     #[command(after_help = EXIT_CODES)]
     Cancel {
         /// The instance id.
@@ -116,13 +121,14 @@ enum Command {
         #[arg(long, default_value = "cancelled from the durable CLI")]
         reason: String,
     },
-    /// Suspend an instance at its current suspension point.
+    /// Suspend an instance at its current suspension point; prints the state seen after.
     #[command(after_help = EXIT_CODES)]
     Suspend {
         /// The instance id.
         id: String,
     },
-    /// Resume a suspended instance.
+    /// Resume a suspended instance; says so when it was not suspended, and prints the state
+    /// seen after.
     #[command(after_help = EXIT_CODES)]
     Resume {
         /// The instance id.
@@ -154,7 +160,7 @@ impl From<ApiError> for Failure {
             404 => 3,
             409 => 4,
             401 => 5,
-            400 | 413 | 422 => 7,
+            400 | 405 | 413 | 422 => 7,
             _ => 1,
         };
         Failure { code, message: e.message }
@@ -255,17 +261,38 @@ impl Backend {
             .send()
             .await
             .map_err(|e| failure(6, format!("cannot reach the admin server at {url}: {e}")))?;
-        let status = response.status().as_u16();
-        let value: Value = response.json().await.map_err(|e| {
-            failure(1, format!("the admin server answered {status} without JSON: {e}"))
-        })?;
-        if (200..300).contains(&status) {
-            Ok(value)
-        } else {
-            let message = value["error"].as_str().unwrap_or("request refused").to_owned();
-            Err(ApiError::new(status, message).into())
-        }
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| failure(6, format!("the admin server's answer broke off: {e}")))?;
+        answer(status, &body)
     }
+}
+
+/// The admin server's answer: its JSON when it succeeded; else its `{"error": …}`, or, from a
+/// server that answers an error without JSON (an older one, or a proxy), its status and text,
+/// either way with the exit code of the status, so that scripts see the same code.
+fn answer(status: reqwest::StatusCode, body: &[u8]) -> Result<Value, Failure> {
+    let value = serde_json::from_slice::<Value>(body);
+    if status.is_success() {
+        return value.map_err(|e| {
+            failure(1, format!("the admin server answered {status} without JSON: {e}"))
+        });
+    }
+    let message = match value.as_ref().ok().and_then(|v| v["error"].as_str()) {
+        Some(error) => error.to_owned(),
+        None => {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text.trim().chars().take(300).collect();
+            if text.is_empty() {
+                format!("the admin server answered {status}")
+            } else {
+                format!("the admin server answered {status}: {text}")
+            }
+        }
+    };
+    Err(ApiError::new(status.as_u16(), message).into())
 }
 
 /// `text` percent-encoded for a URL path segment or query value.
@@ -279,6 +306,27 @@ fn enc(text: &str) -> String {
         }
     }
     out
+}
+
+/// `text` (an id, an event or orchestration name) as one path segment of an admin API URL, or
+/// exit code 7 when no URL can carry it.
+///
+/// reqwest resolves URLs as browsers do (WHATWG): a `.` segment is removed and a `..` segment
+/// removes the one before it, and `%2e` counts as a dot, so no escaping helps: `raise . cancel`
+/// would POST to `/api/instances/events/cancel` and cancel instance `events`. Every other text
+/// survives [`enc`] unchanged, so these two are refused before anything is sent.
+fn segment(what: &str, text: &str) -> Result<String, Failure> {
+    if text == "." || text == ".." {
+        return Err(failure(
+            7,
+            format!(
+                "{what} `{text}` cannot be sent to the admin server: URLs drop `.` and `..` path \
+                 segments, so the request would reach another instance; use --db DIR while no \
+                 process holds the database, or --postgres"
+            ),
+        ));
+    }
+    Ok(enc(text))
 }
 
 async fn run(cli: &Cli, backend: &Backend) -> Result<Value, Failure> {
@@ -323,7 +371,10 @@ async fn run(cli: &Cli, backend: &Backend) -> Result<Value, Failure> {
         }
         Command::Show { id } => match local {
             Some(rt) => Ok(view::describe(rt, id)?),
-            None => backend.call(Method::GET, &format!("/api/instances/{}", enc(id)), None).await,
+            None => {
+                let path = format!("/api/instances/{}", segment("the id", id)?);
+                backend.call(Method::GET, &path, None).await
+            }
         },
         Command::Graph { name, version } => match local {
             Some(_) => Err(failure(
@@ -335,9 +386,8 @@ async fn run(cli: &Cli, backend: &Backend) -> Result<Value, Failure> {
             )),
             None => {
                 let v = version.map(|v| format!("?version={v}")).unwrap_or_default();
-                backend
-                    .call(Method::GET, &format!("/api/orchestrations/{}{v}", enc(name)), None)
-                    .await
+                let name = segment("the orchestration name", name)?;
+                backend.call(Method::GET, &format!("/api/orchestrations/{name}{v}"), None).await
             }
         },
         Command::Raise { id, event, payload } => {
@@ -349,51 +399,34 @@ async fn run(cli: &Cli, backend: &Backend) -> Result<Value, Failure> {
                     Ok(json!({"raised": event, "id": id}))
                 }
                 None => {
-                    backend
-                        .call(
-                            Method::POST,
-                            &format!("/api/instances/{}/events/{}", enc(id), enc(event)),
-                            Some(payload),
-                        )
-                        .await
+                    let path = format!(
+                        "/api/instances/{}/events/{}",
+                        segment("the id", id)?,
+                        segment("the event name", event)?
+                    );
+                    backend.call(Method::POST, &path, Some(payload)).await
                 }
             }
         }
         Command::Cancel { id, reason } => match local {
-            Some(rt) => {
-                rt.cancel(id, reason).await.map_err(ApiError::from)?;
-                Ok(json!({"cancelled": id, "reason": reason}))
-            }
+            Some(rt) => Ok(view::cancel(rt, id, reason).await?),
             None => {
-                backend
-                    .call(
-                        Method::POST,
-                        &format!("/api/instances/{}/cancel", enc(id)),
-                        Some(json!({"reason": reason})),
-                    )
-                    .await
+                let path = format!("/api/instances/{}/cancel", segment("the id", id)?);
+                backend.call(Method::POST, &path, Some(json!({"reason": reason}))).await
             }
         },
         Command::Suspend { id } => match local {
-            Some(rt) => {
-                rt.suspend(id).await.map_err(ApiError::from)?;
-                Ok(json!({"suspended": id}))
-            }
+            Some(rt) => Ok(view::suspend(rt, id).await?),
             None => {
-                backend
-                    .call(Method::POST, &format!("/api/instances/{}/suspend", enc(id)), None)
-                    .await
+                let path = format!("/api/instances/{}/suspend", segment("the id", id)?);
+                backend.call(Method::POST, &path, None).await
             }
         },
         Command::Resume { id } => match local {
-            Some(rt) => {
-                rt.resume(id).await.map_err(ApiError::from)?;
-                Ok(json!({"resumed": id}))
-            }
+            Some(rt) => Ok(view::resume(rt, id).await?),
             None => {
-                backend
-                    .call(Method::POST, &format!("/api/instances/{}/resume", enc(id)), None)
-                    .await
+                let path = format!("/api/instances/{}/resume", segment("the id", id)?);
+                backend.call(Method::POST, &path, None).await
             }
         },
         Command::Purge { id } => match local {
@@ -402,17 +435,47 @@ async fn run(cli: &Cli, backend: &Backend) -> Result<Value, Failure> {
                 Ok(json!({"purged": id}))
             }
             None => {
-                backend.call(Method::DELETE, &format!("/api/instances/{}", enc(id)), None).await
+                let path = format!("/api/instances/{}", segment("the id", id)?);
+                backend.call(Method::DELETE, &path, None).await
             }
         },
     }
 }
 
+/// `text` with the characters a terminal acts on written as visible escapes: control
+/// characters (`\n`, `\r`, `\t`, `\x1b`, `\u{9b}`, …), the bidirectional controls that
+/// reorder what follows (`\u{202e}`, …) and the line and paragraph separators. Everything else,
+/// any script, is unchanged.
+///
+/// Ids, event names, errors, custom statuses, outputs and locals are anybody's text: printed
+/// raw, `\x1b[2J` clears the screen, `\r` or `\n` forges table rows, and U+202E shows what
+/// follows reversed.
+fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if c.is_control()
+                || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}')
+                || matches!(c, '\u{2066}'..='\u{2069}') =>
+            {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A value of the API's JSON as one cell of human output, escaped by [`shown`].
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => shown(s),
+        other => shown(&other.to_string()),
     }
 }
 
@@ -462,7 +525,7 @@ fn print_human(command: &Command, v: &Value) {
                 .collect();
             table(&["ID", "ORCHESTRATION", "STATE", "LINE", "PENDING", "STEPS", "UPDATED"], &rows);
             if let Some(next) = v["next"].as_str() {
-                println!("(more: --after {next})");
+                println!("(more: --after {})", shown(next));
             }
         }
         Command::Show { .. } => {
@@ -524,11 +587,44 @@ fn print_human(command: &Command, v: &Value) {
                 println!("  {} -> {}", cell(&e[0]), cell(&e[1]));
             }
         }
-        Command::Raise { id, event, .. } => println!("raised `{event}` for {id}"),
-        Command::Cancel { id, .. } => println!("cancelled {id}"),
-        Command::Suspend { id } => println!("suspended {id}"),
-        Command::Resume { id } => println!("resumed {id}"),
-        Command::Purge { id } => println!("purged {id}"),
+        Command::Raise { id, event, .. } => {
+            println!("raised `{}` for {}", shown(event), shown(id));
+        }
+        Command::Cancel { id, .. } | Command::Suspend { id } | Command::Resume { id } => {
+            println!("{}", steered(command, &shown(id), v));
+        }
+        Command::Purge { id } => println!("purged {}", shown(id)),
+    }
+}
+
+/// What a cancel, suspend or resume of `id` did, from the states the answer reports (`was`
+/// before, `state` after; a server older than this CLI reports neither).
+///
+/// A cancel is only recorded: it is applied at the instance's next suspension point by a
+/// process that runs the orchestration, so "cancelled" would overstate it until the state
+/// says so; likewise a resume of an instance that was not suspended did nothing.
+fn steered(command: &Command, id: &str, v: &Value) -> String {
+    let state = v["state"].as_str().map(shown);
+    let was = v["was"].as_str();
+    let now = state.as_ref().map(|s| format!(" (it is {s})")).unwrap_or_default();
+    match (command, state.as_deref()) {
+        (Command::Cancel { .. }, Some("cancelled")) => format!("cancelled {id}"),
+        (Command::Cancel { .. }, _) => format!(
+            "cancel requested for {id}{now}: a process that runs its orchestration applies it \
+             at its next suspension point"
+        ),
+        (Command::Suspend { .. }, Some("suspended")) if was == Some("suspended") => {
+            format!("{id} was already suspended")
+        }
+        (Command::Suspend { .. }, Some("suspended")) => format!("suspended {id}"),
+        (Command::Suspend { .. }, _) => format!("suspend requested for {id}{now}"),
+        (Command::Resume { .. }, Some(_)) if was == Some("suspended") => {
+            format!("resumed {id}{now}")
+        }
+        (Command::Resume { .. }, Some(_)) if matches!(was, Some("running" | "scheduled")) => {
+            format!("{id} was not suspended{now}")
+        }
+        _ => format!("resume requested for {id}{now}"),
     }
 }
 
@@ -538,7 +634,7 @@ fn print_locals(v: &Value, frame: &Value, indent: &str) {
             return;
         }
         if let Some(e) = v["locals_error"].as_str() {
-            println!("locals:          (not decoded: {e})");
+            println!("locals:          (not decoded: {})", shown(e));
         }
         let stored: Vec<String> = v["stored_locals"]
             .as_array()
@@ -553,7 +649,7 @@ fn print_locals(v: &Value, frame: &Value, indent: &str) {
     }
     println!("{indent}locals:");
     for l in frame["locals"].as_array().into_iter().flatten() {
-        println!("{indent}  {} = {}", cell(&l["name"]), l["value"]);
+        println!("{indent}  {} = {}", cell(&l["name"]), shown(&l["value"].to_string()));
     }
     if let Some(n) = frame["nested"].as_object() {
         println!("{indent}  in durable function {}:", cell(&n["function"]));
@@ -567,7 +663,7 @@ async fn main() -> ExitCode {
     let backend = match connect(&cli).await {
         Ok(b) => b,
         Err(f) => {
-            eprintln!("durable: {}", f.message);
+            eprintln!("durable: {}", shown(&f.message));
             return ExitCode::from(f.code);
         }
     };
@@ -588,8 +684,104 @@ async fn main() -> ExitCode {
             if cli.json {
                 println!("{}", json!({"error": f.message}));
             }
-            eprintln!("durable: {}", f.message);
+            eprintln!("durable: {}", shown(&f.message));
             ExitCode::from(f.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the URL the CLI builds for `id` reaches `/api/instances/{id}/cancel`.
+    fn reaches_its_instance(id: &str) -> bool {
+        let Ok(seg) = segment("the id", id) else { return false };
+        let built = format!("/api/instances/{seg}/cancel");
+        reqwest::Url::parse(&format!("http://127.0.0.1:1{built}")).is_ok_and(|u| u.path() == built)
+    }
+
+    #[test]
+    fn only_dot_segments_are_refused_and_every_other_id_keeps_its_url() {
+        for id in [".", ".."] {
+            assert_eq!(segment("the id", id).map_err(|f| f.code).err(), Some(7), "{id}");
+        }
+        for id in ["...", ".a", "a.", "%2e", "%2E%2e", "a/..", "\\..", "\t..", " ..", "?#", "é"] {
+            assert!(reaches_its_instance(id), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_without_json_keep_the_exit_code_of_their_status() {
+        use reqwest::StatusCode as S;
+        let code = |status, body: &[u8]| answer(status, body).map_err(|f| f.code).err();
+        // What axum answers without a JSON layer: an empty 405, and plain text.
+        assert_eq!(code(S::METHOD_NOT_ALLOWED, b""), Some(7));
+        assert_eq!(code(S::PAYLOAD_TOO_LARGE, b"length limit exceeded"), Some(7));
+        assert_eq!(code(S::BAD_REQUEST, b"Invalid URL: Cannot parse"), Some(7));
+        assert_eq!(code(S::NOT_FOUND, b"<html>not found</html>"), Some(3));
+        assert_eq!(code(S::PAYLOAD_TOO_LARGE, br#"{"error": "over the limit"}"#), Some(7));
+        assert_eq!(code(S::METHOD_NOT_ALLOWED, br#"{"error": "PUT is not allowed"}"#), Some(7));
+        assert_eq!(code(S::OK, b"not json"), Some(1));
+        let message =
+            answer(S::PAYLOAD_TOO_LARGE, b"length limit exceeded").err().map(|f| f.message);
+        assert_eq!(
+            message.as_deref(),
+            Some("the admin server answered 413 Payload Too Large: length limit exceeded")
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_other_text_kept() {
+        assert_eq!(shown("a\nb\r\tc"), "a\\nb\\r\\tc");
+        assert_eq!(shown("\x1b[2J\x07\x7f"), "\\x1b[2J\\x07\\x7f");
+        assert_eq!(
+            shown("\u{9b}31m \u{202e}txt \u{2066} \u{2028}"),
+            "\\u{9b}31m \\u{202e}txt \\u{2066} \\u{2028}"
+        );
+        assert_eq!(
+            shown("grüße, 東京, emoji 🎉, back\\slash"),
+            "grüße, 東京, emoji 🎉, back\\slash"
+        );
+    }
+
+    #[test]
+    fn steering_says_what_was_recorded_not_more() {
+        let cancel = Command::Cancel { id: "x".into(), reason: String::new() };
+        let said = |command: &Command, v: Value| steered(command, "x", &v);
+        assert_eq!(
+            said(&cancel, json!({"cancelled": "x", "state": "running"})),
+            "cancel requested for x (it is running): a process that runs its orchestration \
+             applies it at its next suspension point"
+        );
+        assert_eq!(said(&cancel, json!({"cancelled": "x", "state": "cancelled"})), "cancelled x");
+        assert!(said(&cancel, json!({"cancelled": "x"})).starts_with("cancel requested for x:"));
+        let resume = Command::Resume { id: "x".into() };
+        assert_eq!(
+            said(&resume, json!({"resumed": "x", "was": "running", "state": "running"})),
+            "x was not suspended (it is running)"
+        );
+        assert_eq!(
+            said(&resume, json!({"resumed": "x", "was": "suspended", "state": "running"})),
+            "resumed x (it is running)"
+        );
+        assert_eq!(
+            said(&resume, json!({"resumed": "x", "was": "unregistered", "state": "unregistered"})),
+            "resume requested for x (it is unregistered)"
+        );
+        assert_eq!(said(&resume, json!({"resumed": "x"})), "resume requested for x");
+        let suspend = Command::Suspend { id: "x".into() };
+        assert_eq!(
+            said(&suspend, json!({"suspended": "x", "was": "running", "state": "suspended"})),
+            "suspended x"
+        );
+        assert_eq!(
+            said(&suspend, json!({"suspended": "x", "was": "suspended", "state": "suspended"})),
+            "x was already suspended"
+        );
+        assert_eq!(
+            said(&suspend, json!({"suspended": "x", "was": "completed", "state": "completed"})),
+            "suspend requested for x (it is completed)"
+        );
     }
 }

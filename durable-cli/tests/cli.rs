@@ -134,6 +134,169 @@ async fn against_a_running_process() {
     admin.stop().await;
 }
 
+/// A runtime serving its admin API in `dir`, with an `approval` instance for each of `ids`
+/// parked at its wait.
+async fn serving(dir: &Path, ids: &[&str]) -> (Runtime, durable::admin::Admin) {
+    let rt = Runtime::builder(dir).orchestration(approval).open().await.expect("open");
+    for id in ids {
+        rt.start(approval, *id, format!("thing {id}")).await.expect("start");
+    }
+    for _ in 0..500 {
+        let parked: u64 =
+            rt.point_counts("approval").expect("counts").iter().map(|c| c.instances).sum();
+        if parked == u64::try_from(ids.len()).unwrap_or(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let admin = durable::admin::serve(rt.clone(), AdminOptions::new(dir)).await.expect("serve");
+    (rt, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_ids_are_refused_rather_than_sent_to_another_instance() {
+    let dir = Dir::new("dots");
+    let (rt, admin) = serving(&dir.0, &[".", "..", "events", "x"]).await;
+    let (url, token) = (admin.url(), admin.token().to_owned());
+    let at = |args: &[&str]| {
+        let mut v = vec!["--url", url.as_str(), "--token", token.as_str()];
+        v.extend_from_slice(args);
+        v.into_iter().map(str::to_owned).collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| async move {
+        durable(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
+    };
+
+    // A URL would turn `/api/instances/./events/cancel` into `/api/instances/events/cancel`.
+    let out = run(at(&["raise", ".", "cancel", "{}"])).await;
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`.`"), "{out:?}");
+    for args in [
+        &["cancel", ".."][..],
+        &["suspend", "."],
+        &["resume", ".."],
+        &["purge", "."],
+        &["show", ".."],
+        &["raise", "x", "..", "true"],
+        &["graph", "."],
+    ] {
+        assert_eq!(run(at(args)).await.status.code(), Some(7), "{args:?}");
+    }
+
+    // `events` and `x` were not touched: each still takes its approval and completes.
+    for id in ["events", "x"] {
+        let status = rt.status(id).expect("status").expect("exists");
+        assert_eq!(status.state, durable::InstanceState::Running, "{id}");
+        assert_eq!(status.buffered_events, 0, "{id}");
+        rt.raise_event(id, "approval", &true).await.expect("raise");
+        let done = rt.handle::<approval>(id).wait_timeout(Duration::from_secs(20)).await;
+        assert_eq!(done.expect("in time").expect("done"), format!("approve thing {id}? yes"));
+    }
+    admin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steering_says_what_happened() {
+    let dir = Dir::new("steer");
+    // A client-only runtime runs nothing, so a recorded cancel stays unapplied, as it does
+    // while a step runs or until a process that runs the orchestration gets to it.
+    let rt = Runtime::builder(&dir.0).orchestration(approval).worker(false).open().await;
+    let rt = rt.expect("open");
+    for id in ["a", "b"] {
+        rt.start(approval, id, format!("thing {id}")).await.expect("start");
+    }
+    let admin = durable::admin::serve(rt.clone(), AdminOptions::new(&dir.0)).await.expect("serve");
+    let (url, token) = (admin.url(), admin.token().to_owned());
+    let said = |args: &[&str]| {
+        let mut v = vec!["--url", url.as_str(), "--token", token.as_str()];
+        v.extend_from_slice(args);
+        let v: Vec<String> = v.into_iter().map(str::to_owned).collect();
+        async move {
+            let out = durable(&v.iter().map(String::as_str).collect::<Vec<_>>()).await;
+            assert!(out.status.success(), "{out:?}");
+            stdout(&out)
+        }
+    };
+
+    assert_eq!(
+        said(&["cancel", "a"]).await,
+        "cancel requested for a (it is running): a process that runs its orchestration applies \
+         it at its next suspension point\n"
+    );
+    let answer: Value =
+        serde_json::from_str(&said(&["--json", "cancel", "a"]).await).expect("json");
+    assert_eq!(answer["cancelled"], "a", "the old field stays: {answer}");
+    assert_eq!(answer["state"], "running", "{answer}");
+
+    assert_eq!(said(&["resume", "b"]).await, "b was not suspended (it is running)\n");
+    assert_eq!(said(&["suspend", "b"]).await, "suspended b\n");
+    assert_eq!(said(&["suspend", "b"]).await, "b was already suspended\n");
+    assert_eq!(said(&["resume", "b"]).await, "resumed b (it is running)\n");
+    admin.stop().await;
+    rt.shutdown().await;
+}
+
+/// Fails unless `text` holds no character a terminal acts on but the line ends.
+fn assert_inert(text: &str) {
+    let bad = |c: char| {
+        c != '\n'
+            && (c.is_control()
+                || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}')
+                || matches!(c, '\u{2066}'..='\u{2069}'))
+    };
+    assert!(!text.chars().any(bad), "{text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_are_shown_escaped() {
+    let dir = Dir::new("controls");
+    let forged = "x\nreq-9  approval  completed";
+    let ids = [forged, "\x1b[2J", "cr\rtab\t", "c1\u{9b}31m", "bidi\u{202e}txt"];
+    let (rt, admin) = serving(&dir.0, &ids).await;
+    let (url, token) = (admin.url(), admin.token().to_owned());
+    let cli = |args: &[&str]| {
+        let mut v = vec!["--url", url.as_str(), "--token", token.as_str()];
+        v.extend_from_slice(args);
+        v.into_iter().map(str::to_owned).collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| async move {
+        durable(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
+    };
+
+    // One row per instance: no id forges one, none clears the screen.
+    let out = run(cli(&["list"])).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert_inert(&text);
+    assert_eq!(text.lines().count(), ids.len() + 1, "{text}");
+    assert!(text.contains(r"x\nreq-9  approval  completed"), "{text}");
+    assert!(text.contains(r"\x1b[2J"), "{text}");
+    assert!(text.contains(r"bidi\u{202e}txt"), "{text}");
+    let out = run(cli(&["list", "--limit", "1"])).await;
+    assert_inert(&stdout(&out));
+    assert!(stdout(&out).contains(r"(more: --after \x1b[2J)"), "{}", stdout(&out));
+
+    // The output, written by the orchestration from the id, is escaped too.
+    for id in ids {
+        let out = run(cli(&["raise", id, "approval", "true"])).await;
+        assert!(out.status.success(), "{out:?}");
+        assert_inert(&stdout(&out));
+        let done = rt.handle::<approval>(id).wait_timeout(Duration::from_secs(20)).await;
+        assert!(done.expect("in time").is_ok());
+        let out = run(cli(&["show", id])).await;
+        assert!(out.status.success(), "{out:?}");
+        assert_inert(&stdout(&out));
+        assert!(stdout(&out).contains("output:"), "{}", stdout(&out));
+    }
+    // Errors name the id: escaped on stderr as well.
+    let out = run(cli(&["show", "\x1b[2Jnobody\u{202e}"])).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_inert(&err);
+    assert!(err.contains(r"\x1b[2Jnobody\u{202e}"), "{err}");
+    admin.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_a_closed_database() {
     let dir = Dir::new("closed");
