@@ -113,11 +113,11 @@ fn query<T: serde::de::DeserializeOwned + Default>(raw: Option<&str>) -> Result<
 
 async fn list(State(rt): State<Runtime>, uri: axum::http::Uri) -> Answer {
     let q: ListQuery = query(uri.query())?;
-    Ok(axum::Json(view::list(&rt, &q)?))
+    Ok(axum::Json(view::off_thread(&rt, move |rt| view::list(rt, &q)).await?))
 }
 
 async fn describe(State(rt): State<Runtime>, Path(id): Path<String>) -> Answer {
-    Ok(axum::Json(view::describe(&rt, &id)?))
+    Ok(axum::Json(view::off_thread(&rt, move |rt| view::describe(rt, &id)).await?))
 }
 
 /// A JSON body, or 400 saying why it is not one.
@@ -182,7 +182,7 @@ async fn graph(
     uri: axum::http::Uri,
 ) -> Answer {
     let q: VersionQuery = query(uri.query())?;
-    Ok(axum::Json(view::graph(&rt, &name, q.version)?))
+    Ok(axum::Json(view::off_thread(&rt, move |rt| view::graph(rt, &name, q.version)).await?))
 }
 
 async fn metrics(State(rt): State<Runtime>) -> Response {

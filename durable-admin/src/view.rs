@@ -233,6 +233,19 @@ fn opaque<E>(value: Option<Result<String, E>>) -> Value {
     }
 }
 
+/// Runs `read` on a blocking thread. A list with filters, an instance's children and the
+/// graph's parked counts read every instance record; on the handler's thread that would hold
+/// up the runtime's own tasks scheduled on it (drivers, timers) for as long.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    rt: &Runtime,
+    read: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let rt = rt.clone();
+    tokio::task::spawn_blocking(move || read(&rt))
+        .await
+        .map_err(|e| ApiError::new(500, format!("the read stopped: {e}")))?
+}
+
 /// The name of instance `id`'s state as seen now, or `null` when it cannot be read: what a
 /// steering answer reports, since the request itself only records what is to happen.
 fn state_now(rt: &Runtime, id: &str) -> Value {

@@ -79,7 +79,8 @@ async fn instances(State(rt): State<Runtime>, uri: Uri) -> Response {
         },
         None => ListQuery::default(),
     };
-    let list = match view::list(&rt, &q) {
+    let query = q.clone();
+    let list = match view::off_thread(&rt, move |rt| view::list(rt, &query)).await {
         Ok(v) => v,
         Err(e) => return error_page(&e),
     };
@@ -200,7 +201,8 @@ fn locals_table(body: &mut String, frame: &Value) {
 }
 
 async fn instance(State(rt): State<Runtime>, Path(id): Path<String>) -> Response {
-    let d = match view::describe(&rt, &id) {
+    let key = id.clone();
+    let d = match view::off_thread(&rt, move |rt| view::describe(rt, &key)).await {
         Ok(d) => d,
         Err(e) => return error_page(&e),
     };
@@ -304,7 +306,8 @@ fn graph_and_svg(rt: &Runtime, name: &str, uri: &Uri) -> Result<(Value, String),
 }
 
 async fn orchestration(State(rt): State<Runtime>, Path(name): Path<String>, uri: Uri) -> Response {
-    let (json, svg) = match graph_and_svg(&rt, &name, &uri) {
+    let key = name.clone();
+    let (json, svg) = match view::off_thread(&rt, move |rt| graph_and_svg(rt, &key, &uri)).await {
         Ok(x) => x,
         Err(e) => return error_page(&e),
     };
@@ -338,7 +341,7 @@ async fn orchestration(State(rt): State<Runtime>, Path(name): Path<String>, uri:
 }
 
 async fn graph_svg(State(rt): State<Runtime>, Path(name): Path<String>, uri: Uri) -> Response {
-    match graph_and_svg(&rt, &name, &uri) {
+    match view::off_thread(&rt, move |rt| graph_and_svg(rt, &name, &uri)).await {
         Ok((_, svg)) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
         Err(e) => e.into_response(),
     }

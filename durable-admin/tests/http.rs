@@ -2,6 +2,9 @@
 //! that every error under `/api` is JSON.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use durable_admin::{Admin, AdminOptions};
 use durable_runtime::Runtime;
@@ -148,5 +151,73 @@ async fn every_api_error_is_json() {
         answer(call(Method::GET, "/api/instances/x/cancel")).await,
         StatusCode::METHOD_NOT_ALLOWED,
     );
+    admin.stop().await;
+}
+
+/// A sled store whose next scan, once armed, waits (blocking its thread, up to 10 s) until a
+/// task of the runtime has run meanwhile.
+struct Gate {
+    inner: durable_runtime::store::SledStore,
+    armed: AtomicBool,
+    inside: AtomicBool,
+    ticked: AtomicBool,
+}
+
+impl durable_runtime::store::Layer for Gate {
+    fn inner(&self) -> &dyn durable_runtime::store::Store {
+        &self.inner
+    }
+    fn scan(
+        &self,
+        space: durable_runtime::store::Space,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, durable_runtime::store::StoreError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.inside.store(true, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !self.ticked.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.inside.store(false, Ordering::SeqCst);
+        }
+        durable_runtime::store::Store::scan(&self.inner, space, after, limit)
+    }
+}
+
+/// A list that reads every record (a filter matching nothing) runs off the handler's thread:
+/// on a runtime of one thread, a task still runs while the read is in progress.
+#[tokio::test]
+async fn reading_every_record_does_not_hold_up_the_runtime() {
+    let dir = Dir::new("off-thread");
+    let store = Arc::new(Gate {
+        inner: durable_runtime::store::SledStore::open(&dir.0).expect("store"),
+        armed: AtomicBool::new(false),
+        inside: AtomicBool::new(false),
+        ticked: AtomicBool::new(false),
+    });
+    let rt = Runtime::builder(&dir.0).store(store.clone()).open().await.expect("open");
+    let admin = durable_admin::serve(rt.clone(), AdminOptions::new(&dir.0)).await.expect("serve");
+    let gate = store.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            if gate.inside.load(Ordering::SeqCst) {
+                gate.ticked.store(true, Ordering::SeqCst);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    store.armed.store(true, Ordering::SeqCst);
+    let listed = reqwest::Client::new()
+        .get(format!("{}/api/instances?q=nothing-matches", admin.url()))
+        .bearer_auth(admin.token())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert!(!store.armed.load(Ordering::SeqCst), "the list scanned the store");
+    assert!(store.ticked.load(Ordering::SeqCst), "no task ran while the list read the store");
+    ticker.abort();
     admin.stop().await;
 }
