@@ -962,6 +962,11 @@ impl Lowerer<'_> {
             Expr::Tuple(t) => self.lift_in_order(&mut t.elems.iter_mut().collect::<Vec<_>>()),
             Expr::Array(t) => self.lift_in_order(&mut t.elems.iter_mut().collect::<Vec<_>>()),
             Expr::Struct(s) => {
+                // A shorthand field (`Rec { a, .. }`) prints as its name alone, whatever its
+                // expression became: spilled into a temporary, it must print `a: temporary`.
+                for f in &mut s.fields {
+                    f.colon_token.get_or_insert_with(Default::default);
+                }
                 let mut parts: Vec<&mut Expr> = s.fields.iter_mut().map(|f| &mut f.expr).collect();
                 if let Some(r) = &mut s.rest {
                     parts.push(&mut **r);

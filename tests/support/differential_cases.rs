@@ -172,6 +172,30 @@ differential_case!(drops_across_a_timer, false, (_x: u32 = 0), |ctx| -> Vec<Stri
     Ok(slept)
 });
 
+differential_case!(struct_shorthand_fields, true, (a0: i64 = 1), |ctx| -> (Pair, Pair, i64) {
+    let mut a = a0;
+    // `a` is read before the call changes it, as in plain Rust.
+    let first = Pair { a, b: ctx.call(dadd, ({ a += 10; a }, 0)).await? };
+    let name = format!("n{a}");
+    let second = Pair { b: ctx.call(dadd, (a, 1)).await?, a };
+    let labelled = Labelled { name, total: ctx.call(dadd, (first.b, second.b)).await? };
+    Ok((first, second, labelled.total + labelled.name.len() as i64))
+});
+
+/// Two numbers, built with shorthand fields around awaits.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub struct Pair {
+    pub a: i64,
+    pub b: i64,
+}
+
+/// A name and a total, the name given by shorthand before an await.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub struct Labelled {
+    pub name: String,
+    pub total: i64,
+}
+
 /// A type with a field the checkpoint leaves out.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct WithSkip {
@@ -195,4 +219,5 @@ pub const CASES: &[Case] = &[
     drops_in_process::CASE,
     timers::CASE,
     drops_across_a_timer::CASE,
+    struct_shorthand_fields::CASE,
 ];
