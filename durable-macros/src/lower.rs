@@ -722,8 +722,11 @@ impl Lowerer<'_> {
                 }
                 self.lift(&mut iterable);
                 let span = f.expr.span_of();
-                let (base, adapters) = peel_adapters(&iterable);
+                let (mut base, adapters) = peel_adapters(&iterable);
                 let cursor = reborrowable(&base);
+                if cursor {
+                    self.freeze_operands(&mut base);
+                }
                 let it = self.temp("iter", true, span);
                 let it_ident = self.m.bindings[it].ident.clone();
                 let krate = self.krate.clone();
@@ -1044,6 +1047,53 @@ impl Lowerer<'_> {
         let value = std::mem::replace(e, self.temp_expr(t));
         self.code(parse_quote!(let mut #ident = #value;), vec![t]);
         self.bring_into_scope(t);
+    }
+
+    /// The operands of an iterable borrowed again at every iteration (a `for` over `&v[lo..]`
+    /// or `v.iter().take(n)`) evaluated once, now, into temporaries, as plain Rust evaluates
+    /// them once before the loop: the body may change `lo` or `n`. The places borrowed stay
+    /// places (the body cannot change them while they are borrowed).
+    fn freeze_operands(&mut self, e: &mut Expr) {
+        match e {
+            Expr::Paren(p) => self.freeze_operands(&mut p.expr),
+            Expr::Group(g) => self.freeze_operands(&mut g.expr),
+            Expr::Reference(r) => self.freeze_operands(&mut r.expr),
+            Expr::Field(f) => self.freeze_operands(&mut f.base),
+            Expr::Unary(u) => self.freeze_operands(&mut u.expr),
+            Expr::Index(i) => {
+                self.freeze_operands(&mut i.expr);
+                self.freeze(&mut i.index);
+            }
+            Expr::MethodCall(c) => {
+                self.freeze_operands(&mut c.receiver);
+                for a in &mut c.args {
+                    self.freeze(a);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `e` evaluated now into a temporary that stands for it, cloned at each use; a range
+    /// freezes its bounds (a `RangeFull` or a range type need not be storable).
+    fn freeze(&mut self, e: &mut Expr) {
+        match e {
+            Expr::Lit(_) => {}
+            Expr::Paren(p) => self.freeze(&mut p.expr),
+            Expr::Range(r) => {
+                for bound in [&mut r.start, &mut r.end].into_iter().flatten() {
+                    self.freeze(bound);
+                }
+            }
+            _ => {
+                let t = self.temp("operand", false, e.span_of());
+                let ident = self.m.bindings[t].ident.clone();
+                let value =
+                    std::mem::replace(e, parse_quote!(::core::clone::Clone::clone(&#ident)));
+                self.code(parse_quote!(let #ident = #value;), vec![t]);
+                self.bring_into_scope(t);
+            }
+        }
     }
 
     fn lift_await(&mut self, e: &mut Expr, try_op: bool) {

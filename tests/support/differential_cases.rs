@@ -182,6 +182,31 @@ differential_case!(struct_shorthand_fields, true, (a0: i64 = 1), |ctx| -> (Pair,
     Ok((first, second, labelled.total + labelled.name.len() as i64))
 });
 
+differential_case!(for_over_a_borrow_with_changing_operands, true, (n0: usize = 5), |ctx| -> Vec<i64> {
+    // The adapters' arguments and the slice's bounds are read once, before the loop, though
+    // the body changes them.
+    let v: Vec<i64> = vec![10, 20, 30, 40, 50, 60];
+    let mut n = n0;
+    let mut out = Vec::new();
+    for x in v.iter().take(n) {
+        n = n.saturating_sub(2);
+        out.push(ctx.call(dadd, (*x, 0)).await?);
+    }
+    let mut k = 1;
+    for (i, x) in v.iter().skip(k).enumerate() {
+        k += 1;
+        let r = ctx.call(dadd, (*x, i as i64)).await?;
+        out.push(r - *x);
+    }
+    let mut lo = 2;
+    for x in &v[lo..] {
+        lo += 1;
+        out.push(ctx.call(dadd, (*x, lo as i64)).await?);
+    }
+    out.push((n + k + lo) as i64);
+    Ok(out)
+});
+
 /// Two numbers, built with shorthand fields around awaits.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct Pair {
@@ -220,4 +245,5 @@ pub const CASES: &[Case] = &[
     timers::CASE,
     drops_across_a_timer::CASE,
     struct_shorthand_fields::CASE,
+    for_over_a_borrow_with_changing_operands::CASE,
 ];
