@@ -500,3 +500,51 @@ async fn a_range_in_a_local_is_kept_not_collected() {
     let (out, _) = stop_at_every_point(stored_iterators, "stored-iterators", 3).await;
     assert_eq!(out, (3, vec![3, 4]));
 }
+
+// ----- `Drop` of a local not used after an `.await` -----
+
+/// The drops of `Dropped` values, by instance.
+static DROPPED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records its drop under its instance.
+#[derive(Serialize, Deserialize)]
+struct Dropped(String, String);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        DROPPED.lock().unwrap().push((self.0.clone(), self.1.clone()));
+    }
+}
+
+#[activity]
+async fn drops_seen(id: String) -> Result<Vec<String>, String> {
+    let dropped = DROPPED.lock().unwrap();
+    Ok(dropped.iter().filter(|(i, _)| *i == id).map(|(_, w)| w.clone()).collect())
+}
+
+#[orchestration]
+async fn guards(ctx: Ctx, _x: u8) -> Result<(Vec<String>, Vec<String>), Failure> {
+    let id = ctx.instance_id().to_string();
+    // Not used after the `.await`: dropped there, before the activity runs.
+    let _unused = Dropped(id.clone(), "unused".into());
+    // Used after it: lives to its last use, as in plain Rust.
+    let kept = Dropped(id.clone(), "kept".into());
+    let first = ctx.call(drops_seen, id.clone()).await?;
+    drop(kept);
+    let second = ctx.call(drops_seen, id).await?;
+    Ok((first, second))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_not_used_after_an_await_is_dropped_at_it() {
+    let db = support::harness::fresh_db("guards");
+    let rt = support::harness::open(|| durable::Runtime::builder(&db).orchestration(guards)).await;
+    let out = rt.start(guards, "guards", 0).await.unwrap().wait().await.unwrap();
+    assert_eq!(
+        out.0,
+        ["unused"],
+        "dropped at the `.await`, where plain Rust waits for the block's end"
+    );
+    assert_eq!(out.1, ["unused", "kept"], "a local used after the `.await` drops where it is used");
+    rt.shutdown().await;
+}

@@ -750,6 +750,15 @@ impl Lowerer<'_> {
                         quote::quote_spanned!(span=> #krate::__support_v1::ForCursor::new())
                     }
                     None => {
+                        if let Some(why) = eager_hazard(&base) {
+                            self.errors.at(&base, format!(
+                                "this `for` loop's iterable is an iterator that cannot be stored: \
+                                 its items would all be produced before the first iteration (the \
+                                 items still to visit are stored in the checkpoint), and {why}; \
+                                 collect them first (`let items: Vec<_> = ….collect();`, then \
+                                 `for … in items`), or move the work into the loop body"
+                            ));
+                        }
                         // A stored iterator if it can be stored, else its items
                         // (`ForSource`); the check at the iterable, so that a failure is
                         // reported there.
@@ -1538,6 +1547,47 @@ fn diverges(stmt: &Stmt) -> bool {
 }
 
 /// An array or `vec!` of string literals.
+/// Why collecting the items of `e`, an iterable that may not be storable, before its `for`
+/// loop would not do what the loop does in plain Rust: a closure in the chain (it would run for
+/// every item before the first iteration), or a source without end and no `take` after it (the
+/// collection would never end). `None` when neither is seen; trailing `map`s and `filter`s are
+/// peeled off before (they run per item in the body).
+fn eager_hazard(e: &Expr) -> Option<&'static str> {
+    let (mut unbounded, mut bounded) = (false, false);
+    let mut cur = e;
+    loop {
+        match cur {
+            Expr::Paren(p) => cur = &p.expr,
+            Expr::Group(g) => cur = &g.expr,
+            Expr::MethodCall(mc) => {
+                let method = mc.method.to_string();
+                if mc.args.iter().any(|a| matches!(unparen(a), Expr::Closure(_))) {
+                    return Some("the closures in its chain would run for all of them at once");
+                }
+                // A `take` or `zip` after (outside) an endless part bounds it.
+                bounded |= ["take", "zip"].contains(&method.as_str()) && !unbounded;
+                unbounded |= method == "cycle";
+                cur = &mc.receiver;
+            }
+            Expr::Call(c) => {
+                if c.args.iter().any(|a| matches!(unparen(a), Expr::Closure(_))) {
+                    return Some("the closure it is made from would run for all of them at once");
+                }
+                let unending = ["repeat", "repeat_with", "from_fn", "successors"];
+                unbounded |= matches!(&*c.func, Expr::Path(p)
+                    if p.path.segments.last().is_some_and(|s| unending.contains(&s.ident.to_string().as_str())));
+                break;
+            }
+            Expr::Range(r) => {
+                unbounded |= r.end.is_none() && !std::ptr::eq(cur, e);
+                break;
+            }
+            _ => break,
+        }
+    }
+    (unbounded && !bounded).then_some("it has no end")
+}
+
 fn has_str_literal_items(e: &Expr) -> bool {
     let is_str = |e: &Expr| matches!(e, Expr::Lit(l) if matches!(l.lit, syn::Lit::Str(_)));
     match e {
@@ -1786,6 +1836,33 @@ mod tests {
         );
         assert_eq!(s[0], ("call(issue)#0".to_owned(), names(&["big"])));
         assert_eq!(s[1], ("call(notify)#0".to_owned(), names(&["id", "n"])));
+    }
+
+    #[test]
+    fn iterables_whose_items_would_be_produced_early_are_refused() {
+        let hazard = |e: Expr| eager_hazard(&e);
+        assert!(hazard(parse_quote!((0..n).map(|x| f(x)).enumerate())).is_some());
+        assert!(hazard(parse_quote!((0..n).map(|x| f(x)).take(2))).is_some());
+        assert!(hazard(parse_quote!(std::iter::successors(Some(1), |x| Some(x * 2)))).is_some());
+        assert!(hazard(parse_quote!((0..).step_by(2))).is_some());
+        assert!(hazard(parse_quote!(v.iter().take(3).cycle())).is_some());
+        assert!(hazard(parse_quote!(std::iter::repeat(1))).is_some());
+        assert_eq!(hazard(parse_quote!((0..).step_by(2).take(3))), None);
+        assert_eq!(hazard(parse_quote!(v.into_iter().enumerate())), None);
+        assert_eq!(hazard(parse_quote!(names.drain(..).rev())), None);
+        assert_eq!(hazard(parse_quote!(a.into_iter().zip(1..))), None);
+
+        let (_, errors) = lower_for_test(
+            parse_quote!({
+                for (i, x) in (0..n).map(|x| x * 2).enumerate() {
+                    ctx.call(a, (i, x)).await?;
+                }
+                Ok(())
+            }),
+            &[parse_quote!(n)],
+        );
+        let messages = errors.messages();
+        assert!(messages.iter().any(|m| m.contains("collect them first")), "{messages:?}");
     }
 
     #[test]
