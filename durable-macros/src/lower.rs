@@ -1214,6 +1214,11 @@ impl Rewrite<'_, '_> {
 
     fn rewrite_macro(&mut self, mac: &mut syn::Macro) {
         use syn::parse::Parser;
+        let name = mac.path.segments.last().map(|s| s.ident.to_string());
+        // Their arguments are text, never run: `stringify!(f(x)?)` is "f(x)?" in plain Rust.
+        if matches!(name.as_deref(), Some("stringify" | "concat")) {
+            return;
+        }
         let parser = syn::punctuated::Punctuated::<Expr, syn::Token![,]>::parse_terminated;
         if let Ok(mut args) = parser.parse2(mac.tokens.clone()) {
             let before = self.gotos.len();
@@ -1223,6 +1228,13 @@ impl Rewrite<'_, '_> {
             if self.gotos.len() != before
                 || args.to_token_stream().to_string() != mac.tokens.to_string()
             {
+                // `assert!(cond)` says "assertion failed: " and the condition's text: the text
+                // the user wrote, not the rewritten one.
+                if matches!(name.as_deref(), Some("assert" | "debug_assert")) && args.len() == 1 {
+                    let original = mac.tokens.clone();
+                    args.push(parse_quote!("assertion failed: {}"));
+                    args.push(parse_quote!(::core::stringify!(#original)));
+                }
                 mac.tokens = args.to_token_stream();
             }
         }
@@ -1836,6 +1848,49 @@ mod tests {
         );
         assert_eq!(s[0], ("call(issue)#0".to_owned(), names(&["big"])));
         assert_eq!(s[1], ("call(notify)#0".to_owned(), names(&["id", "n"])));
+    }
+
+    /// The statements of the lowered code, as text.
+    fn statements(m: &Machine) -> Vec<String> {
+        fn walk(nodes: &[Node], out: &mut Vec<String>) {
+            for n in nodes {
+                match n {
+                    Node::Code { stmt, .. } => out.push(stmt.to_token_stream().to_string()),
+                    Node::If { then, els, .. } => {
+                        walk(then, out);
+                        walk(els, out);
+                    }
+                    Node::Match { arms, .. } => arms.iter().for_each(|a| walk(&a.body, out)),
+                    Node::Scope(inner) => walk(inner, out),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        m.blocks.iter().for_each(|b| walk(&b.body, &mut out));
+        out
+    }
+
+    #[test]
+    fn macros_keep_the_text_the_user_wrote() {
+        let (m, errors) = lower_for_test(
+            parse_quote!({
+                let a = ctx.call(f, 1).await?;
+                let text = stringify!(half(a)?);
+                assert!(half(a)? > 100);
+                assert!(half(a)? > 1, "custom {}", a);
+                Ok(text)
+            }),
+            &[],
+        );
+        assert!(errors.is_empty(), "{:?}", errors.messages());
+        let code = statements(&m).join("\n");
+        assert!(code.contains("stringify ! (half (a) ?)"), "{code}");
+        assert!(
+            code.contains(r#""assertion failed: {}" , :: core :: stringify ! (half (a) ? > 100)"#),
+            "{code}"
+        );
+        assert!(!code.contains(r#"1 , "custom {}" , a , "assertion"#), "{code}");
     }
 
     #[test]

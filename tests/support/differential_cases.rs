@@ -207,6 +207,19 @@ differential_case!(for_over_a_borrow_with_changing_operands, true, (n0: usize = 
     Ok(out)
 });
 
+differential_case!(macro_text, true, (n: i64 = 4), |ctx| -> (String, i64) {
+    let a = ctx.call(dadd, (n, 0)).await?;
+    // `stringify!` sees the text as written, `?` included; `assert!` runs its `?`.
+    let text = stringify!(half(a)?).to_string();
+    assert!(half(a)? > 1);
+    Ok((text, half(a)?))
+});
+
+/// Half of an even number.
+pub fn half(x: i64) -> Result<i64, String> {
+    if x % 2 == 0 { Ok(x / 2) } else { Err(format!("{x} is odd")) }
+}
+
 /// Two numbers, built with shorthand fields around awaits.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct Pair {
@@ -246,4 +259,5 @@ pub const CASES: &[Case] = &[
     drops_across_a_timer::CASE,
     struct_shorthand_fields::CASE,
     for_over_a_borrow_with_changing_operands::CASE,
+    macro_text::CASE,
 ];
