@@ -1672,13 +1672,31 @@ fn describe_op(op: &Expr) -> String {
 }
 
 /// Items that can be declared again in each piece of their block without changing what they
-/// mean (a type, `static` or `impl` declared twice would be two different things).
+/// mean (a type, `static` or `impl` declared twice would be two different things, and so would
+/// a `fn` with a `static` of its own: each piece would count in its own).
 fn redeclarable(item: &syn::Item) -> bool {
     match item {
-        syn::Item::Const(_) | syn::Item::Use(_) | syn::Item::Fn(_) | syn::Item::Type(_) => true,
+        syn::Item::Fn(f) => !has_statics(f),
+        syn::Item::Const(_) | syn::Item::Use(_) | syn::Item::Type(_) => true,
         syn::Item::Macro(m) => m.ident.is_some(),
         _ => false,
     }
+}
+
+/// Whether a function declares a `static` (or a `thread_local!`) anywhere in its body.
+fn has_statics(f: &syn::ItemFn) -> bool {
+    struct Find(bool);
+    impl<'a> syn::visit::Visit<'a> for Find {
+        fn visit_item_static(&mut self, _: &'a syn::ItemStatic) {
+            self.0 = true;
+        }
+        fn visit_macro(&mut self, m: &'a syn::Macro) {
+            self.0 |= m.path.segments.last().is_some_and(|s| s.ident == "thread_local");
+        }
+    }
+    let mut find = Find(false);
+    syn::visit::Visit::visit_block(&mut find, &f.block);
+    find.0
 }
 
 /// The redeclarable items of a block that are visible throughout it (not `macro_rules!`).

@@ -215,6 +215,20 @@ differential_case!(macro_text, true, (n: i64 = 4), |ctx| -> (String, i64) {
     Ok((text, half(a)?))
 });
 
+differential_case!(nested_fn_with_a_static, false, (_x: u32 = 0), |ctx| -> (i64, i64) {
+    fn next_id() -> i64 {
+        static N: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+    let a = next_id();
+    ctx.call(dadd, (1, 1)).await?;
+    let b = next_id();
+    ctx.call(dadd, (2, 2)).await?;
+    // One counter for every piece of the body (a new process starts it again: compared
+    // without restarts).
+    Ok((b - a, next_id() - b))
+});
+
 /// Half of an even number.
 pub fn half(x: i64) -> Result<i64, String> {
     if x % 2 == 0 { Ok(x / 2) } else { Err(format!("{x} is odd")) }
@@ -260,4 +274,5 @@ pub const CASES: &[Case] = &[
     struct_shorthand_fields::CASE,
     for_over_a_borrow_with_changing_operands::CASE,
     macro_text::CASE,
+    nested_fn_with_a_static::CASE,
 ];
