@@ -944,6 +944,9 @@ impl Lowerer<'_> {
                             | syn::BinOp::Gt(_)
                             | syn::BinOp::Ge(_)
                     ) && !is_compound_assign(&b.op);
+                    if !by_value && is_place(&b.left) {
+                        self.check_place_before_await(&b.left, &b.right, is_compound_assign(&b.op));
+                    }
                     self.spill(&mut b.left, by_value);
                 }
                 self.lift(&mut b.right);
@@ -967,6 +970,11 @@ impl Lowerer<'_> {
                 self.lift(&mut c.receiver);
                 let mut rest: Vec<&mut Expr> = c.args.iter_mut().collect();
                 if rest.iter().any(|a| has_await(&**a)) {
+                    if is_place(&c.receiver) {
+                        for a in &rest {
+                            self.check_place_before_await(&c.receiver, a, false);
+                        }
+                    }
                     self.spill(&mut c.receiver, false);
                 }
                 self.lift_in_order(&mut rest);
@@ -1009,6 +1017,33 @@ impl Lowerer<'_> {
                      use `value`"
                 ));
             }
+        }
+    }
+
+    /// Refuses a place that stays a place across the `.await` in `later` (a comparison's
+    /// operand, a method's receiver, the target of `op=`) when the order of the two cannot be
+    /// kept: `later` changes a local the place reads (`x == f(&mut x).await?`: Rust reads `x`
+    /// first for a number), or, for `op=`, the place's index runs code (Rust evaluates it before
+    /// the right side for an overloaded `op=`, after it for numbers; the macro cannot tell which).
+    fn check_place_before_await(&mut self, place: &Expr, later: &Expr, assigned: bool) {
+        let read = names_in(place);
+        let changed = changed_locals(later);
+        if let Some(name) = changed.iter().find(|n| read.contains(*n)) {
+            self.errors.at(
+                place,
+                format!(
+                    "`{name}` is read here, but the expression with the `.await` after it changes \
+                 `{name}` first, which would be read after the change; read it into a local \
+                 before, e.g. `let {name}_before = {name};`"
+                ),
+            );
+        } else if assigned && place_runs_code(place) {
+            self.errors.at(
+                place,
+                "the index of this place is evaluated after the `.await` on \
+                 the right of the assignment, where Rust may evaluate it before; compute the \
+                 index into a local first",
+            );
         }
     }
 
@@ -1498,6 +1533,50 @@ fn unparen(e: &Expr) -> &Expr {
     }
 }
 
+/// The locals an expression assigns, assigns with `op=` or borrows mutably (`&mut x`), by name
+/// (closures included: one called there may change them).
+fn changed_locals(e: &Expr) -> Vec<String> {
+    struct Find(Vec<String>);
+    fn root(e: &Expr) -> Option<String> {
+        match e {
+            Expr::Path(p) => p.path.get_ident().map(ToString::to_string),
+            Expr::Paren(p) => root(&p.expr),
+            Expr::Field(f) => root(&f.base),
+            Expr::Index(i) => root(&i.expr),
+            Expr::Unary(u) => root(&u.expr),
+            _ => None,
+        }
+    }
+    impl<'a> syn::visit::Visit<'a> for Find {
+        fn visit_expr(&mut self, e: &'a Expr) {
+            let target = match e {
+                Expr::Assign(a) => root(&a.left),
+                Expr::Binary(b) if is_compound_assign(&b.op) => root(&b.left),
+                Expr::Reference(r) if r.mutability.is_some() => root(&r.expr),
+                _ => None,
+            };
+            self.0.extend(target);
+            syn::visit::visit_expr(self, e);
+        }
+    }
+    let mut find = Find(Vec::new());
+    syn::visit::Visit::visit_expr(&mut find, e);
+    find.0
+}
+
+/// Whether evaluating a place runs code: an index that is not a local or a literal.
+fn place_runs_code(e: &Expr) -> bool {
+    match e {
+        Expr::Paren(p) => place_runs_code(&p.expr),
+        Expr::Field(f) => place_runs_code(&f.base),
+        Expr::Unary(u) => place_runs_code(&u.expr),
+        Expr::Index(i) => {
+            !matches!(unparen(&i.index), Expr::Path(_) | Expr::Lit(_)) || place_runs_code(&i.expr)
+        }
+        _ => false,
+    }
+}
+
 /// A place expression: a local, a field, an element or a dereference of one.
 fn is_place(e: &Expr) -> bool {
     match e {
@@ -1909,6 +1988,61 @@ mod tests {
             "{code}"
         );
         assert!(!code.contains(r#"1 , "custom {}" , a , "assertion"#), "{code}");
+    }
+
+    #[test]
+    fn places_whose_order_around_an_await_cannot_be_kept_are_refused() {
+        let refused = |body: syn::Block| {
+            let (_, errors) = lower_for_test(body, &[parse_quote!(x), parse_quote!(v)]);
+            errors.messages()
+        };
+        let m = refused(parse_quote!({
+            let eq = x == ctx.call(f, bump(&mut x)).await?;
+            Ok(eq)
+        }));
+        assert!(m.iter().any(|m| m.contains("`x` is read here")), "{m:?}");
+        let m = refused(parse_quote!({
+            let big = x.max(
+                ctx.call(f, {
+                    x += 1;
+                    x
+                })
+                .await?,
+            );
+            Ok(big)
+        }));
+        assert!(m.iter().any(|m| m.contains("`x` is read here")), "{m:?}");
+        let m = refused(parse_quote!({
+            v[{
+                x += 1;
+                x
+            }] += &ctx.call(f, 1).await?;
+            Ok(v)
+        }));
+        assert!(m.iter().any(|m| m.contains("compute the index into a local")), "{m:?}");
+        // Read but not changed on the right, or a plain index: nothing to refuse.
+        for body in [
+            parse_quote!({
+                let same = x == ctx.call(f, x).await?;
+                Ok(same)
+            }),
+            parse_quote!({
+                v[x] += &ctx.call(f, x).await?;
+                Ok(v)
+            }),
+            parse_quote!({
+                let n = v.len()
+                    + ctx
+                        .call(f, {
+                            x += 1;
+                            x
+                        })
+                        .await?;
+                Ok(n)
+            }),
+        ] {
+            assert!(refused(body).is_empty());
+        }
     }
 
     #[test]
