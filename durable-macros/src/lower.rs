@@ -85,6 +85,9 @@ pub(crate) struct Lowerer<'a> {
     /// The `for` loops over a borrowed collection being lowered, innermost last: their
     /// pattern's bindings are borrowed again at the start of each piece of their body.
     cursors: Vec<CursorLoop>,
+    /// The `macro_rules!` of the body whose expansion can `break` or `continue` a loop it is
+    /// used in (see [`Rewrite::rewrite_macro`]).
+    loop_control_macros: BTreeSet<String>,
 }
 
 /// A `for` loop that resumes by position (`ForCursor`).
@@ -116,6 +119,7 @@ pub(crate) fn lower(
         temps: 0,
         item_scopes: Vec::new(),
         cursors: Vec::new(),
+        loop_control_macros: loop_control_macros(body),
     };
     lw.new_block(BlockKind::Entry);
     lw.m.source_order.push(0);
@@ -1250,6 +1254,22 @@ impl Rewrite<'_, '_> {
     fn rewrite_macro(&mut self, mac: &mut syn::Macro) {
         use syn::parse::Parser;
         let name = mac.path.segments.last().map(|s| s.ident.to_string());
+        // Its `continue` or `break` would reach the state machine's own loop, not the user's
+        // loop, which the lowering has taken apart into pieces.
+        if self.depth == 0
+            && !self.lw.loops.is_empty()
+            && name.as_ref().is_some_and(|n| self.lw.loop_control_macros.contains(n))
+        {
+            self.lw.errors.at(
+                &mac.path,
+                format!(
+                    "`{}!` expands to `break` or `continue`, which cannot leave a loop whose body \
+                 awaits from inside a macro; write the `break` or `continue` at the call site \
+                 (e.g. `if … {{ continue; }}`)",
+                    name.as_deref().unwrap_or_default()
+                ),
+            );
+        }
         // Their arguments are text, never run: `stringify!(f(x)?)` is "f(x)?" in plain Rust.
         if matches!(name.as_deref(), Some("stringify" | "concat")) {
             return;
@@ -1762,6 +1782,47 @@ fn redeclarable(item: &syn::Item) -> bool {
     }
 }
 
+/// The names of the `macro_rules!` in `body` whose rules contain a `break` or `continue`
+/// outside a loop of their own (so one that leaves the loop the macro is used in).
+fn loop_control_macros(body: &syn::Block) -> BTreeSet<String> {
+    fn stray(tokens: TokenStream) -> bool {
+        let mut in_loop_header = false;
+        for tt in tokens {
+            match tt {
+                proc_macro2::TokenTree::Ident(i) if i == "continue" || i == "break" => return true,
+                proc_macro2::TokenTree::Ident(i) if i == "loop" || i == "while" || i == "for" => {
+                    in_loop_header = true;
+                }
+                proc_macro2::TokenTree::Group(g) => {
+                    // A loop's own body may break and continue it.
+                    let loop_body =
+                        in_loop_header && g.delimiter() == proc_macro2::Delimiter::Brace;
+                    in_loop_header &= !loop_body;
+                    if !loop_body && stray(g.stream()) {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+    struct Find(BTreeSet<String>);
+    impl<'a> syn::visit::Visit<'a> for Find {
+        fn visit_item_macro(&mut self, m: &'a syn::ItemMacro) {
+            if let Some(ident) = &m.ident
+                && m.mac.path.is_ident("macro_rules")
+                && stray(m.mac.tokens.clone())
+            {
+                self.0.insert(ident.to_string());
+            }
+        }
+    }
+    let mut find = Find(BTreeSet::new());
+    syn::visit::Visit::visit_block(&mut find, body);
+    find.0
+}
+
 /// Whether a function declares a `static` (or a `thread_local!`) anywhere in its body.
 fn has_statics(f: &syn::ItemFn) -> bool {
     struct Find(bool);
@@ -1988,6 +2049,56 @@ mod tests {
             "{code}"
         );
         assert!(!code.contains(r#"1 , "custom {}" , a , "assertion"#), "{code}");
+    }
+
+    #[test]
+    fn a_macro_that_leaves_a_loop_whose_body_awaits_is_refused() {
+        let messages = |body: syn::Block| lower_for_test(body, &[parse_quote!(n)]).1.messages();
+        let m = messages(parse_quote!({
+            macro_rules! skip {
+                () => {
+                    continue
+                };
+            }
+            for i in 0..n {
+                ctx.call(f, i).await?;
+                if i % 3 == 0 {
+                    skip!();
+                }
+            }
+            Ok(())
+        }));
+        assert!(m.iter().any(|m| m.contains("`skip!` expands to `break` or `continue`")), "{m:?}");
+        // Its own loop, or a loop that does not await, may be left.
+        let m = messages(parse_quote!({
+            macro_rules! first_even {
+                ($v:expr) => {{
+                    let mut f = 0;
+                    for x in $v {
+                        if x % 2 == 0 {
+                            f = x;
+                            break;
+                        }
+                    }
+                    f
+                }};
+            }
+            macro_rules! skip {
+                () => {
+                    continue
+                };
+            }
+            for i in 0..n {
+                ctx.call(f, first_even!(vec![1, 2])).await?;
+                for j in 0..i {
+                    if j == 1 {
+                        skip!();
+                    }
+                }
+            }
+            Ok(())
+        }));
+        assert!(m.is_empty(), "{m:?}");
     }
 
     #[test]
