@@ -88,6 +88,8 @@ pub(crate) struct Lowerer<'a> {
     /// The `macro_rules!` of the body whose expansion can `break` or `continue` a loop it is
     /// used in (see [`Rewrite::rewrite_macro`]).
     loop_control_macros: BTreeSet<String>,
+    /// The whole body, to tell whether a name is used outside the block that declares it.
+    body: TokenStream,
 }
 
 /// A `for` loop that resumes by position (`ForCursor`).
@@ -120,6 +122,7 @@ pub(crate) fn lower(
         item_scopes: Vec::new(),
         cursors: Vec::new(),
         loop_control_macros: loop_control_macros(body),
+        body: body.to_token_stream(),
     };
     lw.new_block(BlockKind::Entry);
     lw.m.source_order.push(0);
@@ -345,6 +348,7 @@ impl Lowerer<'_> {
         let has_items = block.stmts.iter().any(|s| matches!(s, Stmt::Item(i) if redeclarable(i)));
         let start = has_items.then(|| (self.cur, self.m.blocks[self.cur].body.len()));
         self.item_scopes.push(Vec::new());
+        self.refuse_shadowing_hoists(&block.stmts);
         self.hoist_for_types(&block.stmts);
         for item in redeclarable_items(&block.stmts) {
             self.declare_item(item);
@@ -356,6 +360,34 @@ impl Lowerer<'_> {
             self.m.blocks[b].body.push(Node::Scope(inner));
         }
         self.scopes.pop();
+    }
+
+    /// Refuses an inner block's item that hoisting to the function would make visible where
+    /// the name means something else: a type, `static` or `impl` of a block (and the `use`,
+    /// `fn`, `const` and `type` items beside it) are declared once for the whole function, so a
+    /// name they declare that the body also uses outside the block (for a module's item of the
+    /// same name) would change meaning there.
+    fn refuse_shadowing_hoists(&mut self, stmts: &[Stmt]) {
+        if !stmts.iter().any(|s| matches!(s, Stmt::Item(i) if !redeclarable(i))) {
+            return;
+        }
+        let inside: TokenStream = stmts.iter().map(ToTokens::to_token_stream).collect();
+        for s in stmts {
+            let Stmt::Item(item) = s else { continue };
+            for name in declared_names(item) {
+                if ident_count(&self.body, &name) > ident_count(&inside, &name) {
+                    self.errors.at(
+                        item,
+                        format!(
+                            "`{name}` is declared in this block, which the macro declares once for \
+                         the whole function (the block's `.await`s split it), while the body \
+                         also uses `{name}` outside the block; rename it or move it to the top \
+                         of the function"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     /// A block that declares a type, `impl` or `static` (hoisted to the function) also has its
@@ -1874,6 +1906,32 @@ fn item_names(item: &syn::Item) -> Vec<String> {
     out
 }
 
+/// The names an item declares, for any item (`item_names` covers the redeclarable ones).
+fn declared_names(item: &syn::Item) -> Vec<String> {
+    match item {
+        syn::Item::Static(i) => vec![i.ident.to_string()],
+        syn::Item::Struct(i) => vec![i.ident.to_string()],
+        syn::Item::Enum(i) => vec![i.ident.to_string()],
+        syn::Item::Union(i) => vec![i.ident.to_string()],
+        syn::Item::Trait(i) => vec![i.ident.to_string()],
+        syn::Item::Macro(_) => Vec::new(),
+        other => item_names(other),
+    }
+}
+
+/// How many times identifier `name` occurs in `tokens`, at any depth.
+fn ident_count(tokens: &TokenStream, name: &str) -> usize {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|tt| match tt {
+            proc_macro2::TokenTree::Ident(i) => usize::from(i == name),
+            proc_macro2::TokenTree::Group(g) => ident_count(&g.stream(), name),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Removes each `macro_rules!` declaration from the pieces of the machine that do not invoke
 /// it: declaring it names the locals it uses, which would keep them alive for nothing.
 fn drop_unused_macro_rules(m: &mut Machine) {
@@ -2049,6 +2107,42 @@ mod tests {
             "{code}"
         );
         assert!(!code.contains(r#"1 , "custom {}" , a , "assertion"#), "{code}");
+    }
+
+    #[test]
+    fn an_inner_item_that_would_shadow_a_name_used_outside_its_block_is_refused() {
+        let messages = |body: syn::Block| lower_for_test(body, &[parse_quote!(n)]).1.messages();
+        let m = messages(parse_quote!({
+            let outer = LEVEL.load(SeqCst);
+            let inner = if n > 0 {
+                static LEVEL: AtomicI64 = AtomicI64::new(7);
+                ctx.call(f, LEVEL.load(SeqCst)).await?
+            } else {
+                0
+            };
+            Ok((outer, inner))
+        }));
+        assert!(m.iter().any(|m| m.contains("`LEVEL` is declared in this block")), "{m:?}");
+        let m = messages(parse_quote!({
+            let base = RATE;
+            let inner = {
+                const RATE: i64 = 20;
+                struct Tag;
+                let a = ctx.call(f, RATE).await?;
+                a
+            };
+            Ok((base, inner))
+        }));
+        assert!(m.iter().any(|m| m.contains("`RATE` is declared in this block")), "{m:?}");
+        // Used inside its block only: hoisted as before.
+        let m = messages(parse_quote!({
+            let inner = {
+                static SEEN: AtomicI64 = AtomicI64::new(0);
+                ctx.call(f, SEEN.load(SeqCst)).await?
+            };
+            Ok(inner)
+        }));
+        assert!(m.is_empty(), "{m:?}");
     }
 
     #[test]
