@@ -32,24 +32,8 @@ struct Fixture {
     client: reqwest::Client,
 }
 
-mod tempdir {
-    /// A directory removed when dropped.
-    pub(crate) struct Dir(pub(crate) std::path::PathBuf);
-    impl Dir {
-        pub(crate) fn new(name: &str) -> Dir {
-            let path = std::env::temp_dir()
-                .join(format!("durable-admin-test-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).expect("temp dir");
-            Dir(path)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+#[path = "support/tempdir.rs"]
+mod tempdir;
 
 impl Fixture {
     async fn new(name: &str) -> Fixture {

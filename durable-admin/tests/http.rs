@@ -1,7 +1,6 @@
 //! The admin server over HTTP: who gets in with what, where `?token=` sends a browser, and
 //! that every error under `/api` is JSON.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,21 +11,9 @@ use reqwest::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION, SET_
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-struct Dir(PathBuf);
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let path =
-            std::env::temp_dir().join(format!("durable-admin-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Dir(path)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "../../tests/support/tempdir.rs"]
+mod tempdir;
+use tempdir::Dir;
 
 /// A server over an empty runtime, and a client that does not follow redirects.
 async fn served(dir: &Dir) -> (Runtime, Admin, reqwest::Client) {

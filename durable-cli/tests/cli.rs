@@ -1,7 +1,7 @@
 //! The `durable` binary against a served runtime (`--url`, `--db` of a held database) and
 //! against a database directory no process holds.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
@@ -16,21 +16,9 @@ async fn approval(ctx: Ctx, what: String) -> Result<String, Failure> {
     Ok(format!("{asked} {}", if yes { "yes" } else { "no" }))
 }
 
-struct Dir(PathBuf);
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let path =
-            std::env::temp_dir().join(format!("durable-cli-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Dir(path)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "../../tests/support/tempdir.rs"]
+mod tempdir;
+use tempdir::Dir;
 
 async fn durable(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
