@@ -237,59 +237,63 @@ pub(crate) async fn resolve(
                     branch.child_started = true;
                     changed = true;
                 }
-                if branch.done.is_none()
-                    && branch.child_started
-                    && let Ok(None) = engine.records.record(&child_id)
-                {
-                    // Deleted before this instance took its result (purge refuses that; a
-                    // hand in the store does not). It may have run to its end: not started
-                    // again, which could run its effects twice.
-                    branch.done = Some(Completion::Child(Err(ChildFailure::Failed {
-                        message: format!(
-                            "sub-orchestration `{}` is gone: its record was deleted before this \
-                             instance took its result",
-                            shown_id(&child_id)
-                        ),
-                        payload: None,
-                    })));
-                    changed = true;
-                }
-                if branch.done.is_none()
-                    && let Ok(Some((child, _))) = engine.records.record(&child_id)
-                {
-                    let result = match child.state {
-                        State::Completed { output } => Some(Ok(output)),
-                        State::Failed { message, payload } => {
-                            Some(Err(ChildFailure::Failed { message, payload }))
-                        }
-                        State::Cancelled { reason } => Some(Err(ChildFailure::Cancelled(reason))),
-                        State::Running | State::Incompatible { .. } => None,
-                    };
-                    if let Some(result) = result {
-                        // A child that failed is started again while the policy allows, under
-                        // the id of its next attempt; a cancelled one is not.
-                        let failed = branch.failed_attempts + 1;
-                        let retry_at = match &result {
-                            Err(ChildFailure::Failed { .. }) => {
-                                policy.next_attempt_at(failed, pending.issued_ms, now)
-                            }
-                            _ => None,
-                        };
-                        match (result, retry_at) {
-                            (Err(ChildFailure::Failed { message, .. }), Some(at)) => {
-                                tracing::info!(
-                                    attempt = failed,
-                                    "sub-orchestration `{}` failed, will start it again: {message}",
+                if branch.done.is_none() {
+                    // One read of the child: gone, finished, or still running.
+                    match engine.records.record(&child_id) {
+                        Ok(None) if branch.child_started => {
+                            // Deleted before this instance took its result (purge refuses
+                            // that; a hand in the store does not). It may have run to its end:
+                            // not started again, which could run its effects twice.
+                            branch.done = Some(Completion::Child(Err(ChildFailure::Failed {
+                                message: format!(
+                                    "sub-orchestration `{}` is gone: its record was deleted \
+                                     before this instance took its result",
                                     shown_id(&child_id)
-                                );
-                                branch.failed_attempts = failed;
-                                branch.child_id = Some(attempt_id(&first, failed + 1));
-                                branch.child_started = false;
-                                branch.not_before_ms = at;
-                            }
-                            (result, _) => branch.done = Some(Completion::Child(result)),
+                                ),
+                                payload: None,
+                            })));
+                            changed = true;
                         }
-                        changed = true;
+                        Ok(Some((child, _))) => {
+                            let result = match child.state {
+                                State::Completed { output } => Some(Ok(output)),
+                                State::Failed { message, payload } => {
+                                    Some(Err(ChildFailure::Failed { message, payload }))
+                                }
+                                State::Cancelled { reason } => {
+                                    Some(Err(ChildFailure::Cancelled(reason)))
+                                }
+                                State::Running | State::Incompatible { .. } => None,
+                            };
+                            if let Some(result) = result {
+                                // A child that failed is started again while the policy
+                                // allows, under the id of its next attempt; a cancelled one
+                                // is not.
+                                let failed = branch.failed_attempts + 1;
+                                let retry_at = match &result {
+                                    Err(ChildFailure::Failed { .. }) => {
+                                        policy.next_attempt_at(failed, pending.issued_ms, now)
+                                    }
+                                    _ => None,
+                                };
+                                match (result, retry_at) {
+                                    (Err(ChildFailure::Failed { message, .. }), Some(at)) => {
+                                        tracing::info!(
+                                            attempt = failed,
+                                            "sub-orchestration `{}` failed, will start it again: {message}",
+                                            shown_id(&child_id)
+                                        );
+                                        branch.failed_attempts = failed;
+                                        branch.child_id = Some(attempt_id(&first, failed + 1));
+                                        branch.child_started = false;
+                                        branch.not_before_ms = at;
+                                    }
+                                    (result, _) => branch.done = Some(Completion::Child(result)),
+                                }
+                                changed = true;
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
